@@ -1,0 +1,95 @@
+"""Activation functions (fused forward and gradient kernels) and PReLU."""
+from collections import namedtuple
+
+from .._config import backend, threads_for
+from .._validation import as_float_array, check_shape
+from .._workspace import FRESH
+from ..kernels.codes import ACTIVATIONS, GELU_TANH, IDENTITY
+
+ActivationCache = namedtuple("ActivationCache", "x y code p")
+PReLUCache = namedtuple("PReLUCache", "x alpha")
+
+
+def resolve_activation(name, kw, fn):
+    """(code, p) for an activation name and its keyword arguments; None is identity."""
+    if name is None:
+        name = "identity"
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError("%s: unknown activation %r; expected one of %s"
+                         % (fn, name, ", ".join(sorted(ACTIVATIONS))))
+    kw = dict(kw or {})
+    code, pname, p = ACTIVATIONS[name]
+    if name == "gelu":
+        approximate = kw.pop("approximate", "none")
+        if approximate not in ("none", "tanh"):
+            raise ValueError('%s: gelu approximate must be "none" or "tanh", got %r'
+                             % (fn, approximate))
+        code = GELU_TANH if approximate == "tanh" else code
+    elif pname is not None and pname in kw:
+        p = kw.pop(pname)
+        if isinstance(p, bool) or not isinstance(p, (int, float)):
+            raise TypeError("%s: %s must be a number, got %r" % (fn, pname, p))
+        p = float(p)
+    if kw:
+        raise TypeError("%s: activation %r got unexpected keyword(s) %s"
+                        % (fn, name, ", ".join(sorted(kw))))
+    return code, p
+
+
+def activation_forward(x, name, workspace=None, **kw):
+    """y = f(x) for the named activation; x: any shape -> (y same shape, cache).
+
+    name: "sigmoid", "tanh", "relu", "leaky_relu" (negative_slope=0.01), "elu"
+    (alpha=1.0), "gelu" (approximate="none" | "tanh"), "silu", "swish" (beta=1.0).
+    """
+    fn = "activation_forward"
+    code, p = resolve_activation(name, kw, fn)
+    x = as_float_array(x, fn, "x", ndim=(1, 2, 3, 4))
+    y = (workspace or FRESH).get("y", x.shape, x.dtype)
+    backend().act_forward(_rows(x), _rows(y), code, p, threads_for(x.size))
+    return y, ActivationCache(x, y, code, p)
+
+
+def _rows(a):
+    """2-D (N, -1) view: the kernels work on rows."""
+    return a.reshape(a.shape[0], -1)
+
+
+def activation_backward(dout, cache, workspace=None):
+    """dx = dout * f'(x) for the cached forward; dout: same shape as the output."""
+    fn = "activation_backward"
+    x = cache.x
+    dout = as_float_array(dout, fn, "dout", dtype=x.dtype)
+    check_shape(dout, x.shape, fn, "dout")
+    dx = (workspace or FRESH).get("dx", x.shape, x.dtype)
+    backend().act_backward(_rows(dout), _rows(x), _rows(cache.y), _rows(dx), cache.code,
+                           cache.p, threads_for(x.size))
+    return dx
+
+
+def prelu_forward(x, alpha, workspace=None):
+    """PReLU: y = x if x > 0 else alpha * x. x: (N,) or (N, C); alpha: (1,) or (C,)."""
+    fn = "prelu_forward"
+    x = as_float_array(x, fn, "x", ndim=(1, 2))
+    alpha = as_float_array(alpha, fn, "alpha", ndim=1, dtype=x.dtype)
+    channels = x.shape[1] if x.ndim == 2 else 1
+    if alpha.shape[0] not in (1, channels):
+        raise ValueError("%s: alpha must have shape (1,) or (%d,) for x of shape %s, got %s"
+                         % (fn, channels, x.shape, alpha.shape))
+    y = (workspace or FRESH).get("y", x.shape, x.dtype)
+    backend().prelu_forward(x, alpha, y, threads_for(x.size))
+    return y, PReLUCache(x, alpha)
+
+
+def prelu_backward(dout, cache, workspace=None):
+    """-> (dx same shape as x, dalpha same shape as alpha)."""
+    fn = "prelu_backward"
+    x, alpha = cache
+    dout = as_float_array(dout, fn, "dout", dtype=x.dtype)
+    check_shape(dout, x.shape, fn, "dout")
+    ws = workspace or FRESH
+    dx = ws.get("dx", x.shape, x.dtype)
+    dalpha = ws.get("dalpha", alpha.shape, x.dtype)
+    backend().prelu_backward(dout, x, alpha, dx, dalpha, threads_for(x.size))
+    return dx, dalpha
+

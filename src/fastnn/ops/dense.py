@@ -1,0 +1,50 @@
+"""Dense layer: act(x @ w + b) with bias and activation fused after the GEMM."""
+from collections import namedtuple
+
+from .._config import backend, threads_for
+from .._validation import as_float_array, check_shape
+from .._workspace import FRESH
+from ..kernels.codes import IDENTITY
+from .activations import resolve_activation
+
+DenseCache = namedtuple("DenseCache", "x w has_bias z out code p")
+
+
+def dense_forward(x, w, b, activation=None, activation_kw=None, workspace=None):
+    """out = act(x @ w + b); x: (N, I), w: (I, O), b: (O,) or None -> ((N, O), cache).
+
+    activation: None or an `activation_forward` name, with its keywords in activation_kw.
+    """
+    fn = "dense_forward"
+    code, p = resolve_activation(activation, activation_kw, fn)
+    x = as_float_array(x, fn, "x", ndim=2)
+    w = as_float_array(w, fn, "w", ndim=2, dtype=x.dtype)
+    if w.shape[0] != x.shape[1]:
+        raise ValueError("%s: w must have shape (%d, out) to match x of shape %s, got %s"
+                         % (fn, x.shape[1], x.shape, w.shape))
+    if b is not None:
+        b = as_float_array(b, fn, "b", ndim=1, dtype=x.dtype)
+        check_shape(b, (w.shape[1],), fn, "b")
+    ws = workspace or FRESH
+    shape = (x.shape[0], w.shape[1])
+    z = ws.get("z", shape, x.dtype)
+    out = z if code == IDENTITY else ws.get("out", shape, x.dtype)
+    backend().dense_forward(x, w, b, z, out, code, p, threads_for(z.size))
+    return out, DenseCache(x, w, b is not None, z, out, code, p)
+
+
+def dense_backward(dout, cache, workspace=None, need_dx=True):
+    """-> (dx (N, I), dw (I, O), db (O,) or None). need_dx=False skips dx (returns None),
+    saving a GEMM for a network's first layer."""
+    fn = "dense_backward"
+    x, w = cache.x, cache.w
+    dout = as_float_array(dout, fn, "dout", dtype=x.dtype)
+    check_shape(dout, cache.out.shape, fn, "dout")
+    ws = workspace or FRESH
+    dz = dout if cache.code == IDENTITY else ws.get("dz", dout.shape, x.dtype)
+    dx = ws.get("dx", x.shape, x.dtype) if need_dx else None
+    dw = ws.get("dw", w.shape, x.dtype)
+    db = ws.get("db", (w.shape[1],), x.dtype) if cache.has_bias else None
+    backend().dense_backward(dout, x, w, cache.z, cache.out, dz, dx, dw, db, cache.code,
+                             cache.p, threads_for(dout.size))
+    return dx, dw, db

@@ -1,0 +1,62 @@
+"""Losses: each returns (mean loss as a Python float, gradient w.r.t. its first input)."""
+from .._config import backend, threads_for
+from .._validation import as_float_array, as_labels, as_scalar, check_shape
+from .._workspace import FRESH
+
+
+def softmax_cross_entropy(logits, labels, workspace=None):
+    """logits (N, C) float, labels (N,) int in [0, C) -> (loss, dlogits (N, C)).
+
+    loss = mean over the batch of -log softmax(logits)[label] (log-sum-exp stable).
+    """
+    fn = "softmax_cross_entropy"
+    logits = as_float_array(logits, fn, "logits", ndim=2)
+    labels = as_labels(labels, logits.shape[0], logits.shape[1], fn)
+    grad = (workspace or FRESH).get("grad", logits.shape, logits.dtype)
+    loss = backend().softmax_cross_entropy(logits, labels, grad, threads_for(logits.size))
+    return loss, grad
+
+
+def multiclass_hinge(scores, labels, margin=1.0, workspace=None):
+    """cs231n multiclass SVM loss: mean_i sum_{j != y_i} max(0, s_ij - s_iy_i + margin).
+
+    scores (N, C), labels (N,) -> (loss, dscores (N, C)).
+    """
+    fn = "multiclass_hinge"
+    scores = as_float_array(scores, fn, "scores", ndim=2)
+    labels = as_labels(labels, scores.shape[0], scores.shape[1], fn)
+    margin = as_scalar(margin, fn, "margin")
+    grad = (workspace or FRESH).get("grad", scores.shape, scores.dtype)
+    loss = backend().multiclass_hinge(scores, labels, margin, grad, threads_for(scores.size))
+    return loss, grad
+
+
+def _pair(pred, target, fn, pname, tname):
+    pred = as_float_array(pred, fn, pname, ndim=(1, 2))
+    if not hasattr(target, "dtype") or target.dtype != pred.dtype:
+        target = as_float_array(target, fn, tname)  # type check first, then convert
+        target = target.astype(pred.dtype)
+    target = as_float_array(target, fn, tname, dtype=pred.dtype)
+    check_shape(target, pred.shape, fn, tname)
+    return pred, target
+
+
+def bce_with_logits(logits, targets, workspace=None):
+    """Binary cross-entropy on logits, stable for any finite logit.
+
+    logits, targets: same shape ((N,) or (N, K)), targets in [0, 1] -> (loss, dlogits).
+    """
+    fn = "bce_with_logits"
+    logits, targets = _pair(logits, targets, fn, "logits", "targets")
+    grad = (workspace or FRESH).get("grad", logits.shape, logits.dtype)
+    loss = backend().bce_with_logits(logits, targets, grad, threads_for(logits.size))
+    return loss, grad
+
+
+def mse(pred, target, workspace=None):
+    """Mean squared error over all elements: pred, target same shape -> (loss, dpred)."""
+    fn = "mse"
+    pred, target = _pair(pred, target, fn, "pred", "target")
+    grad = (workspace or FRESH).get("grad", pred.shape, pred.dtype)
+    loss = backend().mse(pred, target, grad, threads_for(pred.size))
+    return loss, grad

@@ -1,0 +1,24 @@
+"""Shared fixtures: tests run on the Cython backend by default and repeat on NumPy."""
+import numpy as np
+import pytest
+
+import fastnn
+
+BACKENDS = ["cython", "numpy"] if fastnn.show_config(print_=False)["cython"] else ["numpy"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Run the test body with the given backend active."""
+    with fastnn.use_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    return request.param
+
+
+def tol(dtype):
+    """Parity tolerance (rtol, atol) for a dtype."""
+    return (1e-5, 1e-6) if np.dtype(dtype) == np.float32 else (1e-11, 1e-12)
