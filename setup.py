@@ -81,21 +81,21 @@ class BuildExt(build_ext):
             cflags, lflags = [], []
         if ctype == "msvc":
             base = ["/O2"]
+        elif SANITIZE:
+            base = ["-O1", "-g", "-fsanitize=" + SANITIZE, "-fno-omit-frame-pointer"]
+            lflags = lflags + ["-fsanitize=" + SANITIZE]
         elif DEBUG:
             base = ["-O0", "-g"]
         else:
             base = ["-O3"]
         if NATIVE and ctype != "msvc":
             base.append("-march=native")
-        if SANITIZE and ctype != "msvc":
-            base += ["-fsanitize=" + SANITIZE, "-fno-omit-frame-pointer"]
-            lflags = lflags + ["-fsanitize=" + SANITIZE]
         for ext in self.extensions:
             ext.extra_compile_args = base + cflags
             ext.extra_link_args = lflags
             # show_config() reads the flags back from the compiled _runtime module
             ext.define_macros.append(("FASTNN_COMPILE_ARGS",
-                                      '"%s"' % " ".join(base + cflags + lflags)))
+                                      '"%s"' % " ".join(base + cflags)))
         try:
             super().build_extensions()
         except BUILD_ERRORS as exc:

@@ -8,7 +8,18 @@ __version__ = "0.1.0"
 
 from ._config import (get_backend, get_num_threads, set_backend, set_num_threads,
                       show_config, use_backend)
-from . import ops
+from . import data, init, io, layers, losses, ops, optim
+from ._random import seed
+from .io import load, save
+from .layers import (ELU, GELU, BatchNorm1d, Dense, Dropout, Flatten, LeakyReLU, Maxout,
+                     Module, Parameter, PReLU, ReLU, Sequential, Sigmoid, SiLU, Swish, Tanh)
+from .losses import MSE, BCEWithLogits, MulticlassHinge, SoftmaxCrossEntropy
 
-__all__ = ["__version__", "get_backend", "set_backend", "use_backend", "get_num_threads",
-           "set_num_threads", "show_config", "ops"]
+__all__ = [
+    "__version__", "get_backend", "set_backend", "use_backend", "get_num_threads",
+    "set_num_threads", "show_config", "seed", "save", "load",
+    "data", "init", "io", "layers", "losses", "ops", "optim",
+    "Module", "Parameter", "Sequential", "Dense", "Maxout", "Sigmoid", "Tanh", "ReLU",
+    "LeakyReLU", "ELU", "GELU", "SiLU", "Swish", "PReLU", "BatchNorm1d", "Dropout", "Flatten",
+    "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE",
+]

@@ -6,25 +6,9 @@ import numbers
 
 import numpy as np
 
+from .._random import as_rng
+
 __all__ = ["minibatches", "train_val_split"]
-
-
-def as_rng(rng, func="as_rng"):
-    """Return a ``numpy.random.Generator`` from ``rng``.
-
-    ``rng`` may be a Generator (returned as is, so its state advances), an int
-    seed (fresh, reproducible Generator) or None (fresh, OS-seeded Generator).
-    """
-    if rng is None or isinstance(rng, np.random.Generator):
-        return np.random.default_rng(rng)
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_)):
-        if rng < 0:
-            raise ValueError(f"{func}: expected a non-negative int seed, got rng={rng}")
-        return np.random.default_rng(int(rng))
-    raise TypeError(
-        f"{func}: expected rng to be a numpy.random.Generator, an int seed or None, "
-        f"got {type(rng).__name__}"
-    )
 
 
 def _as_samples(a, name, func):

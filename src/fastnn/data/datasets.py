@@ -7,7 +7,7 @@ from importlib import resources
 
 import numpy as np
 
-from .batching import as_rng
+from .._random import as_rng
 
 __all__ = ["make_spirals", "load_digits"]
 

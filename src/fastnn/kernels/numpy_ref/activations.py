@@ -98,6 +98,6 @@ def prelu_backward(dout, x, alpha, dx, dalpha, nthreads=1):
     dx[...] = np.where(pos, dout, alpha * dout)
     contrib = np.where(pos, x.dtype.type(0), dout * x)
     if dalpha.shape[0] == 1:
-        dalpha[0] = contrib.sum()
+        dalpha[0] = contrib.sum(dtype=np.float64)
     else:
-        dalpha[...] = contrib.reshape(-1, dalpha.shape[0]).sum(axis=0)
+        dalpha[...] = contrib.reshape(-1, dalpha.shape[0]).sum(axis=0, dtype=np.float64)

@@ -45,8 +45,8 @@ def bn_backward(dout, x, gamma, mean, invstd, training, dx, dgamma, dbeta, nthre
     """Write dx (N, D), dgamma (D,), dbeta (D,) (dgamma/dbeta may be None)."""
     n = x.shape[0]
     xhat = (x - mean) * invstd
-    db = dout.sum(axis=0)
-    dg = (dout * xhat).sum(axis=0)
+    db = dout.sum(axis=0, dtype=np.float64).astype(x.dtype)    # sums accumulate in double
+    dg = (dout * xhat).sum(axis=0, dtype=np.float64).astype(x.dtype)
     if training:
         dx[...] = (gamma * invstd / n) * (n * dout - db - xhat * dg)
     else:

@@ -26,6 +26,6 @@ def dense_backward(dout, x, w, z, out, dz, dx, dw, db, code, p, nthreads=1):
         act_backward(dout, z, out, dz, code, p)
     np.matmul(x.T, dz, out=dw)
     if db is not None:
-        np.sum(dz, axis=0, out=db)
+        db[...] = dz.sum(axis=0, dtype=np.float64)      # accumulate in double
     if dx is not None:
         np.matmul(dz, w.T, out=dx)

@@ -1,0 +1,261 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Activations, compiled twin of `fastnn.kernels.numpy_ref.activations`.
+
+Elementwise work runs over fixed flat blocks of BLOCK elements (prange, static schedule);
+the math is the shared `_actfuncs.pxd`. Results do not depend on the thread count: the
+elementwise passes are independent per element and the PReLU dalpha reductions use
+chunk boundaries fixed by the shapes alone, combined sequentially in a fixed order.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+
+import numpy as np
+
+from . import codes as _codes
+from ._actfuncs cimport (ACT_ELU, ACT_GELU, ACT_GELU_TANH, ACT_IDENTITY, ACT_LEAKY_RELU,
+                         ACT_NUM_CODES, ACT_RELU, ACT_SIGMOID, ACT_SILU, ACT_SWISH,
+                         ACT_TANH, act_backward_span, act_forward_span, f_leaky_relu,
+                         sel)
+
+if (_codes.IDENTITY, _codes.SIGMOID, _codes.TANH, _codes.RELU, _codes.LEAKY_RELU,
+        _codes.ELU, _codes.GELU, _codes.GELU_TANH, _codes.SILU, _codes.SWISH) != (
+        ACT_IDENTITY, ACT_SIGMOID, ACT_TANH, ACT_RELU, ACT_LEAKY_RELU, ACT_ELU, ACT_GELU,
+        ACT_GELU_TANH, ACT_SILU, ACT_SWISH):  # pragma: no cover
+    raise ImportError("fastnn.kernels._activations: activation codes out of sync with "
+                      "fastnn.kernels.codes; rebuild the extension")
+
+cdef enum:
+    # elements per parallel work item (64 KiB of float32): amortizes the per-block call
+    # and still balances many threads on (256, 1024) inputs
+    BLOCK = 16384
+    # PReLU shared-alpha reduction: at most MAX_CHUNKS chunks of >= BLOCK elements, each
+    # summed in LANES interleaved double accumulators (vectorizable, fixed order)
+    MAX_CHUNKS = 1024
+    LANES = 8
+    # PReLU per-channel reduction: columns per work item
+    COLS = 256
+
+_F64 = np.dtype(np.float64)
+
+
+cdef inline int _check_code(int code) except -1:
+    if code < 0 or code >= ACT_NUM_CODES:
+        raise ValueError("unknown activation code %r" % (code,))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# act_forward / act_backward
+# ---------------------------------------------------------------------------------------
+cdef void _act_forward(const floating[::1] x, floating[::1] out, int code, floating p,
+                       int nthreads) noexcept nogil:
+    cdef Py_ssize_t n = x.shape[0]
+    cdef Py_ssize_t nb = (n + BLOCK - 1) // BLOCK
+    cdef Py_ssize_t b, start
+    if n == 0:
+        return
+    cdef const floating *xp = &x[0]
+    cdef floating *yp = &out[0]
+    if nthreads <= 1 or nb <= 1:
+        act_forward_span(xp, yp, n, code, p)
+        return
+    for b in prange(nb, schedule="static", num_threads=nthreads):
+        start = b * BLOCK
+        act_forward_span(xp + start, yp + start, min(BLOCK, n - start), code, p)
+
+
+cdef void _act_backward(const floating[::1] dout, const floating[::1] x,
+                        const floating[::1] y,
+                        floating[::1] dx, int code, floating p, int nthreads) noexcept nogil:
+    cdef Py_ssize_t n = x.shape[0]
+    cdef Py_ssize_t nb = (n + BLOCK - 1) // BLOCK
+    cdef Py_ssize_t b, start
+    if n == 0:
+        return
+    cdef const floating *gp = &dout[0]
+    cdef const floating *xp = &x[0]
+    cdef const floating *yp = &y[0]
+    cdef floating *dp = &dx[0]
+    if nthreads <= 1 or nb <= 1:
+        act_backward_span(gp, xp, yp, dp, n, code, p)
+        return
+    for b in prange(nb, schedule="static", num_threads=nthreads):
+        start = b * BLOCK
+        act_backward_span(gp + start, xp + start, yp + start, dp + start,
+                          min(BLOCK, n - start), code, p)
+
+
+def act_forward(x, out, int code, double p, int nthreads=1):
+    """out[...] = f(x); x, out: same shape and dtype (may be the same array)."""
+    _check_code(code)
+    if x.dtype == _F64:
+        _act_forward[double](x.reshape(-1), out.reshape(-1), code, p, nthreads)
+    else:
+        _act_forward[float](x.reshape(-1), out.reshape(-1), code, <float>p, nthreads)
+
+
+def act_backward(dout, x, y, dx, int code, double p, int nthreads=1):
+    """dx[...] = dout * f'(x), using the forward's input x and output y = f(x)."""
+    _check_code(code)
+    if x.dtype == _F64:
+        _act_backward[double](dout.reshape(-1), x.reshape(-1), y.reshape(-1),
+                              dx.reshape(-1), code, p, nthreads)
+    else:
+        _act_backward[float](dout.reshape(-1), x.reshape(-1), y.reshape(-1),
+                             dx.reshape(-1), code, <float>p, nthreads)
+
+
+# ---------------------------------------------------------------------------------------
+# PReLU
+# ---------------------------------------------------------------------------------------
+cdef inline void _prelu_fwd_rows(const floating *x, const floating *alpha, floating *out,
+                                 Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef const floating *xr
+    cdef floating *yr
+    for i in range(r0, r1):
+        xr = x + i * C
+        yr = out + i * C
+        for j in range(C):
+            yr[j] = f_leaky_relu(xr[j], alpha[j])
+
+
+cdef void _prelu_forward(const floating[::1] x, const floating[::1] alpha, floating[::1] out,
+                         int nthreads) noexcept nogil:
+    cdef Py_ssize_t n = x.shape[0], C = alpha.shape[0]
+    cdef Py_ssize_t rows, rb, nb, b, r0
+    if n == 0:
+        return
+    if C == 1:   # shared alpha: leaky_relu with slope alpha[0]
+        _act_forward(x, out, ACT_LEAKY_RELU, alpha[0], nthreads)
+        return
+    rows = n // C
+    rb = max(1, BLOCK // C)             # rows per work item
+    nb = (rows + rb - 1) // rb
+    if nthreads <= 1 or nb <= 1:
+        _prelu_fwd_rows(&x[0], &alpha[0], &out[0], 0, rows, C)
+        return
+    for b in prange(nb, schedule="static", num_threads=nthreads):
+        r0 = b * rb
+        _prelu_fwd_rows(&x[0], &alpha[0], &out[0], r0, min(r0 + rb, rows), C)
+
+
+cdef inline double _prelu_bwd_flat_chunk(const floating *dout, const floating *x,
+                                         floating *dx, floating a,
+                                         Py_ssize_t n) noexcept nogil:
+    """dx = dout * (x > 0 ? 1 : a) over n elements; returns sum(x > 0 ? 0 : dout * x)
+    accumulated in double in LANES interleaved partial sums, added in a fixed order."""
+    cdef double acc[LANES]
+    cdef double s
+    cdef floating xv, gv, c
+    cdef Py_ssize_t g, j, k, nfull = n - n % LANES
+    for k in range(LANES):
+        acc[k] = 0
+    for g in range(n // LANES):
+        j = g * LANES
+        for k in range(LANES):
+            xv = x[j + k]
+            gv = dout[j + k]
+            dx[j + k] = sel(xv > 0, gv, a * gv)
+            c = sel(xv > 0, <floating>0, gv * xv)
+            acc[k] += c
+    for j in range(nfull, n):
+        xv = x[j]
+        gv = dout[j]
+        dx[j] = sel(xv > 0, gv, a * gv)
+        c = sel(xv > 0, <floating>0, gv * xv)
+        acc[j - nfull] += c
+    s = acc[0]
+    for k in range(1, LANES):
+        s += acc[k]
+    return s
+
+
+cdef void _prelu_bwd_cols(const floating *dout, const floating *x, const floating *alpha,
+                          floating *dx, floating *dalpha, Py_ssize_t rows, Py_ssize_t C,
+                          Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """Columns [c0, c1) (at most COLS): dx, and dalpha[c] summed over the rows in order."""
+    cdef double acc[COLS]
+    cdef Py_ssize_t i, j, m = c1 - c0
+    cdef const floating *gr
+    cdef const floating *xr
+    cdef floating *dr
+    cdef floating xv, gv, c
+    for j in range(m):
+        acc[j] = 0
+    for i in range(rows):
+        gr = dout + i * C + c0
+        xr = x + i * C + c0
+        dr = dx + i * C + c0
+        for j in range(m):
+            xv = xr[j]
+            gv = gr[j]
+            dr[j] = sel(xv > 0, gv, alpha[c0 + j] * gv)
+            c = sel(xv > 0, <floating>0, gv * xv)
+            acc[j] += c
+    for j in range(m):
+        dalpha[c0 + j] = <floating>acc[j]
+
+
+cdef void _prelu_backward(const floating[::1] dout, const floating[::1] x,
+                          const floating[::1] alpha,
+                          floating[::1] dx, floating[::1] dalpha,
+                          int nthreads) noexcept nogil:
+    cdef Py_ssize_t n = x.shape[0], C = alpha.shape[0]
+    cdef Py_ssize_t chunk, nb, b, start
+    cdef double part[MAX_CHUNKS]
+    cdef double s
+    if n == 0:
+        dalpha[:] = 0
+        return
+    cdef const floating *gp = &dout[0]
+    cdef const floating *xp = &x[0]
+    cdef floating *dp = &dx[0]
+    if C == 1:
+        # fixed chunks (boundaries depend on n only), partial sums combined in order
+        chunk = max(BLOCK, (n + MAX_CHUNKS - 1) // MAX_CHUNKS)
+        nb = (n + chunk - 1) // chunk
+        if nthreads <= 1 or nb <= 1:
+            for b in range(nb):
+                start = b * chunk
+                part[b] = _prelu_bwd_flat_chunk(gp + start, xp + start, dp + start,
+                                                alpha[0], min(chunk, n - start))
+        else:
+            for b in prange(nb, schedule="static", num_threads=nthreads):
+                start = b * chunk
+                part[b] = _prelu_bwd_flat_chunk(gp + start, xp + start, dp + start,
+                                                alpha[0], min(chunk, n - start))
+        s = part[0]
+        for b in range(1, nb):
+            s += part[b]
+        dalpha[0] = <floating>s
+        return
+    # per channel: each work item owns COLS columns and walks every row in order
+    nb = (C + COLS - 1) // COLS
+    if nthreads <= 1 or nb <= 1:
+        for b in range(nb):
+            _prelu_bwd_cols(gp, xp, &alpha[0], dp, &dalpha[0], n // C, C, b * COLS,
+                            min(C, (b + 1) * COLS))
+    else:
+        for b in prange(nb, schedule="static", num_threads=nthreads):
+            _prelu_bwd_cols(gp, xp, &alpha[0], dp, &dalpha[0], n // C, C, b * COLS,
+                            min(C, (b + 1) * COLS))
+
+
+def prelu_forward(x, alpha, out, int nthreads=1):
+    """out = x if x > 0 else alpha * x; x: (N, C) or (N,), alpha: (1,) or (C,)."""
+    if x.dtype == _F64:
+        _prelu_forward[double](x.reshape(-1), alpha, out.reshape(-1), nthreads)
+    else:
+        _prelu_forward[float](x.reshape(-1), alpha, out.reshape(-1), nthreads)
+
+
+def prelu_backward(dout, x, alpha, dx, dalpha, int nthreads=1):
+    """dx = dout * (1 if x > 0 else alpha); dalpha = sum(dout * x where x <= 0), reduced
+    over every axis but the channel one (to shape (1,) when alpha is shared)."""
+    if x.dtype == _F64:
+        _prelu_backward[double](dout.reshape(-1), x.reshape(-1), alpha, dx.reshape(-1),
+                                dalpha, nthreads)
+    else:
+        _prelu_backward[float](dout.reshape(-1), x.reshape(-1), alpha, dx.reshape(-1),
+                               dalpha, nthreads)

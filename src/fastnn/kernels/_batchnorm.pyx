@@ -1,0 +1,425 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Batch normalisation over the batch axis of (N, D) inputs: Cython twin of
+`numpy_ref/batchnorm.py` (same names, positional arguments and outputs).
+
+Work decomposition: the (N, D) array is cut into fixed tiles of RB rows x CB columns
+(constants, independent of the thread count); `prange(schedule="static")` hands out
+tiles. Per-feature column sums are accumulated in double per tile, rows in order, into a
+(row-block, column) partial array, and the partials of one column are then added in
+row-block order. Every sum therefore has the same association for any thread count:
+results are bit-identical for nthreads = 1, 2, ...
+
+Passes over N x D data (float32 bytes per element in brackets):
+  forward (train): stats pass reads x [4]; output pass reads x, writes out [8]
+  forward (eval):  one pass reads x, writes out [8]
+  backward (train): sums pass reads dout, x [8]; dx pass reads dout, x, writes dx [12]
+  backward (eval): one pass reads dout, x (x only if dgamma/dbeta wanted), writes dx
+
+Variance: a shifted one-pass in double. With the shift K_j = x[0, j] (a sample of the
+column), s1 = sum(x - K), s2 = sum((x - K)^2) and var = s2/N - (s1/N)^2. For float32
+input every term x - K and (x - K)^2 is exact in double; the cancellation in
+s2/N - (s1/N)^2 is bounded because (mean - K)^2 <= N var (K is one of the samples), so
+the relative error stays ~N * 2^-53 even when |mean| >> std (no catastrophic loss, unlike
+the unshifted E[x^2] - E[x]^2), and it saves a full read of x against two passes.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport sqrt
+from libc.stdlib cimport free, malloc
+
+from ._reduce cimport f_sqrt, nblocks
+
+cdef enum:
+    RB = 64          # rows per tile (at least; see _rows_per_block)
+    MAX_BLOCKS = 256  # row blocks at most: bounds the partial-sum scratch to 4 KiB x D
+    CB = 2048        # columns per tile (contiguous run of one row inside a tile)
+
+
+cdef struct Tile:
+    Py_ssize_t rb, r0, r1, c0, c1
+
+
+cdef inline Py_ssize_t _rows_per_block(Py_ssize_t n) noexcept nogil:
+    """Rows per tile: RB, or more for very tall inputs so that there are at most
+    MAX_BLOCKS row blocks. A function of N only (never of the thread count), rounded up to
+    a multiple of 4 (the row grouping of the sums)."""
+    cdef Py_ssize_t r = (n + MAX_BLOCKS - 1) // MAX_BLOCKS
+    r = (r + 3) // 4 * 4
+    return r if r > RB else RB
+
+
+cdef inline Tile _tile(Py_ssize_t t, Py_ssize_t ncb, Py_ssize_t rpb, Py_ssize_t n,
+                       Py_ssize_t d) noexcept nogil:
+    """Bounds of tile t (row-block major: consecutive tiles walk along a row block)."""
+    cdef Tile tl
+    tl.rb = t // ncb
+    tl.r0 = tl.rb * rpb
+    tl.r1 = tl.r0 + rpb if tl.r0 + rpb < n else n
+    tl.c0 = (t - tl.rb * ncb) * CB
+    tl.c1 = tl.c0 + CB if tl.c0 + CB < d else d
+    return tl
+
+
+# ----------------------------------------------------------------------------------
+# tile kernels (rows r0..r1, columns c0..c1 of row-major arrays with row stride ld)
+# ----------------------------------------------------------------------------------
+
+cdef void _shifted_sums(const floating* x, Py_ssize_t ld, Py_ssize_t r0, Py_ssize_t r1,
+                        Py_ssize_t c0, Py_ssize_t c1, const double* shift,
+                        double* s1, double* s2) noexcept nogil:
+    """s1[j] = sum_i (x[i,j] - shift[j]), s2[j] = sum_i (x[i,j] - shift[j])^2 over the
+    tile's rows (double). Rows are taken four at a time ((t0 + t1) + (t2 + t3) added to
+    the accumulator: a fixed association, since tiles start at multiples of RB), which
+    quarters the accumulator loads/stores; leftover rows are added one by one."""
+    cdef Py_ssize_t i = r0, j
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* x3
+    cdef double k, t0, t1, t2, t3
+    for j in range(c0, c1):
+        s1[j] = 0.0
+        s2[j] = 0.0
+    while i + 4 <= r1:
+        x0 = x + i * ld
+        x1 = x0 + ld
+        x2 = x1 + ld
+        x3 = x2 + ld
+        for j in range(c0, c1):
+            k = shift[j]
+            t0 = <double>x0[j] - k
+            t1 = <double>x1[j] - k
+            t2 = <double>x2[j] - k
+            t3 = <double>x3[j] - k
+            s1[j] += (t0 + t1) + (t2 + t3)
+            s2[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
+        i += 4
+    while i < r1:
+        x0 = x + i * ld
+        for j in range(c0, c1):
+            t0 = <double>x0[j] - shift[j]
+            s1[j] += t0
+            s2[j] += t0 * t0
+        i += 1
+
+
+cdef void _grad_acc(const floating* dout, const floating* x, Py_ssize_t ld,
+                    Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1,
+                    const floating* mean, double* sdb, double* sdg) noexcept nogil:
+    """sdb[j] += sum_i dout[i,j], sdg[j] += sum_i dout[i,j] * (x[i,j] - mean[j]).
+    Rows four at a time from r0: the four-term group ((a0 + a1) + (a2 + a3)) is formed in
+    the input precision and added to the double accumulator (no cancellation here: the
+    float32 group error is ~1e-7 of the terms, below the float32 results' rounding),
+    leftover rows one by one. Fixed association (tiles start at multiples of RB)."""
+    cdef Py_ssize_t i = r0, j
+    cdef const floating* d0
+    cdef const floating* x0
+    cdef floating mu, g0, g1, g2, g3
+    while i + 4 <= r1:
+        d0 = dout + i * ld
+        x0 = x + i * ld
+        for j in range(c0, c1):
+            mu = mean[j]
+            g0 = d0[j]
+            g1 = d0[ld + j]
+            g2 = d0[2 * ld + j]
+            g3 = d0[3 * ld + j]
+            sdb[j] += <double>((g0 + g1) + (g2 + g3))
+            sdg[j] += <double>((g0 * (x0[j] - mu) + g1 * (x0[ld + j] - mu))
+                               + (g2 * (x0[2 * ld + j] - mu) + g3 * (x0[3 * ld + j] - mu)))
+        i += 4
+    while i < r1:
+        d0 = dout + i * ld
+        x0 = x + i * ld
+        for j in range(c0, c1):
+            g0 = d0[j]
+            sdb[j] += <double>g0
+            sdg[j] += <double>(g0 * (x0[j] - mean[j]))
+        i += 1
+
+
+cdef void _grad_sums(const floating* dout, const floating* x, Py_ssize_t ld,
+                     Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1,
+                     const floating* mean, double* sdb, double* sdg) noexcept nogil:
+    """sdb[j] = sum_i dout[i,j], sdg[j] = sum_i dout[i,j] * (x[i,j] - mean[j])."""
+    cdef Py_ssize_t j
+    for j in range(c0, c1):
+        sdb[j] = 0.0
+        sdg[j] = 0.0
+    _grad_acc(dout, x, ld, r0, r1, c0, c1, mean, sdb, sdg)
+
+
+cdef void _affine(const floating* x, floating* out, Py_ssize_t ld, Py_ssize_t r0,
+                  Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1, const floating* mean,
+                  const floating* scale, const floating* beta) noexcept nogil:
+    """out = (x - mean) * scale + beta (the reference's operation order)."""
+    cdef Py_ssize_t i, j
+    cdef const floating* xrow
+    cdef floating* orow
+    for i in range(r0, r1):
+        xrow = x + i * ld
+        orow = out + i * ld
+        for j in range(c0, c1):
+            orow[j] = (xrow[j] - mean[j]) * scale[j] + beta[j]
+
+
+cdef void _dx_train(const floating* dout, const floating* x, floating* dx, Py_ssize_t ld,
+                    Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1,
+                    const floating* mean, const floating* ca, const floating* cb,
+                    const floating* cc) noexcept nogil:
+    """dx = ca * dout + cb * (x - mean) + cc: the training-mode formula
+    gamma*invstd/N * (N dout - dbeta - xhat dgamma) with per-feature coefficients."""
+    cdef Py_ssize_t i, j
+    cdef const floating* drow
+    cdef const floating* xrow
+    cdef floating* orow
+    for i in range(r0, r1):
+        drow = dout + i * ld
+        xrow = x + i * ld
+        orow = dx + i * ld
+        for j in range(c0, c1):
+            orow[j] = ca[j] * drow[j] + cb[j] * (xrow[j] - mean[j]) + cc[j]
+
+
+cdef void _dx_eval(const floating* dout, floating* dx, Py_ssize_t ld, Py_ssize_t r0,
+                   Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1,
+                   const floating* ca) noexcept nogil:
+    """dx = dout * (gamma * invstd) (eval mode: statistics are constants)."""
+    cdef Py_ssize_t i, j
+    cdef const floating* drow
+    cdef floating* orow
+    for i in range(r0, r1):
+        drow = dout + i * ld
+        orow = dx + i * ld
+        for j in range(c0, c1):
+            orow[j] = drow[j] * ca[j]
+
+
+cdef void _dx_eval_sums(const floating* dout, const floating* x, floating* dx,
+                        Py_ssize_t ld, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0,
+                        Py_ssize_t c1, const floating* ca, const floating* mean,
+                        double* sdb, double* sdg) noexcept nogil:
+    """Eval-mode dx = dout * ca and the dbeta / dgamma partial sums of one tile: the
+    sums first, then dx while the tile's dout is still in cache (a tile is RB rows, at
+    most CB columns). Same sums as training mode (bit-identical dgamma / dbeta)."""
+    _grad_sums(dout, x, ld, r0, r1, c0, c1, mean, sdb, sdg)
+    _dx_eval(dout, dx, ld, r0, r1, c0, c1, ca)
+
+
+cdef void _combine(const double* part, Py_ssize_t nrb, Py_ssize_t d, double* acc1,
+                   double* acc2) noexcept nogil:
+    """acc1[j] = sum_rb part[rb, 0, j], acc2[j] = sum_rb part[rb, 1, j], in rb order
+    (part is laid out (nrb, 2, d))."""
+    cdef Py_ssize_t rb, j
+    cdef const double* p
+    for j in range(d):
+        acc1[j] = 0.0
+        acc2[j] = 0.0
+    for rb in range(nrb):
+        p = part + rb * 2 * d
+        for j in range(d):
+            acc1[j] += p[j]
+            acc2[j] += p[d + j]
+
+
+cdef inline int _team(int nthreads, Py_ssize_t ntiles) noexcept nogil:
+    if nthreads < 1:
+        return 1
+    if ntiles < nthreads:
+        return <int>ntiles
+    return nthreads
+
+
+# ----------------------------------------------------------------------------------
+# public kernels
+# ----------------------------------------------------------------------------------
+
+def bn_forward_train(const floating[:, ::1] x, const floating[::1] gamma,
+                     const floating[::1] beta, floating[::1] running_mean,
+                     floating[::1] running_var, double momentum, double eps,
+                     floating[:, ::1] out, floating[::1] mean, floating[::1] invstd,
+                     int nthreads=1):
+    """Write out (N, D), mean (D,), invstd (D,); update running_mean/var (D,) in place
+    (either may be None: no tracking). Requires N > 1."""
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    if n == 0 or d == 0:
+        return
+    cdef Py_ssize_t rpb = _rows_per_block(n)
+    cdef Py_ssize_t nrb = nblocks(n, rpb), ncb = nblocks(d, CB), ntiles = nrb * ncb
+    cdef Py_ssize_t t, j
+    cdef Tile tl
+    cdef int nt = _team(nthreads, ntiles)
+    cdef bint track_mean = running_mean is not None
+    cdef bint track_var = running_var is not None
+    cdef const floating* px = &x[0, 0]
+    cdef floating* pout = &out[0, 0]
+    cdef double dm, var, dn = <double>n
+    cdef floating keep = <floating>(1.0 - momentum), mom = <floating>momentum
+    cdef floating unbias = <floating>(dn / (dn - 1.0))   # N > 1 (inf for N = 1)
+    cdef floating var_f
+    # scratch: shift (d) | acc1 (d) | acc2 (d) | partials (nrb, 2, d)   (double)
+    #          scale (d)                                                   (floating)
+    cdef double* work = <double*>malloc((3 + 2 * nrb) * d * sizeof(double))
+    cdef floating* scale = <floating*>malloc(d * sizeof(floating))
+    if work == NULL or scale == NULL:
+        free(work)
+        free(scale)
+        raise MemoryError()
+    cdef double* shift = work
+    cdef double* acc1 = work + d
+    cdef double* acc2 = work + 2 * d
+    cdef double* part = work + 3 * d
+    try:
+        with nogil:
+            for j in range(d):
+                shift[j] = px[j]
+            for t in prange(ntiles, schedule="static", num_threads=nt,
+                            use_threads_if=nt > 1):
+                tl = _tile(t, ncb, rpb, n, d)
+                _shifted_sums(px, d, tl.r0, tl.r1, tl.c0, tl.c1, shift,
+                              part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
+            _combine(part, nrb, d, acc1, acc2)
+            for j in range(d):
+                dm = acc1[j] / dn
+                var = acc2[j] / dn - dm * dm
+                if var < 0.0:        # rounding only; NaN passes through
+                    var = 0.0
+                mean[j] = <floating>(shift[j] + dm)
+                invstd[j] = <floating>(1.0 / sqrt(var + eps))
+                scale[j] = invstd[j] * gamma[j]
+                if track_mean:
+                    running_mean[j] = running_mean[j] * keep + mom * mean[j]
+                if track_var:
+                    var_f = <floating>var
+                    running_var[j] = running_var[j] * keep + mom * var_f * unbias
+            for t in prange(ntiles, schedule="static", num_threads=nt,
+                            use_threads_if=nt > 1):
+                tl = _tile(t, ncb, rpb, n, d)
+                _affine(px, pout, d, tl.r0, tl.r1, tl.c0, tl.c1, &mean[0], scale, &beta[0])
+    finally:
+        free(work)
+        free(scale)
+
+
+def bn_forward_eval(const floating[:, ::1] x, const floating[::1] gamma,
+                    const floating[::1] beta, const floating[::1] running_mean,
+                    const floating[::1] running_var, double eps, floating[:, ::1] out,
+                    floating[::1] mean, floating[::1] invstd, int nthreads=1):
+    """Normalise with the running statistics; also write mean = running_mean and
+    invstd = 1/sqrt(running_var + eps) (D,) for the backward."""
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    if n == 0 or d == 0:
+        return
+    cdef Py_ssize_t rpb = _rows_per_block(n)
+    cdef Py_ssize_t nrb = nblocks(n, rpb), ncb = nblocks(d, CB), ntiles = nrb * ncb
+    cdef Py_ssize_t t, j
+    cdef Tile tl
+    cdef int nt = _team(nthreads, ntiles)
+    cdef const floating* px = &x[0, 0]
+    cdef floating* pout = &out[0, 0]
+    cdef floating one = 1, eps_f = <floating>eps
+    cdef floating* scale = <floating*>malloc(d * sizeof(floating))
+    if scale == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            for j in range(d):
+                mean[j] = running_mean[j]
+                invstd[j] = one / f_sqrt(running_var[j] + eps_f)
+                scale[j] = invstd[j] * gamma[j]
+            for t in prange(ntiles, schedule="static", num_threads=nt,
+                            use_threads_if=nt > 1):
+                tl = _tile(t, ncb, rpb, n, d)
+                _affine(px, pout, d, tl.r0, tl.r1, tl.c0, tl.c1, &mean[0], scale, &beta[0])
+    finally:
+        free(scale)
+
+
+def bn_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
+                const floating[::1] gamma, const floating[::1] mean,
+                const floating[::1] invstd, bint training, floating[:, ::1] dx,
+                floating[::1] dgamma, floating[::1] dbeta, int nthreads=1):
+    """Write dx (N, D), dgamma (D,), dbeta (D,) (dgamma/dbeta may be None)."""
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    if n == 0 or d == 0:
+        if dgamma is not None:
+            dgamma[:] = 0
+        if dbeta is not None:
+            dbeta[:] = 0
+        return
+    cdef Py_ssize_t rpb = _rows_per_block(n)
+    cdef Py_ssize_t nrb = nblocks(n, rpb), ncb = nblocks(d, CB), ntiles = nrb * ncb
+    cdef Py_ssize_t t, j
+    cdef Tile tl
+    cdef int nt = _team(nthreads, ntiles)
+    cdef bint want_dg = dgamma is not None
+    cdef bint want_db = dbeta is not None
+    cdef bint sums = training or want_dg or want_db
+    cdef const floating* pd = &dout[0, 0]
+    cdef const floating* px = &x[0, 0]
+    cdef floating* pdx = &dx[0, 0]
+    cdef double dn = <double>n, inv, gi, dg
+    # scratch: acc1 (d) | acc2 (d) | partials (nrb, 2, d)   (double)
+    #          ca, cb, cc (3 d)                                (floating)
+    cdef double* work = <double*>malloc((2 + (2 * nrb if sums else 0)) * d * sizeof(double))
+    cdef floating* coef = <floating*>malloc(3 * d * sizeof(floating))
+    if work == NULL or coef == NULL:
+        free(work)
+        free(coef)
+        raise MemoryError()
+    cdef double* acc1 = work
+    cdef double* acc2 = work + d
+    cdef double* part = work + 2 * d
+    cdef floating* ca = coef
+    cdef floating* cb = coef + d
+    cdef floating* cc = coef + 2 * d
+    try:
+        with nogil:
+            if training:
+                # pass 1: dbeta / dgamma sums
+                for t in prange(ntiles, schedule="static", num_threads=nt,
+                                use_threads_if=nt > 1):
+                    tl = _tile(t, ncb, rpb, n, d)
+                    _grad_sums(pd, px, d, tl.r0, tl.r1, tl.c0, tl.c1, &mean[0],
+                               part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
+                _combine(part, nrb, d, acc1, acc2)
+                for j in range(d):
+                    inv = invstd[j]
+                    dg = inv * acc2[j]
+                    gi = <double>gamma[j] * inv
+                    ca[j] = <floating>gi
+                    cb[j] = <floating>(-gi * inv * dg / dn)
+                    cc[j] = <floating>(-gi * acc1[j] / dn)
+                    if want_dg:
+                        dgamma[j] = <floating>dg
+                    if want_db:
+                        dbeta[j] = <floating>acc1[j]
+                # pass 2: dx
+                for t in prange(ntiles, schedule="static", num_threads=nt,
+                                use_threads_if=nt > 1):
+                    tl = _tile(t, ncb, rpb, n, d)
+                    _dx_train(pd, px, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, &mean[0], ca, cb, cc)
+            else:
+                for j in range(d):
+                    ca[j] = gamma[j] * invstd[j]
+                if sums:
+                    # one pass: dx and the dbeta / dgamma sums
+                    for t in prange(ntiles, schedule="static", num_threads=nt,
+                                    use_threads_if=nt > 1):
+                        tl = _tile(t, ncb, rpb, n, d)
+                        _dx_eval_sums(pd, px, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, ca, &mean[0],
+                                      part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
+                    _combine(part, nrb, d, acc1, acc2)
+                    for j in range(d):
+                        if want_dg:
+                            dgamma[j] = <floating>(<double>invstd[j] * acc2[j])
+                        if want_db:
+                            dbeta[j] = <floating>acc1[j]
+                else:
+                    for t in prange(ntiles, schedule="static", num_threads=nt,
+                                    use_threads_if=nt > 1):
+                        tl = _tile(t, ncb, rpb, n, d)
+                        _dx_eval(pd, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, ca)
+    finally:
+        free(work)
+        free(coef)

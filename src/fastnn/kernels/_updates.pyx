@@ -1,0 +1,332 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Optimizer updates: Cython twin of `numpy_ref/updates.py` (torch.optim formulas).
+
+Each function makes one fused in-place pass over p, g and the state buffers, split into
+fixed chunks of CHUNK elements handed out by `prange(schedule="static")`. Updates are
+elementwise, so results never depend on the thread count.
+
+Shapes: arrays of any shape are accepted and processed as flat views (`a.reshape(-1)`,
+which is a view for the C-contiguous arrays the caller guarantees); callers on a hot
+path may pass flat 1-D views themselves (p.reshape(-1)), which skips nothing but a
+reshape. All arrays share one dtype (float32 or float64).
+
+Arithmetic mirrors the reference's operation order in the array's precision (scalars
+rounded to the array dtype first). Weight decay is added to a private copy of the
+gradient, never written into g; AdamW multiplies p by 1 - lr*wd before the step.
+
+Vectorisation: without -fno-math-errno (not in our build flags) GCC will not vectorise
+a loop containing sqrt. The sqrt-using updates therefore run per sub-block of SUB
+elements in three short loops that stay in L1: (1) state update, writing the sqrt
+argument to a stack buffer, (2) a SIMD sqrt over the buffer (SSE2/AVX intrinsics when
+available, libm otherwise; IEEE sqrt is correctly rounded either way, so results are
+identical), (3) the parameter update. Loops (1) and (3) are branch-free and vectorised.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport pow, sqrt
+
+from ._reduce cimport nblocks
+
+cdef extern from *:
+    """
+    #include <math.h>
+    #if defined(__AVX__)
+    #include <immintrin.h>
+    #elif defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
+    #include <emmintrin.h>
+    #define FNN_BNL_SSE2 1
+    #endif
+    /* a[i] = sqrt(a[i]) for i < n, SIMD when the target has it (bit-identical to sqrtf) */
+    static void fnn_bnl_vsqrt_f32(float *a, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+    #if defined(__AVX__)
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(a + i, _mm256_sqrt_ps(_mm256_loadu_ps(a + i)));
+    #elif defined(FNN_BNL_SSE2)
+        for (; i + 4 <= n; i += 4) _mm_storeu_ps(a + i, _mm_sqrt_ps(_mm_loadu_ps(a + i)));
+    #endif
+        for (; i < n; i++) a[i] = sqrtf(a[i]);
+    }
+    static void fnn_bnl_vsqrt_f64(double *a, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+    #if defined(__AVX__)
+        for (; i + 4 <= n; i += 4) _mm256_storeu_pd(a + i, _mm256_sqrt_pd(_mm256_loadu_pd(a + i)));
+    #elif defined(FNN_BNL_SSE2)
+        for (; i + 2 <= n; i += 2) _mm_storeu_pd(a + i, _mm_sqrt_pd(_mm_loadu_pd(a + i)));
+    #endif
+        for (; i < n; i++) a[i] = sqrt(a[i]);
+    }
+    """
+    void fnn_bnl_vsqrt_f32(float* a, Py_ssize_t n) noexcept nogil
+    void fnn_bnl_vsqrt_f64(double* a, Py_ssize_t n) noexcept nogil
+
+cdef enum:
+    CHUNK = 16384   # elements per prange work item
+    SUB = 512       # elements per L1-resident sub-block (stack buffer of the sqrt loop)
+
+
+cdef inline void _vsqrt(floating* a, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fnn_bnl_vsqrt_f32(a, n)
+    else:
+        fnn_bnl_vsqrt_f64(a, n)
+
+
+cdef inline int _team(int nthreads, Py_ssize_t nwork) noexcept nogil:
+    if nthreads < 1:
+        return 1
+    if nwork < nthreads:
+        return <int>nwork
+    return nthreads
+
+
+def _flat(a):
+    return a if a is None or a.ndim == 1 else a.reshape(-1)
+
+
+# ----------------------------------------------------------------------------------
+# SGD
+# ----------------------------------------------------------------------------------
+
+cdef void _sgd_range(floating* p, const floating* g, floating* buf, Py_ssize_t lo,
+                     Py_ssize_t hi, floating lr, floating mom, floating damp1,
+                     floating wd, bint use_wd, bint use_mom, bint nesterov,
+                     bint first) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating d, b
+    if not use_mom:
+        if use_wd:
+            for i in range(lo, hi):
+                p[i] = p[i] - lr * (g[i] + wd * p[i])
+        else:
+            for i in range(lo, hi):
+                p[i] = p[i] - lr * g[i]
+    elif first:
+        if use_wd:
+            for i in range(lo, hi):
+                d = g[i] + wd * p[i]
+                buf[i] = d
+                p[i] = p[i] - lr * ((d + mom * d) if nesterov else d)
+        else:
+            for i in range(lo, hi):
+                d = g[i]
+                buf[i] = d
+                p[i] = p[i] - lr * ((d + mom * d) if nesterov else d)
+    else:
+        if use_wd:
+            for i in range(lo, hi):
+                d = g[i] + wd * p[i]
+                b = buf[i] * mom + damp1 * d
+                buf[i] = b
+                p[i] = p[i] - lr * ((d + mom * b) if nesterov else b)
+        else:
+            for i in range(lo, hi):
+                d = g[i]
+                b = buf[i] * mom + damp1 * d
+                buf[i] = b
+                p[i] = p[i] - lr * ((d + mom * b) if nesterov else b)
+
+
+def _sgd(floating[::1] p, const floating[::1] g, floating[::1] buf, double lr,
+         double momentum, double dampening, bint nesterov, double weight_decay,
+         bint first, int nthreads):
+    cdef Py_ssize_t n = p.shape[0], nc = nblocks(n, CHUNK), c
+    if n == 0:
+        return
+    cdef int nt = _team(nthreads, nc)
+    cdef bint use_mom = momentum != 0.0
+    cdef floating* pb = &buf[0] if use_mom else NULL
+    cdef floating lr_f = <floating>lr, mom_f = <floating>momentum
+    cdef floating damp1 = <floating>(1.0 - dampening), wd_f = <floating>weight_decay
+    cdef bint use_wd = weight_decay != 0.0
+    with nogil:
+        for c in prange(nc, schedule="static", num_threads=nt, use_threads_if=nt > 1):
+            _sgd_range(&p[0], &g[0], pb, c * CHUNK, min((c + 1) * CHUNK, n), lr_f, mom_f,
+                       damp1, wd_f, use_wd, use_mom, nesterov, first)
+
+
+def sgd_step(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first,
+             int nthreads=1):
+    """SGD; buf is the momentum buffer (None when momentum == 0); first: buf
+    uninitialised. Arrays of any shape (processed flat)."""
+    _sgd(_flat(p), _flat(g), _flat(buf), lr, momentum, dampening, nesterov,
+         weight_decay, first, nthreads)
+
+
+# ----------------------------------------------------------------------------------
+# Adagrad
+# ----------------------------------------------------------------------------------
+
+cdef void _adagrad_range(floating* p, const floating* g, floating* ss, Py_ssize_t lo,
+                         Py_ssize_t hi, floating clr, floating eps, floating wd,
+                         bint use_wd) noexcept nogil:
+    cdef floating tmp[SUB]
+    cdef Py_ssize_t s, i, k, m
+    cdef floating d, q
+    s = lo
+    while s < hi:
+        m = min(SUB, hi - s)
+        for k in range(m):
+            i = s + k
+            d = (g[i] + wd * p[i]) if use_wd else g[i]
+            q = ss[i] + d * d
+            ss[i] = q
+            tmp[k] = q
+        _vsqrt(tmp, m)
+        for k in range(m):
+            i = s + k
+            d = (g[i] + wd * p[i]) if use_wd else g[i]
+            p[i] = p[i] - (clr * d) / (tmp[k] + eps)
+        s += SUB
+
+
+def _adagrad(floating[::1] p, const floating[::1] g, floating[::1] state_sum, double clr,
+             double eps, double weight_decay, int nthreads):
+    cdef Py_ssize_t n = p.shape[0], nc = nblocks(n, CHUNK), c
+    if n == 0:
+        return
+    cdef int nt = _team(nthreads, nc)
+    cdef floating clr_f = <floating>clr, eps_f = <floating>eps, wd_f = <floating>weight_decay
+    cdef bint use_wd = weight_decay != 0.0
+    with nogil:
+        for c in prange(nc, schedule="static", num_threads=nt, use_threads_if=nt > 1):
+            _adagrad_range(&p[0], &g[0], &state_sum[0], c * CHUNK, min((c + 1) * CHUNK, n),
+                           clr_f, eps_f, wd_f, use_wd)
+
+
+def adagrad_step(p, g, state_sum, clr, eps, weight_decay, int nthreads=1):
+    """Adagrad: state_sum += g^2; p -= clr * g / (sqrt(state_sum) + eps)."""
+    _adagrad(_flat(p), _flat(g), _flat(state_sum), clr, eps, weight_decay, nthreads)
+
+
+# ----------------------------------------------------------------------------------
+# RMSprop (not centred)
+# ----------------------------------------------------------------------------------
+
+cdef void _rmsprop_range(floating* p, const floating* g, floating* sq, floating* buf,
+                         Py_ssize_t lo, Py_ssize_t hi, floating lr, floating alpha,
+                         floating alpha1, floating eps, floating mom, floating wd,
+                         bint use_wd, bint use_mom) noexcept nogil:
+    cdef floating tmp[SUB]
+    cdef Py_ssize_t s, i, k, m
+    cdef floating d, q, b
+    s = lo
+    while s < hi:
+        m = min(SUB, hi - s)
+        for k in range(m):
+            i = s + k
+            d = (g[i] + wd * p[i]) if use_wd else g[i]
+            q = sq[i] * alpha + alpha1 * d * d
+            sq[i] = q
+            tmp[k] = q
+        _vsqrt(tmp, m)
+        if use_mom:
+            for k in range(m):
+                i = s + k
+                d = (g[i] + wd * p[i]) if use_wd else g[i]
+                b = buf[i] * mom + d / (tmp[k] + eps)
+                buf[i] = b
+                p[i] = p[i] - lr * b
+        else:
+            for k in range(m):
+                i = s + k
+                d = (g[i] + wd * p[i]) if use_wd else g[i]
+                p[i] = p[i] - (lr * d) / (tmp[k] + eps)
+        s += SUB
+
+
+def _rmsprop(floating[::1] p, const floating[::1] g, floating[::1] square_avg,
+             floating[::1] momentum_buf, double lr, double alpha, double eps,
+             double momentum, double weight_decay, int nthreads):
+    cdef Py_ssize_t n = p.shape[0], nc = nblocks(n, CHUNK), c
+    if n == 0:
+        return
+    cdef int nt = _team(nthreads, nc)
+    cdef bint use_mom = momentum != 0.0
+    cdef floating* pb = &momentum_buf[0] if use_mom else NULL
+    cdef floating lr_f = <floating>lr, alpha_f = <floating>alpha
+    cdef floating alpha1 = <floating>(1.0 - alpha), eps_f = <floating>eps
+    cdef floating mom_f = <floating>momentum, wd_f = <floating>weight_decay
+    cdef bint use_wd = weight_decay != 0.0
+    with nogil:
+        for c in prange(nc, schedule="static", num_threads=nt, use_threads_if=nt > 1):
+            _rmsprop_range(&p[0], &g[0], &square_avg[0], pb, c * CHUNK,
+                           min((c + 1) * CHUNK, n), lr_f, alpha_f, alpha1, eps_f, mom_f,
+                           wd_f, use_wd, use_mom)
+
+
+def rmsprop_step(p, g, square_avg, momentum_buf, lr, alpha, eps, momentum, weight_decay,
+                 int nthreads=1):
+    """RMSprop (not centred); momentum_buf is None when momentum == 0."""
+    _rmsprop(_flat(p), _flat(g), _flat(square_avg), _flat(momentum_buf), lr, alpha, eps,
+             momentum, weight_decay, nthreads)
+
+
+# ----------------------------------------------------------------------------------
+# Adam / AdamW
+# ----------------------------------------------------------------------------------
+
+cdef void _adam_range(floating* p, const floating* g, floating* m1, floating* v2,
+                      Py_ssize_t lo, Py_ssize_t hi, floating decay, floating wd,
+                      bint use_wd, bint decoupled, floating beta1c, floating beta2,
+                      floating beta2c, floating step_size, floating bias2_sqrt,
+                      floating eps) noexcept nogil:
+    cdef floating tmp[SUB]
+    cdef Py_ssize_t s, i, k, m
+    cdef floating d, a, b
+    s = lo
+    while s < hi:
+        m = min(SUB, hi - s)
+        if decoupled:
+            for k in range(m):
+                i = s + k
+                p[i] = p[i] * decay
+                d = g[i]
+                a = m1[i] + beta1c * (d - m1[i])
+                b = v2[i] * beta2 + beta2c * d * d
+                m1[i] = a
+                v2[i] = b
+                tmp[k] = b
+        else:
+            for k in range(m):
+                i = s + k
+                d = (g[i] + wd * p[i]) if use_wd else g[i]
+                a = m1[i] + beta1c * (d - m1[i])
+                b = v2[i] * beta2 + beta2c * d * d
+                m1[i] = a
+                v2[i] = b
+                tmp[k] = b
+        _vsqrt(tmp, m)
+        for k in range(m):
+            i = s + k
+            p[i] = p[i] - (step_size * m1[i]) / (tmp[k] / bias2_sqrt + eps)
+        s += SUB
+
+
+def _adam(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] v,
+          double lr, double beta1, double beta2, double eps, double weight_decay,
+          double step, bint decoupled, int nthreads):
+    cdef Py_ssize_t n = p.shape[0], nc = nblocks(n, CHUNK), c
+    if n == 0:
+        return
+    cdef int nt = _team(nthreads, nc)
+    cdef double bias1 = 1.0 - pow(beta1, step)
+    cdef double bias2_sqrt = sqrt(1.0 - pow(beta2, step))
+    cdef floating decay = <floating>(1.0 - lr * weight_decay)
+    cdef floating wd_f = <floating>weight_decay
+    cdef bint use_wd = weight_decay != 0.0
+    cdef floating beta1c = <floating>(1.0 - beta1), beta2_f = <floating>beta2
+    cdef floating beta2c = <floating>(1.0 - beta2), step_size = <floating>(lr / bias1)
+    cdef floating b2s = <floating>bias2_sqrt, eps_f = <floating>eps
+    with nogil:
+        for c in prange(nc, schedule="static", num_threads=nt, use_threads_if=nt > 1):
+            _adam_range(&p[0], &g[0], &m[0], &v[0], c * CHUNK, min((c + 1) * CHUNK, n),
+                        decay, wd_f, use_wd, decoupled, beta1c, beta2_f, beta2c,
+                        step_size, b2s, eps_f)
+
+
+def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled,
+              int nthreads=1):
+    """Adam (decoupled=False: L2 added to g) or AdamW (decoupled=True: p *= 1 - lr*wd);
+    step is the 1-based step count used for bias correction."""
+    _adam(_flat(p), _flat(g), _flat(m), _flat(v), lr, beta1, beta2, eps, weight_decay,
+          step, decoupled, nthreads)

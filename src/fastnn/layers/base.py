@@ -1,0 +1,603 @@
+"""Parameter, Module and Sequential: the containers every fastnn layer builds on.
+
+Copy semantics (why there are two forward/backward paths)
+----------------------------------------------------------
+Layers call `fastnn.ops` with a per-layer `Workspace`, so a warm training step
+allocates nothing: every output, cache and gradient lives in an array the layer reuses
+on the next call, and each `Parameter.grad` is bound into the workspace so the kernels
+write the gradient straight into it.
+
+* `_forward(x)` / `_backward(dy, need_dx=True)` are the internal, no-copy path used by
+  containers (`Sequential`) and training loops. They return workspace arrays that stay
+  valid only until the same module's next `_forward` / `_backward`. `_forward` expects
+  a C-contiguous array of the module's dtype (what the previous layer produced);
+  `_backward(..., need_dx=False)` may skip the input gradient (returns None) when the
+  caller does not need it, e.g. for the first Dense of a network.
+* `forward(x)` / `__call__` / `backward(dy)` are the public path: they validate and
+  convert the user's array once (to the model's dtype, copied into a workspace buffer so
+  later changes to the caller's array cannot corrupt the cached input), run the internal
+  path, and return a fresh copy that later calls never overwrite.
+
+`backward` overwrites every Parameter.grad (no accumulation) and uses what the last
+forward cached. A model has one dtype (float32 by default, float64 supported): the
+public path converts float inputs of another float dtype; integer, bool, complex and
+object inputs raise TypeError.
+
+>>> import numpy as np
+>>> from fastnn.layers import Sequential, Dense, ReLU
+>>> model = Sequential(Dense(3, 4, rng=0), ReLU(), Dense(4, 2, rng=1))
+>>> y = model(np.ones((5, 3), np.float32))
+>>> dx = model.backward(np.ones_like(y))
+>>> sorted(model.state_dict())
+['0.bias', '0.weight', '2.bias', '2.weight']
+"""
+import numbers
+
+import numpy as np
+
+from .._workspace import Workspace
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: layer type name -> class, for persistence (fastnn.io); filled by @register.
+REGISTRY = {}
+
+
+def register(cls):
+    """Class decorator: make a built-in layer loadable by name (fastnn.load)."""
+    REGISTRY[cls.__name__] = cls
+    return cls
+
+
+# ----------------------------------------------------------------------------- helpers
+def describe(x):
+    return "%s array of shape %s" % (x.dtype, x.shape)
+
+
+def check_int(value, fn, name, minimum=1):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError("%s: %s must be an int, got %r" % (fn, name, value))
+    if value < minimum:
+        raise ValueError("%s: %s must be >= %d, got %d" % (fn, name, minimum, value))
+    return int(value)
+
+
+def check_float(value, fn, name, low=None, high=None, low_open=False, high_open=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError("%s: %s must be a number, got %r" % (fn, name, value))
+    value = float(value)
+    bad = not np.isfinite(value)
+    if low is not None:
+        bad = bad or (value <= low if low_open else value < low)
+    if high is not None:
+        bad = bad or (value >= high if high_open else value > high)
+    if bad:
+        rng = "%s%s, %s%s" % ("(" if low_open else "[", "-inf" if low is None else low,
+                              "inf" if high is None else high, ")" if high_open else "]")
+        raise ValueError("%s: %s must be a finite number in %s, got %r" % (fn, name, rng, value))
+    return value
+
+
+def check_bool(value, fn, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError("%s: %s must be True or False, got %r" % (fn, name, value))
+    return bool(value)
+
+
+def check_dtype(dtype, fn):
+    """np.float32 / np.float64 (or their names / np.dtype) -> np.dtype."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError("%s: dtype must be float32 or float64, got %r" % (fn, dtype)) from None
+    if dt not in FLOAT_DTYPES or isinstance(dtype, (bool, int, float)):
+        raise TypeError("%s: dtype must be float32 or float64, got %r" % (fn, dtype))
+    return dt
+
+
+def as_user_float(x, where, what="input"):
+    """A user's array-like as a float ndarray (no copy yet); TypeError for anything that
+    is not real floating point."""
+    if not isinstance(x, np.ndarray):
+        if x is None or isinstance(x, (str, bytes, dict, set)):
+            raise TypeError("%s: %s must be a float array, got %s"
+                            % (where, what, type(x).__name__))
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise TypeError("%s: %s must be a float array (%s)" % (where, what, exc)) from None
+    if x.dtype.kind != "f":
+        raise TypeError("%s: %s must be a float32 or float64 array, got %s"
+                        % (where, what, describe(x)))
+    return x
+
+
+# --------------------------------------------------------------------------- Parameter
+class Parameter:
+    """A learnable array: `.data` (C-contiguous float ndarray), `.grad` (same shape and
+    dtype, written by `Module.backward`) and an optional `.name`.
+
+    Assigning `p.data = a` or `p.grad = a` copies `a` into the existing array (same
+    shape required), so workspaces and optimizers that hold the arrays stay valid.
+
+    >>> import numpy as np
+    >>> p = Parameter(np.zeros((2, 3), np.float32), name="weight")
+    >>> p.grad.shape, p.grad.dtype
+    ((2, 3), dtype('float32'))
+    """
+
+    def __init__(self, data, name=None):
+        data = as_user_float(data, "Parameter", "data")
+        dt = data.dtype if data.dtype in FLOAT_DTYPES else np.dtype(np.float32)
+        self._data = np.array(data, dtype=dt, order="C", copy=True)
+        self._grad = np.zeros_like(self._data)
+        # True once a gradient was written (backward or `p.grad = ...`); zero_grad clears it
+        self._grad_ready = False
+        self.name = name
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._assign(self._data, value, "data")
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is None:          # torch's `p.grad = None`: forget the gradient
+            self._grad.fill(0)
+            self._grad_ready = False
+            return
+        self._assign(self._grad, value, "grad")
+        self._grad_ready = True
+
+    def _assign(self, target, value, what):
+        where = "Parameter %s" % (self.name or "")
+        value = as_user_float(value, where.strip(), what)
+        if value.shape != target.shape:
+            raise ValueError("%s: %s must have shape %s, got %s"
+                             % (where.strip(), what, target.shape, describe(value)))
+        np.copyto(target, value, casting="same_kind")
+
+    def _astype(self, dtype):
+        if self._data.dtype != dtype:
+            self._data = self._data.astype(dtype)
+            self._grad = self._grad.astype(dtype)
+
+    @property
+    def shape(self):
+        return self._data.shape
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    @property
+    def size(self):
+        return self._data.size
+
+    def __repr__(self):
+        return "Parameter(name=%r, shape=%s, dtype=%s)" % (self.name, self.shape, self.dtype)
+
+
+# ------------------------------------------------------------------------------ Module
+class Module:
+    """Base class of every layer and container.
+
+    Two paths (details in this file's module docstring):
+
+    * public `forward(x)` / `__call__` / `backward(dy)`: validate and convert the
+      user's array once (to the model's dtype), and return fresh arrays that later
+      calls never overwrite;
+    * internal `_forward(x)` / `_backward(dy, need_dx=True)`: what containers and the
+      training loop use; they hand out the layer's workspace arrays (valid until that
+      layer's next call), allocate nothing once warm, and `need_dx=False` lets the
+      first layer skip its input gradient.
+
+    Every Parameter.grad is bound into the layer's workspace, so the kernels write
+    gradients straight into it; `backward` overwrites them (no accumulation).
+
+    Subclasses implement `_forward(x)` and `_backward(dy, need_dx)`; a user's own
+    subclass may instead override `forward` and `backward` directly (then those are
+    used inside containers too). Attributes holding a `Parameter` or a `Module` are
+    registered automatically (in assignment order); buffers (non-learnable state such
+    as BatchNorm's running statistics) with `register_buffer`.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_param_names", [])
+        object.__setattr__(self, "_module_names", [])
+        object.__setattr__(self, "_buffer_names", [])
+        object.__setattr__(self, "_ws", Workspace())
+        object.__setattr__(self, "_path", None)
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_out", None)    # output of the last public forward
+
+    def __setattr__(self, name, value):
+        d = self.__dict__
+        if "_param_names" not in d:
+            raise RuntimeError("%s: call Module.__init__() before assigning attributes"
+                               % type(self).__name__)
+        if isinstance(value, Parameter):
+            if value.name is None:
+                value.name = name
+            if name not in self._param_names:
+                self._param_names.append(name)
+        elif isinstance(value, Module):
+            if name not in self._module_names:
+                self._module_names.append(name)
+        elif name in self._param_names:
+            if value is not None:
+                raise TypeError("%s: cannot assign %s to parameter %r (expected a Parameter)"
+                                % (self._label(), type(value).__name__, name))
+            self._param_names.remove(name)
+        elif name in self._module_names:
+            if value is not None:
+                raise TypeError("%s: cannot assign %s to submodule %r (expected a Module)"
+                                % (self._label(), type(value).__name__, name))
+            self._module_names.remove(name)
+        elif name in self._buffer_names and name in d:
+            # a buffer is updated in place by the kernels: copy values into it
+            buf = d[name]
+            value = as_user_float(value, self._label(), name)
+            if value.shape != buf.shape:
+                raise ValueError("%s: buffer %s must have shape %s, got %s"
+                                 % (self._label(), name, buf.shape, describe(value)))
+            np.copyto(buf, value, casting="same_kind")
+            return
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, array):
+        """Register a float ndarray as non-learnable state saved in the state_dict."""
+        arr = np.ascontiguousarray(array)
+        if arr.dtype not in FLOAT_DTYPES:
+            raise TypeError("%s: buffer %s must be float32 or float64, got %s"
+                            % (self._label(), name, describe(arr)))
+        if name not in self._buffer_names:
+            self._buffer_names.append(name)
+        object.__setattr__(self, name, arr)
+
+    # ------------------------------------------------------------- naming and errors
+    def _label(self):
+        """How error messages name this layer, e.g. "Sequential[1] Dense(in_features=..)"."""
+        text = "%s(%s)" % (type(self).__name__, self.extra_repr())
+        return text if self._path is None else "%s %s" % (self._path, text)
+
+    def _error(self, exc, message):
+        return exc("%s: %s" % (self._label(), message))
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__, self.extra_repr())
+
+    # ------------------------------------------------------------------ computation
+    def _forward(self, x):
+        if type(self).forward is not Module.forward:     # a user's subclass
+            return self.forward(x)
+        raise NotImplementedError("%s does not implement _forward" % type(self).__name__)
+
+    def _backward(self, dy, need_dx=True):
+        if type(self).backward is not Module.backward:
+            return self.backward(dy)
+        raise NotImplementedError("%s does not implement _backward" % type(self).__name__)
+
+    def forward(self, x):
+        """y = module(x): a fresh array (see the module docstring)."""
+        x = self._prepare_input(x)
+        y = self._forward(x)
+        out = np.array(y, order="C", copy=True)
+        object.__setattr__(self, "_out", (out.shape, out.dtype))
+        return out
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def backward(self, dy):
+        """dx for the last forward, given dy = dLoss/dy (same shape as that output);
+        overwrites each Parameter.grad. Returns a fresh array."""
+        if self._out is None:
+            raise self._error(RuntimeError, "backward() called before forward()")
+        shape, dtype = self._out
+        dy = as_user_float(dy, self._label(), "dout (the gradient passed to backward)")
+        if dy.shape != shape:
+            raise self._error(ValueError, "dout must have the shape of the last forward's "
+                              "output %s, got %s" % (shape, describe(dy)))
+        buf = self._ws.get("__dout", shape, dtype)
+        np.copyto(buf, dy, casting="same_kind")
+        dx = self._backward(buf, need_dx=True)
+        return np.array(dx, order="C", copy=True)
+
+    def _prepare_input(self, x):
+        """Validate a user's input once and copy it, in the model's dtype, into a
+        workspace buffer."""
+        x = as_user_float(x, self._label())
+        dt = self.dtype
+        if dt is None:
+            dt = x.dtype if x.dtype in FLOAT_DTYPES else np.dtype(np.float32)
+        if x.ndim == 0:
+            raise self._error(ValueError, "expected an input with a batch axis, got a scalar")
+        buf = self._ws.get("__input", x.shape, dt)
+        np.copyto(buf, x, casting="same_kind")
+        return buf
+
+    # ------------------------------------------------------------- parameters, state
+    def children(self):
+        return [getattr(self, n) for n in self._module_names]
+
+    def modules(self):
+        """This module and every submodule, depth first."""
+        return [m for _, m in self.named_modules()]
+
+    def _iter_modules(self):
+        yield self
+        for n in self._module_names:
+            yield from getattr(self, n)._iter_modules()
+
+    def named_modules(self, prefix=""):
+        """[(qualified name, module)], this module first (name `prefix`)."""
+        out = [(prefix, self)]
+        for name in self._module_names:
+            out.extend(getattr(self, name).named_modules(_join(prefix, name)))
+        return out
+
+    def named_parameters(self, prefix=""):
+        """[(qualified name, Parameter)], e.g. [("0.weight", p), ("0.bias", q), ...]."""
+        out, seen = [], set()
+        for mod_name, mod in self.named_modules(prefix):
+            for n in mod._param_names:
+                p = getattr(mod, n)
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append((_join(mod_name, n), p))
+        return out
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix=""):
+        return [(_join(mod_name, n), getattr(mod, n))
+                for mod_name, mod in self.named_modules(prefix) for n in mod._buffer_names]
+
+    def _state_items(self):
+        """[(key, array)] in torch's order: each module's params, then its buffers."""
+        items = []
+        for mod_name, mod in self.named_modules():
+            items.extend((_join(mod_name, n), getattr(mod, n).data) for n in mod._param_names)
+            items.extend((_join(mod_name, n), getattr(mod, n)) for n in mod._buffer_names)
+        return items
+
+    def state_dict(self):
+        """{"0.weight": array, ..., "1.running_mean": array, ...}: copies of every
+        parameter and buffer."""
+        return {k: np.array(v, copy=True) for k, v in self._state_items()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into the parameters and buffers (in place, converting to the
+        model's dtype). strict=True: every key must be present and no other key; shapes
+        must be equal; float arrays only. Nothing is changed unless everything checks
+        out. strict=False loads the keys present in both."""
+        fn = "%s.load_state_dict" % type(self).__name__
+        if not isinstance(state_dict, dict):
+            raise TypeError("%s: expected a dict of arrays, got %s"
+                            % (fn, type(state_dict).__name__))
+        items = self._state_items()
+        expected = [k for k, _ in items]
+        missing = [k for k in expected if k not in state_dict]
+        extra = [k for k in state_dict if k not in set(expected)]
+        strict = check_bool(strict, fn, "strict")
+        if not strict:
+            items = [(k, t) for k, t in items if k in state_dict]
+        elif missing or extra:
+            raise ValueError("%s: keys do not match the model: missing %s, unexpected %s"
+                             % (fn, missing or "none", extra or "none"))
+        checked = []
+        for key, target in items:
+            value = state_dict[key]
+            if not isinstance(value, np.ndarray):
+                try:
+                    value = np.asarray(value)
+                except (TypeError, ValueError):
+                    raise TypeError("%s: %s must be an array, got %s"
+                                    % (fn, key, type(value).__name__)) from None
+            if value.dtype.kind != "f":
+                raise TypeError("%s: %s must be a float array, got %s" % (fn, key, describe(value)))
+            if value.shape != target.shape:
+                raise ValueError("%s: %s must have shape %s, got %s"
+                                 % (fn, key, target.shape, describe(value)))
+            checked.append((target, value))
+        for target, value in checked:
+            np.copyto(target, value, casting="same_kind")
+
+    # ------------------------------------------------------------------ modes, dtype
+    def train(self, mode=True):
+        mode = check_bool(mode, "%s.train" % type(self).__name__, "mode")
+        for m in self._iter_modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        """Set every Parameter.grad to zero (and mark it as not yet computed)."""
+        for p in self.parameters():
+            p.grad = None
+
+    @property
+    def dtype(self):
+        """The model's dtype (of its first parameter or buffer), or None when it has
+        neither (such a module keeps the float32/float64 dtype of its input)."""
+        for m in self._iter_modules():
+            for n in m._param_names:
+                return getattr(m, n).dtype
+            for n in m._buffer_names:
+                return getattr(m, n).dtype
+        return None
+
+    def to(self, dtype):
+        """Convert every parameter, gradient and buffer to float32 or float64 (in place
+        on the module); returns self. Clears the cached forward."""
+        dt = check_dtype(dtype, "%s.to" % type(self).__name__)
+        for _, m in self.named_modules():
+            for n in m._param_names:
+                getattr(m, n)._astype(dt)
+            for n in m._buffer_names:
+                object.__setattr__(m, n, getattr(m, n).astype(dt))
+            m._ws.clear()
+            m._set_dtype(dt)
+            m._reset_cache()
+        return self
+
+    def double(self):
+        return self.to(np.float64)
+
+    def float(self):
+        return self.to(np.float32)
+
+    def _set_dtype(self, dt):
+        """Hook: layers that keep a dtype attribute (for their config) update it."""
+        if "_dtype" in self.__dict__:
+            object.__setattr__(self, "_dtype", dt)
+
+    def _reset_cache(self):
+        object.__setattr__(self, "_out", None)
+        if "_cache" in self.__dict__:
+            object.__setattr__(self, "_cache", None)
+
+    def _mark_grads(self):
+        for n in self._param_names:
+            getattr(self, n)._grad_ready = True
+
+    def _need_cache(self):
+        cache = self.__dict__.get("_cache")
+        if cache is None:
+            raise self._error(RuntimeError, "backward() called before forward()")
+        return cache
+
+    # ------------------------------------------------------------------ persistence
+    def _config(self):
+        """Constructor arguments as JSON-native values (built-in layers only)."""
+        raise TypeError("%s is not a built-in fastnn layer; only those can be saved"
+                        % type(self).__name__)
+
+    @classmethod
+    def _from_config(cls, config):
+        """Build the layer for loading: from `_config()` output, with no random draws
+        (the weights come from the file)."""
+        return cls(**config)
+
+
+def _join(prefix, name):
+    return name if not prefix else prefix + "." + name
+
+
+# -------------------------------------------------------------------------- Sequential
+@register
+class Sequential(Module):
+    """Modules applied in order; indexable (`model[0]`, slices give a Sequential sharing
+    the modules) and sized (`len(model)`). State-dict keys are "<index>.<name>".
+
+    All parameters must share one dtype (float32 or float64; use `.to(dtype)`).
+
+    >>> import numpy as np
+    >>> from fastnn.layers import Sequential, Dense, ReLU
+    >>> model = Sequential(Dense(2, 8, rng=0), ReLU(), Dense(8, 3, rng=1))
+    >>> len(model), type(model[0]).__name__
+    (3, 'Dense')
+    >>> model(np.zeros((4, 2), np.float32)).shape
+    (4, 3)
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], (list, tuple)):
+            modules = tuple(modules[0])
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError("Sequential: argument %d must be a fastnn Module, got %s"
+                                % (i, type(m).__name__))
+            setattr(self, str(i), m)
+            object.__setattr__(m, "_path", "Sequential[%d]" % i)
+        self._check_one_dtype()
+
+    def _check_one_dtype(self):
+        dtypes = {}
+        for name, p in self.named_parameters():
+            dtypes.setdefault(p.dtype, name)
+        for name, b in self.named_buffers():
+            dtypes.setdefault(b.dtype, name)
+        if len(dtypes) > 1:
+            raise TypeError("Sequential: all layers must have one dtype, got %s; pass the "
+                            "same dtype= to every layer or call .to(dtype)"
+                            % ", ".join("%s (%s)" % (dt, n) for dt, n in dtypes.items()))
+
+    @property
+    def layers(self):
+        return [getattr(self, n) for n in self._module_names]
+
+    def __len__(self):
+        return len(self._module_names)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __getitem__(self, index):
+        layers = self.layers
+        if isinstance(index, slice):
+            sub = Sequential.__new__(Sequential)
+            Module.__init__(sub)
+            for i, m in enumerate(layers[index]):
+                setattr(sub, str(i), m)
+            return sub
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, numbers.Integral):
+            raise TypeError("Sequential indices must be integers or slices, got %s"
+                            % type(index).__name__)
+        if not -len(layers) <= index < len(layers):
+            raise IndexError("Sequential index %d out of range for %d layers"
+                             % (index, len(layers)))
+        return layers[index]
+
+    def append(self, module):
+        if not isinstance(module, Module):
+            raise TypeError("Sequential.append: expected a fastnn Module, got %s"
+                            % type(module).__name__)
+        i = len(self)
+        setattr(self, str(i), module)
+        object.__setattr__(module, "_path", "Sequential[%d]" % i)
+        try:
+            self._check_one_dtype()
+        except TypeError:
+            self._module_names.pop()
+            object.__delattr__(self, str(i))
+            raise
+        return self
+
+    def _forward(self, x):
+        for m in self.layers:
+            x = m._forward(x)
+        return x
+
+    def _backward(self, dy, need_dx=True):
+        layers = self.layers
+        for i in range(len(layers) - 1, -1, -1):
+            dy = layers[i]._backward(dy, need_dx=need_dx or i > 0)
+        return dy
+
+    def __repr__(self):
+        if not len(self):
+            return "Sequential()"
+        lines = ["  (%d): %s" % (i, repr(m).replace("\n", "\n  ")) for i, m in enumerate(self)]
+        return "Sequential(\n%s\n)" % "\n".join(lines)
+
+    def _label(self):
+        return "Sequential" if self._path is None else "%s Sequential" % self._path
+
+    def _config(self):
+        return {}

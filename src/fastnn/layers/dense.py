@@ -1,0 +1,208 @@
+"""Fully connected layers: Dense (with a fused activation) and Maxout."""
+import numpy as np
+
+from .. import init as _init
+from .. import ops
+from ..ops.activations import resolve_activation
+from .base import (Module, Parameter, check_bool, check_dtype, check_int, describe,
+                   register)
+
+
+def _make_weight(init, shape, rng, dtype, fn):
+    f = _init.get(init, fn)
+    w = f(shape, rng=rng, dtype=dtype)
+    if not isinstance(w, np.ndarray) or w.shape != shape:
+        raise ValueError("%s: init must return an array of shape %s, got %r"
+                         % (fn, shape, getattr(w, "shape", w)))
+    return np.asarray(w, dtype=dtype)
+
+
+def _check_input(layer, x, features):
+    if x.ndim != 2 or x.shape[1] != features:
+        raise layer._error(ValueError, "expected input of shape (N, %d), got %s"
+                           % (features, describe(x)))
+    if x.dtype != layer.weight.dtype:
+        raise layer._error(TypeError, "expected a %s input (the layer's dtype), got %s"
+                           % (layer.weight.dtype, describe(x)))
+
+
+def _init_name(init):
+    return init if isinstance(init, str) else None
+
+
+@register
+class Dense(Module):
+    """Fully connected layer y = act(x @ weight + bias), the activation fused into the
+    kernel.
+
+    x: (N, in_features) -> y: (N, out_features). `weight` is (in_features, out_features)
+    (initialised by `init`, a `fastnn.init` name or a callable f(shape, rng, dtype));
+    `bias` is (out_features,), zeros, or None when bias=False. `activation` is None or an
+    `ops.activation_forward` name ("relu", "tanh", "leaky_relu", "gelu", ...), with its
+    keywords in `activation_kw`.
+
+    >>> import numpy as np
+    >>> from fastnn.layers import Dense
+    >>> layer = Dense(3, 2, activation="relu", rng=0)
+    >>> y = layer(np.ones((4, 3), np.float32))
+    >>> dx = layer.backward(np.ones_like(y)); layer.weight.grad.shape
+    (3, 2)
+    """
+
+    def __init__(self, in_features, out_features, bias=True, activation=None,
+                 init="he_normal", dtype=np.float32, rng=None, activation_kw=None):
+        super().__init__()
+        fn = "Dense"
+        self.in_features = check_int(in_features, fn, "in_features")
+        self.out_features = check_int(out_features, fn, "out_features")
+        bias = check_bool(bias, fn, "bias")
+        if activation_kw is not None and not isinstance(activation_kw, dict):
+            raise TypeError("Dense: activation_kw must be a dict or None, got %r"
+                            % (activation_kw,))
+        resolve_activation(activation, activation_kw, fn)      # validates name and keywords
+        self.activation = None if activation == "identity" else activation
+        self.activation_kw = dict(activation_kw) if activation_kw else None
+        dt = check_dtype(dtype, fn)
+        self._dtype = dt
+        self.init = _init_name(init)
+        w = _make_weight(init, (self.in_features, self.out_features), rng, dt, fn)
+        self.weight = Parameter(w, "weight")
+        self.bias = Parameter(np.zeros(self.out_features, dt), "bias") if bias else None
+        self._cache = None
+
+    def _forward(self, x):
+        _check_input(self, x, self.in_features)
+        b = None if self.bias is None else self.bias.data
+        out, self._cache = ops.dense_forward(x, self.weight.data, b, self.activation,
+                                             self.activation_kw, workspace=self._ws)
+        return out
+
+    def _backward(self, dy, need_dx=True):
+        cache = self._need_cache()
+        ws = self._ws
+        ws.bind("dw", self.weight.grad)
+        if self.bias is not None:
+            ws.bind("db", self.bias.grad)
+        dx, dw, db = ops.dense_backward(dy, cache, workspace=ws, need_dx=need_dx)
+        if dw is not self.weight.grad:        # never expected; keeps the contract anyway
+            self.weight.grad[...] = dw
+        if db is not None and db is not self.bias.grad:
+            self.bias.grad[...] = db
+        self._mark_grads()
+        return dx
+
+    def extra_repr(self):
+        s = "in_features=%d, out_features=%d, bias=%s" % (
+            self.in_features, self.out_features, self.bias is not None)
+        if self.activation is not None:
+            s += ", activation=%r" % self.activation
+        if self.activation_kw:
+            s += ", activation_kw=%r" % self.activation_kw
+        if self._dtype != np.float32:
+            s += ", dtype=%s" % self._dtype
+        return s
+
+    def _config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None, "activation": self.activation,
+                "activation_kw": self.activation_kw, "init": self.init,
+                "dtype": str(self._dtype)}
+
+    @classmethod
+    def _from_config(cls, config):
+        config = dict(config)
+        init = config.pop("init", None)
+        if init is not None:
+            _init.get(init, cls.__name__)
+        layer = cls(init="zeros", **config)
+        layer.init = init
+        return layer
+
+
+@register
+class Maxout(Module):
+    """Maxout (Goodfellow et al.): y[:, j] = max_k (x @ W_k + b_k)[:, j] over `pieces`
+    affine maps.
+
+    One GEMM computes all pieces at once: `weight` is (in_features, out_features *
+    pieces) and `bias` (out_features * pieces,), column j * pieces + k holding piece k of
+    output j. A max/argmax over the pieces follows; ties go to the first maximal piece,
+    and the backward scatters each output's gradient to the winning piece only.
+
+    >>> import numpy as np
+    >>> from fastnn.layers import Maxout
+    >>> Maxout(4, 3, pieces=2, rng=0)(np.ones((5, 4), np.float32)).shape
+    (5, 3)
+    """
+
+    def __init__(self, in_features, out_features, pieces=2, bias=True, init="he_normal",
+                 dtype=np.float32, rng=None):
+        super().__init__()
+        fn = "Maxout"
+        self.in_features = check_int(in_features, fn, "in_features")
+        self.out_features = check_int(out_features, fn, "out_features")
+        self.pieces = check_int(pieces, fn, "pieces")
+        bias = check_bool(bias, fn, "bias")
+        dt = check_dtype(dtype, fn)
+        self._dtype = dt
+        self.init = _init_name(init)
+        width = self.out_features * self.pieces
+        self.weight = Parameter(_make_weight(init, (self.in_features, width), rng, dt, fn),
+                                "weight")
+        self.bias = Parameter(np.zeros(width, dt), "bias") if bias else None
+        self._scatter_base = None
+        self._cache = None
+
+    def _forward(self, x):
+        _check_input(self, x, self.in_features)
+        b = None if self.bias is None else self.bias.data
+        ws = self._ws
+        z, dense_cache = ops.dense_forward(x, self.weight.data, b, workspace=ws)
+        n = x.shape[0]
+        z3 = z.reshape(n, self.out_features, self.pieces)
+        idx = ws.get("maxout_idx", (n, self.out_features), np.dtype(np.intp))
+        np.argmax(z3, axis=2, out=idx)                  # first maximum wins ties
+        y = ws.get("maxout_y", (n, self.out_features), x.dtype)
+        np.max(z3, axis=2, out=y)
+        self._cache = (dense_cache, idx)
+        return y
+
+    def _backward(self, dy, need_dx=True):
+        dense_cache, idx = self._need_cache()
+        ws = self._ws
+        n = idx.shape[0]
+        dz = ws.get("maxout_dz", (n, self.out_features * self.pieces), dy.dtype)
+        dz.fill(0)
+        # scatter dy to the winning piece: flat index (row * out + j) * pieces + idx
+        if self._scatter_base is None or self._scatter_base.shape[0] != n:
+            self._scatter_base = (np.arange(n * self.out_features, dtype=np.intp)
+                                  * self.pieces).reshape(n, self.out_features)
+        flat = ws.get("maxout_flat", idx.shape, np.dtype(np.intp))
+        np.add(self._scatter_base, idx, out=flat)
+        dz.reshape(-1)[flat] = dy
+        ws.bind("dw", self.weight.grad)
+        if self.bias is not None:
+            ws.bind("db", self.bias.grad)
+        dx, dw, db = ops.dense_backward(dz, dense_cache, workspace=ws, need_dx=need_dx)
+        if dw is not self.weight.grad:
+            self.weight.grad[...] = dw
+        if db is not None and db is not self.bias.grad:
+            self.bias.grad[...] = db
+        self._mark_grads()
+        return dx
+
+    def extra_repr(self):
+        s = "in_features=%d, out_features=%d, pieces=%d" % (
+            self.in_features, self.out_features, self.pieces)
+        if self.bias is None:
+            s += ", bias=False"
+        if self._dtype != np.float32:
+            s += ", dtype=%s" % self._dtype
+        return s
+
+    def _config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "pieces": self.pieces, "bias": self.bias is not None, "init": self.init,
+                "dtype": str(self._dtype)}
+
+    _from_config = Dense.__dict__["_from_config"]

@@ -1,0 +1,61 @@
+"""Inverted dropout."""
+import numpy as np
+
+from .._random import as_rng, global_rng
+from .base import Module, check_float, register
+
+
+@register
+class Dropout(Module):
+    """Inverted dropout: in training each element is zeroed with probability `p` and the
+    survivors are scaled by 1 / (1 - p), so eval mode is the identity.
+
+    `rng` (Generator, int seed, or None for fastnn's global generator at each forward)
+    draws the masks, so a seeded run is reproducible. The mask is applied again in
+    backward.
+
+    >>> import numpy as np
+    >>> from fastnn.layers import Dropout
+    >>> d = Dropout(0.5, rng=0)
+    >>> y = d(np.ones((2, 4), np.float32))
+    >>> set(y.ravel().tolist()) <= {0.0, 2.0}
+    True
+    >>> d.eval()(np.ones((1, 2), np.float32))
+    array([[1., 1.]], dtype=float32)
+    """
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        self.p = check_float(p, "Dropout", "p", low=0.0, high=1.0)
+        self._rng = None if rng is None else as_rng(rng, "Dropout")
+        self._cache = None
+
+    def _forward(self, x):
+        if not self.training or self.p == 0.0:
+            self._cache = (None, x.shape)
+            return x
+        ws = self._ws
+        gen = self._rng if self._rng is not None else global_rng()
+        mask = ws.get("mask", x.shape, x.dtype)
+        gen.random(dtype=x.dtype, out=mask)            # u ~ U[0, 1)
+        np.greater_equal(mask, self.p, out=mask)       # keep with probability 1 - p
+        if self.p < 1.0:
+            mask *= x.dtype.type(1.0 / (1.0 - self.p))
+        y = ws.get("y", x.shape, x.dtype)
+        np.multiply(x, mask, out=y)
+        self._cache = (mask, x.shape)
+        return y
+
+    def _backward(self, dy, need_dx=True):
+        mask, shape = self._need_cache()
+        if mask is None:
+            return dy
+        dx = self._ws.get("dx", shape, dy.dtype)
+        np.multiply(dy, mask, out=dx)
+        return dx
+
+    def extra_repr(self):
+        return "p=%r" % self.p
+
+    def _config(self):
+        return {"p": self.p}

@@ -1,0 +1,94 @@
+"""Batch normalisation layer."""
+import numpy as np
+
+from .. import ops
+from .base import (Module, Parameter, check_bool, check_dtype, check_float, check_int,
+                   describe, register)
+
+
+@register
+class BatchNorm1d(Module):
+    """Batch normalisation of (N, num_features) inputs, as torch.nn.BatchNorm1d.
+
+    Training: y = gamma * (x - mean) / sqrt(var + eps) + beta with the batch mean and
+    biased variance (N > 1 required), and the buffers updated in place:
+    running = (1 - momentum) * running + momentum * batch_stat (the unbiased variance
+    for running_var). Eval: the running statistics normalise. `gamma` (ones) and `beta`
+    (zeros) are Parameters when affine=True; `running_mean` (zeros) and `running_var`
+    (ones) are buffers saved in the state_dict.
+
+    >>> import numpy as np
+    >>> from fastnn.layers import BatchNorm1d
+    >>> bn = BatchNorm1d(3)
+    >>> y = bn(np.arange(12, dtype=np.float32).reshape(4, 3))
+    >>> sorted(bn.state_dict())
+    ['beta', 'gamma', 'running_mean', 'running_var']
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
+        super().__init__()
+        fn = "BatchNorm1d"
+        self.num_features = c = check_int(num_features, fn, "num_features")
+        self.eps = check_float(eps, fn, "eps", low=0.0, low_open=True)
+        self.momentum = check_float(momentum, fn, "momentum", low=0.0, high=1.0)
+        self.affine = check_bool(affine, fn, "affine")
+        dt = check_dtype(dtype, fn)
+        self._dtype = dt
+        if self.affine:
+            self.gamma = Parameter(np.ones(c, dt), "gamma")
+            self.beta = Parameter(np.zeros(c, dt), "beta")
+        else:
+            self.gamma = self.beta = None
+        self.register_buffer("running_mean", np.zeros(c, dt))
+        self.register_buffer("running_var", np.ones(c, dt))
+        self._cache = None
+
+    def _affine_arrays(self, dt):
+        if self.affine:
+            return self.gamma.data, self.beta.data
+        ones = self._ws.get("const_gamma", (self.num_features,), dt)
+        zeros = self._ws.get("const_beta", (self.num_features,), dt)
+        ones.fill(1)
+        zeros.fill(0)
+        return ones, zeros
+
+    def _forward(self, x):
+        c = self.num_features
+        if x.ndim != 2 or x.shape[1] != c:
+            raise self._error(ValueError, "expected input of shape (N, %d), got %s"
+                              % (c, describe(x)))
+        if x.dtype != self.running_mean.dtype:
+            raise self._error(TypeError, "expected a %s input (the layer's dtype), got %s"
+                              % (self.running_mean.dtype, describe(x)))
+        if self.training and x.shape[0] < 2:
+            raise self._error(ValueError, "expected more than 1 value per channel when "
+                              "training, got input of shape %s" % (x.shape,))
+        gamma, beta = self._affine_arrays(x.dtype)
+        out, self._cache = ops.batchnorm_forward(
+            x, gamma, beta, self.running_mean, self.running_var, training=self.training,
+            momentum=self.momentum, eps=self.eps, workspace=self._ws)
+        return out
+
+    def _backward(self, dy, need_dx=True):
+        cache = self._need_cache()
+        ws = self._ws
+        if self.affine:
+            ws.bind("dgamma", self.gamma.grad)
+            ws.bind("dbeta", self.beta.grad)
+        dx, dgamma, dbeta = ops.batchnorm_backward(dy, cache, workspace=ws)
+        if self.affine:
+            if dgamma is not self.gamma.grad:
+                self.gamma.grad[...] = dgamma
+            if dbeta is not self.beta.grad:
+                self.beta.grad[...] = dbeta
+            self._mark_grads()
+        return dx
+
+    def extra_repr(self):
+        s = "%d, eps=%r, momentum=%r, affine=%s" % (self.num_features, self.eps,
+                                                    self.momentum, self.affine)
+        return s if self._dtype == np.float32 else s + ", dtype=%s" % self._dtype
+
+    def _config(self):
+        return {"num_features": self.num_features, "eps": self.eps,
+                "momentum": self.momentum, "affine": self.affine, "dtype": str(self._dtype)}

@@ -1,0 +1,121 @@
+"""Loss objects: `loss = crit(pred, target)` (a Python float, the batch mean) and
+`crit.backward()` -> dLoss/dpred.
+
+The math is `fastnn.ops` (softmax_cross_entropy, multiclass_hinge, bce_with_logits,
+mse). Like layers, a loss keeps its gradient in a reused workspace array: `backward()`
+returns a fresh copy, `_backward()` (for training loops) the workspace array itself,
+valid until the next call.
+
+>>> import numpy as np
+>>> from fastnn.losses import SoftmaxCrossEntropy
+>>> crit = SoftmaxCrossEntropy()
+>>> loss = crit(np.zeros((2, 3), np.float32), np.array([0, 2]))
+>>> round(loss, 4), crit.backward().shape
+(1.0986, (2, 3))
+"""
+import numpy as np
+
+from . import ops
+from ._workspace import Workspace
+from .layers.base import as_user_float, check_float, describe
+
+__all__ = ["Loss", "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE"]
+
+
+class Loss:
+    """Base class: subclasses define `_compute(pred, target)` -> (loss, grad)."""
+
+    def __init__(self):
+        self._ws = Workspace()
+        self._grad = None
+
+    def __call__(self, pred, target):
+        name = type(self).__name__
+        pred = as_user_float(pred, name, "pred")
+        if pred.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            pred = pred.astype(np.float32)
+        self._grad = None
+        loss, grad = self._compute(pred, target)
+        self._grad = grad
+        return float(loss)
+
+    forward = __call__
+
+    def _backward(self):
+        if self._grad is None:
+            raise RuntimeError("%s: backward() called before the loss was computed"
+                               % type(self).__name__)
+        return self._grad
+
+    def backward(self):
+        """dLoss/dpred for the last call, as a fresh array (same shape as pred)."""
+        return np.array(self._backward(), copy=True)
+
+    def __repr__(self):
+        return "%s()" % type(self).__name__
+
+
+def _check_labels(name, labels):
+    labels = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError("%s: target must be integer class indices, got %s"
+                        % (name, describe(labels)))
+    return labels
+
+
+def _rename(exc, name, op):
+    """Re-raise an ops error with the loss's name in front of the function's."""
+    return type(exc)(str(exc).replace(op + ":", name + ":", 1))
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Mean cross-entropy of softmax(pred) against integer labels (torch's
+    CrossEntropyLoss): pred (N, C) logits, target (N,) ints in [0, C)."""
+
+    def _compute(self, pred, target):
+        target = _check_labels("SoftmaxCrossEntropy", target)
+        try:
+            return ops.softmax_cross_entropy(pred, target, workspace=self._ws)
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, "SoftmaxCrossEntropy", "softmax_cross_entropy") from None
+
+
+class MulticlassHinge(Loss):
+    """cs231n's multiclass SVM loss, mean over the batch:
+    mean_i sum_{j != y_i} max(0, pred_ij - pred_iy_i + margin).
+    (torch's MultiMarginLoss divides this by the number of classes as well.)"""
+
+    def __init__(self, margin=1.0):
+        super().__init__()
+        self.margin = check_float(margin, "MulticlassHinge", "margin")
+
+    def _compute(self, pred, target):
+        target = _check_labels("MulticlassHinge", target)
+        try:
+            return ops.multiclass_hinge(pred, target, self.margin, workspace=self._ws)
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, "MulticlassHinge", "multiclass_hinge") from None
+
+    def __repr__(self):
+        return "MulticlassHinge(margin=%r)" % self.margin
+
+
+class BCEWithLogits(Loss):
+    """Mean binary cross-entropy on logits (torch's BCEWithLogitsLoss), stable for any
+    logit: pred and target of one shape, target probabilities in [0, 1]."""
+
+    def _compute(self, pred, target):
+        try:
+            return ops.bce_with_logits(pred, target, workspace=self._ws)
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, "BCEWithLogits", "bce_with_logits") from None
+
+
+class MSE(Loss):
+    """Mean squared error over all elements (torch's MSELoss): pred, target same shape."""
+
+    def _compute(self, pred, target):
+        try:
+            return ops.mse(pred, target, workspace=self._ws)
+        except (TypeError, ValueError) as exc:
+            raise _rename(exc, "MSE", "mse") from None

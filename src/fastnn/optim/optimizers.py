@@ -1,0 +1,337 @@
+"""Optimizers with torch.optim's names, arguments, defaults and update formulas.
+
+Every update runs through the active backend's fused kernel (`sgd_step`,
+`adagrad_step`, `rmsprop_step`, `adam_step` of `fastnn.kernels`), one call per
+parameter, on flat 1-D views: `p.data.reshape(-1)` (a view, since Parameter arrays are
+C-contiguous), the matching gradient view, and the optimizer's state, which is kept as
+flat contiguous arrays (one per buffer per parameter, allocated at the first step, in
+the parameter's dtype). A later pass can lay all parameters in one flat buffer and make
+these per-parameter arrays views of a flat state buffer without changing this API.
+
+`step()` raises RuntimeError when a parameter's gradient was never computed (no
+backward since construction or `zero_grad()`), instead of silently skipping it.
+
+>>> import numpy as np
+>>> from fastnn.layers import Dense
+>>> from fastnn.optim import Adam
+>>> layer = Dense(3, 2, rng=0)
+>>> opt = Adam(layer.parameters(), lr=1e-2)
+>>> y = layer(np.ones((4, 3), np.float32)); _ = layer.backward(np.ones_like(y))
+>>> opt.step(); opt.zero_grad()
+"""
+import math
+import numbers
+
+import numpy as np
+
+from .._config import backend, threads_for
+from ..layers.base import Module, Parameter
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
+
+
+def _number(value, fn, name, low=None, high=None, high_open=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError("%s: %s must be a number, got %r" % (fn, name, value))
+    value = float(value)
+    bad = not math.isfinite(value) or (low is not None and value < low)
+    if high is not None:
+        bad = bad or (value >= high if high_open else value > high)
+    if bad:
+        rng = "[%s, %s%s" % ("-inf" if low is None else low, "inf" if high is None else high,
+                             ")" if high_open or high is None else "]")
+        raise ValueError("%s: invalid %s: expected a finite number in %s, got %r"
+                         % (fn, name, rng, value))
+    return value
+
+
+def _param_list(params, fn):
+    if isinstance(params, Module):
+        params = params.parameters()
+    elif isinstance(params, Parameter):
+        raise TypeError("%s: params must be an iterable of Parameters (e.g. "
+                        "model.parameters()), got a single Parameter" % fn)
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError("%s: params must be an iterable of Parameters, got %s"
+                        % (fn, type(params).__name__)) from None
+    if not params:
+        raise ValueError("%s: optimizer got an empty parameter list" % fn)
+    seen = set()
+    for i, p in enumerate(params):
+        if not isinstance(p, Parameter):
+            raise TypeError("%s: params[%d] must be a fastnn Parameter, got %s"
+                            % (fn, i, type(p).__name__))
+        if id(p) in seen:
+            raise ValueError("%s: params[%d] (%s) appears more than once" % (fn, i, p.name))
+        seen.add(id(p))
+    return params
+
+
+class Optimizer:
+    """Base class: one group of parameters and hyperparameters (`param_groups[0]`, a
+    live dict as in torch, so torch-style `g["lr"] = ...` works too), per-parameter flat
+    state, `step`, `zero_grad`, `lr`, `state_dict` / `load_state_dict`."""
+
+    #: names of the per-parameter state arrays (besides the int "step")
+    _state_names = ()
+
+    def __init__(self, params, hyper):
+        fn = type(self).__name__
+        self._params = _param_list(params, fn)
+        self._group = dict(hyper)
+        self._state = [dict() for _ in self._params]
+
+    # ----------------------------------------------------------------- hyperparameters
+    @property
+    def param_groups(self):
+        return [self._group]
+
+    @property
+    def params(self):
+        return list(self._params)
+
+    @property
+    def lr(self):
+        return self._group["lr"]
+
+    @lr.setter
+    def lr(self, value):
+        self._group["lr"] = _number(value, type(self).__name__, "lr", low=0.0)
+
+    def __getattr__(self, name):
+        group = self.__dict__.get("_group")
+        if group is not None and name in group:
+            return group[name]
+        raise AttributeError("%s has no attribute %r" % (type(self).__name__, name))
+
+    def __repr__(self):
+        hyper = ", ".join("%s=%r" % kv for kv in self._group.items() if kv[0] != "initial_lr")
+        return "%s(%d parameters, %s)" % (type(self).__name__, len(self._params), hyper)
+
+    # ----------------------------------------------------------------------- stepping
+    def zero_grad(self):
+        """Zero every gradient (marking it as not computed until the next backward)."""
+        for p in self._params:
+            p.grad = None
+
+    def _check_grads(self):
+        missing = []
+        for i, p in enumerate(self._params):
+            if not p._grad_ready:
+                if p.grad.any():          # written in place by the caller
+                    p._grad_ready = True
+                else:
+                    missing.append(p.name or "params[%d]" % i)
+        if missing:
+            raise RuntimeError("%s.step: no gradient was computed for %s; call "
+                               "model.backward(...) (or assign p.grad) before step()"
+                               % (type(self).__name__, ", ".join(missing)))
+
+    def _buffer(self, i, name, p):
+        """State array `name` of parameter i: flat, contiguous, the parameter's dtype."""
+        buf = self._state[i].get(name)
+        if buf is None or buf.dtype != p.dtype:
+            buf = np.zeros(p.size, p.dtype) if buf is None else buf.astype(p.dtype)
+            self._state[i][name] = buf
+        return buf
+
+    def step(self):
+        """Update every parameter once from its .grad with the backend's fused kernel."""
+        self._check_grads()
+        kernels = backend()
+        for i, p in enumerate(self._params):
+            self._update(kernels, i, p, p.data.reshape(-1), p.grad.reshape(-1),
+                         threads_for(p.size))
+
+    def _update(self, kernels, i, p, data, grad, nthreads):
+        raise NotImplementedError
+
+    # -------------------------------------------------------------------- state dicts
+    def state_dict(self):
+        """{"state": {i: {name: flat array copy, "step": int}}, "param_groups":
+        [{hyperparameters..., "params": [0, 1, ...]}]} (torch's layout)."""
+        state = {}
+        for i, s in enumerate(self._state):
+            if s:
+                state[i] = {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
+                            for k, v in s.items()}
+        group = dict(self._group)
+        group["params"] = list(range(len(self._params)))
+        return {"state": state, "param_groups": [group]}
+
+    def load_state_dict(self, state_dict):
+        """Restore hyperparameters and state from `state_dict()` output of the same
+        optimizer type over parameters of the same shapes. Validates everything first."""
+        fn = "%s.load_state_dict" % type(self).__name__
+        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+            raise ValueError("%s: expected a dict with keys 'state' and 'param_groups'" % fn)
+        groups = state_dict["param_groups"]
+        if not isinstance(groups, (list, tuple)) or len(groups) != 1 \
+                or not isinstance(groups[0], dict):
+            raise ValueError("%s: expected one parameter group" % fn)
+        group = dict(groups[0])
+        ids = group.pop("params", None)
+        if ids is None or len(ids) != len(self._params):
+            raise ValueError("%s: the saved optimizer has %s parameters, this one has %d"
+                             % (fn, "?" if ids is None else len(ids), len(self._params)))
+        known = set(self._group) | {"initial_lr"}
+        if not set(group) <= known or not set(self._group) <= set(group):
+            raise ValueError("%s: hyperparameters %s do not match %s's %s"
+                             % (fn, sorted(group), type(self).__name__, sorted(self._group)))
+        check = type(self)(self._params, **{k: v for k, v in group.items() if k != "initial_lr"})
+        raw = state_dict["state"]
+        if not isinstance(raw, dict):
+            raise ValueError("%s: 'state' must be a dict" % fn)
+        new_state = [dict() for _ in self._params]
+        for key, s in raw.items():
+            if isinstance(key, bool) or not isinstance(key, numbers.Integral) \
+                    or not 0 <= key < len(self._params) or not isinstance(s, dict):
+                raise ValueError("%s: bad state entry %r" % (fn, key))
+            p = self._params[key]
+            for name, v in s.items():
+                if name == "step":
+                    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                        raise ValueError("%s: state[%d]['step'] must be an int >= 0, got %r"
+                                         % (fn, key, v))
+                    new_state[key][name] = int(v)
+                elif name in self._state_names:
+                    if not isinstance(v, np.ndarray) or v.dtype.kind != "f" or v.size != p.size:
+                        raise ValueError("%s: state[%d][%r] must be a float array of %d "
+                                         "elements, got %r" % (fn, key, name, p.size,
+                                                               getattr(v, "shape", v)))
+                    new_state[key][name] = np.array(v.reshape(-1), dtype=p.dtype, copy=True)
+                else:
+                    raise ValueError("%s: unknown state %r for %s"
+                                     % (fn, name, type(self).__name__))
+        self._group = dict(check._group)
+        if "initial_lr" in group:
+            self._group["initial_lr"] = float(group["initial_lr"])
+        self._state = new_state
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, dampening, Nesterov and L2
+    weight decay (torch.optim.SGD): d = g + wd * p; buf = momentum * buf + (1 -
+    dampening) * d (buf = d at the first step); d = d + momentum * buf (nesterov) or buf;
+    p -= lr * d."""
+
+    _state_names = ("momentum_buffer",)
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
+                 weight_decay=0.0):
+        fn = "SGD"
+        lr = _number(lr, fn, "lr", low=0.0)
+        momentum = _number(momentum, fn, "momentum", low=0.0)
+        dampening = _number(dampening, fn, "dampening")
+        weight_decay = _number(weight_decay, fn, "weight_decay", low=0.0)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError("SGD: nesterov must be True or False, got %r" % (nesterov,))
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD: Nesterov momentum requires a momentum > 0 and zero "
+                             "dampening, got momentum=%r, dampening=%r" % (momentum, dampening))
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      nesterov=bool(nesterov), weight_decay=weight_decay))
+
+    def _update(self, kernels, i, p, data, grad, nthreads):
+        g = self._group
+        momentum = g["momentum"]
+        buf, first = None, False
+        if momentum:
+            first = "momentum_buffer" not in self._state[i]
+            buf = self._buffer(i, "momentum_buffer", p)
+        kernels.sgd_step(data, grad, buf, g["lr"], momentum, g["dampening"], g["nesterov"],
+                         g["weight_decay"], first, nthreads)
+
+
+class Adagrad(Optimizer):
+    """Adagrad (torch.optim.Adagrad): d = g + wd * p; sum += d^2;
+    p -= clr * d / (sqrt(sum) + eps), clr = lr / (1 + (step - 1) * lr_decay)."""
+
+    _state_names = ("sum",)
+
+    def __init__(self, params, lr=0.01, eps=1e-10, weight_decay=0.0, lr_decay=0.0,
+                 initial_accumulator_value=0.0):
+        fn = "Adagrad"
+        super().__init__(params, dict(
+            lr=_number(lr, fn, "lr", low=0.0), eps=_number(eps, fn, "eps", low=0.0),
+            weight_decay=_number(weight_decay, fn, "weight_decay", low=0.0),
+            lr_decay=_number(lr_decay, fn, "lr_decay", low=0.0),
+            initial_accumulator_value=_number(initial_accumulator_value, fn,
+                                              "initial_accumulator_value", low=0.0)))
+
+    def _update(self, kernels, i, p, data, grad, nthreads):
+        g = self._group
+        st = self._state[i]
+        if "sum" not in st:
+            st["sum"] = np.full(p.size, g["initial_accumulator_value"], p.dtype)
+        step = st["step"] = st.get("step", 0) + 1
+        clr = g["lr"] / (1 + (step - 1) * g["lr_decay"])
+        kernels.adagrad_step(data, grad, self._buffer(i, "sum", p), clr, g["eps"],
+                             g["weight_decay"], nthreads)
+
+
+class RMSprop(Optimizer):
+    """RMSprop, not centred (torch.optim.RMSprop): d = g + wd * p;
+    v = alpha * v + (1 - alpha) * d^2; with momentum: buf = momentum * buf + d /
+    (sqrt(v) + eps), p -= lr * buf; else p -= lr * d / (sqrt(v) + eps)."""
+
+    _state_names = ("square_avg", "momentum_buffer")
+
+    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
+        fn = "RMSprop"
+        super().__init__(params, dict(
+            lr=_number(lr, fn, "lr", low=0.0), alpha=_number(alpha, fn, "alpha", low=0.0),
+            eps=_number(eps, fn, "eps", low=0.0),
+            momentum=_number(momentum, fn, "momentum", low=0.0),
+            weight_decay=_number(weight_decay, fn, "weight_decay", low=0.0)))
+
+    def _update(self, kernels, i, p, data, grad, nthreads):
+        g = self._group
+        st = self._state[i]
+        st["step"] = st.get("step", 0) + 1
+        buf = self._buffer(i, "momentum_buffer", p) if g["momentum"] else None
+        kernels.rmsprop_step(data, grad, self._buffer(i, "square_avg", p), buf, g["lr"],
+                             g["alpha"], g["eps"], g["momentum"], g["weight_decay"], nthreads)
+
+
+class Adam(Optimizer):
+    """Adam (torch.optim.Adam, L2 weight decay added to the gradient):
+    m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d^2;
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
+
+    _state_names = ("exp_avg", "exp_avg_sq")
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        fn = type(self).__name__
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise TypeError("%s: betas must be a pair of numbers, got %r" % (fn, betas)) from None
+        b1 = _number(b1, fn, "beta parameter at index 0", low=0.0, high=1.0, high_open=True)
+        b2 = _number(b2, fn, "beta parameter at index 1", low=0.0, high=1.0, high_open=True)
+        super().__init__(params, dict(
+            lr=_number(lr, fn, "lr", low=0.0), betas=(b1, b2),
+            eps=_number(eps, fn, "eps", low=0.0),
+            weight_decay=_number(weight_decay, fn, "weight_decay", low=0.0)))
+
+    def _update(self, kernels, i, p, data, grad, nthreads):
+        g = self._group
+        st = self._state[i]
+        step = st["step"] = st.get("step", 0) + 1
+        b1, b2 = g["betas"]
+        kernels.adam_step(data, grad, self._buffer(i, "exp_avg", p),
+                          self._buffer(i, "exp_avg_sq", p), g["lr"], b1, b2, g["eps"],
+                          g["weight_decay"], step, self._decoupled, nthreads)
+
+
+class AdamW(Adam):
+    """AdamW (torch.optim.AdamW): Adam with decoupled weight decay p *= 1 - lr * wd
+    applied before the Adam update; weight_decay=0.01 by default."""
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
