@@ -6,7 +6,13 @@ Determinism: the loss is a sum of partial values whose boundaries never depend o
 thread count -- one value per row for softmax_cross_entropy / multiclass_hinge, one per
 fixed block of SUM_BLOCK elements for bce_with_logits / mse -- computed in double by
 whichever thread owns the row / block, stored, then added sequentially in index order.
-Results are bit-identical for any nthreads.
+Results are bit-identical for any nthreads (sums inside a row / block use _reduce's
+lane_sum, whose association depends only on the length).
+
+exp and log1p: softmax and BCE only need exp(x) for x <= 0 and log1p(e) for e in [0, 1];
+they use _reduce's branch-free polynomial versions (<= 3 ulp from libm, vectorised by
+GCC, unlike libm calls). exp flushes to exactly 0 below -88 (float32) / -709 (float64)
+where libm would return a subnormal; exp(-inf) = 0 and NaN propagates.
 
 bce_with_logits and mse accept arrays of any shape (C-contiguous, all the same shape):
 they are processed as flat views (`a.reshape(-1)`, no copy).
@@ -19,7 +25,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
 from ._reduce cimport (SUM_BLOCK, f_expneg, f_log1p01, lane_sum, nblocks, seq_sum,
-                      sigmoid_from_exp)
+                      sigmoid_from_exp, vmax)
 
 cdef enum:
     SUB = 256   # elements per stack-buffered sub-block (terms summed with lane_sum)
@@ -47,26 +53,12 @@ cdef double* _scratch(Py_ssize_t n) except NULL:
 cdef double _softmax_ce_row(const floating* z, floating* dz, Py_ssize_t c, int64_t y,
                             double inv_n) noexcept nogil:
     """One row: dz = (softmax(z) - onehot(y)) / N; returns logsumexp(z) - z[y] (double).
-    Stable: exponents are z - max(z) <= 0. The max is taken over eight lanes (exact: a
-    max does not depend on the order); a NaN skipped by the comparisons still reaches
-    the exp sum, so NaN anywhere in z gives a NaN loss and a NaN gradient row."""
-    cdef Py_ssize_t j, k, m8 = (c // 8) * 8
-    cdef floating lanes[8]
-    cdef floating m = z[0], ey, kk
+    Stable: exponents are z - max(z) <= 0. The max is exact in any order (SIMD lanes); a
+    NaN skipped by its comparisons still reaches the exp sum, so NaN anywhere in z gives
+    a NaN loss and a NaN gradient row."""
+    cdef Py_ssize_t j
+    cdef floating m = vmax(z, c), ey, kk
     cdef double s, r
-    if m8 > 0:
-        for k in range(8):
-            lanes[k] = z[k]
-        j = 8
-        while j < m8:
-            for k in range(8):
-                lanes[k] = z[j + k] if z[j + k] > lanes[k] else lanes[k]
-            j += 8
-        m = lanes[0]
-        for k in range(1, 8):
-            m = lanes[k] if lanes[k] > m else m
-    for j in range(m8, c):
-        m = z[j] if z[j] > m else m
     for j in range(c):
         dz[j] = f_expneg(z[j] - m)
     s = lane_sum(dz, c)
@@ -118,7 +110,7 @@ cdef double _hinge_span(const floating* s, floating* ds, Py_ssize_t j0, Py_ssize
         m = SUB if j1 - j > SUB else j1 - j
         for k in range(m):
             mj = (s[j + k] - sy) + margin
-            buf[k] = mj if mj > 0 else 0
+            buf[k] = 0 if mj <= 0 else mj      # NaN margins propagate to the loss
             ds[j + k] = g if mj > 0 else 0
         for k in range(m):
             cnt += 1 if buf[k] > 0 else 0

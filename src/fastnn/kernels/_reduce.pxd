@@ -30,6 +30,52 @@ cdef extern from *:
     #endif
     #include <stdint.h>
     #include <string.h>
+    #if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
+    #include <emmintrin.h>
+    #define FNN_BNL_HAVE_SSE2 1
+    #endif
+
+    /* max(a[0:n]), n >= 1. A max is exact, so the lane order does not matter (NaN is
+       skipped by the comparisons; the callers let NaN through their sums instead).
+       GCC does not vectorise the `a > m ? a : m` reduction by itself. */
+    static inline float fnn_bnl_max_f(const float *a, Py_ssize_t n) {
+        Py_ssize_t i = 1;
+        float m = a[0];
+    #ifdef FNN_BNL_HAVE_SSE2
+        if (n >= 8) {
+            float t[4];
+            int k;
+            __m128 m0 = _mm_loadu_ps(a), m1 = _mm_loadu_ps(a + 4);
+            for (i = 8; i + 8 <= n; i += 8) {
+                m0 = _mm_max_ps(_mm_loadu_ps(a + i), m0);
+                m1 = _mm_max_ps(_mm_loadu_ps(a + i + 4), m1);
+            }
+            _mm_storeu_ps(t, _mm_max_ps(m1, m0));
+            m = t[0];
+            for (k = 1; k < 4; k++) m = t[k] > m ? t[k] : m;
+        }
+    #endif
+        for (; i < n; i++) m = a[i] > m ? a[i] : m;
+        return m;
+    }
+    static inline double fnn_bnl_max_d(const double *a, Py_ssize_t n) {
+        Py_ssize_t i = 1;
+        double m = a[0];
+    #ifdef FNN_BNL_HAVE_SSE2
+        if (n >= 4) {
+            double t[2];
+            __m128d m0 = _mm_loadu_pd(a), m1 = _mm_loadu_pd(a + 2);
+            for (i = 4; i + 4 <= n; i += 4) {
+                m0 = _mm_max_pd(_mm_loadu_pd(a + i), m0);
+                m1 = _mm_max_pd(_mm_loadu_pd(a + i + 2), m1);
+            }
+            _mm_storeu_pd(t, _mm_max_pd(m1, m0));
+            m = t[1] > t[0] ? t[1] : t[0];
+        }
+    #endif
+        for (; i < n; i++) m = a[i] > m ? a[i] : m;
+        return m;
+    }
 
     /* exp(x) for x <= 0 (NaN -> NaN, -inf -> 0). Cody-Waite reduction x = n ln2 + r,
        |r| <= ln2/2, Taylor polynomial for e^r, scale by 2^n built from its bits. Below the
@@ -110,6 +156,8 @@ cdef extern from *:
         return (2.0 * s + 2.0 * s * (z * p)) + (big ? 0.6931471805599453 : 0.0);
     }
     """
+    float fnn_bnl_max_f(const float* a, Py_ssize_t n) noexcept nogil
+    double fnn_bnl_max_d(const double* a, Py_ssize_t n) noexcept nogil
     float fnn_bnl_expneg_f(float x) noexcept nogil
     double fnn_bnl_expneg_d(double x) noexcept nogil
     float fnn_bnl_log1p01_f(float e) noexcept nogil
@@ -153,6 +201,14 @@ cdef inline double lane_sum(const floating* a, Py_ssize_t n) noexcept nogil:
     for i in range(m, n):
         s += <double>a[i]
     return s
+
+
+cdef inline floating vmax(const floating* a, Py_ssize_t n) noexcept nogil:
+    """max(a[0:n]) for n >= 1 (SIMD when available; NaN entries are skipped)."""
+    if floating is float:
+        return fnn_bnl_max_f(a, n)
+    else:
+        return fnn_bnl_max_d(a, n)
 
 
 cdef inline floating f_exp(floating x) noexcept nogil:

@@ -5,10 +5,11 @@ Each function makes one fused in-place pass over p, g and the state buffers, spl
 fixed chunks of CHUNK elements handed out by `prange(schedule="static")`. Updates are
 elementwise, so results never depend on the thread count.
 
-Shapes: arrays of any shape are accepted and processed as flat views (`a.reshape(-1)`,
-which is a view for the C-contiguous arrays the caller guarantees); callers on a hot
-path may pass flat 1-D views themselves (p.reshape(-1)), which skips nothing but a
-reshape. All arrays share one dtype (float32 or float64).
+Shapes: the arrays are treated as flat contiguous buffers. Callers pass flat views
+(`p.reshape(-1)`, `g.reshape(-1)`, ... -- views, not copies, of the C-contiguous arrays
+they guarantee), so the update lands in the parameter's own memory; arrays of any other
+shape are flattened the same way here. All arrays share one dtype (float32 or float64)
+and one number of elements. Momentum buffers are None exactly when momentum == 0.
 
 Arithmetic mirrors the reference's operation order in the array's precision (scalars
 rounded to the array dtype first). Weight decay is added to a private copy of the
@@ -134,6 +135,8 @@ def _sgd(floating[::1] p, const floating[::1] g, floating[::1] buf, double lr,
         return
     cdef int nt = _team(nthreads, nc)
     cdef bint use_mom = momentum != 0.0
+    if use_mom and buf is None:
+        raise ValueError("sgd_step: momentum != 0 needs the momentum buffer")
     cdef floating* pb = &buf[0] if use_mom else NULL
     cdef floating lr_f = <floating>lr, mom_f = <floating>momentum
     cdef floating damp1 = <floating>(1.0 - dampening), wd_f = <floating>weight_decay
@@ -242,6 +245,8 @@ def _rmsprop(floating[::1] p, const floating[::1] g, floating[::1] square_avg,
         return
     cdef int nt = _team(nthreads, nc)
     cdef bint use_mom = momentum != 0.0
+    if use_mom and momentum_buf is None:
+        raise ValueError("rmsprop_step: momentum != 0 needs momentum_buf")
     cdef floating* pb = &momentum_buf[0] if use_mom else NULL
     cdef floating lr_f = <floating>lr, alpha_f = <floating>alpha
     cdef floating alpha1 = <floating>(1.0 - alpha), eps_f = <floating>eps

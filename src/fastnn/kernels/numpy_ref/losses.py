@@ -31,7 +31,7 @@ def multiclass_hinge(scores, labels, margin, dscores, nthreads=1):
     margins = scores - scores[rows, labels][:, None] + scores.dtype.type(margin)
     margins[rows, labels] = 0.0
     active = margins > 0
-    loss = float(np.sum(np.where(active, margins, 0.0), dtype=np.float64) / n)
+    loss = float(np.sum(np.where(margins <= 0, 0.0, margins), dtype=np.float64) / n)  # NaN stays
     dscores[...] = active
     dscores[rows, labels] = -active.sum(axis=1)
     dscores /= n

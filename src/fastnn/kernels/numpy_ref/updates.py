@@ -3,6 +3,8 @@
 p: parameter, g: gradient (read only), state buffers updated in place; all flat or of
 one shape, one dtype. Weight decay (L2) is added to a private copy of g, never to g.
 """
+import math
+
 import numpy as np
 
 
@@ -55,5 +57,5 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled,
     v *= beta2
     v += (1.0 - beta2) * d * d
     bias1 = 1.0 - beta1 ** step
-    bias2_sqrt = np.sqrt(1.0 - beta2 ** step)
+    bias2_sqrt = math.sqrt(1.0 - beta2 ** step)   # a Python float keeps float32 math float32
     p -= (lr / bias1) * m / (np.sqrt(v) / bias2_sqrt + eps)
