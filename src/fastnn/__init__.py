@@ -14,6 +14,9 @@ from .io import load, save
 from .layers import (ELU, GELU, BatchNorm1d, Dense, Dropout, Flatten, LeakyReLU, Maxout,
                      Module, Parameter, PReLU, ReLU, Sequential, Sigmoid, SiLU, Swish, Tanh)
 from .losses import MSE, BCEWithLogits, MulticlassHinge, SoftmaxCrossEntropy
+from .trainer import History, NonFiniteError, Trainer
+from . import diagnostics, plots, search
+from .gradcheck import GradcheckResult, gradcheck
 
 __all__ = [
     "__version__", "get_backend", "set_backend", "use_backend", "get_num_threads",
@@ -22,4 +25,6 @@ __all__ = [
     "Module", "Parameter", "Sequential", "Dense", "Maxout", "Sigmoid", "Tanh", "ReLU",
     "LeakyReLU", "ELU", "GELU", "SiLU", "Swish", "PReLU", "BatchNorm1d", "Dropout", "Flatten",
     "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE",
+    "Trainer", "History", "NonFiniteError", "diagnostics", "plots", "search", "gradcheck",
+    "GradcheckResult",
 ]

@@ -1,0 +1,332 @@
+"""`python -m fastnn bench`: fastnn-cython, fastnn-numpy, PyTorch and scikit-learn side
+by side on the same work, with the machine's GEMM and memory-bandwidth limits.
+
+Every figure is the median of repeated runs after a warm-up, measured in this one run,
+so the ratios hold even where absolute times drift between machines.
+"""
+import json
+import platform
+import sys
+import time
+
+import numpy as np
+
+#: reference training steps: (name, layer widths, batch) — Dense->BN->ReLU hidden layers
+CASES = [("S", (64, 128, 10), 32), ("M", (784, 256, 10), 64),
+         ("L", (784, 512, 512, 10), 128), ("XL", (784, 1024, 1024, 10), 512)]
+
+
+def median_time(fn, budget, min_repeats=5, max_repeats=10000):
+    """Median seconds per call of fn() over ~budget seconds, after two warm-up calls."""
+    fn()
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < max_repeats and (len(times) < min_repeats
+                                        or time.perf_counter() - start < budget):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+# ---------------------------------------------------------------- machine limits
+
+def gemm_gflops(budget):
+    """float32 GEMM throughput of the BLAS the kernels use (scipy's), GFLOP/s."""
+    from scipy.linalg.blas import sgemm
+    n = 1024
+    a = np.asfortranarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
+    c = np.zeros((n, n), np.float32, order="F")
+    t = median_time(lambda: sgemm(1.0, a, a, c=c, overwrite_c=1), budget)
+    return 2 * n ** 3 / t / 1e9
+
+
+def copy_bandwidth(budget):
+    """Memory bandwidth of a large NumPy copy, GB/s counting read + write."""
+    x = np.ones(16 << 20, np.float32)
+    y = np.empty_like(x)
+    t = median_time(lambda: np.copyto(y, x), budget)
+    return 2 * x.nbytes / t / 1e9
+
+
+def gemm_only_step(widths, batch, budget):
+    """Time of a training step's GEMMs alone (forward x@W; backward dW and dx, no dx for
+    the first layer), with the same BLAS, into preallocated outputs."""
+    from scipy.linalg.blas import sgemm
+    rng = np.random.default_rng(0)
+    calls = []
+    for k, (i, o) in enumerate(zip(widths[:-1], widths[1:])):
+        x = rng.standard_normal((batch, i), np.float32)
+        w = rng.standard_normal((i, o), np.float32)
+        dz = rng.standard_normal((batch, o), np.float32)
+        z, dw, dx = (np.empty((batch, o), np.float32), np.empty((i, o), np.float32),
+                     np.empty((batch, i), np.float32))
+        # row-major C = A @ B is column-major C.T = B.T @ A.T: transposed views, no copies
+        calls.append((w.T, x.T, z.T, 0, 0))
+        calls.append((dz.T, x.T, dw.T, 0, 1))
+        if k:
+            calls.append((w.T, dz.T, dx.T, 1, 0))
+
+    def run():
+        for a, b, c, ta, tb in calls:
+            sgemm(1.0, a, b, c=c, overwrite_c=1, trans_a=ta, trans_b=tb)
+    return median_time(run, budget)
+
+
+def gemm_flops(widths, batch):
+    f = 0
+    for k, (i, o) in enumerate(zip(widths[:-1], widths[1:])):
+        f += 2 * batch * i * o * (3 if k else 2)
+    return f
+
+
+# ---------------------------------------------------------------- contenders
+
+def _data(widths, batch, n_batches=1, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch * n_batches, widths[0]), np.float32)
+    y = rng.integers(0, widths[-1], batch * n_batches)
+    return x, y
+
+
+def fastnn_model(widths, seed=0):
+    import fastnn
+    layers = []
+    for i, o in zip(widths[:-2], widths[1:-1]):
+        layers += [fastnn.Dense(i, o, rng=seed), fastnn.BatchNorm1d(o), fastnn.ReLU()]
+    layers.append(fastnn.Dense(widths[-2], widths[-1], rng=seed))
+    return fastnn.Sequential(*layers)
+
+
+def fastnn_step_fn(widths, batch, backend):
+    import fastnn
+    x, y = _data(widths, batch)
+    with fastnn.use_backend(backend):
+        model = fastnn_model(widths)
+        trainer = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
+                                 fastnn.optim.Adam(model.parameters(), lr=1e-3), verbose=0)
+
+    def step():
+        with fastnn.use_backend(backend):
+            trainer._train_step(x, y)
+    return step
+
+
+def fastnn_infer_fn(widths, backend):
+    import fastnn
+    x, _ = _data(widths, 1)
+    with fastnn.use_backend(backend):
+        model = fastnn_model(widths).eval()
+
+    def infer():
+        with fastnn.use_backend(backend):
+            model(x)
+    return infer
+
+
+def torch_model(widths, threads):
+    import torch
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    layers = []
+    for i, o in zip(widths[:-2], widths[1:-1]):
+        layers += [torch.nn.Linear(i, o), torch.nn.BatchNorm1d(o), torch.nn.ReLU()]
+    layers.append(torch.nn.Linear(widths[-2], widths[-1]))
+    return torch.nn.Sequential(*layers)
+
+
+def torch_step_fn(widths, batch, threads):
+    import torch
+    model = torch_model(widths, threads)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    crit = torch.nn.CrossEntropyLoss()
+    x, y = _data(widths, batch)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step():
+        opt.zero_grad()
+        crit(model(x), y).backward()
+        opt.step()
+    return step
+
+
+def torch_infer_fn(widths, threads):
+    import torch
+    model = torch_model(widths, threads).eval()
+    x = torch.from_numpy(_data(widths, 1)[0])
+
+    def infer():
+        with torch.no_grad():
+            model(x)
+    return infer
+
+
+def sklearn_epoch_fn(widths, batch, n_batches):
+    from sklearn.neural_network import MLPClassifier
+    x, y = _data(widths, batch, n_batches)
+    clf = MLPClassifier(hidden_layer_sizes=widths[1:-1], solver="adam", batch_size=batch,
+                        learning_rate_init=1e-3, shuffle=False, alpha=0.0, random_state=0)
+    classes = np.arange(widths[-1])
+    clf.partial_fit(x, y, classes=classes)
+    return lambda: clf.partial_fit(x, y)
+
+
+def fastnn_epoch_fn(widths, batch, n_batches):
+    """fastnn on the scikit-learn comparison: same architecture without BN, Adam."""
+    import fastnn
+    x, y = _data(widths, batch, n_batches)
+    layers = [fastnn.Dense(i, o, activation="relu", rng=0)
+              for i, o in zip(widths[:-2], widths[1:-1])]
+    model = fastnn.Sequential(*layers, fastnn.Dense(widths[-2], widths[-1], rng=0))
+    trainer = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
+                             fastnn.optim.Adam(model.parameters(), lr=1e-3), verbose=0)
+    batches = [(x[k * batch:(k + 1) * batch], y[k * batch:(k + 1) * batch])
+               for k in range(n_batches)]
+
+    def epoch():
+        for xb, yb in batches:
+            trainer._train_step(xb, yb)
+    return epoch
+
+
+# ---------------------------------------------------------------- driver
+
+def _available(module):
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def run(quick=False, log=print):
+    """Measure everything; return a dict (also printed as a table by `main`)."""
+    import fastnn
+    cfg = fastnn.show_config(print_=False)
+    threads = fastnn.get_num_threads()
+    budget = 0.25 if quick else 1.0
+    backends = ["cython", "numpy"] if cfg["cython"] else ["numpy"]
+    has_torch, has_sklearn = _available("torch"), _available("sklearn")
+    res = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_name(), "threads": threads,
+           "fastnn": cfg["version"], "blas": cfg["blas"], "cases": []}
+    log("machine limits ...")
+    res["gemm_gflops"] = gemm_gflops(budget)
+    res["copy_gbps"] = copy_bandwidth(budget)
+    log("  sgemm %.1f GFLOP/s, copy %.1f GB/s" % (res["gemm_gflops"], res["copy_gbps"]))
+    for name, widths, batch in CASES:
+        log("training step %s %s batch %d ..." % (name, "-".join(map(str, widths)), batch))
+        row = {"case": name, "kind": "train step", "widths": widths, "batch": batch}
+        for b in backends:
+            row["fastnn-" + b] = median_time(fastnn_step_fn(widths, batch, b), budget)
+        if has_torch:
+            row["torch"] = median_time(torch_step_fn(widths, batch, threads), budget)
+        row["gemm-only"] = gemm_only_step(widths, batch, budget)
+        row["gemm_gflop"] = gemm_flops(widths, batch) / 1e9
+        res["cases"].append(row)
+        log("  " + _summary(row))
+    name, widths, _ = CASES[1]
+    log("inference %s batch 1 ..." % name)
+    row = {"case": name + " infer b=1", "kind": "inference", "widths": widths, "batch": 1}
+    for b in backends:
+        row["fastnn-" + b] = median_time(fastnn_infer_fn(widths, b), budget)
+    if has_torch:
+        row["torch"] = median_time(torch_infer_fn(widths, threads), budget)
+    res["cases"].append(row)
+    log("  " + _summary(row))
+    if has_sklearn:
+        name, widths, batch = CASES[1]
+        n_batches = 20 if quick else 100
+        log("epoch vs scikit-learn MLPClassifier (%s, no BN, %d batches) ..." % (name, n_batches))
+        row = {"case": name + " epoch (no BN)", "kind": "epoch", "widths": widths,
+               "batch": batch, "fastnn-cython": median_time(
+                   fastnn_epoch_fn(widths, batch, n_batches), budget, min_repeats=3),
+               "sklearn": median_time(sklearn_epoch_fn(widths, batch, n_batches), budget,
+                                      min_repeats=3)}
+        res["cases"].append(row)
+        log("  " + _summary(row))
+    return res
+
+
+def _summary(row):
+    keys = [k for k in ("fastnn-cython", "fastnn-numpy", "torch", "sklearn", "gemm-only")
+            if k in row]
+    return ", ".join("%s %s" % (k, _fmt_time(row[k])) for k in keys)
+
+
+def _fmt_time(t):
+    return "%.0f us" % (t * 1e6) if t < 0.1 else "%.3f s" % t
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def table(res):
+    """Markdown table of times and ratios (ratio > 1: fastnn-cython is faster)."""
+    lines = ["fastnn %s, %s, %d threads, %s; sgemm %.1f GFLOP/s, copy %.1f GB/s"
+             % (res["fastnn"], res["cpu"], res["threads"], res["date"], res["gemm_gflops"],
+                res["copy_gbps"]), "",
+             "| case | fastnn-cython | fastnn-numpy | torch | sklearn | vs numpy | vs torch "
+             "| vs sklearn | step / GEMMs | GEMM GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["cases"]:
+        fc = r.get("fastnn-cython")
+        cell = lambda k: _fmt_time(r[k]) if k in r else "-"
+        ratio = lambda k: "%.2fx" % (r[k] / fc) if k in r and fc else "-"
+        eff = "%.2f" % (fc / r["gemm-only"]) if "gemm-only" in r and fc else "-"
+        gf = "%.1f" % (r["gemm_gflop"] / r["gemm-only"]) if "gemm-only" in r else "-"
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r["case"], cell("fastnn-cython"), cell("fastnn-numpy"), cell("torch"),
+            cell("sklearn"), ratio("fastnn-numpy"), ratio("torch"), ratio("sklearn"), eff, gf))
+    return "\n".join(lines)
+
+
+def plot(res, path):
+    """Bar chart of speed-ups of fastnn-cython over each peer, per case."""
+    from .plots import _figure, _save
+    peers = ["fastnn-numpy", "torch", "sklearn"]
+    cases = [r for r in res["cases"] if "fastnn-cython" in r]
+    fig = _figure((8, 4))
+    ax = fig.add_subplot()
+    width = 0.8 / len(peers)
+    for k, peer in enumerate(peers):
+        xs = [i + k * width for i, r in enumerate(cases) if peer in r]
+        ys = [r[peer] / r["fastnn-cython"] for r in cases if peer in r]
+        if xs:
+            ax.bar(xs, ys, width, label="vs " + peer)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([i + width for i in range(len(cases))])
+    ax.set_xticklabels([r["case"] for r in cases], fontsize=8)
+    ax.set_ylabel("speed-up of fastnn-cython (x)")
+    ax.set_title("fastnn, %d threads, %s" % (res["threads"], res["date"]))
+    ax.legend()
+    _save(fig, path, dpi=110)
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("bench", help="benchmark fastnn against NumPy, PyTorch, "
+                              "scikit-learn and the machine's limits")
+    p.add_argument("--quick", action="store_true", help="short run (under a minute)")
+    p.add_argument("--json", metavar="FILE", help="write the raw results as JSON")
+    p.add_argument("--plot", metavar="FILE", help="write a PNG bar chart of the speed-ups")
+    p.set_defaults(func=main)
+    return p
+
+
+def main(args):
+    res = run(quick=args.quick, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(table(res))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    if args.plot:
+        plot(res, args.plot)
+    return 0
