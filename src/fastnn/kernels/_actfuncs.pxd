@@ -13,8 +13,8 @@ never `a if c else b`, which keeps gcc from vectorizing the loop (see _actmath.h
 
 float32 exp/expm1 (hence sigmoid, tanh, elu, silu, swish, gelu_tanh) come from
 _actmath.h: branch-free polynomials, ~1 ulp, that gcc vectorizes without -ffast-math.
-float64 uses libm exp/expm1/tanh. erf is libm's erff/erf (a scalar call) for both, so
-the gelu loops stay scalar.
+float64 uses libm exp/expm1/tanh. erf is libm's erff/erf (scalar calls) for both: the
+gelu spans call it in a loop of its own and vectorize the rest.
 """
 from cython cimport floating
 from libc.math cimport copysignf, erf, erff, exp, expm1, fabs, fabsf, tanh
@@ -25,6 +25,8 @@ cdef extern from "_actmath.h" nogil:
     float fastnn_expm1f(float x) noexcept
     float fastnn_self(bint c, float a, float b) noexcept
     double fastnn_seld(bint c, double a, double b) noexcept
+    # `void`, plus (GCC, x86-64 Linux) AVX-512F/AVX2/baseline clones picked at load time
+    ctypedef void simd_clones_void "FASTNN_SIMD_CLONES_VOID"
     # sqrt(2/pi), 1/sqrt(2), 1/sqrt(2 pi), the gelu-tanh cubic coefficient (as numpy_ref)
     const double SQRT_2_OVER_PI "FASTNN_SQRT_2_OVER_PI"
     const double INV_SQRT_2 "FASTNN_INV_SQRT_2"
@@ -127,8 +129,14 @@ cdef inline floating f_elu(floating x, floating p) noexcept nogil:
     return sel(x > 0, x, p * _expm1(_min0(x)))
 
 
-cdef inline floating f_gelu(floating x) noexcept nogil:
-    return <floating>0.5 * x * (<floating>1 + _erf(x * <floating>INV_SQRT_2))
+cdef inline floating _gelu_erf(floating x) noexcept nogil:
+    """erf(x / sqrt(2)), the libm call of both gelu formulas."""
+    return _erf(x * <floating>INV_SQRT_2)
+
+
+cdef inline floating f_gelu(floating x, floating e) noexcept nogil:
+    """e = _gelu_erf(x) (computed in a separate scalar loop, so this one vectorizes)."""
+    return <floating>0.5 * x * (<floating>1 + e)
 
 
 cdef inline floating f_gelu_tanh(floating x) noexcept nogil:
@@ -166,8 +174,9 @@ cdef inline floating g_elu(floating x, floating p) noexcept nogil:
     return sel(x > 0, <floating>1, p * _exp(_min0(x)))
 
 
-cdef inline floating g_gelu(floating x) noexcept nogil:
-    cdef floating cdf = <floating>0.5 * (<floating>1 + _erf(x * <floating>INV_SQRT_2))
+cdef inline floating g_gelu(floating x, floating e) noexcept nogil:
+    """e = _gelu_erf(x)."""
+    cdef floating cdf = <floating>0.5 * (<floating>1 + e)
     return cdf + x * <floating>INV_SQRT_2PI * _exp(<floating>-0.5 * x * x)
 
 
@@ -191,8 +200,41 @@ cdef inline floating g_swish(floating x, floating p) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 # span drivers: one switch per span, then a tight (vectorizable) loop
 # ---------------------------------------------------------------------------------------
-cdef inline void act_forward_span(const floating *x, floating *y, Py_ssize_t n, int code,
-                                  floating p) noexcept nogil:
+cdef enum:
+    GELU_CHUNK = 256    # gelu: erf values buffered on the stack per chunk
+
+
+cdef inline simd_clones_void _gelu_forward_span(const floating *x, floating *y,
+                                                Py_ssize_t n) noexcept nogil:
+    """Per chunk, the libm erf calls (a scalar loop) fill a stack buffer, then the rest
+    runs vectorized; the buffer (not y) keeps y == x correct."""
+    cdef floating e[GELU_CHUNK]
+    cdef Py_ssize_t c, j, j0, m
+    for c in range((n + GELU_CHUNK - 1) // GELU_CHUNK):
+        j0 = c * GELU_CHUNK
+        m = min(<Py_ssize_t>GELU_CHUNK, n - j0)
+        for j in range(m):
+            e[j] = _gelu_erf(x[j0 + j])
+        for j in range(m):
+            y[j0 + j] = f_gelu(x[j0 + j], e[j])
+
+
+cdef inline simd_clones_void _gelu_backward_span(const floating *dout, const floating *x,
+                                                 floating *dx, Py_ssize_t n) noexcept nogil:
+    """As _gelu_forward_span; dx may be dout."""
+    cdef floating e[GELU_CHUNK]
+    cdef Py_ssize_t c, j, j0, m
+    for c in range((n + GELU_CHUNK - 1) // GELU_CHUNK):
+        j0 = c * GELU_CHUNK
+        m = min(<Py_ssize_t>GELU_CHUNK, n - j0)
+        for j in range(m):
+            e[j] = _gelu_erf(x[j0 + j])
+        for j in range(m):
+            dx[j0 + j] = dout[j0 + j] * g_gelu(x[j0 + j], e[j])
+
+
+cdef inline simd_clones_void act_forward_span(const floating *x, floating *y, Py_ssize_t n,
+                                              int code, floating p) noexcept nogil:
     """y[j] = f(x[j]) for j < n; y may be x."""
     cdef Py_ssize_t j
     if code == ACT_IDENTITY:
@@ -214,8 +256,7 @@ cdef inline void act_forward_span(const floating *x, floating *y, Py_ssize_t n, 
         for j in range(n):
             y[j] = f_elu(x[j], p)
     elif code == ACT_GELU:
-        for j in range(n):
-            y[j] = f_gelu(x[j])
+        _gelu_forward_span(x, y, n)
     elif code == ACT_GELU_TANH:
         for j in range(n):
             y[j] = f_gelu_tanh(x[j])
@@ -227,9 +268,9 @@ cdef inline void act_forward_span(const floating *x, floating *y, Py_ssize_t n, 
             y[j] = f_swish(x[j], p)
 
 
-cdef inline void act_backward_span(const floating *dout, const floating *x,
-                                   const floating *y, floating *dx, Py_ssize_t n, int code,
-                                   floating p) noexcept nogil:
+cdef inline simd_clones_void act_backward_span(const floating *dout, const floating *x,
+                                               const floating *y, floating *dx, Py_ssize_t n,
+                                               int code, floating p) noexcept nogil:
     """dx[j] = dout[j] * f'(x[j]) (from y[j] = f(x[j]) for sigmoid and tanh); dx may be
     dout. x is not read by sigmoid/tanh/identity, y only by sigmoid/tanh."""
     cdef Py_ssize_t j
@@ -252,8 +293,7 @@ cdef inline void act_backward_span(const floating *dout, const floating *x,
         for j in range(n):
             dx[j] = dout[j] * g_elu(x[j], p)
     elif code == ACT_GELU:
-        for j in range(n):
-            dx[j] = dout[j] * g_gelu(x[j])
+        _gelu_backward_span(dout, x, dx, n)
     elif code == ACT_GELU_TANH:
         for j in range(n):
             dx[j] = dout[j] * g_gelu_tanh(x[j])
