@@ -6,6 +6,7 @@ import threading
 import types
 
 import numpy as np
+import scipy
 
 from .kernels import numpy_ref
 
@@ -15,6 +16,9 @@ _CYTHON_MODULES = ("_activations", "_dense", "_batchnorm", "_losses", "_updates"
 # Work (elements touched) below which a kernel runs on one thread: waking a second
 # thread costs more than it saves on small arrays.
 PARALLEL_MIN_WORK = 1 << 15
+# set_num_threads' upper bound: more threads than this never helps, and libgomp aborts
+# the whole process (it does not raise) when the OS refuses to create a thread.
+MAX_THREADS = 1024
 
 
 def _load_cython_backend():
@@ -54,7 +58,30 @@ def _env_threads():
 
 
 _num_threads = _env_threads()
-_blas_limiter = None
+
+
+def _apply_blas_limits():
+    """One thread pool per backend. The Cython kernels split their GEMMs across their own
+    OpenMP team, so the BLAS library they call runs single-threaded (two pools spinning
+    on each other's cores made steps up to 10x slower); other BLAS libraries (NumPy's,
+    which the NumPy backend uses) get the configured thread count."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        lib.set_num_threads(1 if _is_kernel_blas(lib.filepath) else _num_threads)
+
+
+def _is_kernel_blas(path):
+    """True for the BLAS that scipy.linalg.cython_blas (the kernels' GEMMs) calls: the one
+    shipped inside SciPy's distribution (scipy.libs/, scipy/.dylibs, scipy_openblas32/).
+    A system BLAS shared with NumPy is left multi-threaded."""
+    return _CYTHON is not None and os.path.realpath(path).startswith(_SCIPY_ROOT)
+
+
+_SCIPY_ROOT = os.path.dirname(os.path.realpath(scipy.__file__))   # .../site-packages/scipy
+_apply_blas_limits()
 
 
 def set_backend(name):
@@ -96,17 +123,17 @@ def backend():
 
 
 def set_num_threads(n):
-    """Use n threads in OpenMP kernels, and limit BLAS to n threads so they never
-    oversubscribe the cores together."""
-    global _num_threads, _blas_limiter
+    """Use n threads (1 <= n <= MAX_THREADS) in the Cython kernels (OpenMP; their GEMMs
+    are split across these threads over a single-threaded BLAS) and in NumPy's BLAS."""
+    global _num_threads
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError("set_num_threads: expected a positive int, got %r" % (n,))
+    if n > MAX_THREADS:
+        raise ValueError("set_num_threads: expected at most %d threads, got %d (the OpenMP "
+                         "runtime aborts the process when it cannot create a thread)"
+                         % (MAX_THREADS, n))
     _num_threads = int(n)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        return
-    _blas_limiter = threadpool_limits(limits=_num_threads, user_api="blas")
+    _apply_blas_limits()
 
 
 def get_num_threads():
@@ -115,8 +142,35 @@ def get_num_threads():
 
 
 def threads_for(work):
-    """Thread count for a kernel touching `work` elements: 1 for small work."""
-    return 1 if work < PARALLEL_MIN_WORK else _num_threads
+    """Thread count for a kernel touching `work` elements: 1 for small work, and 1 in a
+    process forked after this one ran a multi-threaded kernel (see _after_fork_in_child)."""
+    global _pool_started
+    if work < PARALLEL_MIN_WORK or _num_threads == 1 or _forked_child:
+        return 1
+    _pool_started = True
+    return _num_threads
+
+
+# Fork safety. GNU libgomp is not fork-safe: once a parallel region has run, the runtime
+# keeps a pool of worker threads, and a child created by fork() (multiprocessing's "fork"
+# start method) inherits the pool's bookkeeping but not its threads, so its next
+# multi-threaded region waits forever for them. A one-thread region does not use the pool
+# (verified by tests/test_concurrency.py), so a child forked after this process ran a
+# multi-threaded kernel runs every kernel on one thread, whatever set_num_threads says.
+# BLAS (OpenBLAS) resets its own pool at fork and keeps its threads. A child forked
+# before any multi-threaded kernel ran, or a "spawn"/"forkserver" child, is unaffected.
+_pool_started = False    # threads_for handed out > 1 thread: libgomp's pool may exist
+_forked_child = False    # forked after that: OpenMP kernels stay on one thread
+
+
+def _after_fork_in_child():
+    global _forked_child
+    if _pool_started:
+        _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _blas_name():

@@ -12,9 +12,9 @@ def _describe(x):
 
 
 def as_float_array(x, fn, name, ndim=None, dtype=None):
-    """Return `x` as a C-contiguous, writeable float32/float64 ndarray (a copy only when
-    needed). Raises TypeError for other dtypes or a dtype differing from `dtype`, and
-    ValueError for a wrong ndim or an empty array."""
+    """Return `x` as a C-contiguous, writeable, aligned float32/float64 ndarray (a copy
+    only when needed). Raises TypeError for other dtypes or a dtype differing from
+    `dtype`, and ValueError for a wrong ndim or an empty array."""
     if not isinstance(x, np.ndarray):
         if x is None or isinstance(x, (str, bytes, dict, set)):
             raise TypeError("%s: %s must be a float array, got %s" % (fn, name, type(x).__name__))
@@ -31,9 +31,17 @@ def as_float_array(x, fn, name, ndim=None, dtype=None):
         raise ValueError("%s: %s must be %s-D, got %s" % (fn, name, ndim, _describe(x)))
     if 0 in x.shape:
         raise ValueError("%s: %s must not be empty, got %s" % (fn, name, _describe(x)))
-    if not x.flags.c_contiguous or not x.flags.writeable:
+    flags = x.flags
+    if not (flags.c_contiguous and flags.writeable and flags.aligned):
         x = np.array(x, order="C", copy=True)
     return x
+
+
+def check_cache(cache, cls, fn):
+    """Raise TypeError unless `cache` is what the matching forward returned."""
+    if not isinstance(cache, cls):
+        raise TypeError("%s: cache must be the %s returned by the matching forward, got %s"
+                        % (fn, cls.__name__, type(cache).__name__))
 
 
 def check_shape(x, shape, fn, name):
@@ -59,7 +67,8 @@ def as_labels(labels, n, num_classes, fn, name="labels"):
     if lo < 0 or hi >= num_classes:
         raise ValueError("%s: %s must lie in [0, %d), got values in [%d, %d]"
                          % (fn, name, num_classes, lo, hi))
-    return np.ascontiguousarray(labels, dtype=np.int64)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    return labels if labels.flags.aligned else labels.copy()
 
 
 def as_scalar(value, fn, name, low=None, high=None, low_open=False):

@@ -32,13 +32,21 @@ def median_time(fn, budget, min_repeats=5, max_repeats=10000):
 
 # ---------------------------------------------------------------- machine limits
 
-def gemm_gflops(budget):
+def _all_threads(threads):
+    """BLAS limited to `threads` (fastnn keeps the kernels' BLAS single-threaded and splits
+    GEMMs itself; the references below use BLAS's own threading instead)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+def gemm_gflops(budget, threads):
     """float32 GEMM throughput of the BLAS the kernels use (scipy's), GFLOP/s."""
     from scipy.linalg.blas import sgemm
     n = 1024
     a = np.asfortranarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
     c = np.zeros((n, n), np.float32, order="F")
-    t = median_time(lambda: sgemm(1.0, a, a, c=c, overwrite_c=1), budget)
+    with _all_threads(threads):
+        t = median_time(lambda: sgemm(1.0, a, a, c=c, overwrite_c=1), budget)
     return 2 * n ** 3 / t / 1e9
 
 
@@ -50,9 +58,9 @@ def copy_bandwidth(budget):
     return 2 * x.nbytes / t / 1e9
 
 
-def gemm_only_step(widths, batch, budget):
+def gemm_only_step(widths, batch, budget, threads):
     """Time of a training step's GEMMs alone (forward x@W; backward dW and dx, no dx for
-    the first layer), with the same BLAS, into preallocated outputs."""
+    the first layer), with the same BLAS on `threads` threads, into preallocated outputs."""
     from scipy.linalg.blas import sgemm
     rng = np.random.default_rng(0)
     calls = []
@@ -71,7 +79,8 @@ def gemm_only_step(widths, batch, budget):
     def run():
         for a, b, c, ta, tb in calls:
             sgemm(1.0, a, b, c=c, overwrite_c=1, trans_a=ta, trans_b=tb)
-    return median_time(run, budget)
+    with _all_threads(threads):
+        return median_time(run, budget)
 
 
 def gemm_flops(widths, batch):
@@ -211,7 +220,7 @@ def run(quick=False, log=print):
     res = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_name(), "threads": threads,
            "fastnn": cfg["version"], "blas": cfg["blas"], "cases": []}
     log("machine limits ...")
-    res["gemm_gflops"] = gemm_gflops(budget)
+    res["gemm_gflops"] = gemm_gflops(budget, threads)
     res["copy_gbps"] = copy_bandwidth(budget)
     log("  sgemm %.1f GFLOP/s, copy %.1f GB/s" % (res["gemm_gflops"], res["copy_gbps"]))
     for name, widths, batch in CASES:
@@ -221,7 +230,7 @@ def run(quick=False, log=print):
             row["fastnn-" + b] = median_time(fastnn_step_fn(widths, batch, b), budget)
         if has_torch:
             row["torch"] = median_time(torch_step_fn(widths, batch, threads), budget)
-        row["gemm-only"] = gemm_only_step(widths, batch, budget)
+        row["gemm-only"] = gemm_only_step(widths, batch, budget, threads)
         row["gemm_gflop"] = gemm_flops(widths, batch) / 1e9
         res["cases"].append(row)
         log("  " + _summary(row))

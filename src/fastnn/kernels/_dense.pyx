@@ -8,27 +8,29 @@ transposed, with no copies:
     forward  z  = x @ w      as  z^T  = w^T x^T      gemm('N', 'N', O, N, I)
     backward dw = x^T @ dz   as  dw^T = dz^T x       gemm('N', 'T', O, I, N)
              dx = dz @ w^T   as  dx^T = w dz^T       gemm('T', 'N', I, N, O)
-The elementwise work is one pass over the (N, O) output each way:
-    forward:  z[i] += b; out[i] = f(z[i])              row by row
-    backward: dz = dout * f'(z, out) and db = sum(dz, 0) in the same pass, in blocks of
-              COLS columns; each block walks the rows in order and sums its columns in
-              double, so db does not depend on how blocks are shared among threads.
 
-Threads. The GEMMs run on BLAS's own thread pool. By default the elementwise passes run
-on the calling thread: an OpenMP region next to a multithreaded OpenBLAS call costs far
-more than it saves, because libgomp's idle workers spin (default wait policy) on the
-cores the next GEMM needs, and OpenBLAS's idle workers spin on the cores the region
-needs. Measured on 2 cores, (128, 784) -> 512 relu float32 forward+backward: the 3 GEMMs
-alone 1.37 ms; serial passes 1.41 ms (x1.03); prange passes 8.0 ms (x5.8). When
-OMP_WAIT_POLICY=passive is set at import, idle OpenMP workers sleep and the passes use
-prange (nthreads) above a size threshold; they only gain when OpenBLAS's workers sleep
-too (OPENBLAS_THREAD_TIMEOUT=4): then gelu at (4096, 64) -> 1024 drops from 78 to 44 ms.
+One thread pool. fastnn runs this BLAS single-threaded (see fastnn._config) and splits every GEMM itself across its OpenMP team, each
+thread computing a block of the output with one gemm call and finishing that block
+while it is still in cache:
+    forward:  thread t computes z[rows_t] (or z[:, cols_t] when the batch is small),
+              then z += b and out = f(z) on that block;
+    backward: thread t owns columns cols_t: dz = dout * f'(z,
+              out) and db = sum(dz, 0) for those columns (rows in order, double
+              accumulation), then dw[:, cols_t] = x^T dz[:, cols_t]; after that
+              dx[rows_t] = dz[rows_t] w^T (or dx[:, cols_t] when the batch is small).
+Two pools (OpenBLAS's pthreads and libgomp's) spin on each other's cores: measured on 2
+cores, a GEMM followed by a 2-thread elementwise kernel ran 10x slower than either
+alone.
+
+Determinism. How a product is cut into blocks depends only on its shape (PARTS blocks cut
+at multiples of ALIGN once it has SPLIT_MIN multiply-adds), never on the thread count;
+threads only decide who computes which block. BLAS's result for an element depends on
+the block it is in (edge tiles, internal cache blocking), so this is what makes results
+bit-identical for any thread count. db sums each column over the rows in order.
 """
 from cython cimport floating
 from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport dgemm, sgemm
-
-import os
 
 import numpy as np
 
@@ -42,38 +44,28 @@ if (_codes.IDENTITY, _codes.RELU, _codes.LEAKY_RELU) != (
                       "fastnn.kernels.codes; rebuild the extension")
 
 cdef enum:
-    # prange passes (when enabled): minimum output elements for relu-like activations
-    # (a few cycles per element) and for the transcendental ones
-    PAR_MIN_CHEAP = 262144
-    PAR_MIN = 16384
-    # columns per work item of the backward pass (one double accumulator each)
-    COLS = 64
-    # elements per work item of the backward pass when db is not needed
-    BLOCK = 16384
+    COLS = 64      # db is summed per block of COLS columns (fixed: thread-count independent)
+    ALIGN = 48     # GEMM blocks are cut at multiples of this (whole micro-kernel tiles)
+    PARTS = 4      # GEMM blocks per product when it is worth splitting
+    SPLIT_MIN = 1 << 20   # multiply-adds below which a product stays one GEMM call
 
 _F64 = np.dtype(np.float64)
 
-# Parallel elementwise passes only when idle OpenMP workers sleep (see the docstring).
-cdef bint PARALLEL_PASSES = os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == (
-    "passive")
+
+cdef inline int _nparts(Py_ssize_t dim, Py_ssize_t work) noexcept nogil:
+    """Number of GEMM blocks for a product of `work` multiply-adds split along `dim`:
+    a function of the shape only (never of the thread count)."""
+    if work < SPLIT_MIN:
+        return 1
+    return <int>min(<Py_ssize_t>PARTS, (dim + ALIGN - 1) // ALIGN)
 
 
-cdef inline bint _use_prange(int nthreads, Py_ssize_t rows, Py_ssize_t total,
-                             int code) noexcept nogil:
-    if not PARALLEL_PASSES or nthreads <= 1 or rows < 2:
-        return False
-    if code == ACT_IDENTITY or code == ACT_RELU or code == ACT_LEAKY_RELU:
-        return total >= PAR_MIN_CHEAP
-    return total >= PAR_MIN
-
-
-def _set_parallel_passes(flag):
-    """Testing/benchmarking hook: force the prange elementwise passes on or off (nthreads
-    still applies). Returns the previous setting."""
-    global PARALLEL_PASSES
-    old = PARALLEL_PASSES
-    PARALLEL_PASSES = bool(flag)
-    return old
+cdef inline void _split(Py_ssize_t n, int parts, int t, Py_ssize_t align, Py_ssize_t *lo,
+                        Py_ssize_t *hi) noexcept nogil:
+    """[lo, hi): part t of `parts` near-equal parts of range(n), cut at multiples of align."""
+    cdef Py_ssize_t units = (n + align - 1) // align
+    lo[0] = min(n, (units * t // parts) * align)
+    hi[0] = min(n, (units * (t + 1) // parts) * align)
 
 
 cdef inline void _gemm(char transa, char transb, int m, int n, int k, const floating *a,
@@ -81,11 +73,14 @@ cdef inline void _gemm(char transa, char transb, int m, int n, int k, const floa
                        int ldc) noexcept nogil:
     """Column-major C (m, n) = op(A) op(B), beta = 0 (C is overwritten)."""
     cdef floating one = 1, zero = 0
+    cdef Py_ssize_t i, j
     if m <= 0 or n <= 0:
         return
-    lda = max(lda, 1)
-    ldb = max(ldb, 1)
-    ldc = max(ldc, 1)
+    if k <= 0:   # BLAS would leave C alone with beta = 0 and k = 0 on some builds
+        for j in range(n):
+            for i in range(m):
+                c[j * ldc + i] = 0
+        return
     if floating is float:
         sgemm(&transa, &transb, &m, &n, &k, &one, <float *>a, &lda, <float *>b, &ldb,
               &zero, c, &ldc)
@@ -94,46 +89,66 @@ cdef inline void _gemm(char transa, char transb, int m, int n, int k, const floa
               &zero, c, &ldc)
 
 
-# ---------------------------------------------------------------------------------------
-# forward
-# ---------------------------------------------------------------------------------------
-cdef inline void _bias_act_rows(floating *z, const floating *b, floating *out,
-                                Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t O, int code,
-                                floating p, bint act) noexcept nogil:
-    """Rows [r0, r1): z[i] += b (b may be NULL), then out[i] = f(z[i]) when act."""
+cdef inline void _bias_act_block(floating *z, const floating *b, floating *out,
+                                 Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1,
+                                 Py_ssize_t O, int code, floating p,
+                                 bint act) noexcept nogil:
+    """Block rows [r0, r1) x columns [c0, c1): z += b (b may be NULL), then out = f(z)."""
     cdef Py_ssize_t i, j
     cdef floating *zr
     for i in range(r0, r1):
         zr = z + i * O
         if b != NULL:
-            for j in range(O):
+            for j in range(c0, c1):
                 zr[j] = zr[j] + b[j]
         if act:
-            act_forward_span(zr, out + i * O, O, code, p)
+            act_forward_span(zr + c0, out + i * O + c0, c1 - c0, code, p)
+
+
+cdef inline void _forward_part(const floating *xp, const floating *wp, const floating *bp,
+                               floating *zp, floating *op, Py_ssize_t N, Py_ssize_t I,
+                               Py_ssize_t O, int code, floating p, bint act, bint by_rows,
+                               int parts, int t) noexcept nogil:
+    """Part t of the forward: one GEMM block of z, then its bias + activation."""
+    cdef Py_ssize_t lo, hi
+    if by_rows:
+        _split(N, parts, t, ALIGN, &lo, &hi)
+        if hi > lo:
+            _gemm(c'N', c'N', <int>O, <int>(hi - lo), <int>I, wp, <int>O, xp + lo * I,
+                  <int>I, zp + lo * O, <int>O)
+            if bp != NULL or act:
+                _bias_act_block(zp, bp, op, lo, hi, 0, O, O, code, p, act)
+    else:
+        _split(O, parts, t, ALIGN, &lo, &hi)
+        if hi > lo:
+            _gemm(c'N', c'N', <int>(hi - lo), <int>N, <int>I, wp + lo, <int>O, xp,
+                  <int>I, zp + lo, <int>O)
+            if bp != NULL or act:
+                _bias_act_block(zp, bp, op, 0, N, lo, hi, O, code, p, act)
 
 
 cdef void _dense_forward(const floating[:, ::1] x, const floating[:, ::1] w,
                          const floating[::1] b,
                          floating[:, ::1] z, floating[:, ::1] out, bint z_is_out,
                          int code, floating p, int nthreads) noexcept nogil:
-    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1], i
+    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1]
     cdef const floating *bp = NULL
     cdef bint act = code != ACT_IDENTITY or not z_is_out
+    cdef bint by_rows = N >= O or O < 2 * ALIGN
+    cdef int t, parts
     if N == 0 or O == 0:
         return
     if b is not None:
         bp = &b[0]
-    cdef floating *zp = &z[0, 0]
-    cdef floating *op = &out[0, 0]
-    _gemm(c'N', c'N', <int>O, <int>N, <int>I, &w[0, 0], <int>O, &x[0, 0], <int>I, zp,
-          <int>O)
-    if bp == NULL and not act:
+    parts = _nparts(N if by_rows else O, N * I * O)
+    if parts <= 1 or nthreads <= 1:
+        for t in range(parts):
+            _forward_part(&x[0, 0], &w[0, 0], bp, &z[0, 0], &out[0, 0], N, I, O, code, p,
+                          act, by_rows, parts, t)
         return
-    if not _use_prange(nthreads, N, N * O, code):
-        _bias_act_rows(zp, bp, op, 0, N, O, code, p, act)
-        return
-    for i in prange(N, schedule="static", num_threads=nthreads):
-        _bias_act_rows(zp, bp, op, i, i + 1, O, code, p, act)
+    for t in prange(parts, schedule="static", num_threads=min(nthreads, parts)):
+        _forward_part(&x[0, 0], &w[0, 0], bp, &z[0, 0], &out[0, 0], N, I, O, code, p, act,
+                      by_rows, parts, t)
 
 
 def dense_forward(x, w, b, z, out, int code, double p, int nthreads=1):
@@ -147,15 +162,12 @@ def dense_forward(x, w, b, z, out, int code, double p, int nthreads=1):
         _dense_forward[float](x, w, b, z, out, z is out, code, <float>p, nthreads)
 
 
-# ---------------------------------------------------------------------------------------
-# backward
-# ---------------------------------------------------------------------------------------
 cdef void _dz_db_cols(const floating *dout, const floating *z, const floating *out,
                       floating *dz, floating *db, Py_ssize_t N, Py_ssize_t O,
                       Py_ssize_t c0, Py_ssize_t c1, int code, floating p,
                       bint act) noexcept nogil:
     """Columns [c0, c1) (at most COLS), rows in order: dz = dout * f'(z, out) when act,
-    and db[c] = sum over the rows of dz[:, c], accumulated in double."""
+    and db[c] = sum over the rows of dz[:, c] (accumulated in double) unless db is NULL."""
     cdef double acc[COLS]
     cdef Py_ssize_t i, j, m = c1 - c0, off
     for j in range(m):
@@ -164,10 +176,49 @@ cdef void _dz_db_cols(const floating *dout, const floating *z, const floating *o
         off = i * O + c0
         if act:
             act_backward_span(dout + off, z + off, out + off, dz + off, m, code, p)
+        if db != NULL:
+            for j in range(m):
+                acc[j] += dz[off + j]
+    if db != NULL:
         for j in range(m):
-            acc[j] += dz[off + j]
-    for j in range(m):
-        db[c0 + j] = <floating>acc[j]
+            db[c0 + j] = <floating>acc[j]
+
+
+cdef inline void _backward_cols_part(const floating *gp, const floating *xp,
+                                     const floating *zp, const floating *yp, floating *dzp,
+                                     floating *dwp, floating *dbp, Py_ssize_t N,
+                                     Py_ssize_t I, Py_ssize_t O, int code, floating p,
+                                     bint act, int parts, int t) noexcept nogil:
+    """Part t of the backward's first phase: dz and db for its columns, then that block
+    of dw = x^T dz."""
+    cdef Py_ssize_t lo, hi, c
+    _split(O, parts, t, ALIGN, &lo, &hi)
+    if hi <= lo:
+        return
+    if act or dbp != NULL:
+        c = lo
+        while c < hi:
+            _dz_db_cols(gp, zp, yp, dzp, dbp, N, O, c, min(hi, c + COLS), code, p, act)
+            c += COLS
+    _gemm(c'N', c'T', <int>(hi - lo), <int>I, <int>N, dzp + lo, <int>O, xp, <int>I,
+          dwp + lo, <int>O)
+
+
+cdef inline void _backward_dx_part(const floating *wp, const floating *dzp, floating *dxp,
+                                   Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, bint by_rows,
+                                   int parts, int t) noexcept nogil:
+    """Part t of dx = dz w^T: a block of rows (or of columns when the batch is small)."""
+    cdef Py_ssize_t lo, hi
+    if by_rows:
+        _split(N, parts, t, ALIGN, &lo, &hi)
+        if hi > lo:
+            _gemm(c'T', c'N', <int>I, <int>(hi - lo), <int>O, wp, <int>O, dzp + lo * O,
+                  <int>O, dxp + lo * I, <int>I)
+    else:
+        _split(I, parts, t, ALIGN, &lo, &hi)
+        if hi > lo:
+            _gemm(c'T', c'N', <int>(hi - lo), <int>N, <int>O, wp + lo * O, <int>O, dzp,
+                  <int>O, dxp + lo, <int>I)
 
 
 cdef void _dense_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
@@ -177,9 +228,10 @@ cdef void _dense_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
                           bint dz_is_dout, int code, floating p,
                           int nthreads) noexcept nogil:
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1]
-    cdef Py_ssize_t nb, b, start, total = N * O
     cdef bint act = code != ACT_IDENTITY or not dz_is_dout
-    cdef bint par = _use_prange(nthreads, N, total, code)
+    cdef bint dx_by_rows = N >= I or I < 2 * ALIGN
+    cdef int t, parts
+    cdef floating *dbp = NULL
     if O == 0:
         return
     if N == 0:   # empty batch: every gradient is a sum over nothing
@@ -187,36 +239,28 @@ cdef void _dense_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
         if db is not None:
             db[:] = 0
         return
-    cdef const floating *gp = &dout[0, 0]
-    cdef const floating *zp = &z[0, 0]
-    cdef const floating *yp = &out[0, 0]
-    cdef floating *dzp = &dz[0, 0]
     if db is not None:
-        nb = (O + COLS - 1) // COLS
-        if not par or nb < 2:
-            for b in range(nb):
-                _dz_db_cols(gp, zp, yp, dzp, &db[0], N, O, b * COLS,
-                            min(O, (b + 1) * COLS), code, p, act)
-        else:
-            for b in prange(nb, schedule="static", num_threads=nthreads):
-                _dz_db_cols(gp, zp, yp, dzp, &db[0], N, O, b * COLS,
-                            min(O, (b + 1) * COLS), code, p, act)
-    elif act:
-        nb = (total + BLOCK - 1) // BLOCK
-        if not par or nb < 2:
-            act_backward_span(gp, zp, yp, dzp, total, code, p)
-        else:
-            for b in prange(nb, schedule="static", num_threads=nthreads):
-                start = b * BLOCK
-                act_backward_span(gp + start, zp + start, yp + start, dzp + start,
-                                  min(BLOCK, total - start), code, p)
-    # dw = x^T dz
-    _gemm(c'N', c'T', <int>O, <int>I, <int>N, dzp, <int>O, &x[0, 0], <int>I, &dw[0, 0],
-          <int>O)
-    # dx = dz w^T
-    if dx is not None and I > 0:
-        _gemm(c'T', c'N', <int>I, <int>N, <int>O, &w[0, 0], <int>O, dzp, <int>O,
-              &dx[0, 0], <int>I)
+        dbp = &db[0]
+    cdef const floating *gp = &dout[0, 0]
+    cdef floating *dzp = &dz[0, 0]
+    parts = _nparts(O, N * I * O)
+    if parts <= 1 or nthreads <= 1:
+        for t in range(parts):
+            _backward_cols_part(gp, &x[0, 0], &z[0, 0], &out[0, 0], dzp, &dw[0, 0], dbp,
+                                N, I, O, code, p, act, parts, t)
+    else:
+        for t in prange(parts, schedule="static", num_threads=min(nthreads, parts)):
+            _backward_cols_part(gp, &x[0, 0], &z[0, 0], &out[0, 0], dzp, &dw[0, 0], dbp,
+                                N, I, O, code, p, act, parts, t)
+    if dx is None or I == 0:
+        return
+    parts = _nparts(N if dx_by_rows else I, N * I * O)
+    if parts <= 1 or nthreads <= 1:
+        for t in range(parts):
+            _backward_dx_part(&w[0, 0], dzp, &dx[0, 0], N, I, O, dx_by_rows, parts, t)
+    else:
+        for t in prange(parts, schedule="static", num_threads=min(nthreads, parts)):
+            _backward_dx_part(&w[0, 0], dzp, &dx[0, 0], N, I, O, dx_by_rows, parts, t)
 
 
 def dense_backward(dout, x, w, z, out, dz, dx, dw, db, int code, double p,

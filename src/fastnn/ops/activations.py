@@ -1,8 +1,11 @@
 """Activation functions (fused forward and gradient kernels) and PReLU."""
+import numbers
 from collections import namedtuple
 
+import numpy as np
+
 from .._config import backend, threads_for
-from .._validation import as_float_array, check_shape
+from .._validation import as_float_array, check_cache, check_shape
 from .._workspace import FRESH
 from ..kernels.codes import ACTIVATIONS, GELU_TANH, IDENTITY
 
@@ -17,6 +20,9 @@ def resolve_activation(name, kw, fn):
     if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError("%s: unknown activation %r; expected one of %s"
                          % (fn, name, ", ".join(sorted(ACTIVATIONS))))
+    if kw is not None and not isinstance(kw, dict):
+        raise TypeError("%s: activation keywords must be a dict, got %s"
+                        % (fn, type(kw).__name__))
     kw = dict(kw or {})
     code, pname, p = ACTIVATIONS[name]
     if name == "gelu":
@@ -27,7 +33,7 @@ def resolve_activation(name, kw, fn):
         code = GELU_TANH if approximate == "tanh" else code
     elif pname is not None and pname in kw:
         p = kw.pop(pname)
-        if isinstance(p, bool) or not isinstance(p, (int, float)):
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
             raise TypeError("%s: %s must be a number, got %r" % (fn, pname, p))
         p = float(p)
     if kw:
@@ -58,6 +64,7 @@ def _rows(a):
 def activation_backward(dout, cache, workspace=None):
     """dx = dout * f'(x) for the cached forward; dout: same shape as the output."""
     fn = "activation_backward"
+    check_cache(cache, ActivationCache, fn)
     x = cache.x
     dout = as_float_array(dout, fn, "dout", dtype=x.dtype)
     check_shape(dout, x.shape, fn, "dout")
@@ -84,6 +91,7 @@ def prelu_forward(x, alpha, workspace=None):
 def prelu_backward(dout, cache, workspace=None):
     """-> (dx same shape as x, dalpha same shape as alpha)."""
     fn = "prelu_backward"
+    check_cache(cache, PReLUCache, fn)
     x, alpha = cache
     dout = as_float_array(dout, fn, "dout", dtype=x.dtype)
     check_shape(dout, x.shape, fn, "dout")

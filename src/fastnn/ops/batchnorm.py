@@ -4,7 +4,7 @@ from collections import namedtuple
 import numpy as np
 
 from .._config import backend, threads_for
-from .._validation import as_float_array, as_scalar, check_shape
+from .._validation import as_float_array, as_scalar, check_cache, check_shape
 from .._workspace import FRESH
 
 BatchNormCache = namedtuple("BatchNormCache", "x gamma mean invstd training")
@@ -20,6 +20,8 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training=True,
     in training mode (no tracking).
     """
     fn = "batchnorm_forward"
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError("%s: training must be True or False, got %r" % (fn, training))
     x = as_float_array(x, fn, "x", ndim=2)
     d = x.shape[1]
     gamma = as_float_array(gamma, fn, "gamma", ndim=1, dtype=x.dtype)
@@ -61,6 +63,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training=True,
 def batchnorm_backward(dout, cache, workspace=None):
     """-> (dx (N, D), dgamma (D,), dbeta (D,))."""
     fn = "batchnorm_backward"
+    check_cache(cache, BatchNormCache, fn)
     x = cache.x
     dout = as_float_array(dout, fn, "dout", dtype=x.dtype)
     check_shape(dout, x.shape, fn, "dout")

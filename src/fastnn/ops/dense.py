@@ -2,10 +2,15 @@
 from collections import namedtuple
 
 from .._config import backend, threads_for
-from .._validation import as_float_array, check_shape
+from .._validation import as_float_array, check_cache, check_shape
 from .._workspace import FRESH
 from ..kernels.codes import IDENTITY
 from .activations import resolve_activation
+
+def _gemm_threads(x, w):
+    """Threads for a layer's GEMMs: parallel from ~1M multiply-adds (32 per element)."""
+    return threads_for(x.shape[0] * w.shape[0] * w.shape[1] >> 5)
+
 
 DenseCache = namedtuple("DenseCache", "x w has_bias z out code p")
 
@@ -29,7 +34,7 @@ def dense_forward(x, w, b, activation=None, activation_kw=None, workspace=None):
     shape = (x.shape[0], w.shape[1])
     z = ws.get("z", shape, x.dtype)
     out = z if code == IDENTITY else ws.get("out", shape, x.dtype)
-    backend().dense_forward(x, w, b, z, out, code, p, threads_for(z.size))
+    backend().dense_forward(x, w, b, z, out, code, p, _gemm_threads(x, w))
     return out, DenseCache(x, w, b is not None, z, out, code, p)
 
 
@@ -37,6 +42,7 @@ def dense_backward(dout, cache, workspace=None, need_dx=True):
     """-> (dx (N, I), dw (I, O), db (O,) or None). need_dx=False skips dx (returns None),
     saving a GEMM for a network's first layer."""
     fn = "dense_backward"
+    check_cache(cache, DenseCache, fn)
     x, w = cache.x, cache.w
     dout = as_float_array(dout, fn, "dout", dtype=x.dtype)
     check_shape(dout, cache.out.shape, fn, "dout")
@@ -46,5 +52,5 @@ def dense_backward(dout, cache, workspace=None, need_dx=True):
     dw = ws.get("dw", w.shape, x.dtype)
     db = ws.get("db", (w.shape[1],), x.dtype) if cache.has_bias else None
     backend().dense_backward(dout, x, w, cache.z, cache.out, dz, dx, dw, db, cache.code,
-                             cache.p, threads_for(dout.size))
+                             cache.p, _gemm_threads(x, w))
     return dx, dw, db
