@@ -31,10 +31,10 @@ class Loss:
 
     def __call__(self, pred, target):
         name = type(self).__name__
+        self._grad = None          # a failed call leaves nothing for backward()
         pred = as_user_float(pred, name, "pred")
         if pred.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             pred = pred.astype(np.float32)
-        self._grad = None
         loss, grad = self._compute(pred, target)
         self._grad = grad
         return float(loss)

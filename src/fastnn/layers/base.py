@@ -19,7 +19,18 @@ write the gradient straight into it.
   path, and return a fresh copy that later calls never overwrite.
 
 `backward` overwrites every Parameter.grad (no accumulation) and uses what the last
-forward cached. A model has one dtype (float32 by default, float64 supported): the
+forward cached.
+
+Threads: the public `forward` / `__call__` / `backward` of a module hold that module's
+lock (a re-entrant lock, about 0.2 us uncontended), so several Python threads may call
+one model at once -- e.g. eval-mode inference from a thread pool -- and each gets the
+correct result; the calls run one at a time (the kernels inside still use OpenMP/BLAS
+threads). The lock covers the module it is taken on and everything that call runs, not
+concurrent calls made directly on its submodules (`model[0](x)` while another thread runs
+`model(x)` races on `model[0]`'s buffers), nor the internal `_forward` / `_backward`
+path. Concurrent training of one model is not meaningful (backward uses the last
+forward of any thread), and a user subclass that overrides `forward` / `backward`
+provides its own locking. A model has one dtype (float32 by default, float64 supported): the
 public path converts float inputs of another float dtype; integer, bool, complex and
 object inputs raise TypeError.
 
@@ -32,12 +43,15 @@ object inputs raise TypeError.
 ['0.bias', '0.weight', '2.bias', '2.weight']
 """
 import numbers
+import threading
 
 import numpy as np
 
 from .._workspace import Workspace
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# byte-swapped float32/float64 inputs keep their precision
+_NATIVE_FLOAT = {("f", 4): np.dtype(np.float32), ("f", 8): np.dtype(np.float64)}
 
 #: layer type name -> class, for persistence (fastnn.io); filled by @register.
 REGISTRY = {}
@@ -134,6 +148,8 @@ class Parameter:
         # True once a gradient was written (backward or `p.grad = ...`); zero_grad clears it
         self._grad_ready = False
         self.name = name
+        # the flat buffer (an optimizer's) that .data is a view of, or None
+        self._storage = None
 
     @property
     def data(self):
@@ -168,6 +184,7 @@ class Parameter:
         if self._data.dtype != dtype:
             self._data = self._data.astype(dtype)
             self._grad = self._grad.astype(dtype)
+            self._storage = None      # no longer a view of an optimizer's flat buffer
 
     @property
     def shape(self):
@@ -202,6 +219,11 @@ class Module:
     Every Parameter.grad is bound into the layer's workspace, so the kernels write
     gradients straight into it; `backward` overwrites them (no accumulation).
 
+    Thread safety: public `forward` / `__call__` / `backward` take this module's lock,
+    so concurrent calls on one model (e.g. eval-mode inference from several threads)
+    are serialised and each returns its correct result (see the module docstring for
+    what the lock does not cover).
+
     Subclasses implement `_forward(x)` and `_backward(dy, need_dx)`; a user's own
     subclass may instead override `forward` and `backward` directly (then those are
     used inside containers too). Attributes holding a `Parameter` or a `Module` are
@@ -217,6 +239,17 @@ class Module:
         object.__setattr__(self, "_path", None)
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_out", None)    # output of the last public forward
+        object.__setattr__(self, "_lock", threading.RLock())   # public forward/backward
+
+    def __getstate__(self):
+        """copy.deepcopy / pickle: everything but the lock (not copyable)."""
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        object.__setattr__(self, "_lock", threading.RLock())
 
     def __setattr__(self, name, value):
         d = self.__dict__
@@ -289,30 +322,33 @@ class Module:
         raise NotImplementedError("%s does not implement _backward" % type(self).__name__)
 
     def forward(self, x):
-        """y = module(x): a fresh array (see the module docstring)."""
-        x = self._prepare_input(x)
-        y = self._forward(x)
-        out = np.array(y, order="C", copy=True)
-        object.__setattr__(self, "_out", (out.shape, out.dtype))
-        return out
+        """y = module(x): a fresh array (see the module docstring). Thread-safe: holds
+        this module's lock."""
+        with self._lock:
+            x = self._prepare_input(x)
+            y = self._forward(x)
+            out = np.array(y, order="C", copy=True)
+            object.__setattr__(self, "_out", (out.shape, out.dtype))
+            return out
 
     def __call__(self, x):
         return self.forward(x)
 
     def backward(self, dy):
         """dx for the last forward, given dy = dLoss/dy (same shape as that output);
-        overwrites each Parameter.grad. Returns a fresh array."""
-        if self._out is None:
-            raise self._error(RuntimeError, "backward() called before forward()")
-        shape, dtype = self._out
-        dy = as_user_float(dy, self._label(), "dout (the gradient passed to backward)")
-        if dy.shape != shape:
-            raise self._error(ValueError, "dout must have the shape of the last forward's "
-                              "output %s, got %s" % (shape, describe(dy)))
-        buf = self._ws.get("__dout", shape, dtype)
-        np.copyto(buf, dy, casting="same_kind")
-        dx = self._backward(buf, need_dx=True)
-        return np.array(dx, order="C", copy=True)
+        overwrites each Parameter.grad. Returns a fresh array. Holds this module's lock."""
+        with self._lock:
+            if self._out is None:
+                raise self._error(RuntimeError, "backward() called before forward()")
+            shape, dtype = self._out
+            dy = as_user_float(dy, self._label(), "dout (the gradient passed to backward)")
+            if dy.shape != shape:
+                raise self._error(ValueError, "dout must have the shape of the last "
+                                  "forward's output %s, got %s" % (shape, describe(dy)))
+            buf = self._ws.get("__dout", shape, dtype)
+            np.copyto(buf, dy, casting="same_kind")
+            dx = self._backward(buf, need_dx=True)
+            return np.array(dx, order="C", copy=True)
 
     def _prepare_input(self, x):
         """Validate a user's input once and copy it, in the model's dtype, into a
@@ -320,9 +356,12 @@ class Module:
         x = as_user_float(x, self._label())
         dt = self.dtype
         if dt is None:
-            dt = x.dtype if x.dtype in FLOAT_DTYPES else np.dtype(np.float32)
+            dt = x.dtype if x.dtype in FLOAT_DTYPES else _NATIVE_FLOAT.get(
+                (x.dtype.kind, x.dtype.itemsize), np.dtype(np.float32))
         if x.ndim == 0:
             raise self._error(ValueError, "expected an input with a batch axis, got a scalar")
+        if x.size == 0:
+            raise self._error(ValueError, "expected a non-empty input, got %s" % describe(x))
         buf = self._ws.get("__input", x.shape, dt)
         np.copyto(buf, x, casting="same_kind")
         return buf

@@ -3,13 +3,17 @@ import numpy as np
 
 from .. import init as _init
 from .. import ops
+from .._random import as_rng
+from .._validation import as_float_array, check_shape
 from ..ops.activations import resolve_activation
+from ..ops.dense import run_dense_backward, run_dense_forward
 from .base import (Module, Parameter, check_bool, check_dtype, check_int, describe,
                    register)
 
 
 def _make_weight(init, shape, rng, dtype, fn):
     f = _init.get(init, fn)
+    rng = as_rng(rng, fn)            # errors name the layer, not the initialiser
     w = f(shape, rng=rng, dtype=dtype)
     if not isinstance(w, np.ndarray) or w.shape != shape:
         raise ValueError("%s: init must return an array of shape %s, got %r"
@@ -24,6 +28,15 @@ def _check_input(layer, x, features):
     if x.dtype != layer.weight.dtype:
         raise layer._error(TypeError, "expected a %s input (the layer's dtype), got %s"
                            % (layer.weight.dtype, describe(x)))
+
+
+def _check_params_unchanged(layer, w):
+    """The forward's weight is the one backward writes the gradient of: a weight replaced
+    by one of another shape in between would not fit."""
+    if layer.weight.shape != w.shape or (layer.bias is not None
+                                         and layer.bias.shape != (w.shape[1],)):
+        raise layer._error(RuntimeError, "weight or bias was replaced by one of another "
+                           "shape since the last forward; call forward again")
 
 
 def _init_name(init):
@@ -59,7 +72,7 @@ class Dense(Module):
         if activation_kw is not None and not isinstance(activation_kw, dict):
             raise TypeError("Dense: activation_kw must be a dict or None, got %r"
                             % (activation_kw,))
-        resolve_activation(activation, activation_kw, fn)      # validates name and keywords
+        self._act = resolve_activation(activation, activation_kw, fn)   # (code, p), checked
         self.activation = None if activation == "identity" else activation
         self.activation_kw = dict(activation_kw) if activation_kw else None
         dt = check_dtype(dtype, fn)
@@ -72,18 +85,32 @@ class Dense(Module):
 
     def _forward(self, x):
         _check_input(self, x, self.in_features)
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        w = self.weight.data
         b = None if self.bias is None else self.bias.data
-        out, self._cache = ops.dense_forward(x, self.weight.data, b, self.activation,
-                                             self.activation_kw, workspace=self._ws)
+        if w.shape != (self.in_features, self.out_features) or w.dtype != x.dtype or (
+                b is not None and (b.shape != (self.out_features,) or b.dtype != x.dtype)):
+            raise self._error(ValueError, "weight / bias must have shapes (%d, %d) / (%d,) "
+                              "and the layer's dtype, got %s / %s (replaced?)"
+                              % (self.in_features, self.out_features, self.out_features,
+                                 describe(w), None if b is None else describe(b)))
+        code, p = self._act
+        out, self._cache = run_dense_forward(x, w, b, code, p, self._ws)
         return out
 
     def _backward(self, dy, need_dx=True):
         cache = self._need_cache()
+        _check_params_unchanged(self, cache.w)
         ws = self._ws
         ws.bind("dw", self.weight.grad)
         if self.bias is not None:
             ws.bind("db", self.bias.grad)
-        dx, dw, db = ops.dense_backward(dy, cache, workspace=ws, need_dx=need_dx)
+        if dy.shape != cache.out.shape or dy.dtype != cache.out.dtype \
+                or not dy.flags.c_contiguous:        # internal callers pass exact arrays
+            dy = as_float_array(dy, "Dense.backward", "dy", dtype=cache.out.dtype)
+            check_shape(dy, cache.out.shape, "Dense.backward", "dy")
+        dx, dw, db = run_dense_backward(dy, cache, ws, need_dx)
         if dw is not self.weight.grad:        # never expected; keeps the contract anyway
             self.weight.grad[...] = dw
         if db is not None and db is not self.bias.grad:
@@ -169,6 +196,7 @@ class Maxout(Module):
 
     def _backward(self, dy, need_dx=True):
         dense_cache, idx = self._need_cache()
+        _check_params_unchanged(self, dense_cache.w)
         ws = self._ws
         n = idx.shape[0]
         dz = ws.get("maxout_dz", (n, self.out_features * self.pieces), dy.dtype)

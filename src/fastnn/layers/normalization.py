@@ -2,6 +2,7 @@
 import numpy as np
 
 from .. import ops
+from ..ops.batchnorm import run_batchnorm_backward, run_batchnorm_forward
 from .base import (Module, Parameter, check_bool, check_dtype, check_float, check_int,
                    describe, register)
 
@@ -63,10 +64,18 @@ class BatchNorm1d(Module):
         if self.training and x.shape[0] < 2:
             raise self._error(ValueError, "expected more than 1 value per channel when "
                               "training, got input of shape %s" % (x.shape,))
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
         gamma, beta = self._affine_arrays(x.dtype)
-        out, self._cache = ops.batchnorm_forward(
-            x, gamma, beta, self.running_mean, self.running_var, training=self.training,
-            momentum=self.momentum, eps=self.eps, workspace=self._ws)
+        for name in ("running_mean", "running_var"):    # kernels write them in place
+            r = getattr(self, name)
+            if not (isinstance(r, np.ndarray) and r.shape == (c,) and r.dtype == x.dtype
+                    and r.flags.c_contiguous and r.flags.writeable):
+                raise self._error(TypeError, "%s must be a writeable C-contiguous %s array "
+                                  "of shape (%d,), got %r" % (name, x.dtype, c, r))
+        out, self._cache = run_batchnorm_forward(
+            x, gamma, beta, self.running_mean, self.running_var, bool(self.training),
+            self.momentum, self.eps, self._ws)
         return out
 
     def _backward(self, dy, need_dx=True):
@@ -75,7 +84,11 @@ class BatchNorm1d(Module):
         if self.affine:
             ws.bind("dgamma", self.gamma.grad)
             ws.bind("dbeta", self.beta.grad)
-        dx, dgamma, dbeta = ops.batchnorm_backward(dy, cache, workspace=ws)
+        if dy.shape != cache.x.shape or dy.dtype != cache.x.dtype \
+                or not dy.flags.c_contiguous:        # internal callers pass exact arrays
+            dx, dgamma, dbeta = ops.batchnorm_backward(dy, cache, workspace=ws)
+        else:
+            dx, dgamma, dbeta = run_batchnorm_backward(dy, cache, ws)
         if self.affine:
             if dgamma is not self.gamma.grad:
                 self.gamma.grad[...] = dgamma

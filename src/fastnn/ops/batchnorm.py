@@ -43,21 +43,29 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training=True,
         stats.append(r)
     momentum = as_scalar(momentum, fn, "momentum", 0.0, 1.0)
     eps = as_scalar(eps, fn, "eps", 0.0, low_open=True)
-    ws = workspace or FRESH
+    if training and x.shape[0] < 2:
+        raise ValueError("%s: expected more than 1 value per channel when training, "
+                         "got input of shape %s" % (fn, x.shape))
+    return run_batchnorm_forward(x, gamma, beta, stats[0], stats[1], bool(training),
+                                 momentum, eps, workspace or FRESH)
+
+
+def run_batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum,
+                          eps, ws):
+    """`batchnorm_forward` on trusted inputs (validated by the caller: the layers'
+    internal path)."""
+    d = x.shape[1]
     out = ws.get("out", x.shape, x.dtype)
     mean = ws.get("mean", (d,), x.dtype)
     invstd = ws.get("invstd", (d,), x.dtype)
     k = backend()
     if training:
-        if x.shape[0] < 2:
-            raise ValueError("%s: expected more than 1 value per channel when training, "
-                             "got input of shape %s" % (fn, x.shape))
-        k.bn_forward_train(x, gamma, beta, stats[0], stats[1], momentum, eps, out, mean,
-                           invstd, threads_for(x.size))
+        k.bn_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, out,
+                           mean, invstd, threads_for(x.size))
     else:
-        k.bn_forward_eval(x, gamma, beta, stats[0], stats[1], eps, out, mean, invstd,
+        k.bn_forward_eval(x, gamma, beta, running_mean, running_var, eps, out, mean, invstd,
                           threads_for(x.size))
-    return out, BatchNormCache(x, gamma, mean, invstd, bool(training))
+    return out, BatchNormCache(x, gamma, mean, invstd, training)
 
 
 def batchnorm_backward(dout, cache, workspace=None):
@@ -67,7 +75,12 @@ def batchnorm_backward(dout, cache, workspace=None):
     x = cache.x
     dout = as_float_array(dout, fn, "dout", dtype=x.dtype)
     check_shape(dout, x.shape, fn, "dout")
-    ws = workspace or FRESH
+    return run_batchnorm_backward(dout, cache, workspace or FRESH)
+
+
+def run_batchnorm_backward(dout, cache, ws):
+    """`batchnorm_backward` on a trusted dout (C-contiguous, the cache's dtype/shape)."""
+    x = cache.x
     dx = ws.get("dx", x.shape, x.dtype)
     dgamma = ws.get("dgamma", cache.gamma.shape, x.dtype)
     dbeta = ws.get("dbeta", cache.gamma.shape, x.dtype)

@@ -30,7 +30,12 @@ def dense_forward(x, w, b, activation=None, activation_kw=None, workspace=None):
     if b is not None:
         b = as_float_array(b, fn, "b", ndim=1, dtype=x.dtype)
         check_shape(b, (w.shape[1],), fn, "b")
-    ws = workspace or FRESH
+    return run_dense_forward(x, w, b, code, p, workspace or FRESH)
+
+
+def run_dense_forward(x, w, b, code, p, ws):
+    """`dense_forward` on trusted inputs (C-contiguous, one float dtype, shapes that
+    fit, a resolved activation code): the layers' internal path, validated above it."""
     shape = (x.shape[0], w.shape[1])
     z = ws.get("z", shape, x.dtype)
     out = z if code == IDENTITY else ws.get("out", shape, x.dtype)
@@ -46,7 +51,12 @@ def dense_backward(dout, cache, workspace=None, need_dx=True):
     x, w = cache.x, cache.w
     dout = as_float_array(dout, fn, "dout", dtype=x.dtype)
     check_shape(dout, cache.out.shape, fn, "dout")
-    ws = workspace or FRESH
+    return run_dense_backward(dout, cache, workspace or FRESH, need_dx)
+
+
+def run_dense_backward(dout, cache, ws, need_dx=True):
+    """`dense_backward` on a trusted dout (C-contiguous, the cache's dtype and shape)."""
+    x, w = cache.x, cache.w
     dz = dout if cache.code == IDENTITY else ws.get("dz", dout.shape, x.dtype)
     dx = ws.get("dx", x.shape, x.dtype) if need_dx else None
     dw = ws.get("dw", w.shape, x.dtype)

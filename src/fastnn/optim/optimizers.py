@@ -82,6 +82,7 @@ class Optimizer:
         self._params = _param_list(params, fn)
         self._group = dict(hyper)
         self._state = [dict() for _ in self._params]
+        self._flat = _FlatParams.build(self._params)
 
     # ----------------------------------------------------------------- hyperparameters
     @property
@@ -129,18 +130,39 @@ class Optimizer:
                                "model.backward(...) (or assign p.grad) before step()"
                                % (type(self).__name__, ", ".join(missing)))
 
-    def _buffer(self, i, name, p):
-        """State array `name` of parameter i: flat, contiguous, the parameter's dtype."""
+    def _buffer(self, i, name, p, fill=0.0):
+        """State array `name` of parameter i (flat, contiguous, the parameter's dtype), or
+        with i None the flat state over all parameters (p is then the _FlatParams),
+        whose per-parameter views are what state_dict() shows."""
+        if i is None:
+            buf = self._flat.state.get(name)
+            if buf is None:
+                buf = self._flat.new_state(name, [st.get(name) for st in self._state], fill)
+                for st, view in zip(self._state, self._flat.views(buf)):
+                    st[name] = view
+            return buf
         buf = self._state[i].get(name)
         if buf is None or buf.dtype != p.dtype:
-            buf = np.zeros(p.size, p.dtype) if buf is None else buf.astype(p.dtype)
+            buf = np.full(p.size, fill, p.dtype) if buf is None else buf.astype(p.dtype)
             self._state[i][name] = buf
         return buf
 
+    def _next_step(self, i):
+        """Increment and return the step count of parameter i (of all when i is None)."""
+        states = self._state if i is None else (self._state[i],)
+        for st in states:
+            st["step"] = st.get("step", 0) + 1
+        return states[0]["step"]
+
     def step(self):
-        """Update every parameter once from its .grad with the backend's fused kernel."""
+        """Update every parameter once from its .grad with the backend's fused kernel:
+        one call over all parameters at once when they live in one flat buffer."""
         self._check_grads()
         kernels = backend()
+        flat = self._flat
+        if flat is not None and flat.usable(self._state, self._state_names):
+            self._update(kernels, None, flat, flat.data, flat.grad, threads_for(flat.size))
+            return
         for i, p in enumerate(self._params):
             self._update(kernels, i, p, p.data.reshape(-1), p.grad.reshape(-1),
                          threads_for(p.size))
@@ -209,6 +231,75 @@ class Optimizer:
         if "initial_lr" in group:
             self._group["initial_lr"] = float(group["initial_lr"])
         self._state = new_state
+        if self._flat is not None:
+            self._flat.state.clear()    # rebuilt (copying the loaded arrays) at next step
+
+
+class _FlatParams:
+    """All parameters of an optimizer in one flat buffer (data) and one for the grads:
+    each Parameter's .data / .grad become views into them, so one fused kernel call
+    updates every parameter, and its state lives in flat buffers of the same layout."""
+
+    def __init__(self, params, dtype):
+        sizes = [p.size for p in params]
+        self.params = params
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        self.size = self.offsets[-1]
+        self.data = np.empty(self.size, dtype)
+        self.grad = np.empty(self.size, dtype)
+        self.dtype = np.dtype(dtype)
+        self.state = {}
+        for p, view_d, view_g in zip(params, self.views(self.data), self.views(self.grad)):
+            view_d[...] = p._data.reshape(-1)
+            view_g[...] = p._grad.reshape(-1)
+            p._data, p._grad = view_d.reshape(p.shape), view_g.reshape(p.shape)
+            p._storage = self.data
+
+    @classmethod
+    def build(cls, params):
+        """A _FlatParams when it pays and is safe: several parameters of one dtype, none
+        repeated; otherwise None (the optimizer updates parameter by parameter)."""
+        if len(params) < 2 or len({id(p) for p in params}) != len(params):
+            return None
+        if len({p.dtype for p in params}) != 1:
+            return None
+        return cls(params, params[0].dtype)
+
+    def views(self, flat):
+        o = self.offsets
+        return [flat[o[k]:o[k + 1]] for k in range(len(self.params))]
+
+    def new_state(self, name, current, fill):
+        """A flat state buffer, initialised from existing per-parameter arrays (e.g. a
+        loaded state_dict) where there are any."""
+        buf = np.full(self.size, fill, self.dtype)
+        for view, arr in zip(self.views(buf), current):
+            if arr is not None:
+                view[...] = arr
+        self.state[name] = buf
+        return buf
+
+    def usable(self, states, names):
+        """True while every parameter still lives in the flat buffer (a later optimizer
+        or `Module.to(dtype)` may have moved it) and the parameters' states agree (same
+        step, same buffers present, every buffer a view of the flat state)."""
+        for p in self.params:
+            if p._storage is not self.data:
+                return False
+        first = states[0]
+        for st in states:
+            if st.get("step") != first.get("step") or st.keys() != first.keys():
+                return False
+        for name in names:
+            flat = self.state.get(name)
+            if name in first and (flat is None or states[0][name].base is not flat):
+                if flat is not None:
+                    return False
+                # loaded or per-parameter state: adopt it into a flat buffer
+                buf = self.new_state(name, [st[name] for st in states], 0.0)
+                for st, view in zip(states, self.views(buf)):
+                    st[name] = view
+        return True
 
 
 class SGD(Optimizer):
@@ -239,7 +330,7 @@ class SGD(Optimizer):
         momentum = g["momentum"]
         buf, first = None, False
         if momentum:
-            first = "momentum_buffer" not in self._state[i]
+            first = "momentum_buffer" not in self._state[0 if i is None else i]
             buf = self._buffer(i, "momentum_buffer", p)
         kernels.sgd_step(data, grad, buf, g["lr"], momentum, g["dampening"], g["nesterov"],
                          g["weight_decay"], first, nthreads)
@@ -263,13 +354,11 @@ class Adagrad(Optimizer):
 
     def _update(self, kernels, i, p, data, grad, nthreads):
         g = self._group
-        st = self._state[i]
-        if "sum" not in st:
-            st["sum"] = np.full(p.size, g["initial_accumulator_value"], p.dtype)
-        step = st["step"] = st.get("step", 0) + 1
+        state_sum = self._buffer(i, "sum", p, fill=g["initial_accumulator_value"])
+        step = self._next_step(i)
         clr = g["lr"] / (1 + (step - 1) * g["lr_decay"])
-        kernels.adagrad_step(data, grad, self._buffer(i, "sum", p), clr, g["eps"],
-                             g["weight_decay"], nthreads)
+        kernels.adagrad_step(data, grad, state_sum, clr, g["eps"], g["weight_decay"],
+                             nthreads)
 
 
 class RMSprop(Optimizer):
@@ -289,8 +378,7 @@ class RMSprop(Optimizer):
 
     def _update(self, kernels, i, p, data, grad, nthreads):
         g = self._group
-        st = self._state[i]
-        st["step"] = st.get("step", 0) + 1
+        self._next_step(i)
         buf = self._buffer(i, "momentum_buffer", p) if g["momentum"] else None
         kernels.rmsprop_step(data, grad, self._buffer(i, "square_avg", p), buf, g["lr"],
                              g["alpha"], g["eps"], g["momentum"], g["weight_decay"], nthreads)
@@ -319,8 +407,7 @@ class Adam(Optimizer):
 
     def _update(self, kernels, i, p, data, grad, nthreads):
         g = self._group
-        st = self._state[i]
-        step = st["step"] = st.get("step", 0) + 1
+        step = self._next_step(i)
         b1, b2 = g["betas"]
         kernels.adam_step(data, grad, self._buffer(i, "exp_avg", p),
                           self._buffer(i, "exp_avg_sq", p), g["lr"], b1, b2, g["eps"],
