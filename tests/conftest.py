@@ -1,8 +1,15 @@
 """Shared fixtures: tests run on the Cython backend by default and repeat on NumPy."""
+import os
+
 import numpy as np
 import pytest
 
 import fastnn
+
+#: the directory holding the `fastnn` these tests import (site-packages when installed,
+#: src/ in a development tree): subprocess tests put it on PYTHONPATH so the child
+#: imports the same build
+FASTNN_PATH = os.path.dirname(os.path.dirname(os.path.abspath(fastnn.__file__)))
 
 BACKENDS = ["cython", "numpy"] if fastnn.show_config(print_=False)["cython"] else ["numpy"]
 

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.join(os.path.dirname(HERE), "src")
+from conftest import FASTNN_PATH as SRC  # noqa: E402  (the imported fastnn's path)
 
 ERRORS = ("ValueError", "TypeError", "RuntimeError")
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -867,6 +867,61 @@ def register_layer_misc():
         d.backward(np.ones_like(y))
     case("layers.Dense.replaced-weight-between-forward-backward", replaced_param_between,
          "either", ("Dense", "dense_backward"))
+
+    # parameters / buffers replaced by ones that do not fit (the layers' internal path
+    # trusts its own arrays after checking them: a missed check reads out of bounds)
+    replaced = {
+        "Dense": (lambda: L().Dense(40, 30, rng=0), (6, 40), {
+            "weight": [(20, 30), (40, 10), (80, 30), (40, 60), (40, 30, "f8"), (1200,)],
+            "bias": [(10,), (60,), (30, "f8"), (30, 1)]}),
+        "Maxout": (lambda: L().Maxout(40, 10, pieces=3, rng=0), (6, 40), {
+            "weight": [(20, 30), (40, 10), (80, 30), (40, 30, "f8")],
+            "bias": [(10,), (90,), (30, "f8")]}),
+        "PReLU": (lambda: L().PReLU(40), (6, 40), {
+            "alpha": [(10,), (80,), (40, "f8"), (40, 1)]}),
+        "BatchNorm1d": (lambda: L().BatchNorm1d(40), (6, 40), {
+            "gamma": [(10,), (80,), (40, "f8"), (40, 1)],
+            "beta": [(10,), (80,), (40, "f8")]}),
+    }
+    for lname, (mk, xshape, attrs) in replaced.items():
+        for attr, shapes in attrs.items():
+            for shp in shapes:
+                dt = np.float64 if shp[-1] == "f8" else np.float32
+                shp = tuple(s for s in shp if s != "f8")
+                tag = "x".join(map(str, shp)) + ("-f64" if dt == np.float64 else "")
+                mkp = (lambda shp=shp, dt=dt: L().Parameter(np.ones(shp, dt)))
+
+                def before(mk=mk, attr=attr, mkp=mkp, xshape=xshape):
+                    layer = mk()
+                    setattr(layer, attr, mkp())
+                    y = layer(rnd(xshape, F32))
+                    layer.backward(np.ones_like(y))
+                # a float64 parameter of the right shape makes the model float64: works
+                case("layers.%s.replaced-%s-%s.before-forward" % (lname, attr, tag), before,
+                     "either" if dt == np.float64 and len(shp) == 1 or (
+                         dt == np.float64 and shp == (40, 30)) else "error", lname)
+
+                def between(mk=mk, attr=attr, mkp=mkp, xshape=xshape):
+                    layer = mk()
+                    y = layer(rnd(xshape, F32))
+                    setattr(layer, attr, mkp())
+                    layer.backward(np.ones_like(y))
+                case("layers.%s.replaced-%s-%s.between" % (lname, attr, tag), between,
+                     "either", lname)
+
+                def eval_mode(mk=mk, attr=attr, mkp=mkp, xshape=xshape):
+                    layer = mk().eval()
+                    setattr(layer, attr, mkp())
+                    layer(rnd(xshape, F32))
+                case("layers.%s.replaced-%s-%s.eval" % (lname, attr, tag), eval_mode,
+                     "either", lname)
+
+    def bn_buffer_bypass():
+        bn = L().BatchNorm1d(40)
+        object.__setattr__(bn, "running_mean", np.zeros(10, np.float32))
+        bn(rnd((6, 40), F32))
+    case("layers.BatchNorm1d.running_mean-replaced-bypassing-setattr", bn_buffer_bypass,
+         "error", "BatchNorm1d")
 
     def other_arch():
         a = _mlp()

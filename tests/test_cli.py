@@ -10,7 +10,7 @@ import pytest
 
 from fastnn import cli, data, io
 
-SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, "src"))
+from conftest import FASTNN_PATH as SRC  # noqa: E402  (the imported fastnn's path)
 
 
 def run(*args, cwd=None, timeout=120):

@@ -27,7 +27,7 @@ from fastnn.layers import (BatchNorm1d, Dense, Dropout, Maxout, Module, ReLU, Se
                            Tanh)
 from conftest import BACKENDS
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+from conftest import FASTNN_PATH as SRC  # noqa: E402  (the imported fastnn's path)
 BIG = 1 << 16      # elements: above PARALLEL_MIN_WORK, so kernels really use the threads
 
 

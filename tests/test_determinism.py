@@ -32,7 +32,7 @@ from fastnn import ops
 from fastnn.layers import BatchNorm1d, Dense, Dropout, PReLU, ReLU, Sequential
 from conftest import BACKENDS
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+from conftest import FASTNN_PATH as SRC  # noqa: E402  (the imported fastnn's path)
 HERE = os.path.dirname(os.path.abspath(__file__))
 HAVE_CYTHON = "cython" in BACKENDS
 

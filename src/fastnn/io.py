@@ -58,12 +58,19 @@ def save(model, path):
     arrays = model.state_dict()
     blob = np.frombuffer(json.dumps(arch).encode("utf-8"), dtype=np.uint8)
     arrays[ARCH_KEY] = blob
+    atomic_savez(path, arrays)
+
+
+def atomic_savez(path, arrays, write=None):
+    """Write `arrays` as an .npz to a temporary file beside `path`, fsync it, then rename
+    it over `path`: a failure at any point leaves an existing `path` untouched and no
+    temporary file behind. `write(f, arrays)` does the writing (default np.savez)."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            (write or _savez)(f, arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -73,6 +80,10 @@ def save(model, path):
         except OSError:
             pass
         raise
+
+
+def _savez(f, arrays):
+    np.savez(f, **arrays)
 
 
 def _bad(path, reason):

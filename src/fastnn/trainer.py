@@ -36,6 +36,7 @@ Behaviour worth knowing:
   the KeyboardInterrupt after doing the same.
 """
 import math
+import os
 import time
 
 import numpy as np
@@ -245,6 +246,7 @@ class Trainer:
         self.history = History()
         self.epochs_done = 0
         self.global_step = 0
+        self._fit_state = None      # state of the last fit run, for checkpoints
         self.dtype = _model_dtype(model)
         if diagnostics is True:
             from .diagnostics import Monitor
@@ -384,7 +386,7 @@ class Trainer:
 
     # ------------------------------------------------------------------- fit
     def fit(self, X, y, validation_data=None, epochs=10, batch_size=32, shuffle=True,
-            seed=None):
+            seed=None, checkpoint=None, resume=None):
         """Train for `epochs` epochs; returns the `History` of this call (also kept on
         ``trainer.history``).
 
@@ -393,14 +395,47 @@ class Trainer:
         epoch. batch_size: mini-batch size (the last batch may be smaller). shuffle: a
         new order each epoch, drawn from `seed` (an int or a numpy Generator; None uses
         fastnn's global generator, which `fastnn.seed` resets).
+
+        checkpoint: a path; a checkpoint (`fastnn.checkpoint.save_checkpoint`: model,
+        optimizer, scheduler, history, best-epoch tracking, every random state) is
+        written there atomically at the end of every epoch. resume: a path to such a
+        checkpoint: restores all of it into this trainer (whose model, optimizer and
+        scheduler must be built like the saved ones) and continues that run up to its
+        epoch ``start + epochs`` -- call `fit` with the same arguments as the
+        interrupted run (X, y, validation_data, batch_size, shuffle; `seed` is then
+        ignored, the saved generator is used) and the result is bit-identical to an
+        uninterrupted run (timings aside). The returned History holds the whole run.
         """
         # non-finite values are detected and reported by the trainer itself: NumPy's
         # overflow / invalid-value RuntimeWarnings (NumPy backend) would only be noise or,
         # with warnings turned into errors, interrupt the step before that report
         with _QUIET_FP():
-            return self._fit(X, y, validation_data, epochs, batch_size, shuffle, seed)
+            return self._fit(X, y, validation_data, epochs, batch_size, shuffle, seed,
+                             checkpoint, resume)
 
-    def _fit(self, X, y, validation_data, epochs, batch_size, shuffle, seed):
+    def _resume(self, path, n, batch_size, shuffle, validation):
+        """Restore a checkpoint's full state (after checking that it belongs to a fit of
+        the same shape, before changing anything); returns its run state."""
+        from .checkpoint import _bad, _validate, _apply, _Bad
+        path = os.fspath(path)
+        try:
+            plan = _validate(path, self, self.model, self.optimizer, self.scheduler)
+        except _Bad as exc:
+            raise _bad(path, str(exc)) from None
+        fit = plan["trainer"]["fit"]
+        if fit is None:
+            raise ValueError("Trainer.fit: checkpoint %s holds no fit run to resume" % path)
+        got = {"n": n, "batch_size": batch_size, "shuffle": bool(shuffle),
+               "validation": validation}
+        diff = ["%s=%r (checkpoint: %r)" % (k, v, fit[k]) for k, v in got.items()
+                if fit[k] != v]
+        if diff:
+            raise ValueError("Trainer.fit: cannot resume %s bit-identically: %s"
+                             % (path, ", ".join(diff)))
+        return _apply(plan, self, self.model, self.optimizer, self.scheduler)["fit"]
+
+    def _fit(self, X, y, validation_data, epochs, batch_size, shuffle, seed, checkpoint=None,
+             resume=None):
         from ._random import as_rng
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError("Trainer.fit: epochs must be an int >= 1, got %r" % (epochs,))
@@ -416,20 +451,32 @@ class Trainer:
                         else bool(self.restore_best) and validation_data is not None)
         if self.patience is not None and validation_data is None:
             raise ValueError("Trainer.fit: patience (early stopping) needs validation_data")
+        if checkpoint is not None:
+            checkpoint = os.fspath(checkpoint)
 
         n = len(X)
         steps = -(-n // batch_size)
-        history = History()
-        history.n_val = len(Xv) if validation_data is not None else None
-        self.history = history
+        best_score, best_state, bad_epochs = None, None, 0
+        if resume is not None:
+            run = self._resume(resume, n, batch_size, shuffle, validation_data is not None)
+            history = self.history
+            rng, best_score, best_state = run["rng"], run["best_score"], run["best_state"]
+            bad_epochs, start = run["bad_epochs"], run["start"]
+            restore_best = run["restore_best"]
+            if history.stop_reason is not None:      # the run had already stopped
+                epochs = self.epochs_done - start
+        else:
+            history = History()
+            history.n_val = len(Xv) if validation_data is not None else None
+            self.history = history
+            start = self.epochs_done
         progress = Progress(self.verbose, self.progress, self.stream)
         mon = self.monitor
         every = mon.interval(steps) if mon is not None else 0
         Xs, ys = (np.empty_like(X), np.empty_like(y)) if shuffle else (X, y)
-        best_score, best_state, bad_epochs = None, None, 0
         self.model.train()
         first_epoch = self.epochs_done + 1
-        last_epoch = self.epochs_done + epochs
+        last_epoch = start + epochs
         try:
             for epoch in range(first_epoch, last_epoch + 1):
                 self._epoch, self._step = epoch, 0
@@ -496,12 +543,21 @@ class Trainer:
                     history.stop_reason = "early_stopping"
                     progress.write("early stopping: no improvement of %s for %d epochs"
                                    % (self.monitor_key, self.patience))
-                    break
-                if stop:
+                elif stop:
                     history.stop_reason = "callback"
+                self._fit_state = {
+                    "start": start, "epochs": epochs, "n": n, "batch_size": batch_size,
+                    "shuffle": bool(shuffle), "validation": validation_data is not None,
+                    "restore_best": restore_best, "best_score": best_score,
+                    "bad_epochs": bad_epochs, "rng": rng, "best_state": best_state}
+                if checkpoint is not None:
+                    from .checkpoint import save_checkpoint
+                    save_checkpoint(checkpoint, self)
+                if history.stop_reason is not None:
                     break
             else:
-                history.stop_reason = "completed"
+                if history.stop_reason is None:
+                    history.stop_reason = "completed"
         except KeyboardInterrupt:
             progress.close()
             history.interrupted = True

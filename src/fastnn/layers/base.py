@@ -257,6 +257,14 @@ class Module:
             raise RuntimeError("%s: call Module.__init__() before assigning attributes"
                                % type(self).__name__)
         if isinstance(value, Parameter):
+            old = d.get(name)
+            if isinstance(old, Parameter) and (old.shape != value.shape
+                                               or old.dtype != value.dtype):
+                # the layer's kernels and workspaces are sized for the old one
+                raise ValueError("%s: parameter %r must be replaced by one of the same "
+                                 "shape and dtype %s %s, got %s %s"
+                                 % (self._label(), name, old.shape, old.dtype, value.shape,
+                                    value.dtype))
             if value.name is None:
                 value.name = name
             if name not in self._param_names:

@@ -67,8 +67,10 @@ class BatchNorm1d(Module):
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
         gamma, beta = self._affine_arrays(x.dtype)
-        for name in ("running_mean", "running_var"):    # kernels write them in place
-            r = getattr(self, name)
+        # the kernels read gamma/beta and write the running stats (and in backward
+        # dgamma/dbeta, sized like gamma) assuming shape (c,): never trust a replacement
+        for name, r in (("gamma", gamma), ("beta", beta), ("running_mean", self.running_mean),
+                        ("running_var", self.running_var)):
             if not (isinstance(r, np.ndarray) and r.shape == (c,) and r.dtype == x.dtype
                     and r.flags.c_contiguous and r.flags.writeable):
                 raise self._error(TypeError, "%s must be a writeable C-contiguous %s array "

@@ -7,7 +7,7 @@ import numpy as np
 from .._config import backend, threads_for
 from .._validation import as_float_array, check_cache, check_shape
 from .._workspace import FRESH
-from ..kernels.codes import ACTIVATIONS, GELU_TANH, IDENTITY
+from ..kernels.codes import ACTIVATIONS, GELU_TANH
 
 ActivationCache = namedtuple("ActivationCache", "x y code p")
 PReLUCache = namedtuple("PReLUCache", "x alpha")

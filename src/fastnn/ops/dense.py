@@ -48,7 +48,7 @@ def dense_backward(dout, cache, workspace=None, need_dx=True):
     saving a GEMM for a network's first layer."""
     fn = "dense_backward"
     check_cache(cache, DenseCache, fn)
-    x, w = cache.x, cache.w
+    x = cache.x
     dout = as_float_array(dout, fn, "dout", dtype=x.dtype)
     check_shape(dout, cache.out.shape, fn, "dout")
     return run_dense_backward(dout, cache, workspace or FRESH, need_dx)
