@@ -83,6 +83,20 @@ def gemm_only_step(widths, batch, budget, threads):
         return median_time(run, budget)
 
 
+def adam_only(widths, budget):
+    """Time of the step's Adam update alone (all parameters, one fused kernel call): with
+    the GEMMs, the floor a step cannot beat (it streams 7 arrays of the parameter count)."""
+    import fastnn
+    from fastnn._config import backend, threads_for
+    n = sum(i * o + o for i, o in zip(widths[:-1], widths[1:])) + 2 * sum(widths[1:-1])
+    p, g, m, v = (np.zeros(n, np.float32) for _ in range(4))
+    with fastnn.use_backend("cython"):
+        k = backend()
+    nt = threads_for(n)
+    return median_time(lambda: k.adam_step(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, False,
+                                           nt), budget)
+
+
 def gemm_flops(widths, batch):
     f = 0
     for k, (i, o) in enumerate(zip(widths[:-1], widths[1:])):
@@ -231,6 +245,8 @@ def run(quick=False, log=print):
         if has_torch:
             row["torch"] = median_time(torch_step_fn(widths, batch, threads), budget)
         row["gemm-only"] = gemm_only_step(widths, batch, budget, threads)
+        if cfg["cython"]:
+            row["adam-only"] = adam_only(widths, budget)
         row["gemm_gflop"] = gemm_flops(widths, batch) / 1e9
         res["cases"].append(row)
         log("  " + _summary(row))
@@ -258,7 +274,8 @@ def run(quick=False, log=print):
 
 
 def _summary(row):
-    keys = [k for k in ("fastnn-cython", "fastnn-numpy", "torch", "sklearn", "gemm-only")
+    keys = [k for k in ("fastnn-cython", "fastnn-numpy", "torch", "sklearn", "gemm-only",
+                        "adam-only")
             if k in row]
     return ", ".join("%s %s" % (k, _fmt_time(row[k])) for k in keys)
 
@@ -284,17 +301,20 @@ def table(res):
              % (res["fastnn"], res["cpu"], res["threads"], res["date"], res["gemm_gflops"],
                 res["copy_gbps"]), "",
              "| case | fastnn-cython | fastnn-numpy | torch | sklearn | vs numpy | vs torch "
-             "| vs sklearn | step / GEMMs | GEMM GFLOP/s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| vs sklearn | step / GEMMs | step / (GEMMs + Adam) | GEMM GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["cases"]:
         fc = r.get("fastnn-cython")
         cell = lambda k: _fmt_time(r[k]) if k in r else "-"
         ratio = lambda k: "%.2fx" % (r[k] / fc) if k in r and fc else "-"
         eff = "%.2f" % (fc / r["gemm-only"]) if "gemm-only" in r and fc else "-"
+        floor = ("%.2f" % (fc / (r["gemm-only"] + r["adam-only"]))
+                 if "adam-only" in r and fc else "-")
         gf = "%.1f" % (r["gemm_gflop"] / r["gemm-only"]) if "gemm-only" in r else "-"
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             r["case"], cell("fastnn-cython"), cell("fastnn-numpy"), cell("torch"),
-            cell("sklearn"), ratio("fastnn-numpy"), ratio("torch"), ratio("sklearn"), eff, gf))
+            cell("sklearn"), ratio("fastnn-numpy"), ratio("torch"), ratio("sklearn"), eff,
+            floor, gf))
     return "\n".join(lines)
 
 

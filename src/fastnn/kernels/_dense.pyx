@@ -33,6 +33,9 @@ from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
 
 from . import codes as _codes
 from ._actfuncs cimport (ACT_IDENTITY, ACT_LEAKY_RELU, ACT_NUM_CODES, ACT_RELU,
@@ -151,28 +154,49 @@ cdef inline void _forward_part(const floating *xp, const floating *wp, const flo
                 _bias_act_block(zp, bp, op, 0, N, lo, hi, O, code, p, act)
 
 
-cdef void _dense_forward(const floating[:, ::1] x, const floating[:, ::1] w,
-                         const floating[::1] b,
-                         floating[:, ::1] z, floating[:, ::1] out, bint z_is_out,
-                         int code, floating p, int nthreads) noexcept nogil:
-    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1]
-    cdef const floating *bp = NULL
+cdef void _dense_forward(const floating *x, const floating *w, const floating *bp,
+                         floating *z, floating *out, Py_ssize_t N, Py_ssize_t I,
+                         Py_ssize_t O, bint z_is_out, int code, floating p,
+                         int nthreads) noexcept nogil:
     cdef bint act = code != ACT_IDENTITY or not z_is_out
     cdef bint by_rows = N >= O or O < 2 * ALIGN
     cdef int t, parts
     if N == 0 or O == 0:
         return
-    if b is not None:
-        bp = &b[0]
     parts = _nparts(N if by_rows else O, N * I * O)
     if parts <= 1 or nthreads <= 1:
         for t in range(parts):
-            _forward_part(&x[0, 0], &w[0, 0], bp, &z[0, 0], &out[0, 0], N, I, O, code, p,
-                          act, by_rows, parts, t)
+            _forward_part(x, w, bp, z, out, N, I, O, code, p, act, by_rows, parts, t)
         return
     for t in prange(parts, schedule="static", num_threads=min(nthreads, parts)):
-        _forward_part(&x[0, 0], &w[0, 0], bp, &z[0, 0], &out[0, 0], N, I, O, code, p, act,
-                      by_rows, parts, t)
+        _forward_part(x, w, bp, z, out, N, I, O, code, p, act, by_rows, parts, t)
+
+
+cdef object _shape(Py_ssize_t d0, Py_ssize_t d1):
+    if d1 < 0:
+        return (d0,)
+    return (d0, d1)
+
+
+cdef inline void *_data(object a, int typenum, Py_ssize_t d0, Py_ssize_t d1,
+                        bint writable, str name) except NULL:
+    """The data pointer of ndarray `a` after checking (in C, ~20 ns) that it is a
+    C-contiguous array of type `typenum` and shape (d0, d1) ((d0,) when d1 < 0): the
+    callers validate, this keeps memory safe even if one day they don't."""
+    cdef cnp.ndarray arr
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError("fastnn.kernels._dense: %s must be an ndarray" % name)
+    arr = <cnp.ndarray>a
+    if (cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or (writable and not cnp.PyArray_ISWRITEABLE(arr))
+            or cnp.PyArray_NDIM(arr) != (1 if d1 < 0 else 2) or arr.shape[0] != d0
+            or (d1 >= 0 and arr.shape[1] != d1)):
+        raise ValueError("fastnn.kernels._dense: %s must be a C-contiguous%s %s array of "
+                         "shape %s, got %s %s" % (name, " writeable" if writable else "",
+                                                  "float64" if typenum == cnp.NPY_DOUBLE
+                                                  else "float32",
+                                                  _shape(d0, d1), a.dtype, a.shape))
+    return cnp.PyArray_DATA(arr)
 
 
 def dense_forward(x, w, b, z, out, int code, double p, int nthreads=1):
@@ -180,10 +204,20 @@ def dense_forward(x, w, b, z, out, int code, double p, int nthreads=1):
     code is IDENTITY."""
     if code < 0 or code >= ACT_NUM_CODES:
         raise ValueError("unknown activation code %r" % (code,))
-    if x.dtype == _F64:
-        _dense_forward[double](x, w, b, z, out, z is out, code, p, nthreads)
-    else:
-        _dense_forward[float](x, w, b, z, out, z is out, code, <float>p, nthreads)
+    cdef int tn = cnp.NPY_DOUBLE if x.dtype == _F64 else cnp.NPY_FLOAT
+    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1]
+    cdef void *xp = _data(x, tn, N, I, False, "x")
+    cdef void *wp = _data(w, tn, I, O, False, "w")
+    cdef void *bp = NULL if b is None else _data(b, tn, O, -1, False, "b")
+    cdef void *zp = _data(z, tn, N, O, True, "z")
+    cdef void *op = _data(out, tn, N, O, True, "out")
+    with nogil:
+        if tn == cnp.NPY_DOUBLE:
+            _dense_forward[double](<double *>xp, <double *>wp, <double *>bp, <double *>zp,
+                                   <double *>op, N, I, O, zp == op, code, p, nthreads)
+        else:
+            _dense_forward[float](<float *>xp, <float *>wp, <float *>bp, <float *>zp,
+                                  <float *>op, N, I, O, zp == op, code, <float>p, nthreads)
 
 
 cdef void _dz_db_cols(const floating *dout, const floating *z, const floating *out,
@@ -245,46 +279,42 @@ cdef inline void _backward_dx_part(const floating *wp, const floating *dzp, floa
                   <int>O, dxp + lo, <int>I)
 
 
-cdef void _dense_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
-                          const floating[:, ::1] w, const floating[:, ::1] z,
-                          const floating[:, ::1] out, floating[:, ::1] dz,
-                          floating[:, ::1] dx, floating[:, ::1] dw, floating[::1] db,
-                          bint dz_is_dout, int code, floating p,
+cdef void _dense_backward(const floating *gp, const floating *x, const floating *w,
+                          const floating *z, const floating *out, floating *dzp,
+                          floating *dx, floating *dw, floating *dbp, Py_ssize_t N,
+                          Py_ssize_t I, Py_ssize_t O, bint dz_is_dout, int code, floating p,
                           int nthreads) noexcept nogil:
-    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1]
     cdef bint act = code != ACT_IDENTITY or not dz_is_dout
     cdef bint dx_by_rows = N >= I or I < 2 * ALIGN
     cdef int t, parts
-    cdef floating *dbp = NULL
+    cdef Py_ssize_t j
     if O == 0:
         return
     if N == 0:   # empty batch: every gradient is a sum over nothing
-        dw[:, :] = 0
-        if db is not None:
-            db[:] = 0
+        for j in range(I * O):
+            dw[j] = 0
+        if dbp != NULL:
+            for j in range(O):
+                dbp[j] = 0
         return
-    if db is not None:
-        dbp = &db[0]
-    cdef const floating *gp = &dout[0, 0]
-    cdef floating *dzp = &dz[0, 0]
     parts = _nparts(O, N * I * O)
     if parts <= 1 or nthreads <= 1:
         for t in range(parts):
-            _backward_cols_part(gp, &x[0, 0], &z[0, 0], &out[0, 0], dzp, &dw[0, 0], dbp,
-                                N, I, O, code, p, act, parts, t)
+            _backward_cols_part(gp, x, z, out, dzp, dw, dbp, N, I, O, code, p, act,
+                                parts, t)
     else:
         for t in prange(parts, schedule="static", num_threads=min(nthreads, parts)):
-            _backward_cols_part(gp, &x[0, 0], &z[0, 0], &out[0, 0], dzp, &dw[0, 0], dbp,
-                                N, I, O, code, p, act, parts, t)
-    if dx is None or I == 0:
+            _backward_cols_part(gp, x, z, out, dzp, dw, dbp, N, I, O, code, p, act,
+                                parts, t)
+    if dx == NULL or I == 0:
         return
     parts = _nparts(N if dx_by_rows else I, N * I * O)
     if parts <= 1 or nthreads <= 1:
         for t in range(parts):
-            _backward_dx_part(&w[0, 0], dzp, &dx[0, 0], N, I, O, dx_by_rows, parts, t)
+            _backward_dx_part(w, dzp, dx, N, I, O, dx_by_rows, parts, t)
     else:
         for t in prange(parts, schedule="static", num_threads=min(nthreads, parts)):
-            _backward_dx_part(&w[0, 0], dzp, &dx[0, 0], N, I, O, dx_by_rows, parts, t)
+            _backward_dx_part(w, dzp, dx, N, I, O, dx_by_rows, parts, t)
 
 
 def dense_backward(dout, x, w, z, out, dz, dx, dw, db, int code, double p,
@@ -293,9 +323,26 @@ def dense_backward(dout, x, w, z, out, dz, dx, dw, db, int code, double p,
     db (O,) unless None, and dx (N, I) unless None (first layer needs no dx)."""
     if code < 0 or code >= ACT_NUM_CODES:
         raise ValueError("unknown activation code %r" % (code,))
-    if x.dtype == _F64:
-        _dense_backward[double](dout, x, w, z, out, dz, dx, dw, db, dz is dout, code, p,
-                                nthreads)
-    else:
-        _dense_backward[float](dout, x, w, z, out, dz, dx, dw, db, dz is dout, code,
-                               <float>p, nthreads)
+    cdef int tn = cnp.NPY_DOUBLE if x.dtype == _F64 else cnp.NPY_FLOAT
+    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1]
+    cdef void *gp = _data(dout, tn, N, O, False, "dout")
+    cdef void *xp = _data(x, tn, N, I, False, "x")
+    cdef void *wp = _data(w, tn, I, O, False, "w")
+    cdef void *zp = _data(z, tn, N, O, False, "z")
+    cdef void *op = _data(out, tn, N, O, False, "out")
+    cdef bint dz_is_dout = dz is dout
+    cdef void *dzp = gp if dz_is_dout else _data(dz, tn, N, O, True, "dz")
+    cdef void *dxp = NULL if dx is None else _data(dx, tn, N, I, True, "dx")
+    cdef void *dwp = _data(dw, tn, I, O, True, "dw")
+    cdef void *dbp = NULL if db is None else _data(db, tn, O, -1, True, "db")
+    with nogil:
+        if tn == cnp.NPY_DOUBLE:
+            _dense_backward[double](<double *>gp, <double *>xp, <double *>wp, <double *>zp,
+                                    <double *>op, <double *>dzp, <double *>dxp,
+                                    <double *>dwp, <double *>dbp, N, I, O, dz_is_dout,
+                                    code, p, nthreads)
+        else:
+            _dense_backward[float](<float *>gp, <float *>xp, <float *>wp, <float *>zp,
+                                   <float *>op, <float *>dzp, <float *>dxp, <float *>dwp,
+                                   <float *>dbp, N, I, O, dz_is_dout, code, <float>p,
+                                   nthreads)
