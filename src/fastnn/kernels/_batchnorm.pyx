@@ -43,6 +43,10 @@ cdef enum:
     MAX_BLOCKS = 256  # row blocks at most: bounds the partial-sum scratch to 4 KiB x D
     CB = 2048        # columns per tile (contiguous run of one row inside a tile)
 
+import numpy as _np
+
+_F64 = _np.dtype(_np.float64)
+
 
 cdef struct Tile:
     Py_ssize_t rb, r0, r1, c0, c1
@@ -243,13 +247,22 @@ cdef inline int _team(int nthreads, Py_ssize_t ntiles) noexcept nogil:
 # public kernels
 # ----------------------------------------------------------------------------------
 
-def bn_forward_train(const floating[:, ::1] x, const floating[::1] gamma,
-                     const floating[::1] beta, floating[::1] running_mean,
-                     floating[::1] running_var, double momentum, double eps,
-                     floating[:, ::1] out, floating[::1] mean, floating[::1] invstd,
-                     int nthreads=1):
+def bn_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, out, mean,
+                     invstd, int nthreads=1):
     """Write out (N, D), mean (D,), invstd (D,); update running_mean/var (D,) in place
     (either may be None: no tracking). Requires N > 1."""
+    if x.dtype == _F64:
+        return _bn_forward_train_impl[double](x, gamma, beta, running_mean, running_var,
+                                              momentum, eps, out, mean, invstd, nthreads)
+    return _bn_forward_train_impl[float](x, gamma, beta, running_mean, running_var,
+                                         momentum, eps, out, mean, invstd, nthreads)
+
+
+cdef object _bn_forward_train_impl(const floating[:, ::1] x, const floating[::1] gamma,
+                                   const floating[::1] beta, floating[::1] running_mean,
+                                   floating[::1] running_var, double momentum, double eps,
+                                   floating[:, ::1] out, floating[::1] mean,
+                                   floating[::1] invstd, int nthreads=1):
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
     if n == 0 or d == 0:
         return
@@ -310,12 +323,23 @@ def bn_forward_train(const floating[:, ::1] x, const floating[::1] gamma,
         free(scale)
 
 
-def bn_forward_eval(const floating[:, ::1] x, const floating[::1] gamma,
-                    const floating[::1] beta, const floating[::1] running_mean,
-                    const floating[::1] running_var, double eps, floating[:, ::1] out,
-                    floating[::1] mean, floating[::1] invstd, int nthreads=1):
+def bn_forward_eval(x, gamma, beta, running_mean, running_var, eps, out, mean, invstd, int
+                    nthreads=1):
     """Normalise with the running statistics; also write mean = running_mean and
     invstd = 1/sqrt(running_var + eps) (D,) for the backward."""
+    if x.dtype == _F64:
+        return _bn_forward_eval_impl[double](x, gamma, beta, running_mean, running_var, eps,
+                                             out, mean, invstd, nthreads)
+    return _bn_forward_eval_impl[float](x, gamma, beta, running_mean, running_var, eps, out,
+                                        mean, invstd, nthreads)
+
+
+cdef object _bn_forward_eval_impl(const floating[:, ::1] x, const floating[::1] gamma,
+                                  const floating[::1] beta,
+                                  const floating[::1] running_mean,
+                                  const floating[::1] running_var, double eps,
+                                  floating[:, ::1] out, floating[::1] mean,
+                                  floating[::1] invstd, int nthreads=1):
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
     if n == 0 or d == 0:
         return
@@ -344,11 +368,20 @@ def bn_forward_eval(const floating[:, ::1] x, const floating[::1] gamma,
         free(scale)
 
 
-def bn_backward(const floating[:, ::1] dout, const floating[:, ::1] x,
-                const floating[::1] gamma, const floating[::1] mean,
-                const floating[::1] invstd, bint training, floating[:, ::1] dx,
-                floating[::1] dgamma, floating[::1] dbeta, int nthreads=1):
+def bn_backward(dout, x, gamma, mean, invstd, training, dx, dgamma, dbeta, int nthreads=1):
     """Write dx (N, D), dgamma (D,), dbeta (D,) (dgamma/dbeta may be None)."""
+    if dout.dtype == _F64:
+        return _bn_backward_impl[double](dout, x, gamma, mean, invstd, training, dx, dgamma,
+                                         dbeta, nthreads)
+    return _bn_backward_impl[float](dout, x, gamma, mean, invstd, training, dx, dgamma,
+                                    dbeta, nthreads)
+
+
+cdef object _bn_backward_impl(const floating[:, ::1] dout, const floating[:, ::1] x,
+                              const floating[::1] gamma, const floating[::1] mean,
+                              const floating[::1] invstd, bint training,
+                              floating[:, ::1] dx, floating[::1] dgamma,
+                              floating[::1] dbeta, int nthreads=1):
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
     if n == 0 or d == 0:
         if dgamma is not None:

@@ -30,6 +30,10 @@ from ._reduce cimport (SUM_BLOCK, f_expneg, f_log1p01, lane_sum, nblocks, seq_su
 cdef enum:
     SUB = 256   # elements per stack-buffered sub-block (terms summed with lane_sum)
 
+import numpy as _np
+
+_F64 = _np.dtype(_np.float64)
+
 
 cdef inline int _team(int nthreads, Py_ssize_t nwork) noexcept nogil:
     if nthreads < 1:
@@ -71,9 +75,16 @@ cdef double _softmax_ce_row(const floating* z, floating* dz, Py_ssize_t c, int64
     return log(s) - (<double>z[y] - <double>m)
 
 
-def softmax_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] labels,
-                          floating[:, ::1] dlogits, int nthreads=1):
+def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1):
     """logits (N, C), labels (N,) int64 in [0, C) -> loss; writes dlogits (N, C)."""
+    if logits.dtype == _F64:
+        return _softmax_cross_entropy_impl[double](logits, labels, dlogits, nthreads)
+    return _softmax_cross_entropy_impl[float](logits, labels, dlogits, nthreads)
+
+
+cdef object _softmax_cross_entropy_impl(const floating[:, ::1] logits,
+                                        const int64_t[::1] labels, floating[:, ::1] dlogits,
+                                        int nthreads=1):
     cdef Py_ssize_t n = logits.shape[0], c = logits.shape[1], i
     if n == 0 or c == 0:
         return float("nan")
@@ -131,10 +142,16 @@ cdef double _hinge_row(const floating* s, floating* ds, Py_ssize_t c, int64_t y,
     return acc
 
 
-def multiclass_hinge(const floating[:, ::1] scores, const int64_t[::1] labels,
-                     double margin, floating[:, ::1] dscores, int nthreads=1):
+def multiclass_hinge(scores, labels, margin, dscores, int nthreads=1):
     """scores (N, C), labels (N,) int64 -> loss; writes dscores (N, C).
     As the reference, a NaN margin is inactive (contributes 0 loss and 0 gradient)."""
+    if scores.dtype == _F64:
+        return _multiclass_hinge_impl[double](scores, labels, margin, dscores, nthreads)
+    return _multiclass_hinge_impl[float](scores, labels, margin, dscores, nthreads)
+
+
+cdef object _multiclass_hinge_impl(const floating[:, ::1] scores, const int64_t[::1] labels,
+                                   double margin, floating[:, ::1] dscores, int nthreads=1):
     cdef Py_ssize_t n = scores.shape[0], c = scores.shape[1], i
     if n == 0 or c == 0:
         return float("nan")
@@ -180,8 +197,14 @@ cdef double _bce_block(const floating* x, const floating* t, floating* dx, Py_ss
     return acc
 
 
-def _bce_flat(const floating[::1] x, const floating[::1] t, floating[::1] dx,
-              int nthreads):
+def _bce_flat(x, t, dx, nthreads):
+    if x.dtype == _F64:
+        return _bce_flat_impl[double](x, t, dx, nthreads)
+    return _bce_flat_impl[float](x, t, dx, nthreads)
+
+
+cdef object _bce_flat_impl(const floating[::1] x, const floating[::1] t, floating[::1] dx,
+                           int nthreads):
     cdef Py_ssize_t n = x.shape[0], nb = nblocks(n, SUM_BLOCK), b
     if n == 0:
         return float("nan")
@@ -231,8 +254,14 @@ cdef double _mse_block(const floating* p, const floating* t, floating* dp, Py_ss
     return s
 
 
-def _mse_flat(const floating[::1] p, const floating[::1] t, floating[::1] dp,
-              int nthreads):
+def _mse_flat(p, t, dp, nthreads):
+    if p.dtype == _F64:
+        return _mse_flat_impl[double](p, t, dp, nthreads)
+    return _mse_flat_impl[float](p, t, dp, nthreads)
+
+
+cdef object _mse_flat_impl(const floating[::1] p, const floating[::1] t, floating[::1] dp,
+                           int nthreads):
     cdef Py_ssize_t n = p.shape[0], nb = nblocks(n, SUM_BLOCK), b
     if n == 0:
         return float("nan")

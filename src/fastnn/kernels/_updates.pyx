@@ -64,6 +64,10 @@ cdef enum:
     CHUNK = 16384   # elements per prange work item
     SUB = 512       # elements per L1-resident sub-block (stack buffer of the sqrt loop)
 
+import numpy as _np
+
+_F64 = _np.dtype(_np.float64)
+
 
 cdef inline void _vsqrt(floating* a, Py_ssize_t n) noexcept nogil:
     if floating is float:
@@ -127,9 +131,17 @@ cdef void _sgd_range(floating* p, const floating* g, floating* buf, Py_ssize_t l
                 p[i] = p[i] - lr * ((d + mom * b) if nesterov else b)
 
 
-def _sgd(floating[::1] p, const floating[::1] g, floating[::1] buf, double lr,
-         double momentum, double dampening, bint nesterov, double weight_decay,
-         bint first, int nthreads):
+def _sgd(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first, nthreads):
+    if p.dtype == _F64:
+        return _sgd_impl[double](p, g, buf, lr, momentum, dampening, nesterov, weight_decay,
+                                 first, nthreads)
+    return _sgd_impl[float](p, g, buf, lr, momentum, dampening, nesterov, weight_decay,
+                            first, nthreads)
+
+
+cdef object _sgd_impl(floating[::1] p, const floating[::1] g, floating[::1] buf, double lr,
+                      double momentum, double dampening, bint nesterov, double weight_decay,
+                      bint first, int nthreads):
     cdef Py_ssize_t n = p.shape[0], nc = nblocks(n, CHUNK), c
     if n == 0:
         return
@@ -182,8 +194,14 @@ cdef void _adagrad_range(floating* p, const floating* g, floating* ss, Py_ssize_
         s += SUB
 
 
-def _adagrad(floating[::1] p, const floating[::1] g, floating[::1] state_sum, double clr,
-             double eps, double weight_decay, int nthreads):
+def _adagrad(p, g, state_sum, clr, eps, weight_decay, nthreads):
+    if p.dtype == _F64:
+        return _adagrad_impl[double](p, g, state_sum, clr, eps, weight_decay, nthreads)
+    return _adagrad_impl[float](p, g, state_sum, clr, eps, weight_decay, nthreads)
+
+
+cdef object _adagrad_impl(floating[::1] p, const floating[::1] g, floating[::1] state_sum,
+                          double clr, double eps, double weight_decay, int nthreads):
     cdef Py_ssize_t n = p.shape[0], nc = nblocks(n, CHUNK), c
     if n == 0:
         return
@@ -237,9 +255,18 @@ cdef void _rmsprop_range(floating* p, const floating* g, floating* sq, floating*
         s += SUB
 
 
-def _rmsprop(floating[::1] p, const floating[::1] g, floating[::1] square_avg,
-             floating[::1] momentum_buf, double lr, double alpha, double eps,
-             double momentum, double weight_decay, int nthreads):
+def _rmsprop(p, g, square_avg, momentum_buf, lr, alpha, eps, momentum, weight_decay,
+             nthreads):
+    if p.dtype == _F64:
+        return _rmsprop_impl[double](p, g, square_avg, momentum_buf, lr, alpha, eps,
+                                     momentum, weight_decay, nthreads)
+    return _rmsprop_impl[float](p, g, square_avg, momentum_buf, lr, alpha, eps, momentum,
+                                weight_decay, nthreads)
+
+
+cdef object _rmsprop_impl(floating[::1] p, const floating[::1] g, floating[::1] square_avg,
+                          floating[::1] momentum_buf, double lr, double alpha, double eps,
+                          double momentum, double weight_decay, int nthreads):
     cdef Py_ssize_t n = p.shape[0], nc = nblocks(n, CHUNK), c
     if n == 0:
         return
@@ -307,9 +334,17 @@ cdef void _adam_range(floating* p, const floating* g, floating* m1, floating* v2
         s += SUB
 
 
-def _adam(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] v,
-          double lr, double beta1, double beta2, double eps, double weight_decay,
-          double step, bint decoupled, int nthreads):
+def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled, nthreads):
+    if p.dtype == _F64:
+        return _adam_impl[double](p, g, m, v, lr, beta1, beta2, eps, weight_decay, step,
+                                  decoupled, nthreads)
+    return _adam_impl[float](p, g, m, v, lr, beta1, beta2, eps, weight_decay, step,
+                             decoupled, nthreads)
+
+
+cdef object _adam_impl(floating[::1] p, const floating[::1] g, floating[::1] m,
+                       floating[::1] v, double lr, double beta1, double beta2, double eps,
+                       double weight_decay, double step, bint decoupled, int nthreads):
     cdef Py_ssize_t n = p.shape[0], nc = nblocks(n, CHUNK), c
     if n == 0:
         return

@@ -11,7 +11,10 @@ array([[-0.1,  2. ]], dtype=float32)
 import numpy as np
 
 from .. import ops
-from .base import Module, Parameter, check_dtype, check_float, check_int, describe, register
+from ..ops.activations import (resolve_activation, run_activation_backward,
+                               run_activation_forward)
+from .base import (FLOAT_DTYPES, Module, Parameter, check_dtype, check_float, check_int,
+                   describe, register)
 
 
 class _Activation(Module):
@@ -30,12 +33,21 @@ class _Activation(Module):
         if not 1 <= x.ndim <= 4:
             raise self._error(ValueError, "expected an input of 1 to 4 dimensions, got %s"
                               % describe(x))
-        y, self._cache = ops.activation_forward(x, self._op, workspace=self._ws, **self._kw())
+        if x.dtype not in FLOAT_DTYPES:
+            raise self._error(TypeError, "expected a float32 or float64 input, got %s"
+                              % describe(x))
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        code, p = resolve_activation(self._op, self._kw(), self._label())
+        y, self._cache = run_activation_forward(x, code, p, self._ws)
         return y
 
     def _backward(self, dy, need_dx=True):
         cache = self._need_cache()
-        return ops.activation_backward(dy, cache, workspace=self._ws)
+        if dy.shape != cache.x.shape or dy.dtype != cache.x.dtype \
+                or not dy.flags.c_contiguous:        # internal callers pass exact arrays
+            return ops.activation_backward(dy, cache, workspace=self._ws)
+        return run_activation_backward(dy, cache, self._ws)
 
     def extra_repr(self):
         return ", ".join("%s=%r" % kv for kv in self._kw().items())

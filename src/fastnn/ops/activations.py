@@ -51,7 +51,13 @@ def activation_forward(x, name, workspace=None, **kw):
     fn = "activation_forward"
     code, p = resolve_activation(name, kw, fn)
     x = as_float_array(x, fn, "x", ndim=(1, 2, 3, 4))
-    y = (workspace or FRESH).get("y", x.shape, x.dtype)
+    return run_activation_forward(x, code, p, workspace or FRESH)
+
+
+def run_activation_forward(x, code, p, ws):
+    """`activation_forward` on a trusted x (C-contiguous float32/float64, 1-4 D) with a
+    resolved (code, p): the layers' internal path."""
+    y = ws.get("y", x.shape, x.dtype)
     backend().act_forward(_rows(x), _rows(y), code, p, threads_for(x.size))
     return y, ActivationCache(x, y, code, p)
 
@@ -68,7 +74,13 @@ def activation_backward(dout, cache, workspace=None):
     x = cache.x
     dout = as_float_array(dout, fn, "dout", dtype=x.dtype)
     check_shape(dout, x.shape, fn, "dout")
-    dx = (workspace or FRESH).get("dx", x.shape, x.dtype)
+    return run_activation_backward(dout, cache, workspace or FRESH)
+
+
+def run_activation_backward(dout, cache, ws):
+    """`activation_backward` on a trusted dout (C-contiguous, the cache's dtype/shape)."""
+    x = cache.x
+    dx = ws.get("dx", x.shape, x.dtype)
     backend().act_backward(_rows(dout), _rows(x), _rows(cache.y), _rows(dx), cache.code,
                            cache.p, threads_for(x.size))
     return dx
