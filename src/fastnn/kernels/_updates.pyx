@@ -26,6 +26,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport pow, sqrt
 
+from ._actfuncs cimport simd_clones_void
 from ._reduce cimport nblocks
 
 cdef extern from *:
@@ -92,10 +93,10 @@ def _flat(a):
 # SGD
 # ----------------------------------------------------------------------------------
 
-cdef void _sgd_range(floating* p, const floating* g, floating* buf, Py_ssize_t lo,
-                     Py_ssize_t hi, floating lr, floating mom, floating damp1,
-                     floating wd, bint use_wd, bint use_mom, bint nesterov,
-                     bint first) noexcept nogil:
+cdef simd_clones_void _sgd_range(floating* p, const floating* g, floating* buf, Py_ssize_t lo,
+                                 Py_ssize_t hi, floating lr, floating mom, floating damp1,
+                                 floating wd, bint use_wd, bint use_mom, bint nesterov,
+                                 bint first) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating d, b
     if not use_mom:
@@ -171,9 +172,9 @@ def sgd_step(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first,
 # Adagrad
 # ----------------------------------------------------------------------------------
 
-cdef void _adagrad_range(floating* p, const floating* g, floating* ss, Py_ssize_t lo,
-                         Py_ssize_t hi, floating clr, floating eps, floating wd,
-                         bint use_wd) noexcept nogil:
+cdef simd_clones_void _adagrad_range(floating* p, const floating* g, floating* ss, Py_ssize_t lo,
+                                     Py_ssize_t hi, floating clr, floating eps, floating wd,
+                                     bint use_wd) noexcept nogil:
     cdef floating tmp[SUB]
     cdef Py_ssize_t s, i, k, m
     cdef floating d, q
@@ -223,10 +224,10 @@ def adagrad_step(p, g, state_sum, clr, eps, weight_decay, int nthreads=1):
 # RMSprop (not centred)
 # ----------------------------------------------------------------------------------
 
-cdef void _rmsprop_range(floating* p, const floating* g, floating* sq, floating* buf,
-                         Py_ssize_t lo, Py_ssize_t hi, floating lr, floating alpha,
-                         floating alpha1, floating eps, floating mom, floating wd,
-                         bint use_wd, bint use_mom) noexcept nogil:
+cdef simd_clones_void _rmsprop_range(floating* p, const floating* g, floating* sq, floating* buf,
+                                     Py_ssize_t lo, Py_ssize_t hi, floating lr, floating alpha,
+                                     floating alpha1, floating eps, floating mom, floating wd,
+                                     bint use_wd, bint use_mom) noexcept nogil:
     cdef floating tmp[SUB]
     cdef Py_ssize_t s, i, k, m
     cdef floating d, q, b
@@ -297,11 +298,11 @@ def rmsprop_step(p, g, square_avg, momentum_buf, lr, alpha, eps, momentum, weigh
 # Adam / AdamW
 # ----------------------------------------------------------------------------------
 
-cdef void _adam_range(floating* p, const floating* g, floating* m1, floating* v2,
-                      Py_ssize_t lo, Py_ssize_t hi, floating decay, floating wd,
-                      bint use_wd, bint decoupled, floating beta1c, floating beta2,
-                      floating beta2c, floating step_size, floating bias2_sqrt,
-                      floating eps) noexcept nogil:
+cdef simd_clones_void _adam_range(floating* p, const floating* g, floating* m1, floating* v2,
+                                  Py_ssize_t lo, Py_ssize_t hi, floating decay, floating wd,
+                                  bint use_wd, bint decoupled, floating beta1c, floating beta2,
+                                  floating beta2c, floating step_size, floating bias2_sqrt,
+                                  floating eps) noexcept nogil:
     cdef floating tmp[SUB]
     cdef Py_ssize_t s, i, k, m
     cdef floating d, a, b
