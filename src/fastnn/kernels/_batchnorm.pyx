@@ -32,10 +32,12 @@ input precision and accumulated in double (absolute error ~1e-7 sum |terms| in f
 less than the reference's own float32 sums; nothing there for a shift to protect).
 """
 from cython cimport floating
+cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 
+from ._buffers cimport array_data, float_type, optional_data
 from ._reduce cimport f_sqrt, nblocks
 
 cdef enum:
@@ -43,9 +45,7 @@ cdef enum:
     MAX_BLOCKS = 256  # row blocks at most: bounds the partial-sum scratch to 4 KiB x D
     CB = 2048        # columns per tile (contiguous run of one row inside a tile)
 
-import numpy as _np
-
-_F64 = _np.dtype(_np.float64)
+cnp.import_array()
 
 
 cdef struct Tile:
@@ -251,19 +251,31 @@ def bn_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, o
                      invstd, int nthreads=1):
     """Write out (N, D), mean (D,), invstd (D,); update running_mean/var (D,) in place
     (either may be None: no tracking). Requires N > 1."""
-    if x.dtype == _F64:
-        return _bn_forward_train_impl[double](x, gamma, beta, running_mean, running_var,
-                                              momentum, eps, out, mean, invstd, nthreads)
-    return _bn_forward_train_impl[float](x, gamma, beta, running_mean, running_var,
-                                         momentum, eps, out, mean, invstd, nthreads)
-
-
-cdef object _bn_forward_train_impl(const floating[:, ::1] x, const floating[::1] gamma,
-                                   const floating[::1] beta, floating[::1] running_mean,
-                                   floating[::1] running_var, double momentum, double eps,
-                                   floating[:, ::1] out, floating[::1] mean,
-                                   floating[::1] invstd, int nthreads=1):
+    cdef int tn = float_type(x)
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    cdef void *xp = array_data(x, tn, n, d, False, "x")
+    cdef void *gp = array_data(gamma, tn, d, -1, False, "gamma")
+    cdef void *bp = array_data(beta, tn, d, -1, False, "beta")
+    cdef void *rm = optional_data(running_mean, tn, d, -1, True, "running_mean")
+    cdef void *rv = optional_data(running_var, tn, d, -1, True, "running_var")
+    cdef void *op = array_data(out, tn, n, d, True, "out")
+    cdef void *mp = array_data(mean, tn, d, -1, True, "mean")
+    cdef void *ip = array_data(invstd, tn, d, -1, True, "invstd")
+    if tn == cnp.NPY_DOUBLE:
+        _bn_forward_train_impl[double](<double*>xp, <double*>gp, <double*>bp, <double*>rm,
+                                       <double*>rv, momentum, eps, <double*>op,
+                                       <double*>mp, <double*>ip, n, d, nthreads)
+    else:
+        _bn_forward_train_impl[float](<float*>xp, <float*>gp, <float*>bp, <float*>rm,
+                                      <float*>rv, momentum, eps, <float*>op, <float*>mp,
+                                      <float*>ip, n, d, nthreads)
+
+
+cdef object _bn_forward_train_impl(const floating* x, const floating* gamma,
+                                   const floating* beta, floating* running_mean,
+                                   floating* running_var, double momentum, double eps,
+                                   floating* out, floating* mean, floating* invstd,
+                                   Py_ssize_t n, Py_ssize_t d, int nthreads):
     if n == 0 or d == 0:
         return
     cdef Py_ssize_t rpb = _rows_per_block(n)
@@ -271,10 +283,10 @@ cdef object _bn_forward_train_impl(const floating[:, ::1] x, const floating[::1]
     cdef Py_ssize_t t, j
     cdef Tile tl
     cdef int nt = _team(nthreads, ntiles)
-    cdef bint track_mean = running_mean is not None
-    cdef bint track_var = running_var is not None
-    cdef const floating* px = &x[0, 0]
-    cdef floating* pout = &out[0, 0]
+    cdef bint track_mean = running_mean != NULL
+    cdef bint track_var = running_var != NULL
+    cdef const floating* px = x
+    cdef floating* pout = out
     cdef double dm, var, dn = <double>n
     cdef floating keep = <floating>(1.0 - momentum), mom = <floating>momentum
     cdef floating unbias = <floating>(dn / (dn - 1.0))   # N > 1 (inf for N = 1)
@@ -317,30 +329,41 @@ cdef object _bn_forward_train_impl(const floating[:, ::1] x, const floating[::1]
             for t in prange(ntiles, schedule="static", num_threads=nt,
                             use_threads_if=nt > 1):
                 tl = _tile(t, ncb, rpb, n, d)
-                _affine(px, pout, d, tl.r0, tl.r1, tl.c0, tl.c1, &mean[0], scale, &beta[0])
+                _affine(px, pout, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, scale, beta)
     finally:
         free(work)
         free(scale)
 
 
-def bn_forward_eval(x, gamma, beta, running_mean, running_var, eps, out, mean, invstd, int
-                    nthreads=1):
+def bn_forward_eval(x, gamma, beta, running_mean, running_var, eps, out, mean, invstd,
+                    int nthreads=1):
     """Normalise with the running statistics; also write mean = running_mean and
     invstd = 1/sqrt(running_var + eps) (D,) for the backward."""
-    if x.dtype == _F64:
-        return _bn_forward_eval_impl[double](x, gamma, beta, running_mean, running_var, eps,
-                                             out, mean, invstd, nthreads)
-    return _bn_forward_eval_impl[float](x, gamma, beta, running_mean, running_var, eps, out,
-                                        mean, invstd, nthreads)
-
-
-cdef object _bn_forward_eval_impl(const floating[:, ::1] x, const floating[::1] gamma,
-                                  const floating[::1] beta,
-                                  const floating[::1] running_mean,
-                                  const floating[::1] running_var, double eps,
-                                  floating[:, ::1] out, floating[::1] mean,
-                                  floating[::1] invstd, int nthreads=1):
+    cdef int tn = float_type(x)
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    cdef void *xp = array_data(x, tn, n, d, False, "x")
+    cdef void *gp = array_data(gamma, tn, d, -1, False, "gamma")
+    cdef void *bp = array_data(beta, tn, d, -1, False, "beta")
+    cdef void *rm = array_data(running_mean, tn, d, -1, False, "running_mean")
+    cdef void *rv = array_data(running_var, tn, d, -1, False, "running_var")
+    cdef void *op = array_data(out, tn, n, d, True, "out")
+    cdef void *mp = array_data(mean, tn, d, -1, True, "mean")
+    cdef void *ip = array_data(invstd, tn, d, -1, True, "invstd")
+    if tn == cnp.NPY_DOUBLE:
+        _bn_forward_eval_impl[double](<double*>xp, <double*>gp, <double*>bp, <double*>rm,
+                                      <double*>rv, eps, <double*>op, <double*>mp,
+                                      <double*>ip, n, d, nthreads)
+    else:
+        _bn_forward_eval_impl[float](<float*>xp, <float*>gp, <float*>bp, <float*>rm,
+                                     <float*>rv, eps, <float*>op, <float*>mp, <float*>ip,
+                                     n, d, nthreads)
+
+
+cdef object _bn_forward_eval_impl(const floating* x, const floating* gamma,
+                                  const floating* beta, const floating* running_mean,
+                                  const floating* running_var, double eps, floating* out,
+                                  floating* mean, floating* invstd, Py_ssize_t n,
+                                  Py_ssize_t d, int nthreads):
     if n == 0 or d == 0:
         return
     cdef Py_ssize_t rpb = _rows_per_block(n)
@@ -348,8 +371,8 @@ cdef object _bn_forward_eval_impl(const floating[:, ::1] x, const floating[::1] 
     cdef Py_ssize_t t, j
     cdef Tile tl
     cdef int nt = _team(nthreads, ntiles)
-    cdef const floating* px = &x[0, 0]
-    cdef floating* pout = &out[0, 0]
+    cdef const floating* px = x
+    cdef floating* pout = out
     cdef floating one = 1, eps_f = <floating>eps
     cdef floating* scale = <floating*>malloc(d * sizeof(floating))
     if scale == NULL:
@@ -363,43 +386,58 @@ cdef object _bn_forward_eval_impl(const floating[:, ::1] x, const floating[::1] 
             for t in prange(ntiles, schedule="static", num_threads=nt,
                             use_threads_if=nt > 1):
                 tl = _tile(t, ncb, rpb, n, d)
-                _affine(px, pout, d, tl.r0, tl.r1, tl.c0, tl.c1, &mean[0], scale, &beta[0])
+                _affine(px, pout, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, scale, beta)
     finally:
         free(scale)
 
 
-def bn_backward(dout, x, gamma, mean, invstd, training, dx, dgamma, dbeta, int nthreads=1):
+def bn_backward(dout, x, gamma, mean, invstd, training, dx, dgamma, dbeta,
+                int nthreads=1):
     """Write dx (N, D), dgamma (D,), dbeta (D,) (dgamma/dbeta may be None)."""
-    if dout.dtype == _F64:
-        return _bn_backward_impl[double](dout, x, gamma, mean, invstd, training, dx, dgamma,
-                                         dbeta, nthreads)
-    return _bn_backward_impl[float](dout, x, gamma, mean, invstd, training, dx, dgamma,
-                                    dbeta, nthreads)
-
-
-cdef object _bn_backward_impl(const floating[:, ::1] dout, const floating[:, ::1] x,
-                              const floating[::1] gamma, const floating[::1] mean,
-                              const floating[::1] invstd, bint training,
-                              floating[:, ::1] dx, floating[::1] dgamma,
-                              floating[::1] dbeta, int nthreads=1):
+    cdef int tn = float_type(x)
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    cdef void *gdp = array_data(dout, tn, n, d, False, "dout")
+    cdef void *xp = array_data(x, tn, n, d, False, "x")
+    cdef void *gp = array_data(gamma, tn, d, -1, False, "gamma")
+    cdef void *mp = array_data(mean, tn, d, -1, False, "mean")
+    cdef void *ip = array_data(invstd, tn, d, -1, False, "invstd")
+    cdef void *dxp = array_data(dx, tn, n, d, True, "dx")
+    cdef void *dgp = optional_data(dgamma, tn, d, -1, True, "dgamma")
+    cdef void *dbp = optional_data(dbeta, tn, d, -1, True, "dbeta")
+    if tn == cnp.NPY_DOUBLE:
+        _bn_backward_impl[double](<double*>gdp, <double*>xp, <double*>gp, <double*>mp,
+                                  <double*>ip, training, <double*>dxp, <double*>dgp,
+                                  <double*>dbp, n, d, nthreads)
+    else:
+        _bn_backward_impl[float](<float*>gdp, <float*>xp, <float*>gp, <float*>mp,
+                                 <float*>ip, training, <float*>dxp, <float*>dgp,
+                                 <float*>dbp, n, d, nthreads)
+
+
+cdef object _bn_backward_impl(const floating* dout, const floating* x,
+                              const floating* gamma, const floating* mean,
+                              const floating* invstd, bint training, floating* dx,
+                              floating* dgamma, floating* dbeta, Py_ssize_t n,
+                              Py_ssize_t d, int nthreads):
+    cdef Py_ssize_t k
     if n == 0 or d == 0:
-        if dgamma is not None:
-            dgamma[:] = 0
-        if dbeta is not None:
-            dbeta[:] = 0
+        for k in range(d):
+            if dgamma != NULL:
+                dgamma[k] = 0
+            if dbeta != NULL:
+                dbeta[k] = 0
         return
     cdef Py_ssize_t rpb = _rows_per_block(n)
     cdef Py_ssize_t nrb = nblocks(n, rpb), ncb = nblocks(d, CB), ntiles = nrb * ncb
     cdef Py_ssize_t t, j
     cdef Tile tl
     cdef int nt = _team(nthreads, ntiles)
-    cdef bint want_dg = dgamma is not None
-    cdef bint want_db = dbeta is not None
+    cdef bint want_dg = dgamma != NULL
+    cdef bint want_db = dbeta != NULL
     cdef bint sums = training or want_dg or want_db
-    cdef const floating* pd = &dout[0, 0]
-    cdef const floating* px = &x[0, 0]
-    cdef floating* pdx = &dx[0, 0]
+    cdef const floating* pd = dout
+    cdef const floating* px = x
+    cdef floating* pdx = dx
     cdef double dn = <double>n, inv, gi, dg
     # scratch: acc1 (d) | acc2 (d) | partials (nrb, 2, d)   (double)
     #          ca, cb, cc (3 d)                                (floating)
@@ -422,7 +460,7 @@ cdef object _bn_backward_impl(const floating[:, ::1] dout, const floating[:, ::1
                 for t in prange(ntiles, schedule="static", num_threads=nt,
                                 use_threads_if=nt > 1):
                     tl = _tile(t, ncb, rpb, n, d)
-                    _grad_sums(pd, px, d, tl.r0, tl.r1, tl.c0, tl.c1, &mean[0],
+                    _grad_sums(pd, px, d, tl.r0, tl.r1, tl.c0, tl.c1, mean,
                                part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
                 _combine(part, nrb, d, acc1, acc2)
                 for j in range(d):
@@ -440,7 +478,7 @@ cdef object _bn_backward_impl(const floating[:, ::1] dout, const floating[:, ::1
                 for t in prange(ntiles, schedule="static", num_threads=nt,
                                 use_threads_if=nt > 1):
                     tl = _tile(t, ncb, rpb, n, d)
-                    _dx_train(pd, px, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, &mean[0], ca, cb, cc)
+                    _dx_train(pd, px, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, ca, cb, cc)
             else:
                 for j in range(d):
                     ca[j] = gamma[j] * invstd[j]
@@ -449,7 +487,7 @@ cdef object _bn_backward_impl(const floating[:, ::1] dout, const floating[:, ::1
                     for t in prange(ntiles, schedule="static", num_threads=nt,
                                     use_threads_if=nt > 1):
                         tl = _tile(t, ncb, rpb, n, d)
-                        _dx_eval_sums(pd, px, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, ca, &mean[0],
+                        _dx_eval_sums(pd, px, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, ca, mean,
                                       part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
                     _combine(part, nrb, d, acc1, acc2)
                     for j in range(d):

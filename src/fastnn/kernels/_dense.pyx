@@ -38,6 +38,7 @@ cimport numpy as cnp
 cnp.import_array()
 
 from . import codes as _codes
+from ._buffers cimport array_data, optional_data
 from ._actfuncs cimport (ACT_IDENTITY, ACT_LEAKY_RELU, ACT_NUM_CODES, ACT_RELU,
                          act_backward_span, act_forward_span)
 
@@ -172,33 +173,6 @@ cdef void _dense_forward(const floating *x, const floating *w, const floating *b
         _forward_part(x, w, bp, z, out, N, I, O, code, p, act, by_rows, parts, t)
 
 
-cdef object _shape(Py_ssize_t d0, Py_ssize_t d1):
-    if d1 < 0:
-        return (d0,)
-    return (d0, d1)
-
-
-cdef inline void *_data(object a, int typenum, Py_ssize_t d0, Py_ssize_t d1,
-                        bint writable, str name) except NULL:
-    """The data pointer of ndarray `a` after checking (in C, ~20 ns) that it is a
-    C-contiguous array of type `typenum` and shape (d0, d1) ((d0,) when d1 < 0): the
-    callers validate, this keeps memory safe even if one day they don't."""
-    cdef cnp.ndarray arr
-    if not isinstance(a, cnp.ndarray):
-        raise TypeError("fastnn.kernels._dense: %s must be an ndarray" % name)
-    arr = <cnp.ndarray>a
-    if (cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
-            or (writable and not cnp.PyArray_ISWRITEABLE(arr))
-            or cnp.PyArray_NDIM(arr) != (1 if d1 < 0 else 2) or arr.shape[0] != d0
-            or (d1 >= 0 and arr.shape[1] != d1)):
-        raise ValueError("fastnn.kernels._dense: %s must be a C-contiguous%s %s array of "
-                         "shape %s, got %s %s" % (name, " writeable" if writable else "",
-                                                  "float64" if typenum == cnp.NPY_DOUBLE
-                                                  else "float32",
-                                                  _shape(d0, d1), a.dtype, a.shape))
-    return cnp.PyArray_DATA(arr)
-
-
 def dense_forward(x, w, b, z, out, int code, double p, int nthreads=1):
     """Write z (pre-activation, (N, O)) and out = f(z) ((N, O)); z may be out when
     code is IDENTITY."""
@@ -206,11 +180,11 @@ def dense_forward(x, w, b, z, out, int code, double p, int nthreads=1):
         raise ValueError("unknown activation code %r" % (code,))
     cdef int tn = cnp.NPY_DOUBLE if x.dtype == _F64 else cnp.NPY_FLOAT
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1]
-    cdef void *xp = _data(x, tn, N, I, False, "x")
-    cdef void *wp = _data(w, tn, I, O, False, "w")
-    cdef void *bp = NULL if b is None else _data(b, tn, O, -1, False, "b")
-    cdef void *zp = _data(z, tn, N, O, True, "z")
-    cdef void *op = _data(out, tn, N, O, True, "out")
+    cdef void *xp = array_data(x, tn, N, I, False, "x")
+    cdef void *wp = array_data(w, tn, I, O, False, "w")
+    cdef void *bp = optional_data(b, tn, O, -1, False, "b")
+    cdef void *zp = array_data(z, tn, N, O, True, "z")
+    cdef void *op = array_data(out, tn, N, O, True, "out")
     with nogil:
         if tn == cnp.NPY_DOUBLE:
             _dense_forward[double](<double *>xp, <double *>wp, <double *>bp, <double *>zp,
@@ -325,16 +299,16 @@ def dense_backward(dout, x, w, z, out, dz, dx, dw, db, int code, double p,
         raise ValueError("unknown activation code %r" % (code,))
     cdef int tn = cnp.NPY_DOUBLE if x.dtype == _F64 else cnp.NPY_FLOAT
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1]
-    cdef void *gp = _data(dout, tn, N, O, False, "dout")
-    cdef void *xp = _data(x, tn, N, I, False, "x")
-    cdef void *wp = _data(w, tn, I, O, False, "w")
-    cdef void *zp = _data(z, tn, N, O, False, "z")
-    cdef void *op = _data(out, tn, N, O, False, "out")
+    cdef void *gp = array_data(dout, tn, N, O, False, "dout")
+    cdef void *xp = array_data(x, tn, N, I, False, "x")
+    cdef void *wp = array_data(w, tn, I, O, False, "w")
+    cdef void *zp = array_data(z, tn, N, O, False, "z")
+    cdef void *op = array_data(out, tn, N, O, False, "out")
     cdef bint dz_is_dout = dz is dout
-    cdef void *dzp = gp if dz_is_dout else _data(dz, tn, N, O, True, "dz")
-    cdef void *dxp = NULL if dx is None else _data(dx, tn, N, I, True, "dx")
-    cdef void *dwp = _data(dw, tn, I, O, True, "dw")
-    cdef void *dbp = NULL if db is None else _data(db, tn, O, -1, True, "db")
+    cdef void *dzp = gp if dz_is_dout else array_data(dz, tn, N, O, True, "dz")
+    cdef void *dxp = optional_data(dx, tn, N, I, True, "dx")
+    cdef void *dwp = array_data(dw, tn, I, O, True, "dw")
+    cdef void *dbp = optional_data(db, tn, O, -1, True, "db")
     with nogil:
         if tn == cnp.NPY_DOUBLE:
             _dense_backward[double](<double *>gp, <double *>xp, <double *>wp, <double *>zp,

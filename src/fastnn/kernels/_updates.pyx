@@ -23,10 +23,12 @@ available, libm otherwise; IEEE sqrt is correctly rounded either way, so results
 identical), (3) the parameter update. Loops (1) and (3) are branch-free and vectorised.
 """
 from cython cimport floating
+cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport pow, sqrt
 
 from ._actfuncs cimport simd_clones_void
+from ._buffers cimport array_data, float_type
 from ._reduce cimport nblocks
 
 cdef extern from *:
@@ -68,6 +70,7 @@ cdef enum:
 import numpy as _np
 
 _F64 = _np.dtype(_np.float64)
+cnp.import_array()
 
 
 cdef inline void _vsqrt(floating* a, Py_ssize_t n) noexcept nogil:
@@ -335,18 +338,10 @@ cdef simd_clones_void _adam_range(floating* p, const floating* g, floating* m1, 
         s += SUB
 
 
-def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled, nthreads):
-    if p.dtype == _F64:
-        return _adam_impl[double](p, g, m, v, lr, beta1, beta2, eps, weight_decay, step,
-                                  decoupled, nthreads)
-    return _adam_impl[float](p, g, m, v, lr, beta1, beta2, eps, weight_decay, step,
-                             decoupled, nthreads)
-
-
-cdef object _adam_impl(floating[::1] p, const floating[::1] g, floating[::1] m,
-                       floating[::1] v, double lr, double beta1, double beta2, double eps,
+cdef object _adam_impl(floating* p, const floating* g, floating* m, floating* v,
+                       Py_ssize_t n, double lr, double beta1, double beta2, double eps,
                        double weight_decay, double step, bint decoupled, int nthreads):
-    cdef Py_ssize_t n = p.shape[0], nc = nblocks(n, CHUNK), c
+    cdef Py_ssize_t nc = nblocks(n, CHUNK), c
     if n == 0:
         return
     cdef int nt = _team(nthreads, nc)
@@ -360,7 +355,7 @@ cdef object _adam_impl(floating[::1] p, const floating[::1] g, floating[::1] m,
     cdef floating b2s = <floating>bias2_sqrt, eps_f = <floating>eps
     with nogil:
         for c in prange(nc, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-            _adam_range(&p[0], &g[0], &m[0], &v[0], c * CHUNK, min((c + 1) * CHUNK, n),
+            _adam_range(p, g, m, v, c * CHUNK, min((c + 1) * CHUNK, n),
                         decay, wd_f, use_wd, decoupled, beta1c, beta2_f, beta2c,
                         step_size, b2s, eps_f)
 
@@ -369,5 +364,15 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled,
               int nthreads=1):
     """Adam (decoupled=False: L2 added to g) or AdamW (decoupled=True: p *= 1 - lr*wd);
     step is the 1-based step count used for bias correction."""
-    _adam(_flat(p), _flat(g), _flat(m), _flat(v), lr, beta1, beta2, eps, weight_decay,
-          step, decoupled, nthreads)
+    cdef int tn = float_type(p)
+    cdef Py_ssize_t n = p.size
+    cdef void *pp = array_data(p, tn, n, -2, True, "p")
+    cdef void *gp = array_data(g, tn, n, -2, False, "g")
+    cdef void *mp = array_data(m, tn, n, -2, True, "m")
+    cdef void *vp = array_data(v, tn, n, -2, True, "v")
+    if tn == cnp.NPY_DOUBLE:
+        _adam_impl[double](<double*>pp, <double*>gp, <double*>mp, <double*>vp, n, lr, beta1,
+                           beta2, eps, weight_decay, step, decoupled, nthreads)
+    else:
+        _adam_impl[float](<float*>pp, <float*>gp, <float*>mp, <float*>vp, n, lr, beta1,
+                          beta2, eps, weight_decay, step, decoupled, nthreads)
