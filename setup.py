@@ -72,12 +72,13 @@ class BuildExt(build_ext):
         cflags, lflags = openmp_flags(ctype)
         has_openmp = self._probe_openmp(cflags, lflags)
         if not has_openmp:
-            msg = ("fastnn: the C compiler does not support OpenMP (%s); building the kernels "
-                   "serially. Install an OpenMP runtime (gcc: libgomp; macOS: brew install "
-                   "libomp) for parallel kernels." % " ".join(cflags))
+            msg = ("fastnn: the C compiler does not support OpenMP (%s). Install an OpenMP "
+                   "runtime (gcc: libgomp; macOS: brew install libomp) for parallel kernels"
+                   % " ".join(cflags))
             if STRICT:
-                raise SystemExit("error: " + msg + " FASTNN_REQUIRE_OPENMP is set.")
-            self.warn(msg)
+                raise SystemExit("error: %s; FASTNN_REQUIRE_OPENMP is set, so this is an "
+                                 "error instead of a serial build." % msg)
+            self.warn(msg + "; building the kernels serially.")
             cflags, lflags = [], []
         if ctype == "msvc":
             base = ["/O2"]

@@ -60,17 +60,21 @@ def _env_threads():
 _num_threads = _env_threads()
 
 
-def _apply_blas_limits():
+def _apply_blas_limits(all_libraries=True):
     """One thread pool per backend. The Cython kernels split their GEMMs across their own
     OpenMP team, so the BLAS library they call runs single-threaded (two pools spinning
     on each other's cores made steps up to 10x slower); other BLAS libraries (NumPy's,
-    which the NumPy backend uses) get the configured thread count."""
+    which the NumPy backend uses) get the configured thread count once the user sets
+    one with set_num_threads."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
         return
     for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
-        lib.set_num_threads(1 if _is_kernel_blas(lib.filepath) else _num_threads)
+        if _is_kernel_blas(lib.filepath):
+            lib.set_num_threads(1)
+        elif all_libraries:
+            lib.set_num_threads(_num_threads)
 
 
 def _is_kernel_blas(path):
@@ -81,7 +85,7 @@ def _is_kernel_blas(path):
 
 
 _SCIPY_ROOT = os.path.dirname(os.path.realpath(scipy.__file__))   # .../site-packages/scipy
-_apply_blas_limits()
+_apply_blas_limits(all_libraries=False)   # importing fastnn leaves NumPy's BLAS alone
 
 
 def set_backend(name):
