@@ -229,34 +229,22 @@ def _positive(kind):
     return conv
 
 
-def _fraction(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a number, got %r" % text) from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError("must be between 0 and 1, got %r" % text)
-    return v
+def _parsed(cast, ok, rule, what="a number"):
+    """An argparse type: `cast(text)`, which must satisfy `ok`, else `rule` is reported."""
+    def parse(text):
+        try:
+            v = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected %s, got %r" % (what, text)) from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError("must be %s, got %r" % (rule, text))
+        return v
+    return parse
 
 
-def _nonneg_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a number, got %r" % text) from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError("must be >= 0, got %r" % text)
-    return v
-
-
-def _seed(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number, got %r" % text) from None
-    if v < 0:
-        raise argparse.ArgumentTypeError("must be >= 0, got %r" % text)
-    return v
+_fraction = _parsed(float, lambda v: 0 < v < 1, "between 0 and 1")
+_nonneg_float = _parsed(float, lambda v: v >= 0, ">= 0")
+_seed = _parsed(int, lambda v: v >= 0, ">= 0", "a whole number")
 
 
 # ------------------------------------------------------------------------ commands

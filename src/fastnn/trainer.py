@@ -42,6 +42,7 @@ import time
 import numpy as np
 
 from ._progress import Progress
+from ._workspace import Workspace
 
 __all__ = ["Trainer", "History", "NonFiniteError"]
 
@@ -262,6 +263,7 @@ class Trainer:
         bwd = getattr(model, "_backward", None)
         self._backward = bwd if bwd is not None else (lambda dy, need_dx=False: model.backward(dy))
         self._loss_grad = getattr(loss, "_backward", None) or loss.backward
+        self._count_ws = Workspace()
         self._count = {"multiclass": self._count_multiclass, "binary": self._count_binary,
                        "regression": None}[self.task]
 
@@ -293,9 +295,14 @@ class Trainer:
         mon.after_update(self.global_step)
         return loss, correct
 
-    @staticmethod
-    def _count_multiclass(out, yb):
-        return int(np.count_nonzero(out.argmax(axis=1) == yb))
+    def _count_multiclass(self, out, yb):
+        """Correct argmax predictions, into reused buffers (a warm step allocates none)."""
+        ws = self._count_ws
+        pred = ws.get("pred", (out.shape[0],), np.intp)
+        hit = ws.get("hit", (out.shape[0],), np.bool_)
+        np.argmax(out, axis=1, out=pred)
+        np.equal(pred, yb, out=hit)
+        return int(np.count_nonzero(hit))
 
     @staticmethod
     def _count_binary(out, yb):
