@@ -15,7 +15,7 @@ from .layers import (ELU, GELU, BatchNorm1d, Dense, Dropout, Flatten, LeakyReLU,
                      Module, Parameter, PReLU, ReLU, Sequential, Sigmoid, SiLU, Swish, Tanh)
 from .losses import MSE, BCEWithLogits, MulticlassHinge, SoftmaxCrossEntropy
 from .trainer import History, NonFiniteError, Trainer
-from . import checkpoint, diagnostics, plots, search
+from . import checkpoint, diagnostics, memory, plots, search
 from .gradcheck import GradcheckResult, gradcheck
 
 __all__ = [
@@ -25,6 +25,6 @@ __all__ = [
     "Module", "Parameter", "Sequential", "Dense", "Maxout", "Sigmoid", "Tanh", "ReLU",
     "LeakyReLU", "ELU", "GELU", "SiLU", "Swish", "PReLU", "BatchNorm1d", "Dropout", "Flatten",
     "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE",
-    "Trainer", "History", "NonFiniteError", "checkpoint", "diagnostics", "plots", "search", "gradcheck",
+    "Trainer", "History", "NonFiniteError", "checkpoint", "diagnostics", "memory", "plots", "search", "gradcheck",
     "GradcheckResult",
 ]

@@ -304,9 +304,21 @@ class Trainer:
         np.equal(pred, yb, out=hit)
         return int(np.count_nonzero(hit))
 
-    @staticmethod
-    def _count_binary(out, yb):
-        return np.count_nonzero((out > 0) == (yb > 0.5)) / (out.size / out.shape[0])
+    def _count_binary(self, out, yb):
+        """Correct `logit > 0` predictions against `target > 0.5`, averaged over the
+        outputs of a row; into reused buffers, with the thresholds as 0-d arrays (a
+        Python scalar operand would allocate one per call)."""
+        ws = self._count_ws
+        zero = ws.get("zero", (), out.dtype)
+        half = ws.get("half", (), yb.dtype)
+        zero.fill(0)
+        half.fill(0.5)
+        pos = ws.get("pos", out.shape, np.bool_)
+        hit = ws.get("hit_b", out.shape, np.bool_)
+        np.greater(out, zero, out=pos)
+        np.greater(yb, half, out=hit)
+        np.equal(pos, hit, out=hit)
+        return int(np.count_nonzero(hit)) / (out.size / out.shape[0])
 
     # ------------------------------------------------------------- non-finite
     def _bad_loss(self, loss, xb):

@@ -1,7 +1,31 @@
 """Losses: each returns (mean loss as a Python float, gradient w.r.t. its first input)."""
+import math
+
+import numpy as np
+
 from .._config import backend, threads_for
 from .._validation import as_float_array, as_labels, as_scalar, check_shape
 from .._workspace import FRESH
+
+
+_INT64 = np.dtype(np.int64)
+
+
+def _labels(labels, scores, fn, workspace):
+    """`as_labels` for (N, C) scores, allocating nothing on the training path: with a
+    workspace, int64 C-contiguous labels of shape (N,) are range-checked through reused
+    0-d buffers (`labels.min()` would allocate its result) and returned as they are;
+    anything else, or labels out of range, goes through `as_labels` (its messages)."""
+    n, c = scores.shape
+    if (workspace is not None and isinstance(labels, np.ndarray) and labels.dtype == _INT64
+            and labels.shape == (n,) and labels.flags.c_contiguous and labels.flags.aligned):
+        lo = workspace.get("label_min", (), _INT64)
+        hi = workspace.get("label_max", (), _INT64)
+        np.min(labels, out=lo)
+        np.max(labels, out=hi)
+        if int(lo) >= 0 and int(hi) < c:
+            return labels
+    return as_labels(labels, n, c, fn)
 
 
 def softmax_cross_entropy(logits, labels, workspace=None):
@@ -11,7 +35,7 @@ def softmax_cross_entropy(logits, labels, workspace=None):
     """
     fn = "softmax_cross_entropy"
     logits = as_float_array(logits, fn, "logits", ndim=2)
-    labels = as_labels(labels, logits.shape[0], logits.shape[1], fn)
+    labels = _labels(labels, logits, fn, workspace)
     grad = (workspace or FRESH).get("grad", logits.shape, logits.dtype)
     loss = backend().softmax_cross_entropy(logits, labels, grad, threads_for(logits.size))
     return loss, grad
@@ -24,8 +48,9 @@ def multiclass_hinge(scores, labels, margin=1.0, workspace=None):
     """
     fn = "multiclass_hinge"
     scores = as_float_array(scores, fn, "scores", ndim=2)
-    labels = as_labels(labels, scores.shape[0], scores.shape[1], fn)
-    margin = as_scalar(margin, fn, "margin")
+    labels = _labels(labels, scores, fn, workspace)
+    if type(margin) is not float or not math.isfinite(margin):   # as_scalar allocates
+        margin = as_scalar(margin, fn, "margin")
     grad = (workspace or FRESH).get("grad", scores.shape, scores.dtype)
     loss = backend().multiclass_hinge(scores, labels, margin, grad, threads_for(scores.size))
     return loss, grad

@@ -1,0 +1,429 @@
+"""Memory of training: a deterministic NumPy allocation counter and a peak-memory report.
+
+`track_allocations()` installs a counting NumPy data-memory handler (NEP 49, compiled
+in `fastnn.kernels._memtrack`) for the current thread / context and yields an
+`AllocationStats`. It counts array *data* allocations, exactly, with no sampling or
+timing: a view, a reshape or a Python float allocates nothing; ``np.empty(1000)`` is one
+allocation of 8000 bytes; a ufunc with a Python scalar operand allocates a small 0-d
+array for it.
+
+>>> import numpy as np
+>>> from fastnn.memory import track_allocations
+>>> with track_allocations() as stats:                        # doctest: +SKIP
+...     a = np.empty(1000)
+...     v = a[10:]                                            # a view: no allocation
+>>> stats.count, stats.nbytes, stats.peak                     # doctest: +SKIP
+(1, 8000, 8000)
+
+`step_memory(build, x, y)` builds a model, loss and optimizer inside the counter, runs
+warm-up training steps, then one more (steady-state) step, and compares the peak of live
+NumPy bytes with what the step analytically needs (`step_need`: parameters, their
+gradients, optimizer state, the activations kept for backward, the activation
+gradients). `memory_rows()` gives those figures for the benchmark's reference networks.
+
+Scope: the counter sees NumPy array data only -- not the array objects themselves
+(Python's allocator), nor the small scratch the compiled kernels `malloc` for their
+reductions, nor BLAS's internal buffers.
+"""
+import gc
+import numbers
+import threading
+
+import numpy as np
+
+try:
+    from .kernels import _memtrack
+    _MEMTRACK_ERROR = None
+except ImportError as exc:          # NumPy-only install: no compiled extension
+    _memtrack = None
+    _MEMTRACK_ERROR = str(exc)
+
+__all__ = ["available", "track_allocations", "AllocationStats", "step_need", "step_memory",
+           "memory_rows", "memory_table"]
+
+_lock = threading.Lock()
+_open = []          # AllocationStats currently inside their `with`, in entry order
+
+
+def available():
+    """True when the allocation counter is usable (fastnn's compiled build)."""
+    return _memtrack is not None
+
+
+def _require(fn):
+    if _memtrack is None:
+        raise RuntimeError(
+            "%s: the allocation counter needs fastnn's compiled build (the extension "
+            "module fastnn.kernels._memtrack could not be imported: %s). This install has "
+            "the NumPy backend only; reinstall fastnn with a C compiler available."
+            % (fn, _MEMTRACK_ERROR))
+
+
+class AllocationStats:
+    """NumPy data allocations while a `track_allocations()` block runs.
+
+    Attributes (ints; read inside the block they give the figures so far, after it the
+    final ones):
+
+    * ``count``: allocations (malloc and calloc, and reallocs that grow a buffer);
+    * ``nbytes``: bytes allocated (a growing realloc adds its growth);
+    * ``frees``: buffers freed (including arrays allocated before the block, when they
+      were allocated under a counter too);
+    * ``live``: bytes allocated in the block and not freed, minus counted frees of
+      earlier buffers;
+    * ``peak``: the highest value ``live`` reached (>= 0).
+
+    What is counted: arrays whose data is allocated by the thread (more exactly: the
+    contextvars context) that entered the block, in any code run there -- fastnn's,
+    NumPy's, yours. The counters are process-wide, so two threads counting at the same
+    time see each other's allocations. Blocks nest: an inner block's figures are also
+    in the outer one's.
+    """
+
+    def __init__(self):
+        self._state = "new"
+        self._prev = None           # the handler replaced on entry
+        self._base = None           # counters at entry
+        self._saved_peak = 0        # the process peak before this block reset it
+        self._final = None
+
+    # ---------------------------------------------------------------- context manager
+    def __enter__(self):
+        if self._state != "new":
+            raise RuntimeError("track_allocations: this counter was already used; call "
+                               "track_allocations() again for a new block")
+        self._prev = _memtrack.set_handler(_memtrack.handler())
+        with _lock:
+            self._saved_peak = _memtrack.reset_peak()
+            self._base = _memtrack.counters()
+            _open.append(self)
+        self._state = "open"
+        return self
+
+    def __exit__(self, *exc):
+        _memtrack.set_handler(self._prev)
+        self._prev = None
+        with _lock:
+            self._final = self._figures()
+            _open.remove(self)
+            _memtrack.restore_peak(self._saved_peak)   # enclosing blocks keep their peak
+        self._state = "closed"
+        return False
+
+    # ---------------------------------------------------------------------- figures
+    def _figures(self):
+        if self._final is not None:
+            return self._final
+        if self._base is None:
+            raise RuntimeError("AllocationStats: use it as `with track_allocations() as "
+                               "stats:`; there are no figures before the block starts")
+        count, nbytes, frees, live, peak = _memtrack.counters()
+        # blocks opened inside this one reset the process peak; they saved the old value
+        later = _open[_open.index(self) + 1:] if self in _open else []
+        peak = max([peak] + [s._saved_peak for s in later])
+        c0, b0, f0, live0, _ = self._base
+        return {"count": count - c0, "nbytes": nbytes - b0, "frees": frees - f0,
+                "live": live - live0, "peak": max(peak - live0, 0)}
+
+    def _get(self, key):
+        if self._final is None:
+            with _lock:
+                return self._figures()[key]
+        return self._final[key]
+
+    count = property(lambda self: self._get("count"), doc="allocations")
+    nbytes = property(lambda self: self._get("nbytes"), doc="bytes allocated")
+    frees = property(lambda self: self._get("frees"), doc="buffers freed")
+    live = property(lambda self: self._get("live"), doc="net bytes still held")
+    peak = property(lambda self: self._get("peak"), doc="peak of live bytes above entry")
+
+    def as_dict(self):
+        """{"count", "nbytes", "frees", "live", "peak"}."""
+        with _lock:
+            return dict(self._figures())
+
+    def __repr__(self):
+        if self._state == "new":
+            return "AllocationStats(not started)"
+        return "AllocationStats(%s)" % ", ".join("%s=%d" % kv for kv in self.as_dict().items())
+
+
+def track_allocations():
+    """Context manager counting NumPy array-data allocations in the current thread
+    (context): ``with track_allocations() as stats: ...``, then ``stats.count``,
+    ``stats.nbytes``, ``stats.peak`` (see `AllocationStats`).
+
+    Deterministic (the same code allocates the same arrays), so a test can assert on it.
+    Arrays allocated inside remain valid after the block and are freed normally. Frees
+    of arrays counted by an earlier block (e.g. by a garbage collection that happens to
+    run inside) lower ``live`` and ``peak``: call ``gc.collect()`` first, or disable the
+    collector, when those must be exact.
+    Raises RuntimeError on a NumPy-only install (the counter is compiled code).
+    """
+    _require("fastnn.memory.track_allocations")
+    return AllocationStats()
+
+
+# ------------------------------------------------------------------- analytic need
+def _flat_layers(model):
+    from .layers import Sequential
+    if isinstance(model, Sequential):
+        out = []
+        for m in model:
+            out.extend(_flat_layers(m))
+        return out
+    return [model]
+
+
+def _layer_need(layer, shape, itemsize, first):
+    """(activation bytes, activation-gradient bytes, output shape) of one layer on an
+    input of `shape`, in training mode."""
+    from . import layers as L
+    from .layers.activations import _Activation
+    n = shape[0]
+    size = int(np.prod(shape))
+    dx = 0 if first else size * itemsize              # gradient of this layer's input
+    name = "step_need: layer %s" % type(layer).__name__
+    if isinstance(layer, (L.Dense, L.Maxout)):
+        if len(shape) != 2 or shape[1] != layer.in_features:
+            raise ValueError("%s expects inputs (N, %d), the network gives it %s"
+                             % (name, layer.in_features, shape))
+        if isinstance(layer, L.Dense):
+            o = n * layer.out_features
+            fused = layer.activation is not None
+            # z (and the activation's output); dz when the activation is fused
+            return ((2 if fused else 1) * o * itemsize, dx + (o * itemsize if fused else 0),
+                    (n, layer.out_features))
+        z = n * layer.out_features * layer.pieces
+        o = n * layer.out_features
+        idx = o * np.dtype(np.intp).itemsize
+        return (z + o) * itemsize + idx, dx + z * itemsize, (n, layer.out_features)
+    if isinstance(layer, L.BatchNorm1d):
+        if len(shape) != 2 or shape[1] != layer.num_features:
+            raise ValueError("%s expects inputs (N, %d), the network gives it %s"
+                             % (name, layer.num_features, shape))
+        # the output, and the batch mean and inverse std per feature
+        return (size + 2 * shape[1]) * itemsize, dx, shape
+    if isinstance(layer, (_Activation, L.PReLU)):
+        return size * itemsize, dx, shape
+    if isinstance(layer, L.Dropout):
+        if layer.p == 0.0:
+            return 0, 0, shape
+        return 2 * size * itemsize, dx, shape      # the mask and the output
+    if isinstance(layer, L.Flatten):
+        return 0, 0, (n, size // n)                # views of the input / gradient
+    raise TypeError("%s: no memory model for this layer type (built-in layers only)" % name)
+
+
+def _optimizer_state(optimizer):
+    """Bytes of state the optimizer keeps, from its type and hyperparameters (None for an
+    optimizer type this module does not know)."""
+    from . import optim
+    pbytes = sum(p.data.nbytes for p in optimizer.params)
+    if isinstance(optimizer, optim.Adam):                    # AdamW too: m and v
+        return 2 * pbytes
+    if isinstance(optimizer, optim.SGD):
+        return pbytes if optimizer.momentum else 0
+    if isinstance(optimizer, optim.RMSprop):
+        return pbytes * (2 if optimizer.momentum else 1)
+    if isinstance(optimizer, optim.Adagrad):
+        return pbytes
+    return None
+
+
+def step_need(model, optimizer, input_shape):
+    """What one training step needs, analytically, in bytes.
+
+    model: a fastnn Sequential (or a single layer) of built-in layers; optimizer: a
+    fastnn.optim optimizer; input_shape: the batch's shape, e.g. (N, features).
+    Returns a dict:
+
+    * ``params``, ``grads``: the parameters and their gradients;
+    * ``buffers``: non-learnable state (BatchNorm running statistics);
+    * ``optimizer_state``: e.g. 2 x params for Adam, 1 x for SGD with momentum (None for
+      an optimizer type not known here);
+    * ``activations``: what the forward keeps for backward, in training mode: each
+      layer's output, plus a fused Dense's pre-activation, Dropout's mask, BatchNorm's
+      batch mean and inverse std (the input batch itself is the caller's, not counted);
+    * ``activation_grads``: one gradient per activation the backward differentiates
+      through: the loss gradient (shaped like the output), each layer's input gradient
+      except the network input's, and a fused Dense's pre-activation gradient;
+    * ``activation_grads_min``: the least any backward needs for those, the two largest
+      of them alive at once (a lower bound; fastnn keeps them all, one per layer, so a
+      warm step allocates nothing);
+    * ``need``: params + grads + buffers + optimizer_state + activations +
+      activation_grads;
+    * ``need_min``: the same with ``activation_grads_min`` (the tightest accounting);
+    * ``output_shape``.
+    """
+    fn = "step_need"
+    from .layers.base import Module
+    if not isinstance(model, Module):
+        raise TypeError("%s: model must be a fastnn Module, got %s" % (fn, type(model).__name__))
+    if not hasattr(optimizer, "params") or not hasattr(optimizer, "step"):
+        raise TypeError("%s: optimizer must be a fastnn.optim optimizer, got %r"
+                        % (fn, optimizer))
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) < 2 or any(
+            isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1
+            for d in input_shape):
+        raise ValueError("%s: input_shape must be (N, features...) of positive ints, got %r"
+                         % (fn, input_shape))
+    shape = tuple(int(d) for d in input_shape)
+    params = model.parameters()
+    itemsize = (params[0].dtype if params else np.dtype(model.dtype or np.float32)).itemsize
+    acts = []
+    grads = []
+    for k, layer in enumerate(_flat_layers(model)):
+        a, g, shape = _layer_need(layer, shape, itemsize, first=(k == 0))
+        acts.append(a)
+        grads.append(g)
+    loss_grad = int(np.prod(shape)) * itemsize
+    grads.append(loss_grad)
+    pbytes = sum(p.data.nbytes for p in params)
+    res = {"params": pbytes, "grads": pbytes,
+           "buffers": sum(b.nbytes for _, b in model.named_buffers()),
+           "optimizer_state": _optimizer_state(optimizer),
+           "activations": sum(acts), "activation_grads": sum(grads),
+           "activation_grads_min": sum(sorted(grads)[-2:]), "output_shape": shape}
+    res["need"] = sum(res[k] or 0 for k in ("params", "grads", "buffers", "optimizer_state",
+                                            "activations", "activation_grads"))
+    res["need_min"] = res["need"] - res["activation_grads"] + res["activation_grads_min"]
+    return res
+
+
+# ---------------------------------------------------------------------- measurement
+def step_memory(build, x, y, warmup=2, backend=None):
+    """Measured peak memory of a steady-state training step against `step_need`.
+
+    build: a callable with no arguments returning ``(model, loss, optimizer)`` (as for
+    `fastnn.search.random_search`), called inside the counter so that everything fastnn
+    allocates for the model counts: parameters, the optimizer's flat buffers and state,
+    every layer's workspace. x: one batch (N, features...) in the model's dtype; y: its
+    targets (integer labels or float targets). The batch itself is converted before
+    counting starts and is not counted. A `Trainer` runs `warmup` steps (>= 1: the
+    first allocates the workspaces and optimizer state), then one more step whose peak
+    of live bytes, counted from zero before `build`, is the measured figure. backend:
+    None (the active one), "cython" or "numpy". Python's garbage collector is paused
+    while measuring, so no unrelated collection frees counted arrays in between.
+
+    Returns the `step_need` dict plus: ``peak`` (bytes), ``ratio`` (peak / need),
+    ``ratio_min`` (peak / need_min),
+    ``excess`` (peak - need), ``setup_peak`` (peak during build and warm-up),
+    ``step_allocations`` / ``step_bytes`` (allocations of the measured step: 0 when the
+    step reuses all its buffers).
+    """
+    fn = "fastnn.memory.step_memory"
+    _require(fn)
+    if not callable(build):
+        raise TypeError("%s: build must be a callable returning (model, loss, optimizer), "
+                        "got %r" % (fn, build))
+    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 1:
+        raise ValueError("%s: warmup must be an int >= 1, got %r" % (fn, warmup))
+    x = np.asarray(x)
+    if x.dtype not in (np.dtype(np.float32), np.dtype(np.float64)) or x.ndim < 2 \
+            or x.shape[0] < 1:
+        raise TypeError("%s: x must be a float32 or float64 batch of shape (N, ...), got %s "
+                        "of shape %s" % (fn, x.dtype, x.shape))
+    x = np.ascontiguousarray(x)
+    y = np.asarray(y)
+    if len(y) != len(x):
+        raise ValueError("%s: x and y must have the same number of samples, got %d and %d"
+                         % (fn, len(x), len(y)))
+    if y.dtype.kind in "iu":
+        y = np.ascontiguousarray(y, dtype=np.int64)
+    elif y.dtype.kind in "fb":
+        y = np.ascontiguousarray(y, dtype=x.dtype)
+    else:
+        raise TypeError("%s: y must be integer labels or float targets, got %s" % (fn, y.dtype))
+
+    from ._config import use_backend, get_backend
+    from .trainer import Trainer
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        with use_backend(backend or get_backend()):
+            with track_allocations() as total:
+                built = build()
+                if not isinstance(built, (tuple, list)) or len(built) != 3:
+                    raise TypeError("%s: build() must return (model, loss, optimizer), got %r"
+                                    % (fn, built))
+                model, loss, optimizer = built
+                trainer = Trainer(model, loss, optimizer, verbose=0)
+                if trainer.dtype != x.dtype:
+                    raise TypeError("%s: x is %s but the model is %s; pass x in the model's "
+                                    "dtype" % (fn, x.dtype, trainer.dtype))
+                model.train()
+                for _ in range(warmup):
+                    trainer._train_step(x, y)
+                setup_peak = total.peak
+                before = total.live
+                with track_allocations() as step:
+                    trainer._train_step(x, y)
+    finally:
+        if was_enabled:
+            gc.enable()
+    res = step_need(model, optimizer, x.shape)
+    if res["optimizer_state"] is None:      # an optimizer type not modelled: measure it
+        state = optimizer.state_dict()["state"]
+        res["optimizer_state"] = sum(v.nbytes for s in state.values() for v in s.values()
+                                     if isinstance(v, np.ndarray))
+        res["need"] += res["optimizer_state"]
+        res["need_min"] += res["optimizer_state"]
+    res["peak"] = before + step.peak
+    res["ratio"] = res["peak"] / res["need"]
+    res["ratio_min"] = res["peak"] / res["need_min"]
+    res["excess"] = res["peak"] - res["need"]
+    res["setup_peak"] = setup_peak
+    res["step_allocations"] = step.count
+    res["step_bytes"] = step.nbytes
+    return res
+
+
+def _reference_build(widths, lr=1e-3):
+    from . import optim
+    from .bench import fastnn_model
+    from .losses import SoftmaxCrossEntropy
+
+    def build():
+        model = fastnn_model(widths)
+        return model, SoftmaxCrossEntropy(), optim.Adam(model.parameters(), lr=lr)
+    return build
+
+
+def memory_rows(cases=None, backend="cython"):
+    """`step_memory` of the benchmark's reference training steps (float32, Dense ->
+    BatchNorm1d -> ReLU hidden layers, softmax cross-entropy, Adam; the networks of
+    `fastnn.bench.fastnn_step_fn`): one dict per case with ``case``, ``widths``,
+    ``batch`` and the figures of `step_memory`. cases: [(name, widths, batch)]
+    (default: `fastnn.bench.CASES`, S / M / L / XL). RuntimeError on a NumPy-only
+    install."""
+    _require("fastnn.memory.memory_rows")
+    from .bench import CASES, _data
+    rows = []
+    for name, widths, batch in (CASES if cases is None else cases):
+        x, y = _data(widths, batch)
+        res = step_memory(_reference_build(widths), x, y, backend=backend)
+        row = {"case": name, "widths": list(widths), "batch": batch}
+        row.update({k: v for k, v in res.items() if k != "output_shape"})
+        rows.append(row)
+    return rows
+
+
+def _mb(b):
+    return "%.2f MB" % (b / 1e6) if b >= 1e5 else "%.1f kB" % (b / 1e3)
+
+
+def memory_table(rows):
+    """Markdown table of `memory_rows()` output: what a step needs, by part, against the
+    measured peak."""
+    lines = ["| case | params, grads, buffers | Adam state | activations + grads | need "
+             "| peak | peak / need | peak / need_min | step allocations |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append("| %s | %s | %s | %s | %s | %s | %.3f | %.3f | %d |" % (
+            r["case"], _mb(r["params"] + r["grads"] + r["buffers"]),
+            _mb(r["optimizer_state"]), _mb(r["activations"] + r["activation_grads"]),
+            _mb(r["need"]), _mb(r["peak"]), r["ratio"], r["ratio_min"],
+            r["step_allocations"]))
+    return "\n".join(lines)
