@@ -194,12 +194,6 @@ def _batch(widths, batch, task="multiclass", dtype=np.float32):
     return x, rng.standard_normal((batch, widths[-1])).astype(dtype)
 
 
-DROPOUT_ALLOCATES = pytest.mark.xfail(
-    strict=True, reason="Dropout._forward allocates 4 small arrays (20 bytes) per layer and step: "
-    "layers/dropout.py:41 np.greater_equal(mask, self.p, out=mask) and :43 "
-    "mask *= x.dtype.type(1/(1-p)) each turn their scalar operand into a new 0-d array "
-    "(2 allocations per line); 0-d arrays of the dtype kept in the workspace would not")
-
 # (id, model factory, loss factory, optimizer factory, widths, batch, task, dtype)
 STEP_CASES = [
     ("S-bn-relu-adam", lambda: _bn_net((64, 128, 10)), SoftmaxCrossEntropy,
@@ -236,7 +230,6 @@ STEP_CASES = [
      SoftmaxCrossEntropy, lambda p: optim.SGD(p, lr=0.05, momentum=0.9),
      (64, 128, 64, 10), 32, "multiclass", np.float32),
 ]
-KNOWN_ALLOCATING = {"bn-relu-dropout-sgd": DROPOUT_ALLOCATES}
 
 
 def _trainer(make_model, make_loss, make_opt):
@@ -247,8 +240,7 @@ def _trainer(make_model, make_loss, make_opt):
 
 @needs_cython
 @pytest.mark.parametrize("name, make_model, make_loss, make_opt, widths, batch, task, dtype",
-                         [pytest.param(*c, id=c[0], marks=KNOWN_ALLOCATING.get(c[0], ()))
-                          for c in STEP_CASES])
+                         [pytest.param(*c, id=c[0]) for c in STEP_CASES])
 def test_warm_training_step_allocates_nothing(name, make_model, make_loss, make_opt, widths,
                                                batch, task, dtype):
     x, y = _batch(widths, batch, task, dtype)
@@ -295,10 +287,6 @@ def test_fit_epoch_loop_allocates_nothing_per_step():
 
 
 @needs_cython
-@pytest.mark.xfail(strict=True, reason="a smaller last batch changes every workspace "
-                   "shape: Workspace.get (src/fastnn/_workspace.py:19-22) keeps one array "
-                   "per key, so the ragged batch and the first full batch after it "
-                   "reallocate every per-batch buffer, twice per epoch")
 def test_fit_with_a_ragged_last_batch_allocates_nothing_per_epoch_more():
     widths = (64, 128, 10)
     X, y = _batch(widths, 32 * 4 + 5)

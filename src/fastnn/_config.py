@@ -8,6 +8,7 @@ import types
 import numpy as np
 import scipy
 
+from . import _generation
 from .kernels import numpy_ref
 
 _KERNEL_NAMES = tuple(numpy_ref.__all__)
@@ -137,6 +138,7 @@ def set_num_threads(n):
                          "runtime aborts the process when it cannot create a thread)"
                          % (MAX_THREADS, n))
     _num_threads = int(n)
+    _generation.bump()
     _apply_blas_limits()
 
 
@@ -171,6 +173,7 @@ def _after_fork_in_child():
     global _forked_child
     if _pool_started:
         _forked_child = True
+        _generation.bump()
 
 
 if hasattr(os, "register_at_fork"):

@@ -83,6 +83,24 @@ def gemm_only_step(widths, batch, budget, threads):
         return median_time(run, budget)
 
 
+def gemv_only_forward(widths, budget, threads):
+    """Time of a batch-1 forward's matrix-vector products alone (z = W^T x per layer,
+    BLAS sgemv on `threads` threads): streaming the weights once is the floor of
+    batch-1 inference."""
+    from scipy.linalg.blas import sgemv
+    rng = np.random.default_rng(0)
+    calls = []
+    for i, o in zip(widths[:-1], widths[1:]):
+        w = rng.standard_normal((i, o), np.float32)
+        calls.append((w.T, rng.standard_normal(i, np.float32), np.empty(o, np.float32)))
+
+    def run():
+        for a, x, y in calls:
+            sgemv(1.0, a, x, y=y, overwrite_y=1)
+    with _all_threads(threads):
+        return median_time(run, budget)
+
+
 def adam_only(widths, budget):
     """Time of the step's Adam update alone (all parameters, one fused kernel call): with
     the GEMMs, the floor a step cannot beat (it streams 7 arrays of the parameter count)."""
@@ -257,6 +275,8 @@ def run(quick=False, log=print):
         row["fastnn-" + b] = median_time(fastnn_infer_fn(widths, b), budget)
     if has_torch:
         row["torch"] = median_time(torch_infer_fn(widths, threads), budget)
+    row["gemm-only"] = gemv_only_forward(widths, budget, threads)
+    row["gemm_gflop"] = 2 * sum(i * o for i, o in zip(widths[:-1], widths[1:])) / 1e9
     res["cases"].append(row)
     log("  " + _summary(row))
     if has_sklearn:
@@ -270,6 +290,10 @@ def run(quick=False, log=print):
                                       min_repeats=3)}
         res["cases"].append(row)
         log("  " + _summary(row))
+    from . import memory
+    if memory.available():
+        log("memory of a training step (allocations, peak vs need) ...")
+        res["memory"] = memory.memory_rows()
     return res
 
 
@@ -353,6 +377,10 @@ def add_parser(subparsers):
 def main(args):
     res = run(quick=args.quick, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(table(res))
+    if "memory" in res:
+        from .memory import memory_table
+        print()
+        print(memory_table(res["memory"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -10,6 +10,13 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 import numpy as np
+cimport numpy as cnp
+from libc.string cimport memset
+
+from ._buffers cimport array_data, float_type
+from ._plan cimport PlanOp, submit
+
+cnp.import_array()
 
 from . import codes as _codes
 from ._actfuncs cimport (ACT_ELU, ACT_GELU, ACT_GELU_TANH, ACT_IDENTITY, ACT_LEAKY_RELU,
@@ -47,15 +54,12 @@ cdef inline int _check_code(int code) except -1:
 # ---------------------------------------------------------------------------------------
 # act_forward / act_backward
 # ---------------------------------------------------------------------------------------
-cdef void _act_forward(const floating[::1] x, floating[::1] out, int code, floating p,
+cdef void _act_forward(const floating *xp, floating *yp, Py_ssize_t n, int code, floating p,
                        int nthreads) noexcept nogil:
-    cdef Py_ssize_t n = x.shape[0]
     cdef Py_ssize_t nb = (n + BLOCK - 1) // BLOCK
     cdef Py_ssize_t b, start
     if n == 0:
         return
-    cdef const floating *xp = &x[0]
-    cdef floating *yp = &out[0]
     if nthreads <= 1 or nb <= 1:
         act_forward_span(xp, yp, n, code, p)
         return
@@ -64,18 +68,13 @@ cdef void _act_forward(const floating[::1] x, floating[::1] out, int code, float
         act_forward_span(xp + start, yp + start, min(BLOCK, n - start), code, p)
 
 
-cdef void _act_backward(const floating[::1] dout, const floating[::1] x,
-                        const floating[::1] y,
-                        floating[::1] dx, int code, floating p, int nthreads) noexcept nogil:
-    cdef Py_ssize_t n = x.shape[0]
+cdef void _act_backward(const floating *gp, const floating *xp, const floating *yp,
+                        floating *dp, Py_ssize_t n, int code, floating p,
+                        int nthreads) noexcept nogil:
     cdef Py_ssize_t nb = (n + BLOCK - 1) // BLOCK
     cdef Py_ssize_t b, start
     if n == 0:
         return
-    cdef const floating *gp = &dout[0]
-    cdef const floating *xp = &x[0]
-    cdef const floating *yp = &y[0]
-    cdef floating *dp = &dx[0]
     if nthreads <= 1 or nb <= 1:
         act_backward_span(gp, xp, yp, dp, n, code, p)
         return
@@ -85,24 +84,59 @@ cdef void _act_backward(const floating[::1] dout, const floating[::1] x,
                           min(BLOCK, n - start), code, p)
 
 
-def act_forward(x, out, int code, double p, int nthreads=1):
-    """out[...] = f(x); x, out: same shape and dtype (may be the same array)."""
-    _check_code(code)
-    if x.dtype == _F64:
-        _act_forward[double](x.reshape(-1), out.reshape(-1), code, p, nthreads)
+cdef int _forward_op(const PlanOp *op) noexcept nogil:
+    if op.flt:
+        _act_forward[double](<double *>op.ptr[0], <double *>op.ptr[1], op.dim[0], op.code,
+                             op.arg[0], op.nthreads)
     else:
-        _act_forward[float](x.reshape(-1), out.reshape(-1), code, <float>p, nthreads)
+        _act_forward[float](<float *>op.ptr[0], <float *>op.ptr[1], op.dim[0], op.code,
+                            <float>op.arg[0], op.nthreads)
+    return 0
+
+
+cdef int _backward_op(const PlanOp *op) noexcept nogil:
+    if op.flt:
+        _act_backward[double](<double *>op.ptr[0], <double *>op.ptr[1],
+                              <double *>op.ptr[2], <double *>op.ptr[3], op.dim[0],
+                              op.code, op.arg[0], op.nthreads)
+    else:
+        _act_backward[float](<float *>op.ptr[0], <float *>op.ptr[1], <float *>op.ptr[2],
+                             <float *>op.ptr[3], op.dim[0], op.code, <float>op.arg[0],
+                             op.nthreads)
+    return 0
+
+
+def act_forward(x, out, int code, double p, int nthreads=1):
+    """out[...] = f(x); x, out: C-contiguous, same size and dtype (may be the same
+    array)."""
+    _check_code(code)
+    cdef int tn = float_type(x)
+    cdef Py_ssize_t n = x.size
+    cdef PlanOp op
+    memset(&op, 0, sizeof(op))
+    op.ptr[0] = array_data(x, tn, n, -2, False, "x")
+    op.ptr[1] = array_data(out, tn, n, -2, True, "out")
+    op.dim[0] = n
+    op.flt, op.code, op.nthreads, op.arg[0] = tn == cnp.NPY_DOUBLE, code, nthreads, p
+    op.run = _forward_op
+    submit(&op)
 
 
 def act_backward(dout, x, y, dx, int code, double p, int nthreads=1):
     """dx[...] = dout * f'(x), using the forward's input x and output y = f(x)."""
     _check_code(code)
-    if x.dtype == _F64:
-        _act_backward[double](dout.reshape(-1), x.reshape(-1), y.reshape(-1),
-                              dx.reshape(-1), code, p, nthreads)
-    else:
-        _act_backward[float](dout.reshape(-1), x.reshape(-1), y.reshape(-1),
-                             dx.reshape(-1), code, <float>p, nthreads)
+    cdef int tn = float_type(x)
+    cdef Py_ssize_t n = x.size
+    cdef PlanOp op
+    memset(&op, 0, sizeof(op))
+    op.ptr[0] = array_data(dout, tn, n, -2, False, "dout")
+    op.ptr[1] = array_data(x, tn, n, -2, False, "x")
+    op.ptr[2] = array_data(y, tn, n, -2, False, "y")
+    op.ptr[3] = array_data(dx, tn, n, -2, True, "dx")
+    op.dim[0] = n
+    op.flt, op.code, op.nthreads, op.arg[0] = tn == cnp.NPY_DOUBLE, code, nthreads, p
+    op.run = _backward_op
+    submit(&op)
 
 
 # ---------------------------------------------------------------------------------------
@@ -127,7 +161,7 @@ cdef void _prelu_forward(const floating[::1] x, const floating[::1] alpha, float
     if n == 0:
         return
     if C == 1:   # shared alpha: leaky_relu with slope alpha[0]
-        _act_forward(x, out, ACT_LEAKY_RELU, alpha[0], nthreads)
+        _act_forward(&x[0], &out[0], n, ACT_LEAKY_RELU, alpha[0], nthreads)
         return
     rows = n // C
     rb = max(1, BLOCK // C)             # rows per work item

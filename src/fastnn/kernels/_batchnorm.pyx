@@ -36,8 +36,10 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 from ._buffers cimport array_data, float_type, optional_data
+from ._plan cimport PlanOp, submit
 from ._reduce cimport f_sqrt, nblocks
 
 cdef enum:
@@ -247,37 +249,47 @@ cdef inline int _team(int nthreads, Py_ssize_t ntiles) noexcept nogil:
 # public kernels
 # ----------------------------------------------------------------------------------
 
-def bn_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, out, mean,
-                     invstd, int nthreads=1):
+cdef int _forward_train_op(const PlanOp *op) noexcept nogil:
+    if op.flt:
+        return _bn_forward_train_impl[double](
+            <double*>op.ptr[0], <double*>op.ptr[1], <double*>op.ptr[2], <double*>op.ptr[3],
+            <double*>op.ptr[4], op.arg[0], op.arg[1], <double*>op.ptr[5],
+            <double*>op.ptr[6], <double*>op.ptr[7], op.dim[0], op.dim[1], op.nthreads)
+    return _bn_forward_train_impl[float](
+        <float*>op.ptr[0], <float*>op.ptr[1], <float*>op.ptr[2], <float*>op.ptr[3],
+        <float*>op.ptr[4], op.arg[0], op.arg[1], <float*>op.ptr[5], <float*>op.ptr[6],
+        <float*>op.ptr[7], op.dim[0], op.dim[1], op.nthreads)
+
+
+def bn_forward_train(x, gamma, beta, running_mean, running_var, double momentum,
+                     double eps, out, mean, invstd, int nthreads=1):
     """Write out (N, D), mean (D,), invstd (D,); update running_mean/var (D,) in place
     (either may be None: no tracking). Requires N > 1."""
     cdef int tn = float_type(x)
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
-    cdef void *xp = array_data(x, tn, n, d, False, "x")
-    cdef void *gp = array_data(gamma, tn, d, -1, False, "gamma")
-    cdef void *bp = array_data(beta, tn, d, -1, False, "beta")
-    cdef void *rm = optional_data(running_mean, tn, d, -1, True, "running_mean")
-    cdef void *rv = optional_data(running_var, tn, d, -1, True, "running_var")
-    cdef void *op = array_data(out, tn, n, d, True, "out")
-    cdef void *mp = array_data(mean, tn, d, -1, True, "mean")
-    cdef void *ip = array_data(invstd, tn, d, -1, True, "invstd")
-    if tn == cnp.NPY_DOUBLE:
-        _bn_forward_train_impl[double](<double*>xp, <double*>gp, <double*>bp, <double*>rm,
-                                       <double*>rv, momentum, eps, <double*>op,
-                                       <double*>mp, <double*>ip, n, d, nthreads)
-    else:
-        _bn_forward_train_impl[float](<float*>xp, <float*>gp, <float*>bp, <float*>rm,
-                                      <float*>rv, momentum, eps, <float*>op, <float*>mp,
-                                      <float*>ip, n, d, nthreads)
+    cdef PlanOp op
+    memset(&op, 0, sizeof(op))
+    op.ptr[0] = array_data(x, tn, n, d, False, "x")
+    op.ptr[1] = array_data(gamma, tn, d, -1, False, "gamma")
+    op.ptr[2] = array_data(beta, tn, d, -1, False, "beta")
+    op.ptr[3] = optional_data(running_mean, tn, d, -1, True, "running_mean")
+    op.ptr[4] = optional_data(running_var, tn, d, -1, True, "running_var")
+    op.ptr[5] = array_data(out, tn, n, d, True, "out")
+    op.ptr[6] = array_data(mean, tn, d, -1, True, "mean")
+    op.ptr[7] = array_data(invstd, tn, d, -1, True, "invstd")
+    op.dim[0], op.dim[1] = n, d
+    op.flt, op.nthreads, op.arg[0], op.arg[1] = tn == cnp.NPY_DOUBLE, nthreads, momentum, eps
+    op.run = _forward_train_op
+    submit(&op)
 
 
-cdef object _bn_forward_train_impl(const floating* x, const floating* gamma,
-                                   const floating* beta, floating* running_mean,
-                                   floating* running_var, double momentum, double eps,
-                                   floating* out, floating* mean, floating* invstd,
-                                   Py_ssize_t n, Py_ssize_t d, int nthreads):
+cdef int _bn_forward_train_impl(const floating* x, const floating* gamma,
+                                const floating* beta, floating* running_mean,
+                                floating* running_var, double momentum, double eps,
+                                floating* out, floating* mean, floating* invstd,
+                                Py_ssize_t n, Py_ssize_t d, int nthreads) noexcept nogil:
     if n == 0 or d == 0:
-        return
+        return 0
     cdef Py_ssize_t rpb = _rows_per_block(n)
     cdef Py_ssize_t nrb = nblocks(n, rpb), ncb = nblocks(d, CB), ntiles = nrb * ncb
     cdef Py_ssize_t t, j
@@ -298,74 +310,82 @@ cdef object _bn_forward_train_impl(const floating* x, const floating* gamma,
     if work == NULL or scale == NULL:
         free(work)
         free(scale)
-        raise MemoryError()
+        return -1
     cdef double* shift = work
     cdef double* acc1 = work + d
     cdef double* acc2 = work + 2 * d
     cdef double* part = work + 3 * d
-    try:
-        with nogil:
-            for j in range(d):
-                shift[j] = px[j]
-            for t in prange(ntiles, schedule="static", num_threads=nt,
-                            use_threads_if=nt > 1):
-                tl = _tile(t, ncb, rpb, n, d)
-                _shifted_sums(px, d, tl.r0, tl.r1, tl.c0, tl.c1, shift,
-                              part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
-            _combine(part, nrb, d, acc1, acc2)
-            for j in range(d):
-                dm = acc1[j] / dn
-                var = acc2[j] / dn - dm * dm
-                if var < 0.0:        # rounding only; NaN passes through
-                    var = 0.0
-                mean[j] = <floating>(shift[j] + dm)
-                invstd[j] = <floating>(1.0 / sqrt(var + eps))
-                scale[j] = invstd[j] * gamma[j]
-                if track_mean:
-                    running_mean[j] = running_mean[j] * keep + mom * mean[j]
-                if track_var:
-                    var_f = <floating>var
-                    running_var[j] = running_var[j] * keep + mom * var_f * unbias
-            for t in prange(ntiles, schedule="static", num_threads=nt,
-                            use_threads_if=nt > 1):
-                tl = _tile(t, ncb, rpb, n, d)
-                _affine(px, pout, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, scale, beta)
-    finally:
-        free(work)
-        free(scale)
+    for j in range(d):
+        shift[j] = px[j]
+    for t in prange(ntiles, schedule="static", num_threads=nt,
+                    use_threads_if=nt > 1):
+        tl = _tile(t, ncb, rpb, n, d)
+        _shifted_sums(px, d, tl.r0, tl.r1, tl.c0, tl.c1, shift,
+                      part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
+    _combine(part, nrb, d, acc1, acc2)
+    for j in range(d):
+        dm = acc1[j] / dn
+        var = acc2[j] / dn - dm * dm
+        if var < 0.0:        # rounding only; NaN passes through
+            var = 0.0
+        mean[j] = <floating>(shift[j] + dm)
+        invstd[j] = <floating>(1.0 / sqrt(var + eps))
+        scale[j] = invstd[j] * gamma[j]
+        if track_mean:
+            running_mean[j] = running_mean[j] * keep + mom * mean[j]
+        if track_var:
+            var_f = <floating>var
+            running_var[j] = running_var[j] * keep + mom * var_f * unbias
+    for t in prange(ntiles, schedule="static", num_threads=nt,
+                    use_threads_if=nt > 1):
+        tl = _tile(t, ncb, rpb, n, d)
+        _affine(px, pout, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, scale, beta)
+    free(work)
+    free(scale)
+    return 0
 
 
-def bn_forward_eval(x, gamma, beta, running_mean, running_var, eps, out, mean, invstd,
-                    int nthreads=1):
+cdef int _forward_eval_op(const PlanOp *op) noexcept nogil:
+    if op.flt:
+        return _bn_forward_eval_impl[double](
+            <double*>op.ptr[0], <double*>op.ptr[1], <double*>op.ptr[2], <double*>op.ptr[3],
+            <double*>op.ptr[4], op.arg[1], <double*>op.ptr[5], <double*>op.ptr[6],
+            <double*>op.ptr[7], op.dim[0], op.dim[1], op.nthreads)
+    return _bn_forward_eval_impl[float](
+        <float*>op.ptr[0], <float*>op.ptr[1], <float*>op.ptr[2], <float*>op.ptr[3],
+        <float*>op.ptr[4], op.arg[1], <float*>op.ptr[5], <float*>op.ptr[6],
+        <float*>op.ptr[7], op.dim[0], op.dim[1], op.nthreads)
+
+
+def bn_forward_eval(x, gamma, beta, running_mean, running_var, double eps, out, mean,
+                    invstd, int nthreads=1):
     """Normalise with the running statistics; also write mean = running_mean and
     invstd = 1/sqrt(running_var + eps) (D,) for the backward."""
     cdef int tn = float_type(x)
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
-    cdef void *xp = array_data(x, tn, n, d, False, "x")
-    cdef void *gp = array_data(gamma, tn, d, -1, False, "gamma")
-    cdef void *bp = array_data(beta, tn, d, -1, False, "beta")
-    cdef void *rm = array_data(running_mean, tn, d, -1, False, "running_mean")
-    cdef void *rv = array_data(running_var, tn, d, -1, False, "running_var")
-    cdef void *op = array_data(out, tn, n, d, True, "out")
-    cdef void *mp = array_data(mean, tn, d, -1, True, "mean")
-    cdef void *ip = array_data(invstd, tn, d, -1, True, "invstd")
-    if tn == cnp.NPY_DOUBLE:
-        _bn_forward_eval_impl[double](<double*>xp, <double*>gp, <double*>bp, <double*>rm,
-                                      <double*>rv, eps, <double*>op, <double*>mp,
-                                      <double*>ip, n, d, nthreads)
-    else:
-        _bn_forward_eval_impl[float](<float*>xp, <float*>gp, <float*>bp, <float*>rm,
-                                     <float*>rv, eps, <float*>op, <float*>mp, <float*>ip,
-                                     n, d, nthreads)
+    cdef PlanOp op
+    memset(&op, 0, sizeof(op))
+    op.ptr[0] = array_data(x, tn, n, d, False, "x")
+    op.ptr[1] = array_data(gamma, tn, d, -1, False, "gamma")
+    op.ptr[2] = array_data(beta, tn, d, -1, False, "beta")
+    op.ptr[3] = array_data(running_mean, tn, d, -1, False, "running_mean")
+    op.ptr[4] = array_data(running_var, tn, d, -1, False, "running_var")
+    op.ptr[5] = array_data(out, tn, n, d, True, "out")
+    op.ptr[6] = array_data(mean, tn, d, -1, True, "mean")
+    op.ptr[7] = array_data(invstd, tn, d, -1, True, "invstd")
+    op.dim[0], op.dim[1] = n, d
+    op.flt, op.nthreads, op.arg[1] = tn == cnp.NPY_DOUBLE, nthreads, eps
+    op.run = _forward_eval_op
+    submit(&op)
 
 
-cdef object _bn_forward_eval_impl(const floating* x, const floating* gamma,
-                                  const floating* beta, const floating* running_mean,
-                                  const floating* running_var, double eps, floating* out,
-                                  floating* mean, floating* invstd, Py_ssize_t n,
-                                  Py_ssize_t d, int nthreads):
+cdef int _bn_forward_eval_impl(const floating* x, const floating* gamma,
+                               const floating* beta, const floating* running_mean,
+                               const floating* running_var, double eps, floating* out,
+                               floating* mean, floating* invstd, Py_ssize_t n,
+                               Py_ssize_t d, int nthreads) noexcept nogil:
     if n == 0 or d == 0:
-        return
+        return 0
     cdef Py_ssize_t rpb = _rows_per_block(n)
     cdef Py_ssize_t nrb = nblocks(n, rpb), ncb = nblocks(d, CB), ntiles = nrb * ncb
     cdef Py_ssize_t t, j
@@ -376,49 +396,57 @@ cdef object _bn_forward_eval_impl(const floating* x, const floating* gamma,
     cdef floating one = 1, eps_f = <floating>eps
     cdef floating* scale = <floating*>malloc(d * sizeof(floating))
     if scale == NULL:
-        raise MemoryError()
-    try:
-        with nogil:
-            for j in range(d):
-                mean[j] = running_mean[j]
-                invstd[j] = one / f_sqrt(running_var[j] + eps_f)
-                scale[j] = invstd[j] * gamma[j]
-            for t in prange(ntiles, schedule="static", num_threads=nt,
-                            use_threads_if=nt > 1):
-                tl = _tile(t, ncb, rpb, n, d)
-                _affine(px, pout, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, scale, beta)
-    finally:
-        free(scale)
+        return -1
+    for j in range(d):
+        mean[j] = running_mean[j]
+        invstd[j] = one / f_sqrt(running_var[j] + eps_f)
+        scale[j] = invstd[j] * gamma[j]
+    for t in prange(ntiles, schedule="static", num_threads=nt,
+                    use_threads_if=nt > 1):
+        tl = _tile(t, ncb, rpb, n, d)
+        _affine(px, pout, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, scale, beta)
+    free(scale)
+    return 0
 
 
-def bn_backward(dout, x, gamma, mean, invstd, training, dx, dgamma, dbeta,
+cdef int _backward_op(const PlanOp *op) noexcept nogil:
+    if op.flt:
+        return _bn_backward_impl[double](
+            <double*>op.ptr[0], <double*>op.ptr[1], <double*>op.ptr[2], <double*>op.ptr[3],
+            <double*>op.ptr[4], op.code, <double*>op.ptr[5], <double*>op.ptr[6],
+            <double*>op.ptr[7], op.dim[0], op.dim[1], op.nthreads)
+    return _bn_backward_impl[float](
+        <float*>op.ptr[0], <float*>op.ptr[1], <float*>op.ptr[2], <float*>op.ptr[3],
+        <float*>op.ptr[4], op.code, <float*>op.ptr[5], <float*>op.ptr[6],
+        <float*>op.ptr[7], op.dim[0], op.dim[1], op.nthreads)
+
+
+def bn_backward(dout, x, gamma, mean, invstd, bint training, dx, dgamma, dbeta,
                 int nthreads=1):
     """Write dx (N, D), dgamma (D,), dbeta (D,) (dgamma/dbeta may be None)."""
     cdef int tn = float_type(x)
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
-    cdef void *gdp = array_data(dout, tn, n, d, False, "dout")
-    cdef void *xp = array_data(x, tn, n, d, False, "x")
-    cdef void *gp = array_data(gamma, tn, d, -1, False, "gamma")
-    cdef void *mp = array_data(mean, tn, d, -1, False, "mean")
-    cdef void *ip = array_data(invstd, tn, d, -1, False, "invstd")
-    cdef void *dxp = array_data(dx, tn, n, d, True, "dx")
-    cdef void *dgp = optional_data(dgamma, tn, d, -1, True, "dgamma")
-    cdef void *dbp = optional_data(dbeta, tn, d, -1, True, "dbeta")
-    if tn == cnp.NPY_DOUBLE:
-        _bn_backward_impl[double](<double*>gdp, <double*>xp, <double*>gp, <double*>mp,
-                                  <double*>ip, training, <double*>dxp, <double*>dgp,
-                                  <double*>dbp, n, d, nthreads)
-    else:
-        _bn_backward_impl[float](<float*>gdp, <float*>xp, <float*>gp, <float*>mp,
-                                 <float*>ip, training, <float*>dxp, <float*>dgp,
-                                 <float*>dbp, n, d, nthreads)
+    cdef PlanOp op
+    memset(&op, 0, sizeof(op))
+    op.ptr[0] = array_data(dout, tn, n, d, False, "dout")
+    op.ptr[1] = array_data(x, tn, n, d, False, "x")
+    op.ptr[2] = array_data(gamma, tn, d, -1, False, "gamma")
+    op.ptr[3] = array_data(mean, tn, d, -1, False, "mean")
+    op.ptr[4] = array_data(invstd, tn, d, -1, False, "invstd")
+    op.ptr[5] = array_data(dx, tn, n, d, True, "dx")
+    op.ptr[6] = optional_data(dgamma, tn, d, -1, True, "dgamma")
+    op.ptr[7] = optional_data(dbeta, tn, d, -1, True, "dbeta")
+    op.dim[0], op.dim[1] = n, d
+    op.flt, op.code, op.nthreads = tn == cnp.NPY_DOUBLE, training, nthreads
+    op.run = _backward_op
+    submit(&op)
 
 
-cdef object _bn_backward_impl(const floating* dout, const floating* x,
-                              const floating* gamma, const floating* mean,
-                              const floating* invstd, bint training, floating* dx,
-                              floating* dgamma, floating* dbeta, Py_ssize_t n,
-                              Py_ssize_t d, int nthreads):
+cdef int _bn_backward_impl(const floating* dout, const floating* x,
+                           const floating* gamma, const floating* mean,
+                           const floating* invstd, bint training, floating* dx,
+                           floating* dgamma, floating* dbeta, Py_ssize_t n,
+                           Py_ssize_t d, int nthreads) noexcept nogil:
     cdef Py_ssize_t k
     if n == 0 or d == 0:
         for k in range(d):
@@ -426,7 +454,7 @@ cdef object _bn_backward_impl(const floating* dout, const floating* x,
                 dgamma[k] = 0
             if dbeta != NULL:
                 dbeta[k] = 0
-        return
+        return 0
     cdef Py_ssize_t rpb = _rows_per_block(n)
     cdef Py_ssize_t nrb = nblocks(n, rpb), ncb = nblocks(d, CB), ntiles = nrb * ncb
     cdef Py_ssize_t t, j
@@ -446,60 +474,58 @@ cdef object _bn_backward_impl(const floating* dout, const floating* x,
     if work == NULL or coef == NULL:
         free(work)
         free(coef)
-        raise MemoryError()
+        return -1
     cdef double* acc1 = work
     cdef double* acc2 = work + d
     cdef double* part = work + 2 * d
     cdef floating* ca = coef
     cdef floating* cb = coef + d
     cdef floating* cc = coef + 2 * d
-    try:
-        with nogil:
-            if training:
-                # pass 1: dbeta / dgamma sums
-                for t in prange(ntiles, schedule="static", num_threads=nt,
-                                use_threads_if=nt > 1):
-                    tl = _tile(t, ncb, rpb, n, d)
-                    _grad_sums(pd, px, d, tl.r0, tl.r1, tl.c0, tl.c1, mean,
-                               part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
-                _combine(part, nrb, d, acc1, acc2)
-                for j in range(d):
-                    inv = invstd[j]
-                    dg = inv * acc2[j]
-                    gi = <double>gamma[j] * inv
-                    ca[j] = <floating>gi
-                    cb[j] = <floating>(-gi * inv * dg / dn)
-                    cc[j] = <floating>(-gi * acc1[j] / dn)
-                    if want_dg:
-                        dgamma[j] = <floating>dg
-                    if want_db:
-                        dbeta[j] = <floating>acc1[j]
-                # pass 2: dx
-                for t in prange(ntiles, schedule="static", num_threads=nt,
-                                use_threads_if=nt > 1):
-                    tl = _tile(t, ncb, rpb, n, d)
-                    _dx_train(pd, px, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, ca, cb, cc)
-            else:
-                for j in range(d):
-                    ca[j] = gamma[j] * invstd[j]
-                if sums:
-                    # one pass: dx and the dbeta / dgamma sums
-                    for t in prange(ntiles, schedule="static", num_threads=nt,
-                                    use_threads_if=nt > 1):
-                        tl = _tile(t, ncb, rpb, n, d)
-                        _dx_eval_sums(pd, px, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, ca, mean,
-                                      part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
-                    _combine(part, nrb, d, acc1, acc2)
-                    for j in range(d):
-                        if want_dg:
-                            dgamma[j] = <floating>(<double>invstd[j] * acc2[j])
-                        if want_db:
-                            dbeta[j] = <floating>acc1[j]
-                else:
-                    for t in prange(ntiles, schedule="static", num_threads=nt,
-                                    use_threads_if=nt > 1):
-                        tl = _tile(t, ncb, rpb, n, d)
-                        _dx_eval(pd, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, ca)
-    finally:
-        free(work)
-        free(coef)
+    if training:
+        # pass 1: dbeta / dgamma sums
+        for t in prange(ntiles, schedule="static", num_threads=nt,
+                        use_threads_if=nt > 1):
+            tl = _tile(t, ncb, rpb, n, d)
+            _grad_sums(pd, px, d, tl.r0, tl.r1, tl.c0, tl.c1, mean,
+                       part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
+        _combine(part, nrb, d, acc1, acc2)
+        for j in range(d):
+            inv = invstd[j]
+            dg = inv * acc2[j]
+            gi = <double>gamma[j] * inv
+            ca[j] = <floating>gi
+            cb[j] = <floating>(-gi * inv * dg / dn)
+            cc[j] = <floating>(-gi * acc1[j] / dn)
+            if want_dg:
+                dgamma[j] = <floating>dg
+            if want_db:
+                dbeta[j] = <floating>acc1[j]
+        # pass 2: dx
+        for t in prange(ntiles, schedule="static", num_threads=nt,
+                        use_threads_if=nt > 1):
+            tl = _tile(t, ncb, rpb, n, d)
+            _dx_train(pd, px, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, ca, cb, cc)
+    else:
+        for j in range(d):
+            ca[j] = gamma[j] * invstd[j]
+        if sums:
+            # one pass: dx and the dbeta / dgamma sums
+            for t in prange(ntiles, schedule="static", num_threads=nt,
+                            use_threads_if=nt > 1):
+                tl = _tile(t, ncb, rpb, n, d)
+                _dx_eval_sums(pd, px, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, ca, mean,
+                              part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
+            _combine(part, nrb, d, acc1, acc2)
+            for j in range(d):
+                if want_dg:
+                    dgamma[j] = <floating>(<double>invstd[j] * acc2[j])
+                if want_db:
+                    dbeta[j] = <floating>acc1[j]
+        else:
+            for t in prange(ntiles, schedule="static", num_threads=nt,
+                            use_threads_if=nt > 1):
+                tl = _tile(t, ncb, rpb, n, d)
+                _dx_eval(pd, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, ca)
+    free(work)
+    free(coef)
+    return 0

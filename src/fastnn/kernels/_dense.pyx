@@ -38,7 +38,9 @@ cimport numpy as cnp
 cnp.import_array()
 
 from . import codes as _codes
-from ._buffers cimport array_data, optional_data
+from ._buffers cimport array_data, float_type, optional_data
+from ._plan cimport PlanOp, submit
+from libc.string cimport memset
 from ._actfuncs cimport (ACT_IDENTITY, ACT_LEAKY_RELU, ACT_NUM_CODES, ACT_RELU,
                          act_backward_span, act_forward_span)
 
@@ -49,17 +51,18 @@ if (_codes.IDENTITY, _codes.RELU, _codes.LEAKY_RELU) != (
 
 cdef enum:
     COLS = 64      # db is summed per block of COLS columns (fixed: thread-count independent)
-    ALIGN = 48     # GEMM blocks are cut at multiples of this (whole micro-kernel tiles)
+    ALIGN = 16     # GEMM blocks are cut at multiples of this (whole micro-kernel tiles)
     PARTS = 4      # GEMM blocks per product when it is worth splitting
     SPLIT_MIN = 1 << 20   # multiply-adds below which a product stays one GEMM call
+    SPLIT_MIN_GEMV = 1 << 16   # the same for a matrix-vector product (bandwidth-bound)
 
-_F64 = np.dtype(np.float64)
 
-
-cdef inline int _nparts(Py_ssize_t dim, Py_ssize_t work) noexcept nogil:
-    """Number of GEMM blocks for a product of `work` multiply-adds split along `dim`:
-    a function of the shape only (never of the thread count)."""
-    if work < SPLIT_MIN:
+cdef inline int _nparts(Py_ssize_t dim, Py_ssize_t work, bint matvec) noexcept nogil:
+    """Number of GEMM blocks for a product of `work` multiply-adds split along `dim`
+    (`matvec`: one operand is a vector, so the product streams the matrix once and is
+    worth splitting much earlier): a function of the shape only (never of the thread
+    count)."""
+    if work < (SPLIT_MIN_GEMV if matvec else SPLIT_MIN):
         return 1
     return <int>min(<Py_ssize_t>PARTS, (dim + ALIGN - 1) // ALIGN)
 
@@ -164,7 +167,7 @@ cdef void _dense_forward(const floating *x, const floating *w, const floating *b
     cdef int t, parts
     if N == 0 or O == 0:
         return
-    parts = _nparts(N if by_rows else O, N * I * O)
+    parts = _nparts(N if by_rows else O, N * I * O, N == 1 or O == 1)
     if parts <= 1 or nthreads <= 1:
         for t in range(parts):
             _forward_part(x, w, bp, z, out, N, I, O, code, p, act, by_rows, parts, t)
@@ -173,25 +176,38 @@ cdef void _dense_forward(const floating *x, const floating *w, const floating *b
         _forward_part(x, w, bp, z, out, N, I, O, code, p, act, by_rows, parts, t)
 
 
+cdef int _forward_op(const PlanOp *op) noexcept nogil:
+    if op.flt:
+        _dense_forward[double](<double *>op.ptr[0], <double *>op.ptr[1],
+                               <double *>op.ptr[2], <double *>op.ptr[3],
+                               <double *>op.ptr[4], op.dim[0], op.dim[1], op.dim[2],
+                               op.ptr[3] == op.ptr[4], op.code, op.arg[0], op.nthreads)
+    else:
+        _dense_forward[float](<float *>op.ptr[0], <float *>op.ptr[1], <float *>op.ptr[2],
+                              <float *>op.ptr[3], <float *>op.ptr[4], op.dim[0],
+                              op.dim[1], op.dim[2], op.ptr[3] == op.ptr[4], op.code,
+                              <float>op.arg[0], op.nthreads)
+    return 0
+
+
 def dense_forward(x, w, b, z, out, int code, double p, int nthreads=1):
     """Write z (pre-activation, (N, O)) and out = f(z) ((N, O)); z may be out when
     code is IDENTITY."""
     if code < 0 or code >= ACT_NUM_CODES:
         raise ValueError("unknown activation code %r" % (code,))
-    cdef int tn = cnp.NPY_DOUBLE if x.dtype == _F64 else cnp.NPY_FLOAT
+    cdef int tn = float_type(x)
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1]
-    cdef void *xp = array_data(x, tn, N, I, False, "x")
-    cdef void *wp = array_data(w, tn, I, O, False, "w")
-    cdef void *bp = optional_data(b, tn, O, -1, False, "b")
-    cdef void *zp = array_data(z, tn, N, O, True, "z")
-    cdef void *op = array_data(out, tn, N, O, True, "out")
-    with nogil:
-        if tn == cnp.NPY_DOUBLE:
-            _dense_forward[double](<double *>xp, <double *>wp, <double *>bp, <double *>zp,
-                                   <double *>op, N, I, O, zp == op, code, p, nthreads)
-        else:
-            _dense_forward[float](<float *>xp, <float *>wp, <float *>bp, <float *>zp,
-                                  <float *>op, N, I, O, zp == op, code, <float>p, nthreads)
+    cdef PlanOp op
+    memset(&op, 0, sizeof(op))
+    op.ptr[0] = array_data(x, tn, N, I, False, "x")
+    op.ptr[1] = array_data(w, tn, I, O, False, "w")
+    op.ptr[2] = optional_data(b, tn, O, -1, False, "b")
+    op.ptr[3] = array_data(z, tn, N, O, True, "z")
+    op.ptr[4] = array_data(out, tn, N, O, True, "out")
+    op.dim[0], op.dim[1], op.dim[2] = N, I, O
+    op.flt, op.code, op.nthreads, op.arg[0] = tn == cnp.NPY_DOUBLE, code, nthreads, p
+    op.run = _forward_op
+    submit(&op)
 
 
 cdef void _dz_db_cols(const floating *dout, const floating *z, const floating *out,
@@ -271,7 +287,7 @@ cdef void _dense_backward(const floating *gp, const floating *x, const floating 
             for j in range(O):
                 dbp[j] = 0
         return
-    parts = _nparts(O, N * I * O)
+    parts = _nparts(O, N * I * O, N == 1 or I == 1)
     if parts <= 1 or nthreads <= 1:
         for t in range(parts):
             _backward_cols_part(gp, x, z, out, dzp, dw, dbp, N, I, O, code, p, act,
@@ -282,7 +298,7 @@ cdef void _dense_backward(const floating *gp, const floating *x, const floating 
                                 parts, t)
     if dx == NULL or I == 0:
         return
-    parts = _nparts(N if dx_by_rows else I, N * I * O)
+    parts = _nparts(N if dx_by_rows else I, N * I * O, N == 1 or O == 1)
     if parts <= 1 or nthreads <= 1:
         for t in range(parts):
             _backward_dx_part(w, dzp, dx, N, I, O, dx_by_rows, parts, t)
@@ -291,32 +307,49 @@ cdef void _dense_backward(const floating *gp, const floating *x, const floating 
             _backward_dx_part(w, dzp, dx, N, I, O, dx_by_rows, parts, t)
 
 
+cdef int _backward_op(const PlanOp *op) noexcept nogil:
+    cdef bint dz_is_dout = op.ptr[5] == op.ptr[0]
+    if op.flt:
+        _dense_backward[double](<double *>op.ptr[0], <double *>op.ptr[1],
+                                <double *>op.ptr[2], <double *>op.ptr[3],
+                                <double *>op.ptr[4], <double *>op.ptr[5],
+                                <double *>op.ptr[6], <double *>op.ptr[7],
+                                <double *>op.ptr[8], op.dim[0], op.dim[1], op.dim[2],
+                                dz_is_dout, op.code, op.arg[0], op.nthreads)
+    else:
+        _dense_backward[float](<float *>op.ptr[0], <float *>op.ptr[1], <float *>op.ptr[2],
+                               <float *>op.ptr[3], <float *>op.ptr[4], <float *>op.ptr[5],
+                               <float *>op.ptr[6], <float *>op.ptr[7], <float *>op.ptr[8],
+                               op.dim[0], op.dim[1], op.dim[2], dz_is_dout, op.code,
+                               <float>op.arg[0], op.nthreads)
+    return 0
+
+
 def dense_backward(dout, x, w, z, out, dz, dx, dw, db, int code, double p,
                    int nthreads=1):
     """Write dz (workspace (N, O); may be dout when code is IDENTITY), dw (I, O),
     db (O,) unless None, and dx (N, I) unless None (first layer needs no dx)."""
     if code < 0 or code >= ACT_NUM_CODES:
         raise ValueError("unknown activation code %r" % (code,))
-    cdef int tn = cnp.NPY_DOUBLE if x.dtype == _F64 else cnp.NPY_FLOAT
+    cdef int tn = float_type(x)
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1]
-    cdef void *gp = array_data(dout, tn, N, O, False, "dout")
-    cdef void *xp = array_data(x, tn, N, I, False, "x")
-    cdef void *wp = array_data(w, tn, I, O, False, "w")
-    cdef void *zp = array_data(z, tn, N, O, False, "z")
-    cdef void *op = array_data(out, tn, N, O, False, "out")
-    cdef bint dz_is_dout = dz is dout
-    cdef void *dzp = gp if dz_is_dout else array_data(dz, tn, N, O, True, "dz")
-    cdef void *dxp = optional_data(dx, tn, N, I, True, "dx")
-    cdef void *dwp = array_data(dw, tn, I, O, True, "dw")
-    cdef void *dbp = optional_data(db, tn, O, -1, True, "db")
-    with nogil:
-        if tn == cnp.NPY_DOUBLE:
-            _dense_backward[double](<double *>gp, <double *>xp, <double *>wp, <double *>zp,
-                                    <double *>op, <double *>dzp, <double *>dxp,
-                                    <double *>dwp, <double *>dbp, N, I, O, dz_is_dout,
-                                    code, p, nthreads)
-        else:
-            _dense_backward[float](<float *>gp, <float *>xp, <float *>wp, <float *>zp,
-                                   <float *>op, <float *>dzp, <float *>dxp, <float *>dwp,
-                                   <float *>dbp, N, I, O, dz_is_dout, code, <float>p,
-                                   nthreads)
+    cdef PlanOp op
+    memset(&op, 0, sizeof(op))
+    op.ptr[0] = array_data(dout, tn, N, O, False, "dout")
+    op.ptr[1] = array_data(x, tn, N, I, False, "x")
+    op.ptr[2] = array_data(w, tn, I, O, False, "w")
+    op.ptr[3] = array_data(z, tn, N, O, False, "z")
+    op.ptr[4] = array_data(out, tn, N, O, False, "out")
+    if dz is dout:
+        if code != ACT_IDENTITY:
+            raise ValueError("fastnn.kernels: dz may be dout only without an activation")
+        op.ptr[5] = op.ptr[0]
+    else:
+        op.ptr[5] = array_data(dz, tn, N, O, True, "dz")
+    op.ptr[6] = optional_data(dx, tn, N, I, True, "dx")
+    op.ptr[7] = array_data(dw, tn, I, O, True, "dw")
+    op.ptr[8] = optional_data(db, tn, O, -1, True, "db")
+    op.dim[0], op.dim[1], op.dim[2] = N, I, O
+    op.flt, op.code, op.nthreads, op.arg[0] = tn == cnp.NPY_DOUBLE, code, nthreads, p
+    op.run = _backward_op
+    submit(&op)

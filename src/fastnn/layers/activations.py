@@ -13,6 +13,7 @@ import numpy as np
 from .. import ops
 from ..ops.activations import (resolve_activation, run_activation_backward,
                                run_activation_forward)
+from .plan import plannable
 from .base import (FLOAT_DTYPES, Module, Parameter, check_dtype, check_float, check_int,
                    describe, register)
 
@@ -57,24 +58,28 @@ class _Activation(Module):
 
 
 @register
+@plannable
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-x))."""
     _op = "sigmoid"
 
 
 @register
+@plannable
 class Tanh(_Activation):
     """y = tanh(x)."""
     _op = "tanh"
 
 
 @register
+@plannable
 class ReLU(_Activation):
     """y = max(x, 0)."""
     _op = "relu"
 
 
 @register
+@plannable
 class LeakyReLU(_Activation):
     """y = x if x > 0 else negative_slope * x."""
     _op = "leaky_relu"
@@ -88,6 +93,7 @@ class LeakyReLU(_Activation):
 
 
 @register
+@plannable
 class ELU(_Activation):
     """y = x if x > 0 else alpha * (exp(x) - 1)."""
     _op = "elu"
@@ -101,6 +107,7 @@ class ELU(_Activation):
 
 
 @register
+@plannable
 class GELU(_Activation):
     """y = x * Phi(x) (approximate="none", exact erf) or its tanh approximation
     (approximate="tanh"), as torch.nn.GELU."""
@@ -117,12 +124,14 @@ class GELU(_Activation):
 
 
 @register
+@plannable
 class SiLU(_Activation):
     """y = x * sigmoid(x)."""
     _op = "silu"
 
 
 @register
+@plannable
 class Swish(_Activation):
     """y = x * sigmoid(beta * x) (beta=1 is SiLU)."""
     _op = "swish"

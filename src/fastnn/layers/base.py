@@ -47,7 +47,9 @@ import threading
 
 import numpy as np
 
+from .. import _generation
 from .._workspace import Workspace
+from . import plan
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # byte-swapped float32/float64 inputs keep their precision
@@ -126,6 +128,11 @@ def as_user_float(x, where, what="input"):
     return x
 
 
+#: attributes the layers set on every call (what the last call cached), which never
+#: change what a recorded kernel program (fastnn.layers.plan) computes
+_PER_CALL = frozenset(("_cache",))
+
+
 # --------------------------------------------------------------------------- Parameter
 class Parameter:
     """A learnable array: `.data` (C-contiguous float ndarray), `.grad` (same shape and
@@ -185,6 +192,7 @@ class Parameter:
             self._data = self._data.astype(dtype)
             self._grad = self._grad.astype(dtype)
             self._storage = None      # no longer a view of an optimizer's flat buffer
+            _generation.bump()
 
     @property
     def shape(self):
@@ -245,6 +253,7 @@ class Module:
         """copy.deepcopy / pickle: everything but the lock (not copyable)."""
         state = dict(self.__dict__)
         state.pop("_lock", None)
+        state.pop("_plan_state", None)      # recorded kernel programs: per process
         return state
 
     def __setstate__(self, state):
@@ -256,6 +265,8 @@ class Module:
         if "_param_names" not in d:
             raise RuntimeError("%s: call Module.__init__() before assigning attributes"
                                % type(self).__name__)
+        if name not in _PER_CALL:
+            _generation.bump()      # may change what a recorded program computes
         if isinstance(value, Parameter):
             old = d.get(name)
             if isinstance(old, Parameter) and (old.shape != value.shape
@@ -302,6 +313,7 @@ class Module:
         if name not in self._buffer_names:
             self._buffer_names.append(name)
         object.__setattr__(self, name, arr)
+        _generation.bump()
 
     # ------------------------------------------------------------- naming and errors
     def _label(self):
@@ -467,6 +479,7 @@ class Module:
         mode = check_bool(mode, "%s.train" % type(self).__name__, "mode")
         for m in self._iter_modules():
             object.__setattr__(m, "training", mode)
+        _generation.bump()
         return self
 
     def eval(self):
@@ -500,6 +513,7 @@ class Module:
             m._ws.clear()
             m._set_dtype(dt)
             m._reset_cache()
+        _generation.bump()
         return self
 
     def double(self):
@@ -627,15 +641,33 @@ class Sequential(Module):
         return self
 
     def _forward(self, x):
-        for m in self.layers:
+        layers = self.layers
+        if plan.eligible(layers):     # the compiled backend replays recorded kernel calls
+            if not x.flags.c_contiguous:
+                x = np.ascontiguousarray(x)
+            return plan.forward(self, layers, x, self._plans())
+        self.__dict__.pop("_plan_state", None)
+        for m in layers:
             x = m._forward(x)
         return x
 
     def _backward(self, dy, need_dx=True):
         layers = self.layers
+        plans = self.__dict__.get("_plan_state")
+        if plans is not None and plan.eligible(layers):
+            dx = plan.backward(self, layers, dy, need_dx, plans)
+            if dx is not plan.NOT_PLANNED:
+                return dx
         for i in range(len(layers) - 1, -1, -1):
             dy = layers[i]._backward(dy, need_dx=need_dx or i > 0)
         return dy
+
+    def _plans(self):
+        plans = self.__dict__.get("_plan_state")
+        if plans is None:
+            plans = plan.Plans()
+            object.__setattr__(self, "_plan_state", plans)
+        return plans
 
     def __repr__(self):
         if not len(self):

@@ -7,6 +7,7 @@ from .._random import as_rng
 from .._validation import as_float_array, check_shape
 from ..ops.activations import resolve_activation
 from ..ops.dense import run_dense_backward, run_dense_forward
+from .plan import plannable
 from .base import (Module, Parameter, check_bool, check_dtype, check_int, describe,
                    register)
 
@@ -44,6 +45,7 @@ def _init_name(init):
 
 
 @register
+@plannable
 class Dense(Module):
     """Fully connected layer y = act(x @ weight + bias), the activation fused into the
     kernel.

@@ -37,10 +37,14 @@ class Dropout(Module):
         ws = self._ws
         gen = self._rng if self._rng is not None else global_rng()
         mask = ws.get("mask", x.shape, x.dtype)
+        # the scalars as 0-d arrays of x's dtype: a Python float would become a new
+        # 0-d array on every call (a warm step allocates nothing)
+        p, scale = ws.get("p", (), x.dtype), ws.get("scale", (), x.dtype)
+        p[()] = self.p
+        scale[()] = 1.0 / (1.0 - self.p) if self.p < 1.0 else 0.0
         gen.random(dtype=x.dtype, out=mask)            # u ~ U[0, 1)
-        np.greater_equal(mask, self.p, out=mask)       # keep with probability 1 - p
-        if self.p < 1.0:
-            mask *= x.dtype.type(1.0 / (1.0 - self.p))
+        np.greater_equal(mask, p, out=mask)            # keep with probability 1 - p
+        np.multiply(mask, scale, out=mask)
         y = ws.get("y", x.shape, x.dtype)
         np.multiply(x, mask, out=y)
         self._cache = (mask, x.shape)

@@ -3,11 +3,13 @@ import numpy as np
 
 from .. import ops
 from ..ops.batchnorm import run_batchnorm_backward, run_batchnorm_forward
+from .plan import plannable
 from .base import (Module, Parameter, check_bool, check_dtype, check_float, check_int,
                    describe, register)
 
 
 @register
+@plannable
 class BatchNorm1d(Module):
     """Batch normalisation of (N, num_features) inputs, as torch.nn.BatchNorm1d.
 

@@ -8,8 +8,10 @@ from ..kernels.codes import IDENTITY
 from .activations import resolve_activation
 
 def _gemm_threads(x, w):
-    """Threads for a layer's GEMMs: parallel from ~1M multiply-adds (32 per element)."""
-    return threads_for(x.shape[0] * w.shape[0] * w.shape[1] >> 5)
+    """Threads for a layer's GEMMs: parallel from ~1M multiply-adds, or from 64K for a
+    matrix-vector product (batch 1: bandwidth-bound), as the kernels split them."""
+    n, (i, o) = x.shape[0], w.shape
+    return threads_for(n * i * o >> (1 if n == 1 or i == 1 or o == 1 else 5))
 
 
 DenseCache = namedtuple("DenseCache", "x w has_bias z out code p")

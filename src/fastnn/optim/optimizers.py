@@ -24,6 +24,7 @@ import numbers
 
 import numpy as np
 
+from .. import _generation
 from .._config import backend, threads_for
 from ..layers.base import Module, Parameter
 
@@ -254,6 +255,7 @@ class _FlatParams:
             view_g[...] = p._grad.reshape(-1)
             p._data, p._grad = view_d.reshape(p.shape), view_g.reshape(p.shape)
             p._storage = self.data
+        _generation.bump()
 
     @classmethod
     def build(cls, params):
