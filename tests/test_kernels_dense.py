@@ -230,7 +230,8 @@ def test_extremes_finite(dtype, name, code, p):
         np.add(x, x)
 
 
-@pytest.mark.parametrize("shape", [(512, 784, 512), (300, 50, 777)], ids=["large", "odd"])
+@pytest.mark.parametrize("shape", [(512, 784, 512), (300, 50, 777), (1, 784, 256),
+                                   (1, 40, 2000)], ids=["large", "odd", "row", "row-short"])
 @pytest.mark.parametrize("name,code,p", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_threads_bit_identical(dtype, name, code, p, shape):
@@ -247,11 +248,14 @@ def test_threads_bit_identical(dtype, name, code, p, shape):
 
 @pytest.mark.parametrize("name,code,p", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("shape", [(1024, 64, 300), (8, 300, 200), (300, 8, 40)],
-                         ids=["split-rows", "split-cols", "narrow"])
+@pytest.mark.parametrize("shape", [(1024, 64, 300), (8, 300, 200), (300, 8, 40),
+                                   (1, 784, 256), (1, 40, 2000), (1, 70000, 2)],
+                         ids=["split-rows", "split-cols", "narrow", "one-row",
+                              "one-row-short", "one-row-long"])
 def test_split_gemm_parity(dtype, name, code, p, shape):
-    """Two threads split the GEMMs by rows (large batch) or by columns (small batch):
-    both layouts against the reference."""
+    """Two threads split the GEMMs by rows (large batch), by columns (small batch) or, for
+    one row, along the sum (partial gemvs added in order): every layout against the
+    reference."""
     x, w, b, dout = _data(*shape, dtype, seed=5)
     z_r, out_r, *grads_r = reference(x, w, b, dout, code, p)
     z, out = run_forward(x, w, b, code, p, nthreads=2)

@@ -183,3 +183,87 @@ def test_program_checks_its_inputs():
         program.run(good, good)
     with pytest.raises(ValueError):                  # a patch outside the recording
         Program(Recorder(), [(0, 0, 0)], [(np.float32, (1,))], [])
+
+
+def test_public_forward_fast_path_matches_the_layers(monkeypatch):
+    """Repeated public calls (the replay kept for the last public shape) give the layer
+    path's bits, return fresh arrays, and follow changes of input shape, dtype, byte
+    order, layout, mode and parameters."""
+    def scenario():
+        model = _net().eval()
+        x, _ = _data(1)
+        res = []
+        for _ in range(3):
+            res.append(model(x))
+        assert res[-1] is not res[-2] and not np.shares_memory(res[-1], res[-2])
+        res[-1][:] = 99                         # the caller owns what it got
+        res.append(model(x))
+        res.append(model(x.astype(">f4")))      # byte-swapped: converted, same values
+        res.append(model(x.astype(np.float64)))  # another dtype: converted to the model's
+        res.append(model(np.asfortranarray(_data(6)[0])))
+        res.append(model(_data(6)[0][::2]))      # non-contiguous, 3 rows
+        res.append(model(x.tolist()))
+        model.train()
+        res.append(model(_data(6)[0]))
+        model.eval()
+        model[0].weight.data = np.full((12, 16), 0.25, np.float32)
+        res.append(model(x))
+        res.append(model(x))
+        return res
+    planned, plain = _both(scenario, monkeypatch)
+    _assert_same(planned, plain)
+
+
+def test_public_forward_fast_path_keeps_backward_correct(monkeypatch):
+    """The cached input is a copy: changing the caller's array after the forward does not
+    change the backward; a backward follows every fast forward."""
+    def scenario():
+        model = _net()
+        res = []
+        for seed in range(3):
+            x, _ = _data(4, seed=seed)
+            res.append(model(x))
+            x[:] = 1e6
+            res.append(model.backward(np.ones((4, 5), np.float32)))
+            res += [p.grad.copy() for p in model.parameters()]
+        return res
+    planned, plain = _both(scenario, monkeypatch)
+    _assert_same(planned, plain)
+
+
+def test_public_forward_fast_path_respects_the_backend():
+    model = _net().eval()
+    x, _ = _data(1)
+    with fastnn.use_backend("cython"):
+        model(x)
+        model(x)
+        assert model._plan_state.public is not None
+    with fastnn.use_backend("numpy"):
+        calls = []
+        real = fastnn._config._NUMPY.dense_forward
+        try:
+            fastnn._config._NUMPY.dense_forward = lambda *a: calls.append(1) or real(*a)
+            y = model(x)
+        finally:
+            fastnn._config._NUMPY.dense_forward = real
+    assert calls, "the numpy backend was not used"
+    with fastnn.use_backend("cython"):
+        np.testing.assert_allclose(model(x), y, rtol=1e-5, atol=1e-6)
+
+
+def test_public_forward_fast_path_rejects_bad_input():
+    """What the general path rejects is still rejected once a replay is kept."""
+    with fastnn.use_backend("cython"):
+        model = _net().eval()
+        x, _ = _data(2)
+        model(x)
+        model(x)
+        for bad in (np.zeros((2, 12), np.int64), np.zeros((2, 12), np.complex64), None,
+                    "abc"):
+            with pytest.raises(TypeError):
+                model(bad)
+        for bad in (np.zeros((2, 11), np.float32), np.zeros((0, 12), np.float32),
+                    np.float32(1.0)):
+            with pytest.raises(ValueError):
+                model(bad)
+        np.testing.assert_array_equal(model(x), model(x.copy()))

@@ -44,7 +44,14 @@ _BACKENDS = {"numpy": _NUMPY}
 if _CYTHON is not None:
     _BACKENDS["cython"] = _CYTHON
 
-_state = threading.local()
+class _ThreadState(threading.local):
+    """Per-thread settings. The class attribute is every thread's default, so reading it
+    never raises (getattr with a default on a missing attribute cost ~1 us per call, and
+    every kernel call asks for the backend)."""
+    backend = None      # set by use_backend: overrides _default_backend in this thread
+
+
+_state = _ThreadState()
 _default_backend = "cython" if _CYTHON is not None else "numpy"
 
 
@@ -99,14 +106,14 @@ def set_backend(name):
 
 def get_backend():
     """Name of the active backend ("cython" or "numpy")."""
-    return getattr(_state, "backend", None) or _default_backend
+    return _state.backend or _default_backend
 
 
 @contextlib.contextmanager
 def use_backend(name):
     """Context manager: run the block on backend `name` (in this thread), then restore."""
     _check_backend(name, "use_backend")
-    previous = getattr(_state, "backend", None)
+    previous = _state.backend
     _state.backend = name
     try:
         yield

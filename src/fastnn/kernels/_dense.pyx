@@ -13,7 +13,9 @@ One thread pool. fastnn runs this BLAS single-threaded (see fastnn._config) and 
 thread computing a block of the output with one gemm call and finishing that block
 while it is still in cache:
     forward:  thread t computes z[rows_t] (or z[:, cols_t] when the batch is small),
-              then z += b and out = f(z) on that block;
+              then z += b and out = f(z) on that block; a single row (batch 1) is
+              cut along the sum instead (partial gemvs over contiguous rows of w,
+              added in a fixed order);
     backward: thread t owns columns cols_t: dz = dout * f'(z,
               out) and db = sum(dz, 0) for those columns (rows in order, double
               accumulation), then dw[:, cols_t] = x^T dz[:, cols_t]; after that
@@ -40,6 +42,7 @@ cnp.import_array()
 from . import codes as _codes
 from ._buffers cimport array_data, float_type, optional_data
 from ._plan cimport PlanOp, submit
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from ._actfuncs cimport (ACT_IDENTITY, ACT_LEAKY_RELU, ACT_NUM_CODES, ACT_RELU,
                          act_backward_span, act_forward_span)
@@ -158,36 +161,82 @@ cdef inline void _forward_part(const floating *xp, const floating *wp, const flo
                 _bias_act_block(zp, bp, op, 0, N, lo, hi, O, code, p, act)
 
 
-cdef void _dense_forward(const floating *x, const floating *w, const floating *bp,
-                         floating *z, floating *out, Py_ssize_t N, Py_ssize_t I,
-                         Py_ssize_t O, bint z_is_out, int code, floating p,
-                         int nthreads) noexcept nogil:
+cdef inline void _row_part(const floating *x, const floating *w, floating *z,
+                           floating *acc, Py_ssize_t I, Py_ssize_t O, int parts,
+                           int t) noexcept nogil:
+    """Part t of a one-row product: rows [lo, hi) of w (contiguous) times x[lo:hi], into
+    z (t = 0) or acc[t - 1]."""
+    cdef Py_ssize_t lo, hi, j
+    cdef floating *dst = z if t == 0 else acc + (t - 1) * O
+    _split(I, parts, t, ALIGN, &lo, &hi)
+    if hi > lo:
+        _gemv(c'N', <int>O, <int>(hi - lo), w + lo * O, <int>O, x + lo, 1, dst, 1)
+    else:
+        for j in range(O):
+            dst[j] = 0
+
+
+cdef int _forward_one_row(const floating *x, const floating *w, const floating *bp,
+                          floating *z, floating *out, Py_ssize_t I, Py_ssize_t O, int code,
+                          floating p, bint act, int parts, int nthreads) noexcept nogil:
+    """z (1, O) = x (1, I) @ w with the sum over I cut into `parts` fixed ranges of
+    contiguous rows of w, one gemv each, added in order (so each part streams one
+    contiguous piece of w: splitting by output columns instead reads w in short strided
+    runs and was no faster on 2 threads than 1); then bias + activation."""
+    cdef floating *acc = <floating *>malloc((parts - 1) * O * sizeof(floating))
+    cdef Py_ssize_t j
+    cdef int t
+    if acc == NULL:
+        return -1
+    if nthreads <= 1:
+        for t in range(parts):
+            _row_part(x, w, z, acc, I, O, parts, t)
+    else:
+        for t in prange(parts, schedule="static", num_threads=min(nthreads, parts)):
+            _row_part(x, w, z, acc, I, O, parts, t)
+    for t in range(parts - 1):
+        for j in range(O):
+            z[j] = z[j] + acc[t * O + j]
+    free(acc)
+    if bp != NULL or act:
+        _bias_act_block(z, bp, out, 0, 1, 0, O, O, code, p, act)
+    return 0
+
+
+cdef int _dense_forward(const floating *x, const floating *w, const floating *bp,
+                        floating *z, floating *out, Py_ssize_t N, Py_ssize_t I,
+                        Py_ssize_t O, bint z_is_out, int code, floating p,
+                        int nthreads) noexcept nogil:
     cdef bint act = code != ACT_IDENTITY or not z_is_out
     cdef bint by_rows = N >= O or O < 2 * ALIGN
     cdef int t, parts
     if N == 0 or O == 0:
-        return
+        return 0
+    if N == 1 and O > 1:
+        parts = _nparts(I, I * O, True)
+        if parts > 1:
+            return _forward_one_row(x, w, bp, z, out, I, O, code, p, act, parts, nthreads)
     parts = _nparts(N if by_rows else O, N * I * O, N == 1 or O == 1)
     if parts <= 1 or nthreads <= 1:
         for t in range(parts):
             _forward_part(x, w, bp, z, out, N, I, O, code, p, act, by_rows, parts, t)
-        return
+        return 0
     for t in prange(parts, schedule="static", num_threads=min(nthreads, parts)):
         _forward_part(x, w, bp, z, out, N, I, O, code, p, act, by_rows, parts, t)
+    return 0
 
 
 cdef int _forward_op(const PlanOp *op) noexcept nogil:
     if op.flt:
-        _dense_forward[double](<double *>op.ptr[0], <double *>op.ptr[1],
-                               <double *>op.ptr[2], <double *>op.ptr[3],
-                               <double *>op.ptr[4], op.dim[0], op.dim[1], op.dim[2],
-                               op.ptr[3] == op.ptr[4], op.code, op.arg[0], op.nthreads)
-    else:
-        _dense_forward[float](<float *>op.ptr[0], <float *>op.ptr[1], <float *>op.ptr[2],
-                              <float *>op.ptr[3], <float *>op.ptr[4], op.dim[0],
-                              op.dim[1], op.dim[2], op.ptr[3] == op.ptr[4], op.code,
-                              <float>op.arg[0], op.nthreads)
-    return 0
+        return _dense_forward[double](<double *>op.ptr[0], <double *>op.ptr[1],
+                                      <double *>op.ptr[2], <double *>op.ptr[3],
+                                      <double *>op.ptr[4], op.dim[0], op.dim[1], op.dim[2],
+                                      op.ptr[3] == op.ptr[4], op.code, op.arg[0],
+                                      op.nthreads)
+    return _dense_forward[float](<float *>op.ptr[0], <float *>op.ptr[1], <float *>op.ptr[2],
+                                 <float *>op.ptr[3], <float *>op.ptr[4], op.dim[0],
+                                 op.dim[1], op.dim[2], op.ptr[3] == op.ptr[4], op.code,
+                                 <float>op.arg[0], op.nthreads)
 
 
 def dense_forward(x, w, b, z, out, int code, double p, int nthreads=1):

@@ -14,6 +14,7 @@ still *meaningful* (same parameters, modes, thread counts) is decided by
 `fastnn.layers.plan` before each replay.
 """
 from libc.stdlib cimport free, realloc
+from cpython.object cimport PyObject_GenericSetAttr
 from libc.string cimport memcpy
 
 import numpy as np
@@ -154,14 +155,18 @@ cdef class Program:
 
     def run(self, *inputs):
         """Replay with `inputs` (each checked against its spec) in the patched slots."""
-        cdef PlanOp local[MAX_OPS]
-        cdef void *data[4]
-        cdef Py_ssize_t k, i, m = len(inputs)
-        cdef int rc = 0
+        cdef Py_ssize_t m = len(inputs)
         if m != self.nin:
             raise TypeError("fastnn.kernels: Program.run expects %d arrays, got %d"
                             % (self.nin, m))
-        for i in range(m):
+        self._run(inputs)
+
+    cdef int _run(self, tuple inputs) except -1:
+        cdef PlanOp local[MAX_OPS]
+        cdef void *data[4]
+        cdef Py_ssize_t k, i
+        cdef int rc = 0
+        for i in range(self.nin):
             x = inputs[i]
             if not self._fits(x, i):
                 raise ValueError("fastnn.kernels: Program input %d must be a C-contiguous "
@@ -178,3 +183,65 @@ cdef class Program:
                     break
         if rc != 0:
             raise MemoryError("fastnn.kernels: out of memory for kernel scratch space")
+        return 0
+
+
+cdef class ForwardReplay:
+    """A recorded forward of a Sequential and what replaying it means to the layers: the
+    array it returns (`out`) and the cache it leaves in each layer (`caches`, the first
+    naming the recorded input). `fastnn.layers.plan` decides when it is current (`gen`);
+    this class only runs it, in C, since at batch 1 the Python around a replay costs as
+    much as the replay."""
+    cdef readonly Program program
+    cdef readonly object gen, out
+    cdef readonly tuple layers, caches
+
+    def __cinit__(self, Program program, gen, out, layers, caches):
+        self.program, self.gen, self.out = program, gen, out
+        self.layers, self.caches = tuple(layers), tuple(caches)
+        if len(self.layers) != len(self.caches) or not self.layers:
+            raise ValueError("fastnn.kernels: one cache per layer expected")
+
+    def run(self, x, plans, key):
+        """Replay on x (the recorded shape and dtype, C-contiguous); restore the layers'
+        caches (another forward may have replaced them since; the first names x); note
+        x, key and the first cache as `plans`' last forward. Returns `out`."""
+        cdef Py_ssize_t i
+        self.program._run((x,))
+        c = self.caches[0]
+        if c.x is not x:
+            c = c._replace(x=x)
+        PyObject_GenericSetAttr(self.layers[0], "_cache", c)
+        for i in range(1, len(self.layers)):
+            PyObject_GenericSetAttr(self.layers[i], "_cache", self.caches[i])
+        plans.last_x = x
+        plans.last_key = key
+        plans.last_cache = c
+        return self.out
+
+    def public(self, seq, plans, key, x, buf):
+        """Sequential.forward's work when x is an ndarray of exactly the dtype (byte
+        order included) and shape of `buf`, seq's input buffer for this replay (else
+        None): under seq's lock, copy x into buf, replay, and return a fresh copy of the
+        output (noting its shape and dtype as seq._out)."""
+        cdef cnp.ndarray xa, ba = <cnp.ndarray?>buf, out
+        cdef int d
+        if not isinstance(x, cnp.ndarray):
+            return None
+        xa = <cnp.ndarray>x
+        if (cnp.PyArray_NDIM(xa) != cnp.PyArray_NDIM(ba)
+                or cnp.PyArray_TYPE(xa) != cnp.PyArray_TYPE(ba)
+                or not cnp.PyArray_ISNOTSWAPPED(xa) or not cnp.PyArray_ISNOTSWAPPED(ba)):
+            return None
+        for d in range(cnp.PyArray_NDIM(xa)):
+            if cnp.PyArray_DIMS(xa)[d] != cnp.PyArray_DIMS(ba)[d]:
+                return None
+        lock = seq._lock
+        lock.acquire()
+        try:
+            cnp.PyArray_CopyInto(ba, xa)
+            out = cnp.PyArray_NewCopy(<cnp.ndarray?>self.run(ba, plans, key), cnp.NPY_CORDER)
+            PyObject_GenericSetAttr(seq, "_out", ((<object>out).shape, out.dtype))
+        finally:
+            lock.release()
+        return out

@@ -640,6 +640,20 @@ class Sequential(Module):
             raise
         return self
 
+    def forward(self, x):
+        plans = self.__dict__.get("_plan_state")
+        if plans is not None:
+            out = plan.public_forward(self, plans, x)
+            if out is not None:
+                return out
+        out = Module.forward(self, x)
+        plans = self.__dict__.get("_plan_state")
+        if plans is not None:
+            plan.note_public(self, plans)
+        return out
+
+    forward.__doc__ = Module.forward.__doc__
+
     def _forward(self, x):
         layers = self.layers
         if plan.eligible(layers):     # the compiled backend replays recorded kernel calls

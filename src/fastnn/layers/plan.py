@@ -43,7 +43,7 @@ class _Entry:
 class Plans:
     """A Sequential's recorded programs, keyed by (direction, shapes, dtype, need_dx)."""
 
-    __slots__ = ("entries", "last_x", "last_key", "last_cache")
+    __slots__ = ("entries", "last_x", "last_key", "last_cache", "public")
 
     def __init__(self):
         self.entries = {}
@@ -53,6 +53,7 @@ class Plans:
         # diagnostics monitor's layer-by-layer pass) replaces it, and then backward
         # must not assume the planned forward's input
         self.last_cache = None
+        self.public = None       # (replay, key, input buffer) of the last public forward
 
 
 def eligible(layers):
@@ -66,26 +67,41 @@ def forward(seq, layers, x, plans):
     key = ("f", x.shape, x.dtype.num)
     e = plans.entries.get(key)
     if e is not None and e.gen == _generation.value:
-        e.program.run(x)
-        # what the recorded forward left in each layer's cache (another shape's forward
-        # may have replaced it since); the first layer's names the input
-        caches = e.extra
-        c = caches[0]
-        if c.x is not x:
-            c = c._replace(x=x)
-        object.__setattr__(layers[0], "_cache", c)
-        for m, cm in zip(layers[1:], caches[1:]):
-            object.__setattr__(m, "_cache", cm)
-        plans.last_x, plans.last_key, plans.last_cache = x, key, c
-        return e.out
+        return e.run(x, plans, key)
     plans.last_key = None
     out, program = _record(lambda: _run_forward(layers, x), layers, (x,), seq)
     if program is not None:
+        from ..kernels._plan import ForwardReplay
         caches = tuple(m.__dict__.get("_cache") for m in layers)
         if getattr(caches[0], "x", None) is x:     # replays patch it with their input
-            plans.entries[key] = _Entry(program, _generation.value, out, caches)
+            plans.entries[key] = ForwardReplay(program, _generation.value, out, layers,
+                                               caches)
             plans.last_x, plans.last_key, plans.last_cache = x, key, caches[0]
     return out
+
+
+def public_forward(seq, plans, x):
+    """Sequential.forward (the public, copying path) through the replay its last call
+    used, when that is still current and x has its dtype and shape: the same work as
+    `Module.forward`, its checks answered by the recording, in one C call (at batch 1 the
+    Python of the general path costs as much as the network). None when it does not
+    apply."""
+    r = plans.public
+    if r is None or r[0].gen != _generation.value or get_backend() != "cython":
+        return None
+    return r[0].public(seq, plans, r[1], x, r[2])
+
+
+def note_public(seq, plans):
+    """After a public forward that ran a recorded program: remember its replay and input
+    buffer for `public_forward`."""
+    key = plans.last_key
+    e = plans.entries.get(key) if key is not None else None
+    if e is not None and e.gen == _generation.value \
+            and plans.last_x is seq._ws.get("__input", key[1], plans.last_x.dtype):
+        plans.public = (e, key, plans.last_x)
+    else:
+        plans.public = None
 
 
 def backward(seq, layers, dy, need_dx, plans):
