@@ -89,6 +89,10 @@ class BuildExt(build_ext):
             base = ["-O0", "-g"]
         else:
             base = ["-O3"]
+        if ctype != "msvc":
+            # the kernels never read errno (without this GCC will not vectorise sqrt); no
+            # fused multiply-adds, so every SIMD clone and -march gives the same bits
+            base += ["-fno-math-errno", "-ffp-contract=off"]
         if NATIVE and ctype != "msvc":
             base.append("-march=native")
         for ext in self.extensions:

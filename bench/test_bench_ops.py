@@ -1,99 +1,116 @@
-"""Kernel benchmarks, float32: fastnn.ops on each backend, same data, one run."""
+"""Kernel benchmarks, float32: every fastnn.ops function on each backend, same data.
+
+Forward + backward pairs through one reused Workspace (so warm calls allocate nothing,
+as inside the layers): dense (linear, relu, gelu; each group also times its three bare
+GEMMs), every activation, PReLU, batch norm (training fwd+bwd, eval fwd); the four
+losses (value and gradient in one call). A NumPy copy gives the memory-bandwidth
+reference for the elementwise kernels.
+"""
 import numpy as np
 import pytest
-from scipy.linalg.blas import sgemm
-from threadpoolctl import threadpool_limits
 
-import fastnn
 from fastnn import ops
 from fastnn._workspace import Workspace
-from conftest import rand
+from fastnn.bench import gemm_only_fn
+from conftest import (ACTIVATIONS, DENSE, SIZES, dense_id, measure, measure_blas, rand,
+                      size_id)
 
-SIZES = [(256, 1024), (4096, 1024)]
-
-
-@pytest.mark.parametrize("shape", SIZES, ids=lambda s: "%dx%d" % s)
-@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "gelu"])
-def test_activation_fwd_bwd(benchmark, backend, name, shape):
-    benchmark.group = "activation %s fwd+bwd %dx%d" % ((name,) + shape)
-    x, dout, ws = rand(shape), rand(shape, 1), Workspace()
-
-    def step():
-        _, cache = ops.activation_forward(x, name, workspace=ws)
-        ops.activation_backward(dout, cache, workspace=ws)
-    benchmark(step)
+LOSS_SHAPE = (4096, 1000)
+DENSE_ACTIVATIONS = [None, "relu", "gelu"]
 
 
-@pytest.mark.parametrize("shape", SIZES, ids=lambda s: "%dx%d" % s)
-def test_batchnorm_fwd_bwd(benchmark, backend, shape):
-    benchmark.group = "batchnorm fwd+bwd %dx%d" % shape
-    d = shape[1]
-    x, dout, ws = rand(shape), rand(shape, 1), Workspace()
-    gamma, beta = np.ones(d, np.float32), np.zeros(d, np.float32)
-    rm, rv = np.zeros(d, np.float32), np.ones(d, np.float32)
+def fwd_bwd(forward, backward, dout, *args, **kwargs):
+    """A callable running `out, cache = forward(*args, **kwargs)` then
+    `backward(dout, cache)`, both on one Workspace."""
+    ws = Workspace()
 
     def step():
-        _, cache = ops.batchnorm_forward(x, gamma, beta, rm, rv, workspace=ws)
-        ops.batchnorm_backward(dout, cache, workspace=ws)
-    benchmark(step)
+        _, cache = forward(*args, workspace=ws, **kwargs)
+        backward(dout, cache, workspace=ws)
+    return step
+
+
+# ----------------------------------------------------------------------- elementwise
+@pytest.mark.parametrize("shape", SIZES, ids=size_id)
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_activation_fwd_bwd(benchmark, backend, act, shape):
+    name, kw, _ = ACTIVATIONS[act]
+    step = fwd_bwd(ops.activation_forward, ops.activation_backward, rand(shape, 1),
+                   rand(shape), name, **kw)
+    measure(benchmark, "activation %s fwd+bwd %s" % (act, size_id(shape)), step)
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=size_id)
+def test_prelu_fwd_bwd(benchmark, backend, shape):
+    alpha = np.full(shape[1], 0.25, np.float32)          # one slope per channel
+    step = fwd_bwd(ops.prelu_forward, ops.prelu_backward, rand(shape, 1), rand(shape),
+                   alpha)
+    measure(benchmark, "prelu fwd+bwd %s" % size_id(shape), step)
 
 
 def test_copy_bandwidth(benchmark):
     """Reference: a NumPy copy of a 4096x1024 float32 array (bytes moved = 2 x 16 MiB)."""
-    benchmark.group = "memory bandwidth reference"
-    x, y = rand((4096, 1024)), np.empty((4096, 1024), np.float32)
-    benchmark(np.copyto, y, x)
+    x, y = rand(SIZES[1]), np.empty(SIZES[1], np.float32)
+    measure(benchmark, "memory bandwidth reference", np.copyto, y, x)
 
 
-DENSE = (128, 784, 512)
+# ------------------------------------------------------------------------ batch norm
+def bn_args(d):
+    """gamma, beta, running_mean, running_var for d features."""
+    return (np.ones(d, np.float32), np.zeros(d, np.float32), np.zeros(d, np.float32),
+            np.ones(d, np.float32))
 
 
-def test_dense_gemms_only(benchmark):
-    """Reference: the three GEMMs of a dense forward+backward, nothing else."""
-    benchmark.group = "dense relu fwd+bwd 128x784->512"
+@pytest.mark.parametrize("shape", SIZES, ids=size_id)
+def test_batchnorm_fwd_bwd(benchmark, backend, shape):
+    """Training mode: batch statistics, running statistics updated in place."""
+    step = fwd_bwd(ops.batchnorm_forward, ops.batchnorm_backward, rand(shape, 1),
+                   rand(shape), *bn_args(shape[1]))
+    measure(benchmark, "batchnorm fwd+bwd %s" % size_id(shape), step)
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=size_id)
+def test_batchnorm_eval_fwd(benchmark, backend, shape):
+    """Eval mode: normalise with the running statistics (forward only, as in inference)."""
+    measure(benchmark, "batchnorm eval fwd %s" % size_id(shape), ops.batchnorm_forward,
+            rand(shape), *bn_args(shape[1]), training=False, workspace=Workspace())
+
+
+# ----------------------------------------------------------------------------- dense
+def dense_group(activation):
+    return "dense %s fwd+bwd %s" % (activation or "linear", dense_id())
+
+
+@pytest.mark.parametrize("activation", DENSE_ACTIVATIONS, ids=str)
+def test_dense_gemms_only(benchmark, activation):
+    """Reference: the three GEMMs of a dense forward+backward (x@w, x.T@dout, dout@w.T)
+    with the same BLAS, nothing else."""
     n, i, o = DENSE
-    x, w, dout = rand((n, i)), rand((i, o), 1), rand((n, o), 2)
-    # scipy's BLAS wrappers are Fortran-ordered: use transposed views to stay copy-free
-    xt, wt, dt = x.T, w.T, dout.T
-
-    z, dw, dx = (np.empty((n, o), np.float32), np.empty((i, o), np.float32),
-                 np.empty((n, i), np.float32))
-
-    def gemms():
-        sgemm(1.0, wt, xt, c=z.T, overwrite_c=1)                 # (x @ w).T
-        sgemm(1.0, dt, xt, c=dw.T, overwrite_c=1, trans_b=1)     # (x.T @ dout).T = dw.T
-        sgemm(1.0, wt, dt, c=dx.T, overwrite_c=1, trans_a=1)     # (dout @ w.T).T = dx.T
-    # fastnn keeps this BLAS single-threaded and splits GEMMs itself; the reference uses
-    # BLAS's own threading on the same number of threads
-    with threadpool_limits(limits=fastnn.get_num_threads(), user_api="blas"):
-        benchmark(gemms)
+    measure_blas(benchmark, dense_group(activation), gemm_only_fn((i, o), n, first_dx=True))
 
 
-def test_dense_fwd_bwd(benchmark, backend):
-    benchmark.group = "dense relu fwd+bwd 128x784->512"
+@pytest.mark.parametrize("activation", DENSE_ACTIVATIONS, ids=str)
+def test_dense_fwd_bwd(benchmark, backend, activation):
     n, i, o = DENSE
-    x, w, b, dout, ws = rand((n, i)), rand((i, o), 1), rand((o,), 2), rand((n, o), 3), Workspace()
-
-    def step():
-        _, cache = ops.dense_forward(x, w, b, activation="relu", workspace=ws)
-        ops.dense_backward(dout, cache, workspace=ws)
-    benchmark(step)
+    step = fwd_bwd(ops.dense_forward, ops.dense_backward, rand((n, o), 3), rand((n, i)),
+                   rand((i, o), 1), rand((o,), 2), activation=activation)
+    measure(benchmark, dense_group(activation), step)
 
 
-def test_adam_1m(benchmark, backend):
-    benchmark.group = "adam update 1M params"
-    k = fastnn._config.backend()
-    p, g = rand(1 << 20), rand(1 << 20, 1)
-    m, v = np.zeros_like(p), np.zeros_like(p)
-    nt = fastnn.get_num_threads()
-    benchmark(k.adam_step, p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 10, False, nt)
+# ---------------------------------------------------------------------------- losses
+def loss_target(loss, shape):
+    """Integer labels for the classification losses, floats in [0, 1) for BCE, normal
+    floats for MSE."""
+    rng = np.random.default_rng(1)
+    if loss in ("softmax_cross_entropy", "multiclass_hinge"):
+        return rng.integers(0, shape[1], shape[0])
+    if loss == "bce_with_logits":
+        return rng.random(shape).astype(np.float32)
+    return rand(shape, 1)
 
 
-@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "bce_with_logits"])
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "multiclass_hinge",
+                                  "bce_with_logits", "mse"])
 def test_losses(benchmark, backend, loss):
-    benchmark.group = "%s 4096x1000" % loss
-    z = rand((4096, 1000))
-    target = (np.random.default_rng(1).integers(0, 1000, 4096) if loss.startswith("softmax")
-              else np.random.default_rng(1).random((4096, 1000)).astype(np.float32))
-    ws = Workspace()
-    benchmark(getattr(ops, loss), z, target, workspace=ws)
+    measure(benchmark, "%s %s" % (loss, size_id(LOSS_SHAPE)), getattr(ops, loss),
+            rand(LOSS_SHAPE), loss_target(loss, LOSS_SHAPE), workspace=Workspace())

@@ -1,9 +1,13 @@
 """`python -m fastnn bench`: fastnn-cython, fastnn-numpy, PyTorch and scikit-learn side
 by side on the same work, with the machine's GEMM and memory-bandwidth limits.
 
-Every figure is the median of repeated runs after a warm-up, measured in this one run,
-so the ratios hold even where absolute times drift between machines.
+Measured side by side, literally: `compare` runs the contenders of a case in rounds,
+each round timing a batch of calls of every contender in turn (rotating the order), and
+reports each contender's median over the rounds. A shared, noisy machine (its speed
+drifts by 10-30% within minutes) then slows every contender alike, so the ratios hold
+even where absolute times do not.
 """
+import contextlib
 import json
 import platform
 import sys
@@ -14,6 +18,22 @@ import numpy as np
 #: reference training steps: (name, layer widths, batch) — Dense->BN->ReLU hidden layers
 CASES = [("S", (64, 128, 10), 32), ("M", (784, 256, 10), 64),
          ("L", (784, 512, 512, 10), 128), ("XL", (784, 1024, 1024, 10), 512)]
+
+#: the targets of the performance issue: (case, measure, bound, "min" | "max"); with the
+#: compiled build, each case's memory adds "step allocations" <= 0 and "peak / need" <= 1.25
+TARGETS = [("S", "vs torch", 5.0, "min"), ("M", "vs torch", 1.8, "min"),
+           ("L", "vs torch", 1.5, "min"), ("XL", "vs torch", 1.1, "min"),
+           ("S", "vs numpy", 2.0, "min"), ("M", "vs numpy", 2.0, "min"),
+           ("L", "vs numpy", 1.4, "min"),
+           ("L", "step / GEMMs", 1.15, "max"), ("XL", "step / GEMMs", 1.15, "max"),
+           ("M infer b=1", "vs torch", 5.0, "min"),
+           ("M epoch (no BN)", "vs sklearn", 2.0, "min")]
+
+ROUNDS, QUICK_ROUNDS = 11, 4
+#: seconds between samples: thread pools spin-wait after work (OpenBLAS ~0.1 s, libgomp
+#: less) and steal a core from whatever runs next; measured here, a 2-thread fastnn step
+#: ran 1.3-1.6x slower within 50 ms of a BLAS-threaded GEMM, and at full speed after 0.2 s
+PAUSE = 0.15
 
 
 def median_time(fn, budget, min_repeats=5, max_repeats=10000):
@@ -28,6 +48,50 @@ def median_time(fn, budget, min_repeats=5, max_repeats=10000):
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def compare(contenders, budget, rounds=ROUNDS):
+    """Seconds per call of each contender, measured round-robin: {name: [one per round]}.
+
+    contenders: {name: fn} or {name: (fn, context)}, where context() returns a context
+    manager held while fn runs (a backend, a BLAS thread limit; entered outside the
+    timings). Each contender gets ~budget seconds in `rounds` samples; a sample times
+    as many back-to-back calls as fill budget / rounds (at least one), after two
+    warm-up calls. Within a round the contenders run one after the other (the order
+    rotates from round to round), so a ratio of two contenders is best taken round by
+    round (`paired`)."""
+    items = []
+    for name, c in contenders.items():
+        fn, ctx = c if isinstance(c, tuple) else (c, None)
+        items.append((name, fn, ctx or contextlib.nullcontext))
+    calls = {}
+    for name, fn, ctx in items:
+        with ctx():
+            fn()
+            fn()
+            t0 = time.perf_counter()
+            fn()
+            one = time.perf_counter() - t0
+        calls[name] = max(1, int(budget / rounds / max(one, 1e-7)))
+    samples = {name: [] for name, _, _ in items}
+    for r in range(rounds):
+        for name, fn, ctx in items[r % len(items):] + items[:r % len(items)]:
+            k = calls[name]
+            with ctx():
+                t0 = time.perf_counter()
+                for _ in range(k):
+                    fn()
+                samples[name].append((time.perf_counter() - t0) / k)
+            time.sleep(PAUSE)
+    return samples
+
+
+def paired(samples, num, den):
+    """Median over rounds of samples[num] / sum of samples[d] for d in den (a name or a
+    tuple of names): the ratio of times measured side by side, round by round."""
+    den = (den,) if isinstance(den, str) else den
+    return float(np.median([n / sum(d) for n, *d in zip(samples[num],
+                                                         *(samples[k] for k in den))]))
 
 
 # ---------------------------------------------------------------- machine limits
@@ -58,9 +122,10 @@ def copy_bandwidth(budget):
     return 2 * x.nbytes / t / 1e9
 
 
-def gemm_only_step(widths, batch, budget, threads):
-    """Time of a training step's GEMMs alone (forward x@W; backward dW and dx, no dx for
-    the first layer), with the same BLAS on `threads` threads, into preallocated outputs."""
+def gemm_only_fn(widths, batch, first_dx=False):
+    """A callable running a training step's GEMMs alone (forward x@W; backward dW and dx,
+    no dx for the first layer unless first_dx) into preallocated outputs, with the BLAS
+    the kernels use (scipy's); the caller chooses its threading (`_all_threads`)."""
     from scipy.linalg.blas import sgemm
     rng = np.random.default_rng(0)
     calls = []
@@ -73,20 +138,19 @@ def gemm_only_step(widths, batch, budget, threads):
         # row-major C = A @ B is column-major C.T = B.T @ A.T: transposed views, no copies
         calls.append((w.T, x.T, z.T, 0, 0))
         calls.append((dz.T, x.T, dw.T, 0, 1))
-        if k:
+        if k or first_dx:
             calls.append((w.T, dz.T, dx.T, 1, 0))
 
     def run():
         for a, b, c, ta, tb in calls:
             sgemm(1.0, a, b, c=c, overwrite_c=1, trans_a=ta, trans_b=tb)
-    with _all_threads(threads):
-        return median_time(run, budget)
+    return run
 
 
-def gemv_only_forward(widths, budget, threads):
-    """Time of a batch-1 forward's matrix-vector products alone (z = W^T x per layer,
-    BLAS sgemv on `threads` threads): streaming the weights once is the floor of
-    batch-1 inference."""
+def gemv_only_fn(widths):
+    """A callable running a batch-1 forward's matrix-vector products alone (z = W^T x
+    per layer, BLAS sgemv; the caller chooses its threading): streaming the weights once
+    is the floor of batch-1 inference."""
     from scipy.linalg.blas import sgemv
     rng = np.random.default_rng(0)
     calls = []
@@ -97,13 +161,13 @@ def gemv_only_forward(widths, budget, threads):
     def run():
         for a, x, y in calls:
             sgemv(1.0, a, x, y=y, overwrite_y=1)
-    with _all_threads(threads):
-        return median_time(run, budget)
+    return run
 
 
-def adam_only(widths, budget):
-    """Time of the step's Adam update alone (all parameters, one fused kernel call): with
-    the GEMMs, the floor a step cannot beat (it streams 7 arrays of the parameter count)."""
+def adam_only_fn(widths):
+    """A callable running the step's Adam update alone (all parameters, one fused kernel
+    call): with the GEMMs, the floor a step cannot beat (it streams 7 arrays of the
+    parameter count)."""
     import fastnn
     from fastnn._config import backend, threads_for
     n = sum(i * o + o for i, o in zip(widths[:-1], widths[1:])) + 2 * sum(widths[1:-1])
@@ -111,8 +175,7 @@ def adam_only(widths, budget):
     with fastnn.use_backend("cython"):
         k = backend()
     nt = threads_for(n)
-    return median_time(lambda: k.adam_step(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, False,
-                                           nt), budget)
+    return lambda: k.adam_step(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, False, nt)
 
 
 def gemm_flops(widths, batch):
@@ -141,29 +204,22 @@ def fastnn_model(widths, seed=0):
 
 
 def fastnn_step_fn(widths, batch, backend):
+    """A callable making one training step (forward, loss, backward, Adam) of the
+    reference network; run it with `backend` active (fastnn.use_backend)."""
     import fastnn
     x, y = _data(widths, batch)
     with fastnn.use_backend(backend):
         model = fastnn_model(widths)
         trainer = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
                                  fastnn.optim.Adam(model.parameters(), lr=1e-3), verbose=0)
-
-    def step():
-        with fastnn.use_backend(backend):
-            trainer._train_step(x, y)
-    return step
+    return lambda: trainer._train_step(x, y)
 
 
-def fastnn_infer_fn(widths, backend):
-    import fastnn
+def fastnn_infer_fn(widths):
+    """A callable running the eval-mode public forward at batch 1."""
     x, _ = _data(widths, 1)
-    with fastnn.use_backend(backend):
-        model = fastnn_model(widths).eval()
-
-    def infer():
-        with fastnn.use_backend(backend):
-            model(x)
-    return infer
+    model = fastnn_model(widths).eval()
+    return lambda: model(x)
 
 
 def torch_model(widths, threads):
@@ -242,58 +298,62 @@ def _available(module):
 
 
 def run(quick=False, log=print):
-    """Measure everything; return a dict (also printed as a table by `main`)."""
+    """Measure everything; return a dict (also printed as tables by `main`)."""
     import fastnn
     cfg = fastnn.show_config(print_=False)
     threads = fastnn.get_num_threads()
-    budget = 0.25 if quick else 1.0
+    budget, rounds = (0.25, QUICK_ROUNDS) if quick else (1.0, ROUNDS)
     backends = ["cython", "numpy"] if cfg["cython"] else ["numpy"]
     has_torch, has_sklearn = _available("torch"), _available("sklearn")
+    blas = lambda: _all_threads(threads)                       # noqa: E731
+    on = lambda b: (lambda: fastnn.use_backend(b))             # noqa: E731
     res = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_name(), "threads": threads,
-           "fastnn": cfg["version"], "blas": cfg["blas"], "cases": []}
+           "fastnn": cfg["version"], "blas": cfg["blas"], "rounds": rounds, "cases": []}
     log("machine limits ...")
     res["gemm_gflops"] = gemm_gflops(budget, threads)
     res["copy_gbps"] = copy_bandwidth(budget)
     log("  sgemm %.1f GFLOP/s, copy %.1f GB/s" % (res["gemm_gflops"], res["copy_gbps"]))
-    for name, widths, batch in CASES:
-        log("training step %s %s batch %d ..." % (name, "-".join(map(str, widths)), batch))
-        row = {"case": name, "kind": "train step", "widths": widths, "batch": batch}
-        for b in backends:
-            row["fastnn-" + b] = median_time(fastnn_step_fn(widths, batch, b), budget)
-        if has_torch:
-            row["torch"] = median_time(torch_step_fn(widths, batch, threads), budget)
-        row["gemm-only"] = gemm_only_step(widths, batch, budget, threads)
-        if cfg["cython"]:
-            row["adam-only"] = adam_only(widths, budget)
-        row["gemm_gflop"] = gemm_flops(widths, batch) / 1e9
+
+    def case(row, contenders):
+        row["samples"] = compare(contenders, budget, rounds)
+        row.update({k: float(np.median(v)) for k, v in row["samples"].items()})
         res["cases"].append(row)
         log("  " + _summary(row))
+
+    for name, widths, batch in CASES:
+        log("training step %s %s batch %d ..." % (name, "-".join(map(str, widths)), batch))
+        contenders = {"fastnn-" + b: (fastnn_step_fn(widths, batch, b), on(b))
+                      for b in backends}
+        if has_torch:
+            contenders["torch"] = torch_step_fn(widths, batch, threads)
+        contenders["gemm-only"] = (gemm_only_fn(widths, batch), blas)
+        if cfg["cython"]:
+            contenders["adam-only"] = adam_only_fn(widths)
+        case({"case": name, "kind": "train step", "widths": widths, "batch": batch,
+              "gemm_gflop": gemm_flops(widths, batch) / 1e9}, contenders)
     name, widths, _ = CASES[1]
     log("inference %s batch 1 ..." % name)
-    row = {"case": name + " infer b=1", "kind": "inference", "widths": widths, "batch": 1}
-    for b in backends:
-        row["fastnn-" + b] = median_time(fastnn_infer_fn(widths, b), budget)
+    contenders = {"fastnn-" + b: (fastnn_infer_fn(widths), on(b)) for b in backends}
     if has_torch:
-        row["torch"] = median_time(torch_infer_fn(widths, threads), budget)
-    row["gemm-only"] = gemv_only_forward(widths, budget, threads)
-    row["gemm_gflop"] = 2 * sum(i * o for i, o in zip(widths[:-1], widths[1:])) / 1e9
-    res["cases"].append(row)
-    log("  " + _summary(row))
+        contenders["torch"] = torch_infer_fn(widths, threads)
+    contenders["gemm-only"] = (gemv_only_fn(widths), blas)
+    case({"case": name + " infer b=1", "kind": "inference", "widths": widths, "batch": 1,
+          "gemm_gflop": 2 * sum(i * o for i, o in zip(widths[:-1], widths[1:])) / 1e9},
+         contenders)
     if has_sklearn:
         name, widths, batch = CASES[1]
         n_batches = 20 if quick else 100
         log("epoch vs scikit-learn MLPClassifier (%s, no BN, %d batches) ..." % (name, n_batches))
-        row = {"case": name + " epoch (no BN)", "kind": "epoch", "widths": widths,
-               "batch": batch, "fastnn-cython": median_time(
-                   fastnn_epoch_fn(widths, batch, n_batches), budget, min_repeats=3),
-               "sklearn": median_time(sklearn_epoch_fn(widths, batch, n_batches), budget,
-                                      min_repeats=3)}
-        res["cases"].append(row)
-        log("  " + _summary(row))
+        b = backends[0]
+        case({"case": name + " epoch (no BN)", "kind": "epoch", "widths": widths,
+              "batch": batch},
+             {"fastnn-" + b: (fastnn_epoch_fn(widths, batch, n_batches), on(b)),
+              "sklearn": sklearn_epoch_fn(widths, batch, n_batches)})
     from . import memory
     if memory.available():
         log("memory of a training step (allocations, peak vs need) ...")
         res["memory"] = memory.memory_rows()
+    res["targets"] = targets(res)
     return res
 
 
@@ -319,45 +379,90 @@ def _cpu_name():
     return platform.processor() or platform.machine()
 
 
+def measures(r):
+    """A case row's derived figures, each the median of its per-round ratios (`paired`):
+    "vs <peer>" (the peer's time over fastnn-cython's; > 1: fastnn is faster), "step /
+    GEMMs" (the step over its GEMMs alone) and "step / (GEMMs + Adam)"; and "GEMM
+    GFLOP/s" (of the GEMMs alone, from their median time)."""
+    out, s = {}, r["samples"]
+    fc = "fastnn-cython"
+    for peer, label in (("fastnn-numpy", "vs numpy"), ("torch", "vs torch"),
+                        ("sklearn", "vs sklearn")):
+        if fc in s and peer in s:
+            out[label] = paired(s, peer, fc)
+    if "gemm-only" in s:
+        out["GEMM GFLOP/s"] = r["gemm_gflop"] / r["gemm-only"]
+        if fc in s:
+            out["step / GEMMs"] = paired(s, fc, "gemm-only")
+            if "adam-only" in s:
+                out["step / (GEMMs + Adam)"] = paired(s, fc, ("gemm-only", "adam-only"))
+    return out
+
+
+def targets(res):
+    """The issue's targets against this run: [{case, measure, bound, kind, value, met}]
+    (value None when the peer it needs is not installed)."""
+    found = {r["case"]: measures(r) for r in res["cases"]}
+    goals = list(TARGETS)
+    for r in res.get("memory", []):
+        found.setdefault(r["case"], {}).update({"peak / need": r["ratio"],
+                                                "step allocations": r["step_allocations"]})
+        goals += [(r["case"], "step allocations", 0, "max"),
+                  (r["case"], "peak / need", 1.25, "max")]
+    rows = []
+    for case, what, bound, kind in goals:
+        v = found.get(case, {}).get(what)
+        met = None if v is None else (v >= bound if kind == "min" else v <= bound)
+        rows.append({"case": case, "measure": what, "bound": bound, "kind": kind,
+                     "value": v, "met": met})
+    return rows
+
+
 def table(res):
-    """Markdown table of times and ratios (ratio > 1: fastnn-cython is faster)."""
-    lines = ["fastnn %s, %s, %d threads, %s; sgemm %.1f GFLOP/s, copy %.1f GB/s"
+    """Markdown tables: times and ratios per case (`measures`; "vs" > 1: fastnn-cython is
+    faster), then the targets."""
+    lines = ["fastnn %s, %s, %d threads, %s; sgemm %.1f GFLOP/s, copy %.1f GB/s; times: "
+             "medians of %d interleaved rounds, ratios: medians of the per-round ratios"
              % (res["fastnn"], res["cpu"], res["threads"], res["date"], res["gemm_gflops"],
-                res["copy_gbps"]), "",
+                res["copy_gbps"], res["rounds"]), "",
              "| case | fastnn-cython | fastnn-numpy | torch | sklearn | vs numpy | vs torch "
              "| vs sklearn | step / GEMMs | step / (GEMMs + Adam) | GEMM GFLOP/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["cases"]:
-        fc = r.get("fastnn-cython")
-        cell = lambda k: _fmt_time(r[k]) if k in r else "-"
-        ratio = lambda k: "%.2fx" % (r[k] / fc) if k in r and fc else "-"
-        eff = "%.2f" % (fc / r["gemm-only"]) if "gemm-only" in r and fc else "-"
-        floor = ("%.2f" % (fc / (r["gemm-only"] + r["adam-only"]))
-                 if "adam-only" in r and fc else "-")
-        gf = "%.1f" % (r["gemm_gflop"] / r["gemm-only"]) if "gemm-only" in r else "-"
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            r["case"], cell("fastnn-cython"), cell("fastnn-numpy"), cell("torch"),
-            cell("sklearn"), ratio("fastnn-numpy"), ratio("torch"), ratio("sklearn"), eff,
-            floor, gf))
+        m = measures(r)
+        cell = lambda k: _fmt_time(r[k]) if k in r else "-"                # noqa: E731
+        fmt = lambda k, f: f % m[k] if k in m else "-"                     # noqa: E731
+        lines.append("| %s |" % " | ".join(
+            [r["case"]] + [cell(k) for k in ("fastnn-cython", "fastnn-numpy", "torch",
+                                              "sklearn")]
+            + [fmt(k, "%.2fx") for k in ("vs numpy", "vs torch", "vs sklearn")]
+            + [fmt(k, "%.2f") for k in ("step / GEMMs", "step / (GEMMs + Adam)")]
+            + [fmt("GEMM GFLOP/s", "%.1f")]))
+    lines += ["", "| target | bound | this run | met |", "|---|---|---|---|"]
+    for t in res.get("targets", []):
+        lines.append("| %s %s | %s %.2f | %s | %s |" % (
+            t["case"], t["measure"], ">=" if t["kind"] == "min" else "<=", t["bound"],
+            "-" if t["value"] is None else "%.2f" % t["value"],
+            {True: "yes", False: "**no**", None: "(peer not installed)"}[t["met"]]))
     return "\n".join(lines)
 
 
 def plot(res, path):
     """Bar chart of speed-ups of fastnn-cython over each peer, per case."""
     from .plots import _figure, _save
-    peers = ["fastnn-numpy", "torch", "sklearn"]
-    cases = [r for r in res["cases"] if "fastnn-cython" in r]
+    peers = ["vs numpy", "vs torch", "vs sklearn"]
+    cases = [(r["case"], measures(r)) for r in res["cases"] if "fastnn-cython" in r]
     fig = _figure((8, 4))
     ax = fig.add_subplot()
     width = 0.8 / len(peers)
     for k, peer in enumerate(peers):
-        xs = [i + k * width for i, r in enumerate(cases) if peer in r]
-        ys = [r[peer] / r["fastnn-cython"] for r in cases if peer in r]
+        xs = [i + k * width for i, (_, m) in enumerate(cases) if peer in m]
+        ys = [m[peer] for _, m in cases if peer in m]
         if xs:
-            ax.bar(xs, ys, width, label="vs " + peer)
+            ax.bar(xs, ys, width, label=peer)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks([i + width for i in range(len(cases))])
-    ax.set_xticklabels([r["case"] for r in cases], fontsize=8)
+    ax.set_xticklabels([name for name, _ in cases], fontsize=8)
     ax.set_ylabel("speed-up of fastnn-cython (x)")
     ax.set_title("fastnn, %d threads, %s" % (res["threads"], res["date"]))
     ax.legend()

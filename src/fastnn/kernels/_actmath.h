@@ -20,17 +20,17 @@
 /* FASTNN_SIMD_CLONES_VOID: the return type of the activation span loops. With GCC on
  * x86-64 Linux/glibc, the span functions are compiled three times -- AVX-512F, AVX2 and
  * the baseline (SSE2) -- and the loader picks the widest the CPU supports (function
- * multiversioning, an ifunc resolved once at load). fp-contract=off keeps every clone
- * free of fused multiply-adds (AVX-512F implies FMA), so all clones return the same bits
- * as the baseline: results do not depend on the machine's vector width. Off when the
- * build already targets AVX2 (-march=native), with other compilers, or with
- * -DFASTNN_NO_SIMD_CLONES. */
+ * multiversioning, an ifunc resolved once at load). The build's -ffp-contract=off keeps
+ * every clone free of fused multiply-adds (AVX-512F implies FMA), so all clones return
+ * the same bits as the baseline: results do not depend on the machine's vector width.
+ * (Not the optimize("fp-contract=off") attribute: with it GCC 12 vectorised none of the
+ * AVX clones.) Off when the build already targets AVX2 (-march=native), with other
+ * compilers, or with -DFASTNN_NO_SIMD_CLONES. */
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__INTEL_COMPILER) \
     && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) \
     && !defined(__AVX2__) && !defined(FASTNN_NO_SIMD_CLONES) && __GNUC__ >= 8
 #define FASTNN_SIMD_CLONES_VOID \
-    __attribute__((target_clones("avx512f", "avx2", "default"), \
-                   optimize("fp-contract=off"))) void
+    __attribute__((target_clones("avx512f", "avx2", "default"))) void
 #else
 #define FASTNN_SIMD_CLONES_VOID void
 #endif

@@ -9,23 +9,24 @@ transposed, with no copies:
     backward dw = x^T @ dz   as  dw^T = dz^T x       gemm('N', 'T', O, I, N)
              dx = dz @ w^T   as  dx^T = w dz^T       gemm('T', 'N', I, N, O)
 
-One thread pool. fastnn runs this BLAS single-threaded (see fastnn._config) and splits every GEMM itself across its OpenMP team, each
-thread computing a block of the output with one gemm call and finishing that block
-while it is still in cache:
+One thread pool. fastnn runs this BLAS single-threaded (see fastnn._config) and splits
+every GEMM itself across its OpenMP team, each thread computing blocks of the output with
+one gemm call each:
     forward:  thread t computes z[rows_t] (or z[:, cols_t] when the batch is small),
-              then z += b and out = f(z) on that block; a single row (batch 1) is
-              cut along the sum instead (partial gemvs over contiguous rows of w,
-              added in a fixed order);
-    backward: thread t owns columns cols_t: dz = dout * f'(z,
-              out) and db = sum(dz, 0) for those columns (rows in order, double
-              accumulation), then dw[:, cols_t] = x^T dz[:, cols_t]; after that
-              dx[rows_t] = dz[rows_t] w^T (or dx[:, cols_t] when the batch is small).
+              then z += b and out = f(z) on that block while it is in cache; a single
+              row (batch 1) is cut along the sum instead (partial gemvs over
+              contiguous rows of w, added in a fixed order);
+    backward: dz = dout * f'(z, out) and db = sum(dz, 0) in one pass (COLS columns at a
+              time, rows in order, double accumulation), then dw and dx together: dw
+              cut along its rows (I), dx along its rows (or its columns when the batch
+              is small); with both, each gets half the blocks.
 Two pools (OpenBLAS's pthreads and libgomp's) spin on each other's cores: measured on 2
 cores, a GEMM followed by a 2-thread elementwise kernel ran 10x slower than either
 alone.
 
-Determinism. How a product is cut into blocks depends only on its shape (PARTS blocks cut
-at multiples of ALIGN once it has SPLIT_MIN multiply-adds), never on the thread count;
+Determinism. How a product is cut into blocks depends only on its shape and on PARTS, the
+machine's processor count fixed at import (PARTS blocks of at least MIN_BLOCK, cut at
+multiples of ALIGN, once it has SPLIT_MIN multiply-adds), never on the thread count;
 threads only decide who computes which block. BLAS's result for an element depends on
 the block it is in (edge tiles, internal cache blocking), so this is what makes results
 bit-identical for any thread count. db sums each column over the rows in order.
@@ -44,6 +45,7 @@ from ._buffers cimport array_data, float_type, optional_data
 from ._plan cimport PlanOp, submit
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
+from ._openmp cimport omp_get_num_procs
 from ._actfuncs cimport (ACT_IDENTITY, ACT_LEAKY_RELU, ACT_NUM_CODES, ACT_RELU,
                          act_backward_span, act_forward_span)
 
@@ -53,21 +55,41 @@ if (_codes.IDENTITY, _codes.RELU, _codes.LEAKY_RELU) != (
                       "fastnn.kernels.codes; rebuild the extension")
 
 cdef enum:
-    COLS = 64      # db is summed per block of COLS columns (fixed: thread-count independent)
+    COLS = 64      # dz and db are computed per block of COLS columns
+    ELEMWISE_MIN = 1 << 15   # elements below which the dz/db pass runs on one thread
     ALIGN = 16     # GEMM blocks are cut at multiples of this (whole micro-kernel tiles)
-    PARTS = 4      # GEMM blocks per product when it is worth splitting
+    MAX_PARTS = 16    # GEMM blocks per product at most
+    MIN_BLOCK = 128   # narrowest GEMM block (each block re-packs the shared operand)
     SPLIT_MIN = 1 << 20   # multiply-adds below which a product stays one GEMM call
     SPLIT_MIN_GEMV = 1 << 16   # the same for a matrix-vector product (bandwidth-bound)
+
+
+cdef int _machine_parts() noexcept nogil:
+    """GEMM blocks per product worth splitting: the machine's processor count (2 at
+    least, MAX_PARTS at most). Fixed for the process, whatever set_num_threads says:
+    fewer, larger blocks than a fixed 4 were 5-15% faster on 2 cores (each block
+    re-packs the operand the blocks share)."""
+    return max(2, min(<int>MAX_PARTS, omp_get_num_procs()))
+
+
+cdef int PARTS = _machine_parts()
+
+
+def gemm_parts():
+    """The number of blocks a large GEMM is cut into on this machine (see PARTS)."""
+    return PARTS
 
 
 cdef inline int _nparts(Py_ssize_t dim, Py_ssize_t work, bint matvec) noexcept nogil:
     """Number of GEMM blocks for a product of `work` multiply-adds split along `dim`
     (`matvec`: one operand is a vector, so the product streams the matrix once and is
-    worth splitting much earlier): a function of the shape only (never of the thread
-    count)."""
+    worth splitting much earlier): a function of the shape and the machine only (never
+    of the thread count)."""
     if work < (SPLIT_MIN_GEMV if matvec else SPLIT_MIN):
         return 1
-    return <int>min(<Py_ssize_t>PARTS, (dim + ALIGN - 1) // ALIGN)
+    if matvec:
+        return <int>min(<Py_ssize_t>PARTS, (dim + ALIGN - 1) // ALIGN)
+    return <int>max(1, min(<Py_ssize_t>PARTS, dim // MIN_BLOCK))
 
 
 cdef inline void _split(Py_ssize_t n, int parts, int t, Py_ssize_t align, Py_ssize_t *lo,
@@ -281,26 +303,6 @@ cdef void _dz_db_cols(const floating *dout, const floating *z, const floating *o
             db[c0 + j] = <floating>acc[j]
 
 
-cdef inline void _backward_cols_part(const floating *gp, const floating *xp,
-                                     const floating *zp, const floating *yp, floating *dzp,
-                                     floating *dwp, floating *dbp, Py_ssize_t N,
-                                     Py_ssize_t I, Py_ssize_t O, int code, floating p,
-                                     bint act, int parts, int t) noexcept nogil:
-    """Part t of the backward's first phase: dz and db for its columns, then that block
-    of dw = x^T dz."""
-    cdef Py_ssize_t lo, hi, c
-    _split(O, parts, t, ALIGN, &lo, &hi)
-    if hi <= lo:
-        return
-    if act or dbp != NULL:
-        c = lo
-        while c < hi:
-            _dz_db_cols(gp, zp, yp, dzp, dbp, N, O, c, min(hi, c + COLS), code, p, act)
-            c += COLS
-    _gemm(c'N', c'T', <int>(hi - lo), <int>I, <int>N, dzp + lo, <int>O, xp, <int>I,
-          dwp + lo, <int>O)
-
-
 cdef inline void _backward_dx_part(const floating *wp, const floating *dzp, floating *dxp,
                                    Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, bint by_rows,
                                    int parts, int t) noexcept nogil:
@@ -318,6 +320,23 @@ cdef inline void _backward_dx_part(const floating *wp, const floating *dzp, floa
                   <int>O, dxp + lo, <int>I)
 
 
+cdef inline void _backward_gemm_part(const floating *wp, const floating *xp,
+                                     const floating *dzp, floating *dwp, floating *dxp,
+                                     Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, int pw,
+                                     int pdx, bint dx_by_rows, int t) noexcept nogil:
+    """Task t of the backward's GEMMs: t < pw, block t of dw = x^T dz, cut along I (rows
+    of dw: each block packs only its slice of x; cutting along O instead did not scale
+    on 2 threads); else block t - pw of dx = dz w^T."""
+    cdef Py_ssize_t lo, hi
+    if t < pw:
+        _split(I, pw, t, ALIGN, &lo, &hi)
+        if hi > lo:
+            _gemm(c'N', c'T', <int>O, <int>(hi - lo), <int>N, dzp, <int>O, xp + lo, <int>I,
+                  dwp + lo * O, <int>O)
+    else:
+        _backward_dx_part(wp, dzp, dxp, N, I, O, dx_by_rows, pdx, t - pw)
+
+
 cdef void _dense_backward(const floating *gp, const floating *x, const floating *w,
                           const floating *z, const floating *out, floating *dzp,
                           floating *dx, floating *dw, floating *dbp, Py_ssize_t N,
@@ -325,8 +344,8 @@ cdef void _dense_backward(const floating *gp, const floating *x, const floating 
                           int nthreads) noexcept nogil:
     cdef bint act = code != ACT_IDENTITY or not dz_is_dout
     cdef bint dx_by_rows = N >= I or I < 2 * ALIGN
-    cdef int t, parts
-    cdef Py_ssize_t j
+    cdef int t, pw, pdx = 0, tasks, nt
+    cdef Py_ssize_t j, c, nblk = (O + COLS - 1) // COLS
     if O == 0:
         return
     if N == 0:   # empty batch: every gradient is a sum over nothing
@@ -336,24 +355,30 @@ cdef void _dense_backward(const floating *gp, const floating *x, const floating 
             for j in range(O):
                 dbp[j] = 0
         return
-    parts = _nparts(O, N * I * O, N == 1 or I == 1)
-    if parts <= 1 or nthreads <= 1:
-        for t in range(parts):
-            _backward_cols_part(gp, x, z, out, dzp, dw, dbp, N, I, O, code, p, act,
-                                parts, t)
+    # dz = dout * f'(z, out) and db, COLS columns at a time (each column's rows in order)
+    if act or dbp != NULL:
+        nt = nthreads if N * O >= ELEMWISE_MIN else 1
+        if nt <= 1 or nblk <= 1:
+            for c in range(nblk):
+                _dz_db_cols(gp, z, out, dzp, dbp, N, O, c * COLS, min(O, c * COLS + COLS),
+                            code, p, act)
+        else:
+            for c in prange(nblk, schedule="static", num_threads=min(<Py_ssize_t>nt, nblk)):
+                _dz_db_cols(gp, z, out, dzp, dbp, N, O, c * COLS, min(O, c * COLS + COLS),
+                            code, p, act)
+    # dw and dx: independent products, their blocks shared out in one parallel loop (with
+    # both, each gets half the blocks: on 2 cores, one whole GEMM per thread)
+    pw = _nparts(I, N * I * O, N == 1 or O == 1)
+    if dx != NULL and I > 0:
+        pdx = _nparts(N if dx_by_rows else I, N * I * O, N == 1 or O == 1)
+        pw, pdx = max(1, pw // 2), max(1, pdx // 2)
+    tasks = pw + pdx
+    if nthreads <= 1:
+        for t in range(tasks):
+            _backward_gemm_part(w, x, dzp, dw, dx, N, I, O, pw, pdx, dx_by_rows, t)
     else:
-        for t in prange(parts, schedule="static", num_threads=min(nthreads, parts)):
-            _backward_cols_part(gp, x, z, out, dzp, dw, dbp, N, I, O, code, p, act,
-                                parts, t)
-    if dx == NULL or I == 0:
-        return
-    parts = _nparts(N if dx_by_rows else I, N * I * O, N == 1 or O == 1)
-    if parts <= 1 or nthreads <= 1:
-        for t in range(parts):
-            _backward_dx_part(w, dzp, dx, N, I, O, dx_by_rows, parts, t)
-    else:
-        for t in prange(parts, schedule="static", num_threads=min(nthreads, parts)):
-            _backward_dx_part(w, dzp, dx, N, I, O, dx_by_rows, parts, t)
+        for t in prange(tasks, schedule="static", num_threads=min(nthreads, tasks)):
+            _backward_gemm_part(w, x, dzp, dw, dx, N, I, O, pw, pdx, dx_by_rows, t)
 
 
 cdef int _backward_op(const PlanOp *op) noexcept nogil:

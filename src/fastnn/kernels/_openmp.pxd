@@ -10,6 +10,7 @@ cdef extern from *:
     static int omp_get_max_threads(void) { return 1; }
     static int omp_get_thread_num(void) { return 0; }
     static int omp_get_num_threads(void) { return 1; }
+    static int omp_get_num_procs(void) { return 1; }
     static void omp_set_num_threads(int n) { (void)n; }
     #endif
     """
@@ -17,4 +18,5 @@ cdef extern from *:
     int omp_get_max_threads() noexcept nogil
     int omp_get_thread_num() noexcept nogil
     int omp_get_num_threads() noexcept nogil
+    int omp_get_num_procs() noexcept nogil
     void omp_set_num_threads(int n) noexcept nogil

@@ -1,0 +1,103 @@
+"""fastnn.bench: the interleaved measurement, the paired ratios, the targets and the
+tables (the timings themselves are for `python -m fastnn bench`, not for tests)."""
+import contextlib
+
+import numpy as np
+import pytest
+
+from fastnn import bench
+
+
+@pytest.fixture(autouse=True)
+def no_pause(monkeypatch):
+    monkeypatch.setattr(bench, "PAUSE", 0.0)
+
+
+def test_compare_runs_every_contender_every_round_in_its_context():
+    log, entered = [], []
+
+    @contextlib.contextmanager
+    def ctx():
+        entered.append(1)
+        yield
+
+    res = bench.compare({"a": lambda: log.append("a"), "b": (lambda: log.append("b"), ctx)},
+                        budget=0.01, rounds=5)
+    assert set(res) == {"a", "b"}
+    assert all(len(v) == 5 and all(t >= 0 for t in v) for v in res.values())
+    assert log.count("a") >= 3 + 5 and log.count("b") >= 3 + 5   # 3 warm-up calls each
+    assert len(entered) == 1 + 5                                # warm-up, then each round
+
+
+def test_compare_rotates_the_order():
+    order = []
+    bench.compare({k: (lambda k=k: order.append(k)) for k in "xyz"}, budget=1e-9, rounds=3)
+    rounds = order[9:]                                          # after the warm-ups
+    assert rounds == list("xyz") + list("yzx") + list("zxy")
+
+
+def test_paired_takes_the_median_of_per_round_ratios():
+    s = {"fast": [1.0, 2.0, 4.0], "slow": [3.0, 6.0, 100.0], "other": [1.0, 2.0, 4.0]}
+    assert bench.paired(s, "slow", "fast") == 3.0                 # not 6.0 / 2.0 of medians
+    assert bench.paired(s, "slow", ("fast", "other")) == 1.5
+
+
+def _row(case, **times):
+    samples = {k: [v] * 3 for k, v in times.items()}
+    row = {"case": case, "samples": samples, "gemm_gflop": 1.0}
+    row.update(times)
+    return row
+
+
+def _result():
+    return {"fastnn": "0", "cpu": "cpu", "threads": 2, "date": "today", "gemm_gflops": 1.0,
+            "copy_gbps": 1.0, "rounds": 3, "cases": [
+                _row("S", **{"fastnn-cython": 1.0, "fastnn-numpy": 3.0, "torch": 6.0}),
+                _row("M", **{"fastnn-cython": 1.0, "fastnn-numpy": 1.5, "torch": 2.0}),
+                _row("L", **{"fastnn-cython": 1.2, "gemm-only": 1.0, "adam-only": 0.1})],
+            "memory": [{"case": "S", "ratio": 1.0, "step_allocations": 0},
+                       {"case": "M", "ratio": 1.3, "step_allocations": 2}]}
+
+
+def test_measures_and_targets():
+    res = _result()
+    m = bench.measures(res["cases"][2])
+    assert m["step / GEMMs"] == pytest.approx(1.2)
+    assert m["step / (GEMMs + Adam)"] == pytest.approx(1.2 / 1.1)
+    assert m["GEMM GFLOP/s"] == pytest.approx(1.0)
+    got = {(t["case"], t["measure"]): t["met"] for t in bench.targets(res)}
+    assert got[("S", "vs torch")] is True and got[("S", "vs numpy")] is True
+    assert got[("M", "vs torch")] is True and got[("M", "vs numpy")] is False
+    assert got[("L", "step / GEMMs")] is False
+    assert got[("L", "vs torch")] is None                       # no torch row: not measured
+    assert got[("S", "step allocations")] is True and got[("S", "peak / need")] is True
+    assert got[("M", "step allocations")] is False and got[("M", "peak / need")] is False
+    assert set(got) >= {(c, w) for c, w, _, _ in bench.TARGETS}
+
+
+def test_table_shows_times_ratios_and_targets():
+    res = _result()
+    res["targets"] = bench.targets(res)
+    text = bench.table(res)
+    assert "| S | 1.000 s | 3.000 s | 6.000 s |" in text
+    assert "| S vs torch | >= 5.00 | 6.00 | yes |" in text
+    assert "| M vs numpy | >= 2.00 | 1.50 | **no** |" in text
+    assert "(peer not installed)" in text
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    bench.plot(_result(), str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reference_callables_run():
+    """The GEMM/GEMV/Adam references and the contenders build and run (tiny widths)."""
+    widths = (8, 16, 4)
+    for fn in (bench.gemm_only_fn(widths, 4), bench.gemv_only_fn(widths),
+               bench.fastnn_step_fn(widths, 4, "numpy"), bench.fastnn_infer_fn(widths),
+               bench.fastnn_epoch_fn(widths, 4, 2)):
+        fn()
+    assert bench.gemm_flops(widths, 4) == 2 * 4 * 8 * 16 * 2 + 2 * 4 * 16 * 4 * 3
+    assert np.isfinite(bench.median_time(lambda: None, 0.001))
