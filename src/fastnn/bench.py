@@ -33,7 +33,7 @@ ROUNDS, QUICK_ROUNDS = 11, 4
 #: seconds between samples: thread pools spin-wait after work (OpenBLAS ~0.1 s, libgomp
 #: less) and steal a core from whatever runs next; measured here, a 2-thread fastnn step
 #: ran 1.3-1.6x slower within 50 ms of a BLAS-threaded GEMM, and at full speed after 0.2 s
-PAUSE = 0.15
+PAUSE = 0.2
 
 
 def median_time(fn, budget, min_repeats=5, max_repeats=10000):

@@ -12,7 +12,8 @@ shape are flattened the same way here. All arrays share one dtype (float32 or fl
 and one number of elements. Momentum buffers are None exactly when momentum == 0.
 
 Arithmetic mirrors the reference's operation order in the array's precision (scalars
-rounded to the array dtype first). Weight decay is added to a private copy of the
+rounded to the array dtype first), except Adam's, which folds the bias corrections
+into two scalars to divide once per element (equal up to rounding). Weight decay is added to a private copy of the
 gradient, never written into g; AdamW multiplies p by 1 - lr*wd before the step.
 
 Vectorisation: the build passes -fno-math-errno, so GCC vectorises loops containing
@@ -243,8 +244,10 @@ def rmsprop_step(p, g, square_avg, momentum_buf, lr, alpha, eps, momentum, weigh
 cdef simd_clones_void _adam_range(floating* p, const floating* g, floating* m1, floating* v2,
                                   Py_ssize_t lo, Py_ssize_t hi, floating decay, floating wd,
                                   bint use_wd, bint decoupled, floating beta1c, floating beta2,
-                                  floating beta2c, floating step_size, floating bias2_sqrt,
+                                  floating beta2c, floating step_size,
                                   floating eps) noexcept nogil:
+    """p -= step_size * m / (sqrt(v) + eps) with the bias corrections folded into
+    step_size and eps (see _adam_impl); AdamW first decays p by `decay`."""
     cdef Py_ssize_t i
     cdef floating d, a, b
     if decoupled:
@@ -255,7 +258,7 @@ cdef simd_clones_void _adam_range(floating* p, const floating* g, floating* m1, 
             b = v2[i] * beta2 + beta2c * d * d
             m1[i] = a
             v2[i] = b
-            p[i] = p[i] - (step_size * a) / (f_sqrt(b) / bias2_sqrt + eps)
+            p[i] = p[i] - (step_size * a) / (f_sqrt(b) + eps)
     else:
         for i in range(lo, hi):
             d = (g[i] + wd * p[i]) if use_wd else g[i]
@@ -263,7 +266,7 @@ cdef simd_clones_void _adam_range(floating* p, const floating* g, floating* m1, 
             b = v2[i] * beta2 + beta2c * d * d
             m1[i] = a
             v2[i] = b
-            p[i] = p[i] - (step_size * a) / (f_sqrt(b) / bias2_sqrt + eps)
+            p[i] = p[i] - (step_size * a) / (f_sqrt(b) + eps)
 
 
 cdef object _adam_impl(floating* p, const floating* g, floating* m, floating* v,
@@ -279,13 +282,17 @@ cdef object _adam_impl(floating* p, const floating* g, floating* m, floating* v,
     cdef floating wd_f = <floating>weight_decay
     cdef bint use_wd = weight_decay != 0.0
     cdef floating beta1c = <floating>(1.0 - beta1), beta2_f = <floating>beta2
-    cdef floating beta2c = <floating>(1.0 - beta2), step_size = <floating>(lr / bias1)
-    cdef floating b2s = <floating>bias2_sqrt, eps_f = <floating>eps
+    cdef floating beta2c = <floating>(1.0 - beta2)
+    # torch: p -= lr/bias1 * m / (sqrt(v)/bias2_sqrt + eps); multiplying through by
+    # bias2_sqrt leaves one division per element instead of two (the updates are bound by
+    # the divider): p -= (lr*bias2_sqrt/bias1) * m / (sqrt(v) + eps*bias2_sqrt)
+    cdef floating step_size = <floating>(lr * bias2_sqrt / bias1)
+    cdef floating eps_f = <floating>(eps * bias2_sqrt)
     with nogil:
         for c in prange(nc, schedule="static", num_threads=nt, use_threads_if=nt > 1):
             _adam_range(p, g, m, v, c * CHUNK, min((c + 1) * CHUNK, n),
                         decay, wd_f, use_wd, decoupled, beta1c, beta2_f, beta2c,
-                        step_size, b2s, eps_f)
+                        step_size, eps_f)
 
 
 def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled,
