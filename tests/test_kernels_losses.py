@@ -217,3 +217,15 @@ def test_bit_identical_across_thread_counts(dtype):
             loss, grad = run(name, losses, *args, nthreads=nt)
             assert loss == base_loss, name
             np.testing.assert_array_equal(grad, base_grad)
+
+
+@pytest.mark.parametrize("mod", [ref, losses], ids=["numpy", "cython"])
+def test_labels_in_range(mod):
+    c = 5
+    assert mod.labels_in_range(np.zeros(0, np.int64), c)
+    assert mod.labels_in_range(np.array([0, 4, 2, 4, 0], np.int64), c)
+    for bad in ([5], [-1], [0, 1, 2, 3, 4, 5], [np.iinfo(np.int64).min, 0],
+                [np.iinfo(np.int64).max], [0] * 1000 + [-3] + [0] * 17):
+        assert not mod.labels_in_range(np.array(bad, np.int64), c)
+    big = np.random.default_rng(0).integers(0, 1000, 100003)
+    assert mod.labels_in_range(big, 1000) and not mod.labels_in_range(big, 999)

@@ -29,7 +29,7 @@ TARGETS = [("S", "vs torch", 5.0, "min"), ("M", "vs torch", 1.8, "min"),
            ("M infer b=1", "vs torch", 5.0, "min"),
            ("M epoch (no BN)", "vs sklearn", 2.0, "min")]
 
-ROUNDS, QUICK_ROUNDS = 11, 4
+ROUNDS, QUICK_ROUNDS = 21, 4
 #: seconds between samples: thread pools spin-wait after work (OpenBLAS ~0.1 s, libgomp
 #: less) and steal a core from whatever runs next; measured here, a 2-thread fastnn step
 #: ran 1.3-1.6x slower within 50 ms of a BLAS-threaded GEMM, and at full speed after 0.2 s

@@ -47,7 +47,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from ._openmp cimport omp_get_num_procs
 from ._actfuncs cimport (ACT_IDENTITY, ACT_LEAKY_RELU, ACT_NUM_CODES, ACT_RELU,
-                         act_backward_span, act_forward_span)
+                         act_backward_span, act_forward_span, simd_clones_void)
 
 if (_codes.IDENTITY, _codes.RELU, _codes.LEAKY_RELU) != (
         ACT_IDENTITY, ACT_RELU, ACT_LEAKY_RELU):  # pragma: no cover
@@ -281,10 +281,10 @@ def dense_forward(x, w, b, z, out, int code, double p, int nthreads=1):
     submit(&op)
 
 
-cdef void _dz_db_cols(const floating *dout, const floating *z, const floating *out,
-                      floating *dz, floating *db, Py_ssize_t N, Py_ssize_t O,
-                      Py_ssize_t c0, Py_ssize_t c1, int code, floating p,
-                      bint act) noexcept nogil:
+cdef simd_clones_void _dz_db_cols(
+        const floating *dout, const floating *z, const floating *out, floating *dz,
+        floating *db, Py_ssize_t N, Py_ssize_t O, Py_ssize_t c0, Py_ssize_t c1, int code,
+        floating p, bint act) noexcept nogil:
     """Columns [c0, c1) (at most COLS), rows in order: dz = dout * f'(z, out) when act,
     and db[c] = sum over the rows of dz[:, c] (accumulated in double) unless db is NULL."""
     cdef double acc[COLS]

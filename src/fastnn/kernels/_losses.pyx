@@ -50,6 +50,17 @@ cdef double* _scratch(Py_ssize_t n) except NULL:
     return p
 
 
+def labels_in_range(labels, Py_ssize_t c):
+    """Whether every label (int64, (N,)) is in [0, c): one branch-free scan (with the
+    GIL: it is the check made before a kernel uses labels as indices)."""
+    cdef const int64_t[::1] lab = labels
+    cdef Py_ssize_t i
+    cdef int64_t bad = 0
+    for i in range(lab.shape[0]):
+        bad |= (lab[i] < 0) | (lab[i] >= c)
+    return bad == 0
+
+
 # ----------------------------------------------------------------------------------
 # softmax cross-entropy
 # ----------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ from ..kernels.codes import IDENTITY
 from .activations import resolve_activation
 
 def _gemm_threads(x, w):
-    """Threads for a layer's GEMMs: parallel from ~1M multiply-adds, or from 64K for a
-    matrix-vector product (batch 1: bandwidth-bound), as the kernels split them."""
+    """Threads for a layer's GEMMs: parallel from 512K multiply-adds (the kernels' SPLIT_MIN;
+    the backward's dw and dx also run side by side), or from 64K for a matrix-vector
+    product (batch 1: bandwidth-bound)."""
     n, (i, o) = x.shape[0], w.shape
-    return threads_for(n * i * o >> (1 if n == 1 or i == 1 or o == 1 else 5))
+    return threads_for(n * i * o >> (1 if n == 1 or i == 1 or o == 1 else 4))
 
 
 DenseCache = namedtuple("DenseCache", "x w has_bias z out code p")

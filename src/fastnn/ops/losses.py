@@ -11,20 +11,16 @@ from .._workspace import FRESH
 _INT64 = np.dtype(np.int64)
 
 
-def _labels(labels, scores, fn, workspace):
-    """`as_labels` for (N, C) scores, allocating nothing on the training path: with a
-    workspace, int64 C-contiguous labels of shape (N,) are range-checked through reused
-    0-d buffers (`labels.min()` would allocate its result) and returned as they are;
-    anything else, or labels out of range, goes through `as_labels` (its messages)."""
+def _labels(labels, scores, fn):
+    """`as_labels` for (N, C) scores, allocating nothing on the training path: int64
+    C-contiguous labels of shape (N,) are range-checked by the backend's one-pass scan
+    and returned as they are; anything else, or labels out of range, goes through
+    `as_labels` (its conversions and messages)."""
     n, c = scores.shape
-    if (workspace is not None and isinstance(labels, np.ndarray) and labels.dtype == _INT64
-            and labels.shape == (n,) and labels.flags.c_contiguous and labels.flags.aligned):
-        lo = workspace.get("label_min", (), _INT64)
-        hi = workspace.get("label_max", (), _INT64)
-        np.min(labels, out=lo)
-        np.max(labels, out=hi)
-        if int(lo) >= 0 and int(hi) < c:
-            return labels
+    if (isinstance(labels, np.ndarray) and labels.dtype == _INT64 and labels.shape == (n,)
+            and labels.flags.c_contiguous and labels.flags.aligned
+            and backend().labels_in_range(labels, c)):
+        return labels
     return as_labels(labels, n, c, fn)
 
 
@@ -35,7 +31,7 @@ def softmax_cross_entropy(logits, labels, workspace=None):
     """
     fn = "softmax_cross_entropy"
     logits = as_float_array(logits, fn, "logits", ndim=2)
-    labels = _labels(labels, logits, fn, workspace)
+    labels = _labels(labels, logits, fn)
     grad = (workspace or FRESH).get("grad", logits.shape, logits.dtype)
     loss = backend().softmax_cross_entropy(logits, labels, grad, threads_for(logits.size))
     return loss, grad
@@ -48,7 +44,7 @@ def multiclass_hinge(scores, labels, margin=1.0, workspace=None):
     """
     fn = "multiclass_hinge"
     scores = as_float_array(scores, fn, "scores", ndim=2)
-    labels = _labels(labels, scores, fn, workspace)
+    labels = _labels(labels, scores, fn)
     if type(margin) is not float or not math.isfinite(margin):   # as_scalar allocates
         margin = as_scalar(margin, fn, "margin")
     grad = (workspace or FRESH).get("grad", scores.shape, scores.dtype)

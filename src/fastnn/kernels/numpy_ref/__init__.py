@@ -11,13 +11,15 @@ Calling convention shared with the Cython backend (`fastnn.kernels._*`):
 from .activations import act_backward, act_forward, prelu_backward, prelu_forward
 from .batchnorm import bn_backward, bn_forward_eval, bn_forward_train
 from .dense import dense_backward, dense_forward
-from .losses import bce_with_logits, mse, multiclass_hinge, softmax_cross_entropy
+from .losses import (bce_with_logits, labels_in_range, mse, multiclass_hinge,
+                     softmax_cross_entropy)
 from .updates import adagrad_step, adam_step, rmsprop_step, sgd_step
 
 __all__ = [
     "act_forward", "act_backward", "prelu_forward", "prelu_backward",
     "dense_forward", "dense_backward",
     "bn_forward_train", "bn_forward_eval", "bn_backward",
-    "softmax_cross_entropy", "multiclass_hinge", "bce_with_logits", "mse",
+    "labels_in_range", "softmax_cross_entropy", "multiclass_hinge", "bce_with_logits",
+    "mse",
     "sgd_step", "adagrad_step", "rmsprop_step", "adam_step",
 ]

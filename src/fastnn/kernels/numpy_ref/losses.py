@@ -10,6 +10,12 @@ import numpy as np
 from .activations import sigmoid
 
 
+def labels_in_range(labels, c):
+    """Whether every label (int64, (N,)) is in [0, c) (the check fastnn.ops makes before
+    a kernel uses labels as indices)."""
+    return labels.size == 0 or (int(labels.min()) >= 0 and int(labels.max()) < c)
+
+
 def softmax_cross_entropy(logits, labels, dlogits, nthreads=1):
     """logits (N, C), labels (N,) int64 in [0, C) -> loss; writes dlogits (N, C)."""
     n = logits.shape[0]
