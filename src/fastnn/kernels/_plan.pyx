@@ -15,7 +15,7 @@ still *meaningful* (same parameters, modes, thread counts) is decided by
 """
 from libc.stdlib cimport free, realloc
 from cpython.object cimport PyObject_GenericSetAttr
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memmove
 
 import numpy as np
 cimport numpy as cnp
@@ -202,7 +202,7 @@ cdef class ForwardReplay:
         if len(self.layers) != len(self.caches) or not self.layers:
             raise ValueError("fastnn.kernels: one cache per layer expected")
 
-    def run(self, x, plans, key):
+    cpdef object run(self, x, plans, key):
         """Replay on x (the recorded shape and dtype, C-contiguous); restore the layers'
         caches (another forward may have replaced them since; the first names x); note
         x, key and the first cache as `plans`' last forward. Returns `out`."""
@@ -239,7 +239,10 @@ cdef class ForwardReplay:
         lock = seq._lock
         lock.acquire()
         try:
-            cnp.PyArray_CopyInto(ba, xa)
+            if cnp.PyArray_IS_C_CONTIGUOUS(xa):     # same dtype and shape: plain bytes
+                memmove(cnp.PyArray_DATA(ba), cnp.PyArray_DATA(xa), cnp.PyArray_NBYTES(ba))
+            else:
+                cnp.PyArray_CopyInto(ba, xa)
             out = cnp.PyArray_NewCopy(<cnp.ndarray?>self.run(ba, plans, key), cnp.NPY_CORDER)
             PyObject_GenericSetAttr(seq, "_out", ((<object>out).shape, out.dtype))
         finally:
