@@ -40,6 +40,16 @@ def test_paired_takes_the_median_of_per_round_ratios():
     s = {"fast": [1.0, 2.0, 4.0], "slow": [3.0, 6.0, 100.0], "other": [1.0, 2.0, 4.0]}
     assert bench.paired(s, "slow", "fast") == 3.0                 # not 6.0 / 2.0 of medians
     assert bench.paired(s, "slow", ("fast", "other")) == 1.5
+    assert bench.paired(s, "slow", "fast", q=100) == 25.0
+
+
+def test_targets_report_the_spread_of_the_rounds():
+    res = _result()
+    res["cases"][0]["samples"]["torch"] = [4.0, 6.0, 8.0]
+    t = next(t for t in bench.targets(res) if (t["case"], t["measure"]) == ("S", "vs torch"))
+    assert (t["low"], t["value"], t["high"]) == (5.0, 6.0, 7.0)
+    res["targets"] = bench.targets(res)
+    assert "| S vs torch | >= 5.00 | 6.00 | 5.00 - 7.00 | yes |" in bench.table(res)
 
 
 def _row(case, **times):
@@ -80,8 +90,8 @@ def test_table_shows_times_ratios_and_targets():
     res["targets"] = bench.targets(res)
     text = bench.table(res)
     assert "| S | 1.000 s | 3.000 s | 6.000 s |" in text
-    assert "| S vs torch | >= 5.00 | 6.00 | yes |" in text
-    assert "| M vs numpy | >= 2.00 | 1.50 | **no** |" in text
+    assert "| S vs torch | >= 5.00 | 6.00 | - | yes |" in text
+    assert "| M vs numpy | >= 2.00 | 1.50 | - | **no** |" in text
     assert "(peer not installed)" in text
 
 
@@ -101,3 +111,10 @@ def test_reference_callables_run():
         fn()
     assert bench.gemm_flops(widths, 4) == 2 * 4 * 8 * 16 * 2 + 2 * 4 * 16 * 4 * 3
     assert np.isfinite(bench.median_time(lambda: None, 0.001))
+
+
+def test_cli_rejects_bad_rounds(capsys):
+    from fastnn.cli import main
+    with pytest.raises(SystemExit):
+        main(["bench", "--rounds", "0"])
+    assert "must be > 0" in capsys.readouterr().err

@@ -30,6 +30,7 @@ TARGETS = [("S", "vs torch", 5.0, "min"), ("M", "vs torch", 1.8, "min"),
            ("M epoch (no BN)", "vs sklearn", 2.0, "min")]
 
 ROUNDS, QUICK_ROUNDS = 21, 4
+SAMPLE = 0.05    # seconds of back-to-back calls per contender per round
 #: seconds between samples: thread pools spin-wait after work (OpenBLAS ~0.1 s, libgomp
 #: less) and steal a core from whatever runs next; measured here, a 2-thread fastnn step
 #: ran 1.3-1.6x slower within 50 ms of a BLAS-threaded GEMM, and at full speed after 0.2 s
@@ -86,12 +87,14 @@ def compare(contenders, budget, rounds=ROUNDS):
     return samples
 
 
-def paired(samples, num, den):
-    """Median over rounds of samples[num] / sum of samples[d] for d in den (a name or a
-    tuple of names): the ratio of times measured side by side, round by round."""
+def paired(samples, num, den, q=50):
+    """Percentile q (default: the median) over rounds of samples[num] / sum of samples[d]
+    for d in den (a name or a tuple of names): the ratio of times measured side by side,
+    round by round."""
     den = (den,) if isinstance(den, str) else den
-    return float(np.median([n / sum(d) for n, *d in zip(samples[num],
-                                                         *(samples[k] for k in den))]))
+    return float(np.percentile([n / sum(d) for n, *d in zip(samples[num],
+                                                             *(samples[k] for k in den))],
+                               q))
 
 
 # ---------------------------------------------------------------- machine limits
@@ -297,12 +300,15 @@ def _available(module):
         return False
 
 
-def run(quick=False, log=print):
-    """Measure everything; return a dict (also printed as tables by `main`)."""
+def run(quick=False, log=print, rounds=None):
+    """Measure everything; return a dict (also printed as tables by `main`). rounds:
+    interleaved rounds per case (default ROUNDS, or QUICK_ROUNDS when quick); each
+    contender gets SAMPLE seconds of calls per round."""
     import fastnn
     cfg = fastnn.show_config(print_=False)
     threads = fastnn.get_num_threads()
-    budget, rounds = (0.25, QUICK_ROUNDS) if quick else (1.0, ROUNDS)
+    rounds = rounds or (QUICK_ROUNDS if quick else ROUNDS)
+    budget = rounds * SAMPLE
     backends = ["cython", "numpy"] if cfg["cython"] else ["numpy"]
     has_torch, has_sklearn = _available("torch"), _available("sklearn")
     blas = lambda: _all_threads(threads)                       # noqa: E731
@@ -379,42 +385,45 @@ def _cpu_name():
     return platform.processor() or platform.machine()
 
 
-def measures(r):
-    """A case row's derived figures, each the median of its per-round ratios (`paired`):
-    "vs <peer>" (the peer's time over fastnn-cython's; > 1: fastnn is faster), "step /
-    GEMMs" (the step over its GEMMs alone) and "step / (GEMMs + Adam)"; and "GEMM
-    GFLOP/s" (of the GEMMs alone, from their median time)."""
+def measures(r, q=50):
+    """A case row's derived figures, each percentile q (default: the median) of its
+    per-round ratios (`paired`): "vs <peer>" (the peer's time over fastnn-cython's; > 1:
+    fastnn is faster), "step / GEMMs" (the step over its GEMMs alone) and "step / (GEMMs
+    + Adam)"; and "GEMM GFLOP/s" (of the GEMMs alone, from their median time)."""
     out, s = {}, r["samples"]
     fc = "fastnn-cython"
     for peer, label in (("fastnn-numpy", "vs numpy"), ("torch", "vs torch"),
                         ("sklearn", "vs sklearn")):
         if fc in s and peer in s:
-            out[label] = paired(s, peer, fc)
+            out[label] = paired(s, peer, fc, q)
     if "gemm-only" in s:
         out["GEMM GFLOP/s"] = r["gemm_gflop"] / r["gemm-only"]
         if fc in s:
-            out["step / GEMMs"] = paired(s, fc, "gemm-only")
+            out["step / GEMMs"] = paired(s, fc, "gemm-only", q)
             if "adam-only" in s:
-                out["step / (GEMMs + Adam)"] = paired(s, fc, ("gemm-only", "adam-only"))
+                out["step / (GEMMs + Adam)"] = paired(s, fc, ("gemm-only", "adam-only"), q)
     return out
 
 
 def targets(res):
-    """The issue's targets against this run: [{case, measure, bound, kind, value, met}]
-    (value None when the peer it needs is not installed)."""
-    found = {r["case"]: measures(r) for r in res["cases"]}
+    """The issue's targets against this run: [{case, measure, bound, kind, value, low,
+    high, met}]: value the median of the per-round ratios, low and high their 25th and
+    75th percentiles (the spread of the rounds); value None when the peer it needs is
+    not installed."""
+    found = {r["case"]: [measures(r, q) for q in (50, 25, 75)] for r in res["cases"]}
     goals = list(TARGETS)
     for r in res.get("memory", []):
-        found.setdefault(r["case"], {}).update({"peak / need": r["ratio"],
-                                                "step allocations": r["step_allocations"]})
+        fixed = {"peak / need": r["ratio"], "step allocations": r["step_allocations"]}
+        for m in found.setdefault(r["case"], [{}, {}, {}]):
+            m.update(fixed)
         goals += [(r["case"], "step allocations", 0, "max"),
                   (r["case"], "peak / need", 1.25, "max")]
     rows = []
     for case, what, bound, kind in goals:
-        v = found.get(case, {}).get(what)
+        v, lo, hi = (m.get(what) for m in found.get(case, [{}, {}, {}]))
         met = None if v is None else (v >= bound if kind == "min" else v <= bound)
         rows.append({"case": case, "measure": what, "bound": bound, "kind": kind,
-                     "value": v, "met": met})
+                     "value": v, "low": lo, "high": hi, "met": met})
     return rows
 
 
@@ -438,11 +447,14 @@ def table(res):
             + [fmt(k, "%.2fx") for k in ("vs numpy", "vs torch", "vs sklearn")]
             + [fmt(k, "%.2f") for k in ("step / GEMMs", "step / (GEMMs + Adam)")]
             + [fmt("GEMM GFLOP/s", "%.1f")]))
-    lines += ["", "| target | bound | this run | met |", "|---|---|---|---|"]
+    lines += ["", "| target | bound | this run | middle half of the rounds | met |",
+              "|---|---|---|---|---|"]
     for t in res.get("targets", []):
-        lines.append("| %s %s | %s %.2f | %s | %s |" % (
+        lines.append("| %s %s | %s %.2f | %s | %s | %s |" % (
             t["case"], t["measure"], ">=" if t["kind"] == "min" else "<=", t["bound"],
             "-" if t["value"] is None else "%.2f" % t["value"],
+            "-" if t["value"] is None or t["low"] == t["high"]
+            else "%.2f - %.2f" % (t["low"], t["high"]),
             {True: "yes", False: "**no**", None: "(peer not installed)"}[t["met"]]))
     return "\n".join(lines)
 
@@ -470,9 +482,13 @@ def plot(res, path):
 
 
 def add_parser(subparsers):
+    from .cli import _positive
     p = subparsers.add_parser("bench", help="benchmark fastnn against NumPy, PyTorch, "
                               "scikit-learn and the machine's limits")
     p.add_argument("--quick", action="store_true", help="short run (under a minute)")
+    p.add_argument("--rounds", type=_positive(int), metavar="N",
+                   help="interleaved rounds per case (default %d, --quick %d); more "
+                   "rounds, tighter medians on a noisy machine" % (ROUNDS, QUICK_ROUNDS))
     p.add_argument("--json", metavar="FILE", help="write the raw results as JSON")
     p.add_argument("--plot", metavar="FILE", help="write a PNG bar chart of the speed-ups")
     p.set_defaults(func=main)
@@ -480,7 +496,8 @@ def add_parser(subparsers):
 
 
 def main(args):
-    res = run(quick=args.quick, log=lambda s: print(s, file=sys.stderr, flush=True))
+    res = run(quick=args.quick, log=lambda s: print(s, file=sys.stderr, flush=True),
+              rounds=args.rounds)
     print(table(res))
     if "memory" in res:
         from .memory import memory_table
