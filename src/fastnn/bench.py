@@ -460,23 +460,37 @@ def table(res):
 
 
 def plot(res, path):
-    """Bar chart of speed-ups of fastnn-cython over each peer, per case."""
+    """Bar chart of speed-ups of fastnn-cython over each peer, per case (medians of the
+    per-round ratios, whiskers over the middle half of the rounds, a black tick at each
+    target)."""
     from .plots import _figure, _save
     peers = ["vs numpy", "vs torch", "vs sklearn"]
-    cases = [(r["case"], measures(r)) for r in res["cases"] if "fastnn-cython" in r]
+    rows = [r for r in res["cases"] if "fastnn-cython" in r]
+    cases = [(r["case"], [measures(r, q) for q in (50, 25, 75)]) for r in rows]
+    bounds = {(c, w): b for c, w, b, kind in TARGETS if kind == "min"}
     fig = _figure((8, 4))
     ax = fig.add_subplot()
     width = 0.8 / len(peers)
     for k, peer in enumerate(peers):
-        xs = [i + k * width for i, (_, m) in enumerate(cases) if peer in m]
-        ys = [m[peer] for _, m in cases if peer in m]
-        if xs:
-            ax.bar(xs, ys, width, label=peer)
+        pts = [(i + k * width, m, lo, hi) for i, (_, (m, lo, hi)) in enumerate(cases)
+               if peer in m]
+        if not pts:
+            continue
+        xs = [x for x, _, _, _ in pts]
+        ys = [m[peer] for _, m, _, _ in pts]
+        err = [[m[peer] - lo[peer] for _, m, lo, _ in pts],
+               [hi[peer] - m[peer] for _, m, _, hi in pts]]
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=peer)
+        for x, (name, _) in zip(xs, [c for c in cases if peer in c[1][0]]):
+            if (name, peer) in bounds:
+                ax.hlines(bounds[(name, peer)], x - width / 2, x + width / 2, color="k",
+                          lw=2)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks([i + width for i in range(len(cases))])
     ax.set_xticklabels([name for name, _ in cases], fontsize=8)
     ax.set_ylabel("speed-up of fastnn-cython (x)")
-    ax.set_title("fastnn, %d threads, %s" % (res["threads"], res["date"]))
+    ax.set_title("fastnn, %d threads, %s (whiskers: middle half of the rounds; black "
+                 "ticks: targets)" % (res["threads"], res["date"]), fontsize=9)
     ax.legend()
     _save(fig, path, dpi=110)
 
