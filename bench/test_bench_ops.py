@@ -2,7 +2,7 @@
 
 Forward + backward pairs through one reused Workspace (so warm calls allocate nothing,
 as inside the layers): dense (linear, relu, gelu; each group also times its three bare
-GEMMs), every activation, PReLU, batch norm (training fwd+bwd, eval fwd); the four
+GEMMs), every activation, PReLU, the maxout max, batch norm (training fwd+bwd, eval fwd); the four
 losses (value and gradient in one call). A NumPy copy gives the memory-bandwidth
 reference for the elementwise kernels.
 """
@@ -46,6 +46,15 @@ def test_prelu_fwd_bwd(benchmark, backend, shape):
     step = fwd_bwd(ops.prelu_forward, ops.prelu_backward, rand(shape, 1), rand(shape),
                    alpha)
     measure(benchmark, "prelu fwd+bwd %s" % size_id(shape), step)
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=size_id)
+def test_maxout_fwd_bwd(benchmark, backend, shape):
+    """The max over 2 pieces (z has twice the columns) and its gradient scatter."""
+    n, d = shape
+    step = fwd_bwd(ops.maxout_forward, ops.maxout_backward, rand((n, d // 2), 1),
+                   rand(shape), 2)
+    measure(benchmark, "maxout (2 pieces) fwd+bwd %s" % size_id(shape), step)
 
 
 def test_copy_bandwidth(benchmark):

@@ -319,3 +319,26 @@ def test_prelu_empty(dtype):
     A.prelu_forward(x, alpha, x.copy(), 2)
     A.prelu_backward(x, x, alpha, x.copy(), da, 2)
     np.testing.assert_array_equal(da, 0)
+
+
+def test_maxout_kernels_check_their_shapes():
+    """The compiled kernels refuse inconsistent shapes themselves (no out-of-bounds
+    access even if a caller skipped fastnn.ops' validation)."""
+    from fastnn.kernels import _activations as A
+    f32 = np.float32
+    ok = (np.zeros((3, 4), f32), np.zeros((3, 2), f32), np.zeros((3, 2), np.intp))
+    A.maxout_forward(*ok)
+    for z, out, idx in [(np.zeros((3, 5), f32), ok[1], ok[2]),
+                        (np.zeros((2, 4), f32), ok[1], ok[2]),
+                        (ok[0], ok[1], np.zeros((3, 3), np.intp)),
+                        (np.zeros((3, 0), f32), ok[1], ok[2]),
+                        (ok[0], ok[1], np.zeros((3, 2), np.intp)[:, ::-1]),
+                        (ok[0].astype(np.float64), ok[1], ok[2])]:
+        with pytest.raises(ValueError, match="fastnn.kernels"):
+            A.maxout_forward(z, out, idx)
+    with pytest.raises(ValueError, match="inconsistent arrays"):
+        A.maxout_backward(np.zeros((3, 2), f32), np.zeros((3, 3), np.intp),
+                          np.zeros((3, 4), f32))
+    with pytest.raises(ValueError):                       # wrong idx dtype
+        A.maxout_backward(np.zeros((3, 2), f32), np.zeros((3, 2), np.int32),
+                          np.zeros((3, 4), f32))

@@ -168,6 +168,59 @@ def test_prelu_parity(dtype):
         assert_parity(on_both(run), dtype)
 
 
+@pytest.mark.parametrize("pieces", [1, 2, 3, 5])
+def test_maxout_parity_ties_and_nan(dtype, pieces):
+    """Both backends give the same max, the same winning piece (the first of tied
+    maxima; a NaN wins and propagates) and the same scattered gradient."""
+    z = rand((37, 4 * pieces), dtype)
+    z[0, :pieces] = 1.5                                  # all pieces tied
+    z[1, pieces - 1] = np.nan                            # a NaN in the last piece
+    z[2, 0] = np.inf
+    dout = rand((37, 4), dtype, 1)
+
+    def run():
+        y, cache = ops.maxout_forward(z, pieces)
+        return y, cache.idx.copy(), ops.maxout_backward(dout, cache)
+    res = on_both(run)
+    for y, idx, dz in res:
+        assert np.isnan(y[1, 0]) and idx[1, 0] == pieces - 1 and idx[0, 0] == 0
+        np.testing.assert_array_equal(y, res[-1][0])
+        np.testing.assert_array_equal(idx, res[-1][1])
+        np.testing.assert_array_equal(dz, res[-1][2])
+        assert np.count_nonzero(dz) == np.count_nonzero(dout)
+
+
+def test_maxout_threads_bit_identical():
+    z = rand((300, 2 * 512), np.float32)
+    dout = rand((300, 512), np.float32, 1)
+    res, before = [], fastnn.get_num_threads()
+    try:
+        with fastnn.use_backend(BACKENDS[0]):
+            for n in (1, 2):
+                fastnn.set_num_threads(n)
+                y, cache = ops.maxout_forward(z, 2)
+                res.append((y.copy(), ops.maxout_backward(dout, cache).copy()))
+    finally:
+        fastnn.set_num_threads(before)
+    for a, b in zip(res[0], res[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_maxout_bad_input(backend):
+    with pytest.raises(ValueError, match="maxout_forward: z must have a multiple of"):
+        ops.maxout_forward(np.ones((3, 5), np.float32), 2)
+    for bad in (0, -1, 2.0, True, None):
+        with pytest.raises(ValueError, match="pieces must be a positive int"):
+            ops.maxout_forward(np.ones((3, 4), np.float32), bad)
+    with pytest.raises(TypeError):
+        ops.maxout_forward(np.ones((3, 4), np.int64), 2)
+    _, cache = ops.maxout_forward(np.ones((3, 4), np.float32), 2)
+    with pytest.raises(ValueError, match="maxout_backward: dout must have shape"):
+        ops.maxout_backward(np.ones((3, 3), np.float32), cache)
+    with pytest.raises(TypeError):
+        ops.maxout_backward(np.ones((3, 2), np.float32), ("not", "a", "cache"))
+
+
 # ---------------------------------------------------------------- gradient checks (float64)
 
 @pytest.mark.parametrize("name,kw", ACTS, ids=ACT_IDS)

@@ -293,3 +293,104 @@ def prelu_backward(dout, x, alpha, dx, dalpha, int nthreads=1):
     else:
         _prelu_backward[float](dout.reshape(-1), x.reshape(-1), alpha, dx.reshape(-1),
                                dalpha, nthreads)
+
+
+# ---------------------------------------------------------------------------------------
+# Maxout (max over the pieces of each output)
+# ---------------------------------------------------------------------------------------
+cdef void _maxout_fwd_rows(const floating *z, floating *out, Py_ssize_t *idx,
+                           Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t O,
+                           Py_ssize_t P) noexcept nogil:
+    """Rows [r0, r1): out = max over each output's P pieces, idx = the first maximal
+    piece; a NaN counts as maximal (the first NaN wins), as NumPy's max / argmax."""
+    cdef Py_ssize_t i, j, k, kb
+    cdef const floating *zr
+    cdef floating best, v
+    cdef bint take
+    for i in range(r0, r1):
+        for j in range(O):
+            zr = z + (i * O + j) * P
+            best = zr[0]
+            kb = 0
+            for k in range(1, P):
+                v = zr[k]
+                take = (v > best) | ((v != v) & (best == best))
+                best = sel(take, v, best)
+                kb = k if take else kb
+            out[i * O + j] = best
+            idx[i * O + j] = kb
+
+
+cdef void _maxout_bwd_rows(const floating *dout, const Py_ssize_t *idx, floating *dz,
+                           Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t O,
+                           Py_ssize_t P) noexcept nogil:
+    """Rows [r0, r1): every entry of dz written, dout where the piece won, 0 elsewhere
+    (idx only selects; it never addresses memory)."""
+    cdef Py_ssize_t i, j, k, w
+    cdef floating g
+    cdef floating *dr
+    for i in range(r0, r1):
+        for j in range(O):
+            g = dout[i * O + j]
+            w = idx[i * O + j]
+            dr = dz + (i * O + j) * P
+            for k in range(P):
+                dr[k] = sel(k == w, g, <floating>0)
+
+
+cdef void _maxout_rows(floating *wide, floating *small, Py_ssize_t *idx, Py_ssize_t r0,
+                       Py_ssize_t r1, Py_ssize_t O, Py_ssize_t P,
+                       bint backward) noexcept nogil:
+    if backward:
+        _maxout_bwd_rows(small, idx, wide, r0, r1, O, P)
+    else:
+        _maxout_fwd_rows(wide, small, idx, r0, r1, O, P)
+
+
+cdef void _maxout_impl(floating *wide, floating *small, Py_ssize_t *idx, Py_ssize_t n,
+                       Py_ssize_t O, Py_ssize_t P, bint backward,
+                       int nthreads) noexcept nogil:
+    """Rows cut into work items of about BLOCK elements of `wide`."""
+    cdef Py_ssize_t rb = max(1, BLOCK // (O * P)), nb = (n + rb - 1) // rb, b
+    if nthreads <= 1 or nb <= 1:
+        _maxout_rows(wide, small, idx, 0, n, O, P, backward)
+        return
+    for b in prange(nb, schedule="static", num_threads=nthreads):
+        _maxout_rows(wide, small, idx, b * rb, min(b * rb + rb, n), O, P, backward)
+
+
+cdef _maxout(wide, small, idx, int nthreads, bint backward, str fn):
+    """Check the arrays in C (the callers validated already; this keeps memory safe if
+    one does not): small and idx (N, O), wide (N, O * P) with P >= 1, one float dtype,
+    idx intp; then run without the GIL."""
+    cdef int tn = float_type(small)
+    cdef Py_ssize_t n = small.shape[0], O = small.shape[1], P
+    cdef cnp.ndarray ix = <cnp.ndarray?>idx
+    P = wide.shape[1] // O if O else 1
+    if (wide.ndim != 2 or P < 1 or cnp.PyArray_TYPE(ix) != cnp.NPY_INTP
+            or not cnp.PyArray_IS_C_CONTIGUOUS(ix) or ix.ndim != 2
+            or ix.shape[0] != n or ix.shape[1] != O
+            or (not backward and not cnp.PyArray_ISWRITEABLE(ix))):
+        raise ValueError("fastnn.kernels.%s: inconsistent arrays %s, %s, %s"
+                         % (fn, wide.shape, small.shape, idx.shape))
+    cdef void *w = array_data(wide, tn, n, O * P, backward, "z" if not backward else "dz")
+    cdef void *sm = array_data(small, tn, n, O, not backward,
+                               "out" if not backward else "dout")
+    cdef Py_ssize_t *ip = <Py_ssize_t *>cnp.PyArray_DATA(ix)
+    if n == 0 or O == 0:
+        return
+    with nogil:
+        if tn == cnp.NPY_DOUBLE:
+            _maxout_impl[double](<double *>w, <double *>sm, ip, n, O, P, backward, nthreads)
+        else:
+            _maxout_impl[float](<float *>w, <float *>sm, ip, n, O, P, backward, nthreads)
+
+
+def maxout_forward(z, out, idx, int nthreads=1):
+    """z (N, O * P) -> out (N, O) = max over pieces, idx (N, O) intp = first maximal."""
+    _maxout(z, out, idx, nthreads, False, "maxout_forward")
+
+
+def maxout_backward(dout, idx, dz, int nthreads=1):
+    """dz (N, O * P) = dout (N, O) at each output's winning piece idx (N, O), else 0."""
+    _maxout(dz, dout, idx, nthreads, True, "maxout_backward")

@@ -5,7 +5,7 @@ from .. import init as _init
 from .. import ops
 from .._random import as_rng
 from .._validation import as_float_array, check_shape
-from ..ops.activations import resolve_activation
+from ..ops.activations import resolve_activation, run_maxout_backward, run_maxout_forward
 from ..ops.dense import run_dense_backward, run_dense_forward
 from .plan import plannable
 from .base import (Module, Parameter, check_bool, check_dtype, check_int, describe,
@@ -155,8 +155,9 @@ class Maxout(Module):
 
     One GEMM computes all pieces at once: `weight` is (in_features, out_features *
     pieces) and `bias` (out_features * pieces,), column j * pieces + k holding piece k of
-    output j. A max/argmax over the pieces follows; ties go to the first maximal piece,
-    and the backward scatters each output's gradient to the winning piece only.
+    output j. A max over the pieces follows (`ops.maxout_forward`: ties go to the first
+    maximal piece, a NaN propagates), and the backward sends each output's gradient to
+    the winning piece only.
 
     >>> import numpy as np
     >>> from fastnn.layers import Maxout
@@ -179,7 +180,6 @@ class Maxout(Module):
         self.weight = Parameter(_make_weight(init, (self.in_features, width), rng, dt, fn),
                                 "weight")
         self.bias = Parameter(np.zeros(width, dt), "bias") if bias else None
-        self._scatter_base = None
         self._cache = None
 
     def _forward(self, x):
@@ -187,29 +187,15 @@ class Maxout(Module):
         b = None if self.bias is None else self.bias.data
         ws = self._ws
         z, dense_cache = ops.dense_forward(x, self.weight.data, b, workspace=ws)
-        n = x.shape[0]
-        z3 = z.reshape(n, self.out_features, self.pieces)
-        idx = ws.get("maxout_idx", (n, self.out_features), np.dtype(np.intp))
-        np.argmax(z3, axis=2, out=idx)                  # first maximum wins ties
-        y = ws.get("maxout_y", (n, self.out_features), x.dtype)
-        np.max(z3, axis=2, out=y)
-        self._cache = (dense_cache, idx)
+        y, max_cache = run_maxout_forward(z, self.pieces, ws)
+        self._cache = (dense_cache, max_cache)
         return y
 
     def _backward(self, dy, need_dx=True):
-        dense_cache, idx = self._need_cache()
+        dense_cache, max_cache = self._need_cache()
         _check_params_unchanged(self, dense_cache.w)
         ws = self._ws
-        n = idx.shape[0]
-        dz = ws.get("maxout_dz", (n, self.out_features * self.pieces), dy.dtype)
-        dz.fill(0)
-        # scatter dy to the winning piece: flat index (row * out + j) * pieces + idx
-        if self._scatter_base is None or self._scatter_base.shape[0] != n:
-            self._scatter_base = (np.arange(n * self.out_features, dtype=np.intp)
-                                  * self.pieces).reshape(n, self.out_features)
-        flat = ws.get("maxout_flat", idx.shape, np.dtype(np.intp))
-        np.add(self._scatter_base, idx, out=flat)
-        dz.reshape(-1)[flat] = dy
+        dz = run_maxout_backward(dy, max_cache, ws)
         ws.bind("dw", self.weight.grad)
         if self.bias is not None:
             ws.bind("db", self.bias.grad)

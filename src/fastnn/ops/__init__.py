@@ -6,13 +6,15 @@
 >>> out, cache = fastnn.ops.dense_forward(x, w, b, activation="relu")
 >>> dx, dw, db = fastnn.ops.dense_backward(np.ones_like(out), cache)
 """
-from .activations import activation_backward, activation_forward, prelu_backward, prelu_forward
+from .activations import (activation_backward, activation_forward, maxout_backward,
+                          maxout_forward, prelu_backward, prelu_forward)
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .dense import dense_backward, dense_forward
 from .losses import bce_with_logits, mse, multiclass_hinge, softmax_cross_entropy
 
 __all__ = [
     "dense_forward", "dense_backward", "activation_forward", "activation_backward",
-    "prelu_forward", "prelu_backward", "batchnorm_forward", "batchnorm_backward",
+    "prelu_forward", "prelu_backward", "maxout_forward", "maxout_backward",
+    "batchnorm_forward", "batchnorm_backward",
     "softmax_cross_entropy", "multiclass_hinge", "bce_with_logits", "mse",
 ]

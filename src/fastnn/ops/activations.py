@@ -1,4 +1,4 @@
-"""Activation functions (fused forward and gradient kernels) and PReLU."""
+"""Activation functions (fused forward and gradient kernels), PReLU and the maxout max."""
 import numbers
 from collections import namedtuple
 
@@ -11,6 +11,8 @@ from ..kernels.codes import ACTIVATIONS, GELU_TANH
 
 ActivationCache = namedtuple("ActivationCache", "x y code p")
 PReLUCache = namedtuple("PReLUCache", "x alpha")
+MaxoutCache = namedtuple("MaxoutCache", "idx pieces dtype")
+_INTP = np.dtype(np.intp)
 
 
 def resolve_activation(name, kw, fn):
@@ -113,3 +115,43 @@ def prelu_backward(dout, cache, workspace=None):
     backend().prelu_backward(dout, x, alpha, dx, dalpha, threads_for(x.size))
     return dx, dalpha
 
+
+def maxout_forward(z, pieces, workspace=None):
+    """Maxout's max over pieces: z (N, O * pieces), piece k of output j in column
+    j * pieces + k -> (out (N, O), cache). Ties go to the first maximal piece; a NaN
+    propagates."""
+    fn = "maxout_forward"
+    z = as_float_array(z, fn, "z", ndim=2)
+    if isinstance(pieces, (bool, np.bool_)) or not isinstance(pieces, numbers.Integral) \
+            or pieces < 1:
+        raise ValueError("%s: pieces must be a positive int, got %r" % (fn, pieces))
+    if z.shape[1] % pieces:
+        raise ValueError("%s: z must have a multiple of pieces=%d columns, got shape %s"
+                         % (fn, pieces, z.shape))
+    return run_maxout_forward(z, int(pieces), workspace or FRESH)
+
+
+def run_maxout_forward(z, pieces, ws):
+    """`maxout_forward` on a trusted z (C-contiguous float, (N, O * pieces))."""
+    shape = (z.shape[0], z.shape[1] // pieces)
+    out = ws.get("maxout_y", shape, z.dtype)
+    idx = ws.get("maxout_idx", shape, _INTP)
+    backend().maxout_forward(z, out, idx, threads_for(z.size))
+    return out, MaxoutCache(idx, pieces, z.dtype)
+
+
+def maxout_backward(dout, cache, workspace=None):
+    """dz (N, O * pieces): dout (N, O) at each output's winning piece, 0 elsewhere."""
+    fn = "maxout_backward"
+    check_cache(cache, MaxoutCache, fn)
+    dout = as_float_array(dout, fn, "dout", dtype=cache.dtype)
+    check_shape(dout, cache.idx.shape, fn, "dout")
+    return run_maxout_backward(dout, cache, workspace or FRESH)
+
+
+def run_maxout_backward(dout, cache, ws):
+    """`maxout_backward` on a trusted dout (C-contiguous, the cache's dtype and shape)."""
+    n, o = cache.idx.shape
+    dz = ws.get("maxout_dz", (n, o * cache.pieces), cache.dtype)
+    backend().maxout_backward(dout, cache.idx, dz, threads_for(dz.size))
+    return dz

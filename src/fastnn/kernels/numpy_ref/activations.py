@@ -101,3 +101,20 @@ def prelu_backward(dout, x, alpha, dx, dalpha, nthreads=1):
         dalpha[0] = contrib.sum(dtype=np.float64)
     else:
         dalpha[...] = contrib.reshape(-1, dalpha.shape[0]).sum(axis=0, dtype=np.float64)
+
+
+def maxout_forward(z, out, idx, nthreads=1):
+    """Maxout over pieces: z (N, O * P) holds piece k of output j in column j * P + k;
+    out[n, j] = max_k z[n, j * P + k] and idx[n, j] (intp) the first maximal k. A NaN
+    counts as maximal, so it propagates (the first NaN wins)."""
+    n, o = out.shape
+    z3 = z.reshape(n, o, -1)
+    np.argmax(z3, axis=2, out=idx)
+    np.max(z3, axis=2, out=out)
+
+
+def maxout_backward(dout, idx, dz, nthreads=1):
+    """dz (N, O * P): dout[n, j] at column j * P + idx[n, j], zero elsewhere."""
+    n, o = dout.shape
+    dz.fill(0)
+    np.put_along_axis(dz.reshape(n, o, -1), idx[:, :, None], dout[:, :, None], axis=2)
