@@ -229,3 +229,33 @@ def test_labels_in_range(mod):
         assert not mod.labels_in_range(np.array(bad, np.int64), c)
     big = np.random.default_rng(0).integers(0, 1000, 100003)
     assert mod.labels_in_range(big, 1000) and not mod.labels_in_range(big, 999)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_cross_entropy_counts_argmax_hits(dtype):
+    """count=True also returns how many rows have their label as argmax, NumPy's argmax
+    (first maximum; the first NaN of a row wins); loss and gradient are unchanged."""
+    z, y = logits_labels((300, 7), dtype, seed=3)
+    z[0, :] = 1.0                                 # all tied: argmax 0
+    y[0] = 0
+    z[1, :] = 1.0
+    y[1] = 3                                      # tied, but not the first
+    z[2, 5] = np.nan
+    y[2] = 5                                      # NaN row: argmax is the NaN
+    z[3, 2] = np.nan
+    y[3] = 6
+    want = int(np.count_nonzero(np.argmax(z, axis=1) == y))
+    for mod in (ref, losses):
+        g1, g2 = np.empty_like(z), np.empty_like(z)
+        args = (z, y, g1, 2) if mod is losses else (z, y, g1)
+        loss, hits = mod.softmax_cross_entropy(*args, count=True)
+        assert hits == want and isinstance(hits, int)
+        plain = mod.softmax_cross_entropy(z, y, g2, *((2,) if mod is losses else ()))
+        assert np.isnan(loss) and np.isnan(plain)
+        np.testing.assert_array_equal(g1, g2)
+    z[2:4] = 0.0
+    for mod in (ref, losses):
+        g = np.empty_like(z)
+        loss, hits = mod.softmax_cross_entropy(z, y, g, count=True)
+        assert hits == int(np.count_nonzero(np.argmax(z, axis=1) == y))
+        assert loss == mod.softmax_cross_entropy(z, y, np.empty_like(z))

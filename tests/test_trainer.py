@@ -402,3 +402,38 @@ def test_float64_model_and_unshuffled_batches():
     tr2 = Trainer(model2, SoftmaxCrossEntropy(), optim.SGD(model2.parameters(), lr=0.1),
                   verbose=0)
     assert tr2.fit(X, y, epochs=2, batch_size=16, shuffle=False, seed=2).loss == a
+
+
+def test_fused_loss_and_count_match_the_separate_calls(monkeypatch):
+    """The Trainer's one-call loss + accuracy for SoftmaxCrossEntropy gives the same
+    history, bit for bit, as calling the loss and counting argmax hits separately."""
+    import fastnn
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((90, 6)).astype(np.float32)
+    y = rng.integers(0, 4, 90)
+
+    def run(fused):
+        fastnn.seed(0)
+        model = fastnn.Sequential(fastnn.Dense(6, 8, rng=0), fastnn.ReLU(),
+                                  fastnn.Dense(8, 4, rng=1))
+        t = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
+                           fastnn.optim.SGD(model.parameters(), lr=0.1), verbose=0)
+        if not fused:
+            t._fused_loss = None
+        h = t.fit(X[:60], y[:60], validation_data=(X[60:], y[60:]), epochs=3,
+                  batch_size=16)
+        return h.loss, h.accuracy, h.val_loss, h.val_accuracy
+    fused, plain = run(True), run(False)
+    assert fused == plain and all(len(v) == 3 for v in fused)
+
+
+def test_fused_loss_declines_what_it_cannot_take():
+    import fastnn
+    crit = fastnn.SoftmaxCrossEntropy()
+    z = np.zeros((4, 3), np.float32)
+    y = np.array([0, 1, 2, 0])
+    assert crit._loss_and_hits(z, y) is not None
+    for pred, target in [(z[:, :2].copy().T, y[:2]), (np.asfortranarray(np.zeros((4, 3))), y),
+                         (z, y.astype(np.int32)), (z, np.array([0, 1, 3, 0])),
+                         (z, np.array([0, 1, -1, 0])), (z.tolist(), y), (z, y[:3])]:
+        assert crit._loss_and_hits(pred, target) is None

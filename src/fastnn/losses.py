@@ -16,10 +16,14 @@ valid until the next call.
 import numpy as np
 
 from . import ops
+from ._config import backend, threads_for
 from ._workspace import Workspace
 from .layers.base import as_user_float, check_float, describe
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64 = np.dtype(np.int64)
 
 
 class Loss:
@@ -71,6 +75,26 @@ def _rename(exc, name, op):
 class SoftmaxCrossEntropy(Loss):
     """Mean cross-entropy of softmax(pred) against integer labels (torch's
     CrossEntropyLoss): pred (N, C) logits, target (N,) ints in [0, C)."""
+
+    def _loss_and_hits(self, pred, target):
+        """For training loops: (loss, number of rows whose argmax is the label) in one
+        kernel call, the gradient kept for `_backward()` as after `self(pred, target)`;
+        None (nothing done) unless pred is a C-contiguous 2-D float32/float64 ndarray and
+        target C-contiguous int64 labels (N,) in range -- then call the loss as usual."""
+        if (type(pred) is not np.ndarray or pred.ndim != 2 or not pred.flags.c_contiguous
+                or pred.dtype not in _FLOATS or pred.shape[0] == 0 or pred.shape[1] == 0
+                or type(target) is not np.ndarray or target.dtype != _INT64
+                or target.shape != pred.shape[:1] or not target.flags.c_contiguous):
+            return None
+        k = backend()
+        if not k.labels_in_range(target, pred.shape[1]):
+            return None
+        self._grad = None
+        grad = self._ws.get("grad", pred.shape, pred.dtype)
+        loss, hits = k.softmax_cross_entropy(pred, target, grad, threads_for(pred.size),
+                                             True)
+        self._grad = grad
+        return float(loss), hits
 
     def _compute(self, pred, target):
         target = _check_labels("SoftmaxCrossEntropy", target)

@@ -43,6 +43,7 @@ import numpy as np
 
 from ._progress import Progress
 from ._workspace import Workspace
+from .losses import SoftmaxCrossEntropy
 
 __all__ = ["Trainer", "History", "NonFiniteError"]
 
@@ -266,19 +267,32 @@ class Trainer:
         self._count_ws = Workspace()
         self._count = {"multiclass": self._count_multiclass, "binary": self._count_binary,
                        "regression": None}[self.task]
+        self._fused_loss = (loss._loss_and_hits if type(loss) is SoftmaxCrossEntropy
+                            and self.task == "multiclass" else None)
 
     # ------------------------------------------------------------------- steps
     def _train_step(self, xb, yb):
         """One optimisation step on a batch; returns (loss, number of correct
         predictions). Raises NonFiniteError (via _bad_loss) on a non-finite loss."""
         out = self._forward(xb)
-        loss = self.loss(out, yb)
+        loss, correct = self._loss_and_count(out, yb)
         if not math.isfinite(loss):
             self._bad_loss(loss, xb)
-        correct = self._count(out, yb) if self._count is not None else 0
         self._backward(self._loss_grad(), False)
         self.optimizer.step()
         return loss, correct
+
+    def _loss_and_count(self, out, yb):
+        """(loss, correct predictions) of a batch: for SoftmaxCrossEntropy in one kernel
+        call (the loss kernel also counts argmax hits; a step's Python between kernels
+        runs on caches the GEMMs just flushed, so every call saved counts), else the loss
+        then the count."""
+        if self._fused_loss is not None:
+            res = self._fused_loss(out, yb)
+            if res is not None:
+                return res
+        loss = self.loss(out, yb)
+        return loss, (self._count(out, yb) if self._count is not None else 0)
 
     def _diag_step(self, xb, yb):
         """`_train_step` with the diagnostics monitor recording along the way."""
@@ -668,10 +682,9 @@ class Trainer:
             total, correct = 0.0, 0
             with _QUIET_FP():
                 for a, b, out in self._outputs(X):
-                    yb = y[a:b]
-                    total += self.loss(out, yb) * (b - a)
-                    if self._count is not None:
-                        correct += self._count(out, yb)
+                    loss, hits = self._loss_and_count(out, y[a:b])
+                    total += loss * (b - a)
+                    correct += hits
         finally:
             self.model.train(was_training)
             self.eval_batch_size = saved_bs

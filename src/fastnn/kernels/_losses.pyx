@@ -86,32 +86,58 @@ cdef double _softmax_ce_row(const floating* z, floating* dz, Py_ssize_t c, int64
     return log(s) - (<double>z[y] - <double>m)
 
 
-def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1):
-    """logits (N, C), labels (N,) int64 in [0, C) -> loss; writes dlogits (N, C)."""
+cdef inline bint _argmax_is(const floating* z, Py_ssize_t c, floating m,
+                            int64_t y) noexcept nogil:
+    """Whether NumPy's argmax of the row (the first NaN if there is one, else the first
+    maximum m) is y."""
+    cdef Py_ssize_t j, first = -1
+    for j in range(c):
+        if z[j] != z[j]:
+            first = j
+            break
+    if first < 0:
+        for j in range(c):
+            if z[j] == m:
+                first = j
+                break
+    return first == y
+
+
+def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1, bint count=False):
+    """logits (N, C), labels (N,) int64 in [0, C) -> loss; writes dlogits (N, C). With
+    count, -> (loss, number of rows whose argmax is their label)."""
     if logits.dtype == _F64:
-        return _softmax_cross_entropy_impl[double](logits, labels, dlogits, nthreads)
-    return _softmax_cross_entropy_impl[float](logits, labels, dlogits, nthreads)
+        res = _softmax_cross_entropy_impl[double](logits, labels, dlogits, nthreads, count)
+    else:
+        res = _softmax_cross_entropy_impl[float](logits, labels, dlogits, nthreads, count)
+    return res if count else res[0]
 
 
-cdef object _softmax_cross_entropy_impl(const floating[:, ::1] logits,
-                                        const int64_t[::1] labels, floating[:, ::1] dlogits,
-                                        int nthreads=1):
-    cdef Py_ssize_t n = logits.shape[0], c = logits.shape[1], i
+cdef tuple _softmax_cross_entropy_impl(const floating[:, ::1] logits,
+                                       const int64_t[::1] labels, floating[:, ::1] dlogits,
+                                       int nthreads, bint count):
+    cdef Py_ssize_t n = logits.shape[0], c = logits.shape[1], i, hits = 0
     if n == 0 or c == 0:
-        return float("nan")
+        return float("nan"), 0
     cdef int nt = _team(nthreads, n)
     cdef double inv_n = 1.0 / <double>n, total
     cdef const floating* pz = &logits[0, 0]
     cdef floating* pdz = &dlogits[0, 0]
-    cdef double* rows = _scratch(n)
+    cdef double* rows = _scratch(2 * n if count else n)   # losses | hits (0/1)
+    cdef double* hit = rows + n
     try:
         with nogil:
             for i in prange(n, schedule="static", num_threads=nt, use_threads_if=nt > 1):
                 rows[i] = _softmax_ce_row(pz + i * c, pdz + i * c, c, labels[i], inv_n)
+                if count:
+                    hit[i] = _argmax_is(pz + i * c, c, vmax(pz + i * c, c), labels[i])
             total = seq_sum(rows, n)
+            if count:
+                for i in range(n):
+                    hits += <Py_ssize_t>hit[i]
     finally:
         free(rows)
-    return total / <double>n
+    return total / <double>n, hits
 
 
 # ----------------------------------------------------------------------------------

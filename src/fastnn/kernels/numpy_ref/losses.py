@@ -16,9 +16,12 @@ def labels_in_range(labels, c):
     return labels.size == 0 or (int(labels.min()) >= 0 and int(labels.max()) < c)
 
 
-def softmax_cross_entropy(logits, labels, dlogits, nthreads=1):
-    """logits (N, C), labels (N,) int64 in [0, C) -> loss; writes dlogits (N, C)."""
+def softmax_cross_entropy(logits, labels, dlogits, nthreads=1, count=False):
+    """logits (N, C), labels (N,) int64 in [0, C) -> loss; writes dlogits (N, C). With
+    count, -> (loss, number of rows whose argmax is their label)."""
     n = logits.shape[0]
+    if count:
+        hits = int(np.count_nonzero(np.argmax(logits, axis=1) == labels)) if n else 0
     rows = np.arange(n)
     shifted = logits - logits.max(axis=1, keepdims=True)
     np.exp(shifted, out=dlogits)
@@ -27,7 +30,7 @@ def softmax_cross_entropy(logits, labels, dlogits, nthreads=1):
     dlogits /= sums
     dlogits[rows, labels] -= 1.0
     dlogits /= n
-    return loss
+    return (loss, hits) if count else loss
 
 
 def multiclass_hinge(scores, labels, margin, dscores, nthreads=1):
