@@ -250,6 +250,55 @@ cdef inline int _team(int nthreads, Py_ssize_t ntiles) noexcept nogil:
     return nthreads
 
 
+cdef enum:    # the passes over (N, D) tiles
+    PASS_SUMS = 0          # shifted sums of x into the partials
+    PASS_AFFINE = 1        # out = (x - mean) * c1 + c2
+    PASS_GRAD_SUMS = 2     # dbeta / dgamma partial sums of dout, x
+    PASS_DX_TRAIN = 3      # out = c1 * dout + c2 * (x - mean) + c3
+    PASS_DX_EVAL_SUMS = 4  # out = dout * c1, and the dbeta / dgamma partial sums
+    PASS_DX_EVAL = 5       # out = dout * c1
+
+
+cdef void _pass_tile(int kind, Tile tl, Py_ssize_t d, const floating* x,
+                     const floating* dout, floating* out, const floating* mean,
+                     const floating* c1, const floating* c2, const floating* c3,
+                     const double* shift, double* part) noexcept nogil:
+    cdef double* p1 = part + tl.rb * 2 * d if part != NULL else NULL
+    cdef double* p2 = p1 + d if part != NULL else NULL
+    if kind == PASS_SUMS:
+        _shifted_sums(x, d, tl.r0, tl.r1, tl.c0, tl.c1, shift, p1, p2)
+    elif kind == PASS_AFFINE:
+        _affine(x, out, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c1, c2)
+    elif kind == PASS_GRAD_SUMS:
+        _grad_sums(dout, x, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, p1, p2)
+    elif kind == PASS_DX_TRAIN:
+        _dx_train(dout, x, out, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c1, c2, c3)
+    elif kind == PASS_DX_EVAL_SUMS:
+        _dx_eval_sums(dout, x, out, d, tl.r0, tl.r1, tl.c0, tl.c1, c1, mean, p1, p2)
+    else:
+        _dx_eval(dout, out, d, tl.r0, tl.r1, tl.c0, tl.c1, c1)
+
+
+cdef void _run_pass(int kind, Py_ssize_t n, Py_ssize_t d, int nthreads, const floating* x,
+                    const floating* dout, floating* out, const floating* mean,
+                    const floating* c1, const floating* c2, const floating* c3,
+                    const double* shift, double* part) noexcept nogil:
+    """Every tile of a pass, handed out by prange on the team -- or in a plain loop when
+    the team is one thread: an OpenMP region costs ~0.7 us even then, and small batches
+    make a dozen of them per step. Unused arrays are NULL."""
+    cdef Py_ssize_t rpb = _rows_per_block(n)
+    cdef Py_ssize_t ncb = nblocks(d, CB), ntiles = nblocks(n, rpb) * ncb, t
+    cdef int nt = _team(nthreads, ntiles)
+    if nt <= 1:
+        for t in range(ntiles):
+            _pass_tile(kind, _tile(t, ncb, rpb, n, d), d, x, dout, out, mean, c1, c2, c3,
+                       shift, part)
+        return
+    for t in prange(ntiles, schedule="static", num_threads=nt):
+        _pass_tile(kind, _tile(t, ncb, rpb, n, d), d, x, dout, out, mean, c1, c2, c3,
+                   shift, part)
+
+
 # ----------------------------------------------------------------------------------
 # public kernels
 # ----------------------------------------------------------------------------------
@@ -295,11 +344,7 @@ cdef int _bn_forward_train_impl(const floating* x, const floating* gamma,
                                 Py_ssize_t n, Py_ssize_t d, int nthreads) noexcept nogil:
     if n == 0 or d == 0:
         return 0
-    cdef Py_ssize_t rpb = _rows_per_block(n)
-    cdef Py_ssize_t nrb = nblocks(n, rpb), ncb = nblocks(d, CB), ntiles = nrb * ncb
-    cdef Py_ssize_t t, j
-    cdef Tile tl
-    cdef int nt = _team(nthreads, ntiles)
+    cdef Py_ssize_t nrb = nblocks(n, _rows_per_block(n)), j
     cdef bint track_mean = running_mean != NULL
     cdef bint track_var = running_var != NULL
     cdef const floating* px = x
@@ -322,11 +367,8 @@ cdef int _bn_forward_train_impl(const floating* x, const floating* gamma,
     cdef double* part = work + 3 * d
     for j in range(d):
         shift[j] = px[j]
-    for t in prange(ntiles, schedule="static", num_threads=nt,
-                    use_threads_if=nt > 1):
-        tl = _tile(t, ncb, rpb, n, d)
-        _shifted_sums(px, d, tl.r0, tl.r1, tl.c0, tl.c1, shift,
-                      part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
+    _run_pass(PASS_SUMS, n, d, nthreads, px, NULL, NULL, NULL, NULL, NULL, NULL, shift,
+              part)
     _combine(part, nrb, d, acc1, acc2)
     for j in range(d):
         dm = acc1[j] / dn
@@ -341,10 +383,8 @@ cdef int _bn_forward_train_impl(const floating* x, const floating* gamma,
         if track_var:
             var_f = <floating>var
             running_var[j] = running_var[j] * keep + mom * var_f * unbias
-    for t in prange(ntiles, schedule="static", num_threads=nt,
-                    use_threads_if=nt > 1):
-        tl = _tile(t, ncb, rpb, n, d)
-        _affine(px, pout, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, scale, beta)
+    _run_pass(PASS_AFFINE, n, d, nthreads, px, NULL, pout, mean, scale, beta, NULL, NULL,
+              NULL)
     free(work)
     free(scale)
     return 0
@@ -391,11 +431,7 @@ cdef int _bn_forward_eval_impl(const floating* x, const floating* gamma,
                                Py_ssize_t d, int nthreads) noexcept nogil:
     if n == 0 or d == 0:
         return 0
-    cdef Py_ssize_t rpb = _rows_per_block(n)
-    cdef Py_ssize_t nrb = nblocks(n, rpb), ncb = nblocks(d, CB), ntiles = nrb * ncb
-    cdef Py_ssize_t t, j
-    cdef Tile tl
-    cdef int nt = _team(nthreads, ntiles)
+    cdef Py_ssize_t j
     cdef const floating* px = x
     cdef floating* pout = out
     cdef floating one = 1, eps_f = <floating>eps
@@ -406,10 +442,8 @@ cdef int _bn_forward_eval_impl(const floating* x, const floating* gamma,
         mean[j] = running_mean[j]
         invstd[j] = one / f_sqrt(running_var[j] + eps_f)
         scale[j] = invstd[j] * gamma[j]
-    for t in prange(ntiles, schedule="static", num_threads=nt,
-                    use_threads_if=nt > 1):
-        tl = _tile(t, ncb, rpb, n, d)
-        _affine(px, pout, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, scale, beta)
+    _run_pass(PASS_AFFINE, n, d, nthreads, px, NULL, pout, mean, scale, beta, NULL, NULL,
+              NULL)
     free(scale)
     return 0
 
@@ -460,11 +494,7 @@ cdef int _bn_backward_impl(const floating* dout, const floating* x,
             if dbeta != NULL:
                 dbeta[k] = 0
         return 0
-    cdef Py_ssize_t rpb = _rows_per_block(n)
-    cdef Py_ssize_t nrb = nblocks(n, rpb), ncb = nblocks(d, CB), ntiles = nrb * ncb
-    cdef Py_ssize_t t, j
-    cdef Tile tl
-    cdef int nt = _team(nthreads, ntiles)
+    cdef Py_ssize_t nrb = nblocks(n, _rows_per_block(n)), j
     cdef bint want_dg = dgamma != NULL
     cdef bint want_db = dbeta != NULL
     cdef bint sums = training or want_dg or want_db
@@ -488,11 +518,8 @@ cdef int _bn_backward_impl(const floating* dout, const floating* x,
     cdef floating* cc = coef + 2 * d
     if training:
         # pass 1: dbeta / dgamma sums
-        for t in prange(ntiles, schedule="static", num_threads=nt,
-                        use_threads_if=nt > 1):
-            tl = _tile(t, ncb, rpb, n, d)
-            _grad_sums(pd, px, d, tl.r0, tl.r1, tl.c0, tl.c1, mean,
-                       part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
+        _run_pass(PASS_GRAD_SUMS, n, d, nthreads, px, pd, NULL, mean, NULL, NULL, NULL,
+                  NULL, part)
         _combine(part, nrb, d, acc1, acc2)
         for j in range(d):
             inv = invstd[j]
@@ -506,20 +533,14 @@ cdef int _bn_backward_impl(const floating* dout, const floating* x,
             if want_db:
                 dbeta[j] = <floating>acc1[j]
         # pass 2: dx
-        for t in prange(ntiles, schedule="static", num_threads=nt,
-                        use_threads_if=nt > 1):
-            tl = _tile(t, ncb, rpb, n, d)
-            _dx_train(pd, px, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, ca, cb, cc)
+        _run_pass(PASS_DX_TRAIN, n, d, nthreads, px, pd, pdx, mean, ca, cb, cc, NULL, NULL)
     else:
         for j in range(d):
             ca[j] = gamma[j] * invstd[j]
         if sums:
             # one pass: dx and the dbeta / dgamma sums
-            for t in prange(ntiles, schedule="static", num_threads=nt,
-                            use_threads_if=nt > 1):
-                tl = _tile(t, ncb, rpb, n, d)
-                _dx_eval_sums(pd, px, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, ca, mean,
-                              part + tl.rb * 2 * d, part + tl.rb * 2 * d + d)
+            _run_pass(PASS_DX_EVAL_SUMS, n, d, nthreads, px, pd, pdx, mean, ca, NULL, NULL,
+                      NULL, part)
             _combine(part, nrb, d, acc1, acc2)
             for j in range(d):
                 if want_dg:
@@ -527,10 +548,8 @@ cdef int _bn_backward_impl(const floating* dout, const floating* x,
                 if want_db:
                     dbeta[j] = <floating>acc1[j]
         else:
-            for t in prange(ntiles, schedule="static", num_threads=nt,
-                            use_threads_if=nt > 1):
-                tl = _tile(t, ncb, rpb, n, d)
-                _dx_eval(pd, pdx, d, tl.r0, tl.r1, tl.c0, tl.c1, ca)
+            _run_pass(PASS_DX_EVAL, n, d, nthreads, NULL, pd, pdx, NULL, ca, NULL, NULL,
+                      NULL, NULL)
     free(work)
     free(coef)
     return 0

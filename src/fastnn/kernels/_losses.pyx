@@ -103,6 +103,18 @@ cdef inline bint _argmax_is(const floating* z, Py_ssize_t c, floating m,
     return first == y
 
 
+cdef void _softmax_ce_rows(const floating* pz, floating* pdz, Py_ssize_t c,
+                           const int64_t* labels, double inv_n, double* rows, double* hit,
+                           bint count, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Rows [r0, r1): their losses into rows[], and (count) 1.0 / 0.0 into hit[] for
+    whether their argmax is their label."""
+    cdef Py_ssize_t i
+    for i in range(r0, r1):
+        rows[i] = _softmax_ce_row(pz + i * c, pdz + i * c, c, labels[i], inv_n)
+        if count:
+            hit[i] = _argmax_is(pz + i * c, c, vmax(pz + i * c, c), labels[i])
+
+
 def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1, bint count=False):
     """logits (N, C), labels (N,) int64 in [0, C) -> loss; writes dlogits (N, C). With
     count, -> (loss, number of rows whose argmax is their label)."""
@@ -127,10 +139,12 @@ cdef tuple _softmax_cross_entropy_impl(const floating[:, ::1] logits,
     cdef double* hit = rows + n
     try:
         with nogil:
-            for i in prange(n, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-                rows[i] = _softmax_ce_row(pz + i * c, pdz + i * c, c, labels[i], inv_n)
-                if count:
-                    hit[i] = _argmax_is(pz + i * c, c, vmax(pz + i * c, c), labels[i])
+            if nt <= 1:     # no OpenMP region: ~0.7 us even for one thread
+                _softmax_ce_rows(pz, pdz, c, &labels[0], inv_n, rows, hit, count, 0, n)
+            else:
+                for i in prange(n, schedule="static", num_threads=nt):
+                    _softmax_ce_rows(pz, pdz, c, &labels[0], inv_n, rows, hit, count, i,
+                                     i + 1)
             total = seq_sum(rows, n)
             if count:
                 for i in range(n):
@@ -200,8 +214,12 @@ cdef object _multiclass_hinge_impl(const floating[:, ::1] scores, const int64_t[
     cdef double* rows = _scratch(n)
     try:
         with nogil:
-            for i in prange(n, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-                rows[i] = _hinge_row(ps + i * c, pds + i * c, c, labels[i], mg, n)
+            if nt <= 1:
+                for i in range(n):
+                    rows[i] = _hinge_row(ps + i * c, pds + i * c, c, labels[i], mg, n)
+            else:
+                for i in prange(n, schedule="static", num_threads=nt):
+                    rows[i] = _hinge_row(ps + i * c, pds + i * c, c, labels[i], mg, n)
             total = seq_sum(rows, n)
     finally:
         free(rows)
@@ -251,9 +269,14 @@ cdef object _bce_flat_impl(const floating[::1] x, const floating[::1] t, floatin
     cdef double* parts = _scratch(nb)
     try:
         with nogil:
-            for b in prange(nb, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-                parts[b] = _bce_block(&x[0], &t[0], &dx[0], b * SUM_BLOCK,
-                                      min((b + 1) * SUM_BLOCK, n), size)
+            if nt <= 1:
+                for b in range(nb):
+                    parts[b] = _bce_block(&x[0], &t[0], &dx[0], b * SUM_BLOCK,
+                                          min((b + 1) * SUM_BLOCK, n), size)
+            else:
+                for b in prange(nb, schedule="static", num_threads=nt):
+                    parts[b] = _bce_block(&x[0], &t[0], &dx[0], b * SUM_BLOCK,
+                                          min((b + 1) * SUM_BLOCK, n), size)
             total = seq_sum(parts, nb)
     finally:
         free(parts)
@@ -308,9 +331,14 @@ cdef object _mse_flat_impl(const floating[::1] p, const floating[::1] t, floatin
     cdef double* parts = _scratch(nb)
     try:
         with nogil:
-            for b in prange(nb, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-                parts[b] = _mse_block(&p[0], &t[0], &dp[0], b * SUM_BLOCK,
-                                      min((b + 1) * SUM_BLOCK, n), scale)
+            if nt <= 1:
+                for b in range(nb):
+                    parts[b] = _mse_block(&p[0], &t[0], &dp[0], b * SUM_BLOCK,
+                                          min((b + 1) * SUM_BLOCK, n), scale)
+            else:
+                for b in prange(nb, schedule="static", num_threads=nt):
+                    parts[b] = _mse_block(&p[0], &t[0], &dp[0], b * SUM_BLOCK,
+                                          min((b + 1) * SUM_BLOCK, n), scale)
             total = seq_sum(parts, nb)
     finally:
         free(parts)

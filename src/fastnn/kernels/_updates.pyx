@@ -13,8 +13,10 @@ and one number of elements. Momentum buffers are None exactly when momentum == 0
 
 Arithmetic mirrors the reference's operation order in the array's precision (scalars
 rounded to the array dtype first), except Adam's, which folds the bias corrections
-into two scalars to divide once per element (equal up to rounding). Weight decay is added to a private copy of the
-gradient, never written into g; AdamW multiplies p by 1 - lr*wd before the step.
+into two scalars to divide once per element (equal up to rounding). Weight decay is
+added to a private copy of the gradient, never written into g; AdamW multiplies p by
+1 - lr*wd before the step. With one thread an update is one call over the whole range
+(an OpenMP region costs ~0.7 us even for one thread).
 
 Vectorisation: the build passes -fno-math-errno, so GCC vectorises loops containing
 sqrt (IEEE sqrt is correctly rounded, so vector and scalar give the same bits), and
@@ -119,9 +121,13 @@ cdef object _sgd_impl(floating[::1] p, const floating[::1] g, floating[::1] buf,
     cdef floating damp1 = <floating>(1.0 - dampening), wd_f = <floating>weight_decay
     cdef bint use_wd = weight_decay != 0.0
     with nogil:
-        for c in prange(nc, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-            _sgd_range(&p[0], &g[0], pb, c * CHUNK, min((c + 1) * CHUNK, n), lr_f, mom_f,
-                       damp1, wd_f, use_wd, use_mom, nesterov, first)
+        if nt <= 1:
+            _sgd_range(&p[0], &g[0], pb, 0, n, lr_f, mom_f, damp1, wd_f, use_wd, use_mom,
+                       nesterov, first)
+        else:
+            for c in prange(nc, schedule="static", num_threads=nt):
+                _sgd_range(&p[0], &g[0], pb, c * CHUNK, min((c + 1) * CHUNK, n), lr_f,
+                           mom_f, damp1, wd_f, use_wd, use_mom, nesterov, first)
 
 
 def sgd_step(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first,
@@ -163,9 +169,12 @@ cdef object _adagrad_impl(floating[::1] p, const floating[::1] g, floating[::1] 
     cdef floating clr_f = <floating>clr, eps_f = <floating>eps, wd_f = <floating>weight_decay
     cdef bint use_wd = weight_decay != 0.0
     with nogil:
-        for c in prange(nc, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-            _adagrad_range(&p[0], &g[0], &state_sum[0], c * CHUNK, min((c + 1) * CHUNK, n),
-                           clr_f, eps_f, wd_f, use_wd)
+        if nt <= 1:
+            _adagrad_range(&p[0], &g[0], &state_sum[0], 0, n, clr_f, eps_f, wd_f, use_wd)
+        else:
+            for c in prange(nc, schedule="static", num_threads=nt):
+                _adagrad_range(&p[0], &g[0], &state_sum[0], c * CHUNK,
+                               min((c + 1) * CHUNK, n), clr_f, eps_f, wd_f, use_wd)
 
 
 def adagrad_step(p, g, state_sum, clr, eps, weight_decay, int nthreads=1):
@@ -224,10 +233,14 @@ cdef object _rmsprop_impl(floating[::1] p, const floating[::1] g, floating[::1] 
     cdef floating mom_f = <floating>momentum, wd_f = <floating>weight_decay
     cdef bint use_wd = weight_decay != 0.0
     with nogil:
-        for c in prange(nc, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-            _rmsprop_range(&p[0], &g[0], &square_avg[0], pb, c * CHUNK,
-                           min((c + 1) * CHUNK, n), lr_f, alpha_f, alpha1, eps_f, mom_f,
-                           wd_f, use_wd, use_mom)
+        if nt <= 1:
+            _rmsprop_range(&p[0], &g[0], &square_avg[0], pb, 0, n, lr_f, alpha_f, alpha1,
+                           eps_f, mom_f, wd_f, use_wd, use_mom)
+        else:
+            for c in prange(nc, schedule="static", num_threads=nt):
+                _rmsprop_range(&p[0], &g[0], &square_avg[0], pb, c * CHUNK,
+                               min((c + 1) * CHUNK, n), lr_f, alpha_f, alpha1, eps_f, mom_f,
+                               wd_f, use_wd, use_mom)
 
 
 def rmsprop_step(p, g, square_avg, momentum_buf, lr, alpha, eps, momentum, weight_decay,
@@ -289,10 +302,14 @@ cdef object _adam_impl(floating* p, const floating* g, floating* m, floating* v,
     cdef floating step_size = <floating>(lr * bias2_sqrt / bias1)
     cdef floating eps_f = <floating>(eps * bias2_sqrt)
     with nogil:
-        for c in prange(nc, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-            _adam_range(p, g, m, v, c * CHUNK, min((c + 1) * CHUNK, n),
-                        decay, wd_f, use_wd, decoupled, beta1c, beta2_f, beta2c,
-                        step_size, eps_f)
+        if nt <= 1:
+            _adam_range(p, g, m, v, 0, n, decay, wd_f, use_wd, decoupled, beta1c, beta2_f,
+                        beta2c, step_size, eps_f)
+        else:
+            for c in prange(nc, schedule="static", num_threads=nt):
+                _adam_range(p, g, m, v, c * CHUNK, min((c + 1) * CHUNK, n),
+                            decay, wd_f, use_wd, decoupled, beta1c, beta2_f, beta2c,
+                            step_size, eps_f)
 
 
 def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled,
