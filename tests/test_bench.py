@@ -118,3 +118,21 @@ def test_cli_rejects_bad_rounds(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--rounds", "0"])
     assert "must be > 0" in capsys.readouterr().err
+
+
+def test_remote_contenders_run_in_a_child_process():
+    """Remote contenders are built and timed in one child process (PyTorch runs this
+    way, so that its OpenMP threads do not share fastnn's runtime)."""
+    with bench.Remote() as remote:
+        fn = remote.contender("gemv_only_fn", [8, 16, 4])
+        other = remote.contender("gemm_only_fn", [8, 16, 4], 4)
+        assert remote.proc.pid != __import__("os").getpid()
+        assert fn.timed(3) >= 0 and other.timed(1) >= 0
+        res = bench.compare({"remote": fn, "local": lambda: None}, budget=0.02, rounds=3)
+        assert len(res["remote"]) == 3 and len(res["local"]) == 3
+        with pytest.raises(RuntimeError, match="child process failed"):
+            remote.contender("gemv_only_fn", "not widths")
+        assert fn.timed(1) >= 0                          # the child survived the error
+        with pytest.raises(ValueError, match="not a contender factory"):
+            remote.contender("run")
+    assert remote.proc.poll() is not None

@@ -56,7 +56,7 @@ def compare(contenders, budget, rounds=ROUNDS):
 
     contenders: {name: fn} or {name: (fn, context)}, where context() returns a context
     manager held while fn runs (a backend, a BLAS thread limit; entered outside the
-    timings). Each contender gets ~budget seconds in `rounds` samples; a sample times
+    timings); fn may be a `RemoteFn` (timed in a child process). Each contender gets ~budget seconds in `rounds` samples; a sample times
     as many back-to-back calls as fill budget / rounds (at least one), after two
     warm-up calls. Within a round the contenders run one after the other (the order
     rotates from round to round), so a ratio of two contenders is best taken round by
@@ -64,27 +64,113 @@ def compare(contenders, budget, rounds=ROUNDS):
     items = []
     for name, c in contenders.items():
         fn, ctx = c if isinstance(c, tuple) else (c, None)
-        items.append((name, fn, ctx or contextlib.nullcontext))
+        items.append((name, _timer(fn), ctx or contextlib.nullcontext))
     calls = {}
-    for name, fn, ctx in items:
+    for name, timed, ctx in items:
         with ctx():
-            fn()
-            fn()
-            t0 = time.perf_counter()
-            fn()
-            one = time.perf_counter() - t0
+            timed(2)
+            one = timed(1)
         calls[name] = max(1, int(budget / rounds / max(one, 1e-7)))
     samples = {name: [] for name, _, _ in items}
     for r in range(rounds):
-        for name, fn, ctx in items[r % len(items):] + items[:r % len(items)]:
+        for name, timed, ctx in items[r % len(items):] + items[:r % len(items)]:
             k = calls[name]
             with ctx():
-                t0 = time.perf_counter()
-                for _ in range(k):
-                    fn()
-                samples[name].append((time.perf_counter() - t0) / k)
+                samples[name].append(timed(k) / k)
             time.sleep(PAUSE)
     return samples
+
+
+class Remote:
+    """A child process that builds contenders and times their calls there. PyTorch runs
+    this way: loaded into fastnn's process it shares fastnn's OpenMP runtime (both link
+    libgomp.so.1, loaded once), whose worker threads then give up spinning early and
+    sleep between fastnn's parallel regions -- measured here, fastnn's batch-1 forward
+    went from a 22.8 to a 29.0 us median, with samples up to 10x slower, as soon as torch
+    ran in the same process. One child serves a whole run (importing torch takes
+    seconds)."""
+
+    def __init__(self):
+        import subprocess
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "import fastnn.bench as b; b._serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.count = 0
+
+    def contender(self, factory, *args):
+        """A `RemoteFn` for fastnn.bench.<factory>(*args), built in the child."""
+        if not factory.endswith("_fn"):
+            raise ValueError("fastnn.bench.Remote: not a contender factory: %r" % factory)
+        reply = self._ask(json.dumps([factory, list(args)]))
+        if reply != "ready":
+            raise RuntimeError("fastnn.bench.Remote(%s): the child process failed: %s"
+                               % (factory, reply))
+        self.count += 1
+        return RemoteFn(self, self.count - 1)
+
+    def _ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip() or "(no reply)"
+
+    def close(self):
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()          # the child's loop ends; it exits
+        self.proc.wait()
+        self.proc.stdout.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class RemoteFn:
+    """A contender living in a `Remote` child: timed(calls) -> seconds, timed there."""
+
+    def __init__(self, remote, index):
+        self.remote, self.index = remote, index
+
+    def timed(self, calls):
+        return float(self.remote._ask("%d %d" % (self.index, calls)))
+
+
+def _serve():
+    """The child side of `Remote`: a JSON line [factory, args] builds a contender
+    ("ready", or the error on one line); "i k" times k calls of contender i."""
+    import traceback
+    fns = []
+    for line in sys.stdin:
+        if line.startswith("["):
+            try:
+                factory, args = json.loads(line)
+                fns.append(globals()[factory](*args))
+            except Exception:                          # report it on one line
+                print(traceback.format_exc().replace("\n", " | "), flush=True)
+                continue
+            print("ready", flush=True)
+            continue
+        i, k = map(int, line.split())
+        fn = fns[i]
+        t0 = time.perf_counter()
+        for _ in range(k):
+            fn()
+        print(repr(time.perf_counter() - t0), flush=True)
+
+
+def _timer(fn):
+    """calls -> seconds for a local callable or a `Remote`."""
+    if isinstance(fn, RemoteFn):
+        return fn.timed
+
+    def timed(calls):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return time.perf_counter() - t0
+    return timed
 
 
 def paired(samples, num, den, q=50):
@@ -297,11 +383,10 @@ def fastnn_epoch_fn(widths, batch, n_batches):
 # ---------------------------------------------------------------- driver
 
 def _available(module):
-    try:
-        __import__(module)
-        return True
-    except ImportError:
-        return False
+    """Whether a module is installed (without importing it here: torch runs in its own
+    process, see `Remote`)."""
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
 
 
 def run(quick=False, log=print, rounds=None):
@@ -313,58 +398,63 @@ def run(quick=False, log=print, rounds=None):
     threads = fastnn.get_num_threads()
     rounds = rounds or (QUICK_ROUNDS if quick else ROUNDS)
     budget = rounds * SAMPLE
-    backends = ["cython", "numpy"] if cfg["cython"] else ["numpy"]
-    has_torch, has_sklearn = _available("torch"), _available("sklearn")
-    blas = lambda: _all_threads(threads)                       # noqa: E731
-    on = lambda b: (lambda: fastnn.use_backend(b))             # noqa: E731
     res = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_name(), "threads": threads,
            "fastnn": cfg["version"], "blas": cfg["blas"], "rounds": rounds, "cases": []}
     log("machine limits ...")
     res["gemm_gflops"] = gemm_gflops(budget, threads)
     res["copy_gbps"] = copy_bandwidth(budget)
     log("  sgemm %.1f GFLOP/s, copy %.1f GB/s" % (res["gemm_gflops"], res["copy_gbps"]))
-
-    def case(row, contenders):
-        row["samples"] = compare(contenders, budget, rounds)
-        row.update({k: float(np.median(v)) for k, v in row["samples"].items()})
-        res["cases"].append(row)
-        log("  " + _summary(row))
-
-    for name, widths, batch in CASES:
-        log("training step %s %s batch %d ..." % (name, "-".join(map(str, widths)), batch))
-        contenders = {"fastnn-" + b: (fastnn_step_fn(widths, batch, b), on(b))
-                      for b in backends}
-        if has_torch:
-            contenders["torch"] = torch_step_fn(widths, batch, threads)
-        contenders["gemm-only"] = (gemm_only_fn(widths, batch), blas)
-        if cfg["cython"]:
-            contenders["adam-only"] = adam_only_fn(widths)
-        case({"case": name, "kind": "train step", "widths": widths, "batch": batch,
-              "gemm_gflop": gemm_flops(widths, batch) / 1e9}, contenders)
-    name, widths, _ = CASES[1]
-    log("inference %s batch 1 ..." % name)
-    contenders = {"fastnn-" + b: (fastnn_infer_fn(widths), on(b)) for b in backends}
-    if has_torch:
-        contenders["torch"] = torch_infer_fn(widths, threads)
-    contenders["gemm-only"] = (gemv_only_fn(widths), blas)
-    case({"case": name + " infer b=1", "kind": "inference", "widths": widths, "batch": 1,
-          "gemm_gflop": 2 * sum(i * o for i, o in zip(widths[:-1], widths[1:])) / 1e9},
-         contenders)
-    if has_sklearn:
-        name, widths, batch = CASES[1]
-        n_batches = 20 if quick else 100
-        log("epoch vs scikit-learn MLPClassifier (%s, no BN, %d batches) ..." % (name, n_batches))
-        b = backends[0]
-        case({"case": name + " epoch (no BN)", "kind": "epoch", "widths": widths,
-              "batch": batch},
-             {"fastnn-" + b: (fastnn_epoch_fn(widths, batch, n_batches), on(b)),
-              "sklearn": sklearn_epoch_fn(widths, batch, n_batches)})
+    with (Remote() if _available("torch") else contextlib.nullcontext()) as remote:
+        for row, contenders in _cases(cfg, threads, quick, remote, log):
+            row["samples"] = compare(contenders, budget, rounds)
+            row.update({k: float(np.median(v)) for k, v in row["samples"].items()})
+            res["cases"].append(row)
+            log("  " + _summary(row))
     from . import memory
     if memory.available():
         log("memory of a training step (allocations, peak vs need) ...")
         res["memory"] = memory.memory_rows()
     res["targets"] = targets(res)
     return res
+
+
+def _cases(cfg, threads, quick, remote, log=print):
+    """(row, contenders) of every case, built as it comes (torch's in `remote`, a
+    `Remote` child process, when there is one)."""
+    import fastnn
+    backends = ["cython", "numpy"] if cfg["cython"] else ["numpy"]
+    blas = lambda: _all_threads(threads)                       # noqa: E731
+    on = lambda b: (lambda: fastnn.use_backend(b))             # noqa: E731
+    for name, widths, batch in CASES:
+        log("training step %s %s batch %d ..." % (name, "-".join(map(str, widths)), batch))
+        contenders = {"fastnn-" + b: (fastnn_step_fn(widths, batch, b), on(b))
+                      for b in backends}
+        if remote is not None:
+            contenders["torch"] = remote.contender("torch_step_fn", widths, batch, threads)
+        contenders["gemm-only"] = (gemm_only_fn(widths, batch), blas)
+        if cfg["cython"]:
+            contenders["adam-only"] = adam_only_fn(widths)
+        yield ({"case": name, "kind": "train step", "widths": widths, "batch": batch,
+                "gemm_gflop": gemm_flops(widths, batch) / 1e9}, contenders)
+    name, widths, _ = CASES[1]
+    log("inference %s batch 1 ..." % name)
+    contenders = {"fastnn-" + b: (fastnn_infer_fn(widths), on(b)) for b in backends}
+    if remote is not None:
+        contenders["torch"] = remote.contender("torch_infer_fn", widths, threads)
+    contenders["gemm-only"] = (gemv_only_fn(widths), blas)
+    yield ({"case": name + " infer b=1", "kind": "inference", "widths": widths, "batch": 1,
+            "gemm_gflop": 2 * sum(i * o for i, o in zip(widths[:-1], widths[1:])) / 1e9},
+           contenders)
+    if _available("sklearn"):
+        name, widths, batch = CASES[1]
+        n_batches = 20 if quick else 100
+        log("epoch vs scikit-learn MLPClassifier (%s, no BN, %d batches) ..."
+            % (name, n_batches))
+        b = backends[0]
+        yield ({"case": name + " epoch (no BN)", "kind": "epoch", "widths": widths,
+                "batch": batch},
+               {"fastnn-" + b: (fastnn_epoch_fn(widths, batch, n_batches), on(b)),
+                "sklearn": sklearn_epoch_fn(widths, batch, n_batches)})
 
 
 def _summary(row):
