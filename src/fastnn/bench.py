@@ -83,12 +83,9 @@ def compare(contenders, budget, rounds=ROUNDS):
 
 class Remote:
     """A child process that builds contenders and times their calls there. PyTorch runs
-    this way: loaded into fastnn's process it shares fastnn's OpenMP runtime (both link
-    libgomp.so.1, loaded once), whose worker threads then give up spinning early and
-    sleep between fastnn's parallel regions -- measured here, fastnn's batch-1 forward
-    went from a 22.8 to a 29.0 us median, with samples up to 10x slower, as soon as torch
-    ran in the same process. One child serves a whole run (importing torch takes
-    seconds)."""
+    this way, so that the two engines share no runtime: in one process they would use
+    the same OpenMP runtime (both link libgomp.so.1, which the loader maps once) and the
+    same allocator. One child serves a whole run (importing torch takes seconds)."""
 
     def __init__(self):
         import subprocess
