@@ -2,10 +2,11 @@
 by side on the same work, with the machine's GEMM and memory-bandwidth limits.
 
 Measured side by side, literally: `compare` runs the contenders of a case in rounds,
-each round timing a batch of calls of every contender in turn (rotating the order), and
-reports each contender's median over the rounds. A shared, noisy machine (its speed
-drifts by 10-30% within minutes) then slows every contender alike, so the ratios hold
-even where absolute times do not.
+each round timing a batch of calls of every contender in turn (rotating the order, a
+pause after each), and every ratio is the median of the per-round ratios (`paired`). A
+shared, noisy machine (its speed drifts by 10-40% within seconds) then slows the
+contenders of a round alike, so the ratios hold even where absolute times do not.
+PyTorch is built and timed in a child process (`Remote`).
 """
 import contextlib
 import json
@@ -56,8 +57,9 @@ def compare(contenders, budget, rounds=ROUNDS):
 
     contenders: {name: fn} or {name: (fn, context)}, where context() returns a context
     manager held while fn runs (a backend, a BLAS thread limit; entered outside the
-    timings); fn may be a `RemoteFn` (timed in a child process). Each contender gets ~budget seconds in `rounds` samples; a sample times
-    as many back-to-back calls as fill budget / rounds (at least one), after two
+    timings); fn may be a `RemoteFn` (timed in a child process). Each contender gets
+    ~budget seconds in `rounds` samples; a sample times as many back-to-back calls as
+    fill budget / rounds (at least one), after two
     warm-up calls. Within a round the contenders run one after the other (the order
     rotates from round to round), so a ratio of two contenders is best taken round by
     round (`paired`)."""
