@@ -16,14 +16,13 @@ valid until the next call.
 import numpy as np
 
 from . import ops
-from ._config import backend, threads_for
 from ._workspace import Workspace
 from .layers.base import as_user_float, check_float, describe
+from .ops.losses import run_softmax_cross_entropy, trusted_labels
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_INT64 = np.dtype(np.int64)
 
 
 class Loss:
@@ -79,21 +78,14 @@ class SoftmaxCrossEntropy(Loss):
     def _loss_and_hits(self, pred, target):
         """For training loops: (loss, number of rows whose argmax is the label) in one
         kernel call, the gradient kept for `_backward()` as after `self(pred, target)`;
-        None (nothing done) unless pred is a C-contiguous 2-D float32/float64 ndarray and
-        target C-contiguous int64 labels (N,) in range -- then call the loss as usual."""
+        None (nothing done) unless pred is a C-contiguous (N, C) float32/float64 ndarray
+        with N, C >= 1 and target `trusted_labels` -- then call the loss as usual."""
         if (type(pred) is not np.ndarray or pred.ndim != 2 or not pred.flags.c_contiguous
-                or pred.dtype not in _FLOATS or pred.shape[0] == 0 or pred.shape[1] == 0
-                or type(target) is not np.ndarray or target.dtype != _INT64
-                or target.shape != pred.shape[:1] or not target.flags.c_contiguous):
-            return None
-        k = backend()
-        if not k.labels_in_range(target, pred.shape[1]):
+                or pred.dtype not in _FLOATS or pred.size == 0
+                or not trusted_labels(target, pred.shape[0], pred.shape[1])):
             return None
         self._grad = None
-        grad = self._ws.get("grad", pred.shape, pred.dtype)
-        loss, hits = k.softmax_cross_entropy(pred, target, grad, threads_for(pred.size),
-                                             True)
-        self._grad = grad
+        loss, self._grad, hits = run_softmax_cross_entropy(pred, target, self._ws, True)
         return float(loss), hits
 
     def _compute(self, pred, target):

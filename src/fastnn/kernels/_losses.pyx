@@ -66,13 +66,13 @@ def labels_in_range(labels, Py_ssize_t c):
 # ----------------------------------------------------------------------------------
 
 cdef double _softmax_ce_row(const floating* z, floating* dz, Py_ssize_t c, int64_t y,
-                            double inv_n) noexcept nogil:
-    """One row: dz = (softmax(z) - onehot(y)) / N; returns logsumexp(z) - z[y] (double).
-    Stable: exponents are z - max(z) <= 0. The max is exact in any order (SIMD lanes); a
-    NaN skipped by its comparisons still reaches the exp sum, so NaN anywhere in z gives
-    a NaN loss and a NaN gradient row."""
+                            floating m, double inv_n) noexcept nogil:
+    """One row: dz = (softmax(z) - onehot(y)) / N; returns logsumexp(z) - z[y] (double),
+    m = vmax(z, c). Stable: exponents are z - max(z) <= 0. The max is exact in any order
+    (SIMD lanes); a NaN skipped by its comparisons still reaches the exp sum, so NaN
+    anywhere in z gives a NaN loss and a NaN gradient row."""
     cdef Py_ssize_t j
-    cdef floating m = vmax(z, c), ey, kk
+    cdef floating ey, kk
     cdef double s, r
     for j in range(c):
         dz[j] = f_expneg(z[j] - m)
@@ -109,10 +109,12 @@ cdef void _softmax_ce_rows(const floating* pz, floating* pdz, Py_ssize_t c,
     """Rows [r0, r1): their losses into rows[], and (count) 1.0 / 0.0 into hit[] for
     whether their argmax is their label."""
     cdef Py_ssize_t i
+    cdef floating m
     for i in range(r0, r1):
-        rows[i] = _softmax_ce_row(pz + i * c, pdz + i * c, c, labels[i], inv_n)
+        m = vmax(pz + i * c, c)
+        rows[i] = _softmax_ce_row(pz + i * c, pdz + i * c, c, labels[i], m, inv_n)
         if count:
-            hit[i] = _argmax_is(pz + i * c, c, vmax(pz + i * c, c), labels[i])
+            hit[i] = _argmax_is(pz + i * c, c, m, labels[i])
 
 
 def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1, bint count=False):

@@ -11,17 +11,20 @@ from .._workspace import FRESH
 _INT64 = np.dtype(np.int64)
 
 
+def trusted_labels(labels, n, c):
+    """Whether labels can go to a kernel as they are: int64, C-contiguous, shape (n,),
+    every value in [0, c) (the backend's one-pass scan; nothing allocated)."""
+    return (isinstance(labels, np.ndarray) and labels.dtype == _INT64
+            and labels.shape == (n,) and labels.flags.c_contiguous
+            and labels.flags.aligned and backend().labels_in_range(labels, c))
+
+
 def _labels(labels, scores, fn):
-    """`as_labels` for (N, C) scores, allocating nothing on the training path: int64
-    C-contiguous labels of shape (N,) are range-checked by the backend's one-pass scan
-    and returned as they are; anything else, or labels out of range, goes through
+    """`as_labels` for (N, C) scores, allocating nothing on the training path: labels
+    that are `trusted_labels` are returned as they are; anything else goes through
     `as_labels` (its conversions and messages)."""
     n, c = scores.shape
-    if (isinstance(labels, np.ndarray) and labels.dtype == _INT64 and labels.shape == (n,)
-            and labels.flags.c_contiguous and labels.flags.aligned
-            and backend().labels_in_range(labels, c)):
-        return labels
-    return as_labels(labels, n, c, fn)
+    return labels if trusted_labels(labels, n, c) else as_labels(labels, n, c, fn)
 
 
 def softmax_cross_entropy(logits, labels, workspace=None):
@@ -32,9 +35,18 @@ def softmax_cross_entropy(logits, labels, workspace=None):
     fn = "softmax_cross_entropy"
     logits = as_float_array(logits, fn, "logits", ndim=2)
     labels = _labels(labels, logits, fn)
-    grad = (workspace or FRESH).get("grad", logits.shape, logits.dtype)
-    loss = backend().softmax_cross_entropy(logits, labels, grad, threads_for(logits.size))
+    loss, grad, _ = run_softmax_cross_entropy(logits, labels, workspace or FRESH)
     return loss, grad
+
+
+def run_softmax_cross_entropy(logits, labels, ws, count=False):
+    """`softmax_cross_entropy` on trusted logits (C-contiguous float (N, C)) and labels
+    (`trusted_labels`) -> (loss, dlogits, number of rows whose argmax is their label, or
+    None without `count`): the training loop's path, one kernel call."""
+    grad = ws.get("grad", logits.shape, logits.dtype)
+    res = backend().softmax_cross_entropy(logits, labels, grad, threads_for(logits.size),
+                                          count)
+    return (res[0], grad, res[1]) if count else (res, grad, None)
 
 
 def multiclass_hinge(scores, labels, margin=1.0, workspace=None):
