@@ -262,7 +262,8 @@ def test_evaluate_and_predict_use_eval_mode_and_restore_train_mode():
     model.train()
     scores = tr.decision_function(X)
     assert scores.shape == (150, 3) and model.training
-    np.testing.assert_allclose(scores, model.eval()(X), rtol=1e-6)
+    # batch 7 against batch 150: differently blocked products, so float tolerance
+    np.testing.assert_allclose(scores, model.eval()(X), rtol=1e-5, atol=1e-6)
     model.train()
     pred = tr.predict(X)
     assert pred.dtype == np.int64 and pred.shape == (150,)
