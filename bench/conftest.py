@@ -4,7 +4,7 @@ Cython and NumPy backends (and a reference such as the bare GEMMs) side by side.
     test_bench_ops.py     fastnn.ops kernels (dense, activations, PReLU, batch norm, losses)
     test_bench_layers.py  every layer's public forward + backward, and Sequentials
     test_bench_optim.py   every optimizer's step() over ~1M parameters
-    test_bench_steps.py   whole training steps S/M/L/XL (fastnn.bench.CASES) vs their GEMMs
+    test_bench_steps.py   whole training steps S/M/L/XL (fastnn.tools.bench.CASES) vs their GEMMs
 
 Shared here: the `backend` fixture (each benchmark taking it runs once per backend, the
 backend active for the whole test, construction included), the sizes, random data, and
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.bench import _all_threads
+from fastnn.tools.bench import _all_threads
 
 BACKENDS = ["cython", "numpy"] if fastnn.show_config(print_=False)["cython"] else ["numpy"]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from fastnn import ops
-from fastnn._workspace import Workspace
-from fastnn.bench import gemm_only_fn
+from fastnn.core.workspace import Workspace
+from fastnn.tools.bench import gemm_only_fn
 from conftest import (ACTIVATIONS, DENSE, SIZES, dense_id, measure, measure_blas, rand,
                       size_id)
 

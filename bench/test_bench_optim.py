@@ -1,6 +1,6 @@
 """Optimizer benchmarks, float32: one `opt.step()` of every optimizer (and the SGD and
 RMSprop variants) over the ~1.07M parameters of a 784-1024-256-10 Dense/BatchNorm1d
-model (`fastnn.bench.fastnn_model`) with its gradients filled in, on each backend.
+model (`fastnn.tools.bench.fastnn_model`) with its gradients filled in, on each backend.
 
 The optimizer lays the parameters in one flat buffer, so a step is one fused kernel
 pass over them (optimizer state allocated by an untimed first step). The "adam update
@@ -12,7 +12,7 @@ import pytest
 
 import fastnn
 from fastnn import optim
-from fastnn.bench import fastnn_model
+from fastnn.tools.bench import fastnn_model
 from conftest import measure, rand
 
 WIDTHS = (784, 1024, 256, 10)
@@ -45,7 +45,7 @@ def test_optimizer_step(benchmark, backend, opt_id):
 
 def test_adam_kernel_1m(benchmark, backend):
     """The backend's fused Adam kernel alone on 2^20 parameters."""
-    k = fastnn._config.backend()
+    k = fastnn.core.backend.backend()
     p, g = rand(1 << 20), rand(1 << 20, 1)
     m, v = np.zeros_like(p), np.zeros_like(p)
     nt = fastnn.get_num_threads()

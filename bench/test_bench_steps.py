@@ -1,12 +1,12 @@
-"""Training-step benchmarks, float32: the reference cases of `fastnn.bench.CASES` (S, M,
+"""Training-step benchmarks, float32: the reference cases of `fastnn.tools.bench.CASES` (S, M,
 L, XL: Dense->BatchNorm1d->ReLU hidden layers, SoftmaxCrossEntropy, Adam), one whole
 `Trainer` step (forward, loss, backward, Adam update) per call on each backend
-(`fastnn.bench.fastnn_step_fn`), and in the same group the step's GEMMs alone
-(`fastnn.bench.gemm_only_fn`, same shapes and BLAS): the floor the step approaches.
+(`fastnn.tools.bench.fastnn_step_fn`), and in the same group the step's GEMMs alone
+(`fastnn.tools.bench.gemm_only_fn`, same shapes and BLAS): the floor the step approaches.
 """
 import pytest
 
-from fastnn.bench import CASES, fastnn_step_fn, gemm_only_fn
+from fastnn.tools.bench import CASES, fastnn_step_fn, gemm_only_fn
 from conftest import measure, measure_blas
 
 

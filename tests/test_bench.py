@@ -1,11 +1,11 @@
-"""fastnn.bench: the interleaved measurement, the paired ratios, the targets and the
+"""fastnn.tools.bench: the interleaved measurement, the paired ratios, the targets and the
 tables (the timings themselves are for `python -m fastnn bench`, not for tests)."""
 import contextlib
 
 import numpy as np
 import pytest
 
-from fastnn import bench
+from fastnn.tools import bench
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +114,7 @@ def test_reference_callables_run():
 
 
 def test_cli_rejects_bad_rounds(capsys):
-    from fastnn.cli import main
+    from fastnn.tools.cli import main
     with pytest.raises(SystemExit):
         main(["bench", "--rounds", "0"])
     assert "must be > 0" in capsys.readouterr().err

@@ -6,11 +6,13 @@ import pickle
 import numpy as np
 import pytest
 
-from fastnn import _random, checkpoint, data, optim
-from fastnn.checkpoint import META_KEY, load_checkpoint, save_checkpoint
+from fastnn.core import rng as _random
+from fastnn.train import checkpoint
+from fastnn import data, optim
+from fastnn.train.checkpoint import META_KEY, load_checkpoint, save_checkpoint
 from fastnn.layers import BatchNorm1d, Dense, Dropout, ReLU, Sequential
 from fastnn.losses import SoftmaxCrossEntropy
-from fastnn.trainer import History, Trainer
+from fastnn.train.trainer import History, Trainer
 
 X, Y = data.make_spirals(60, 3, rng=0)
 XTR, XVA, YTR, YVA = data.train_val_split(X, Y, 0.25, rng=0)

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from fastnn import cli, data, io
+from fastnn.tools import cli
+from fastnn import data, io
 
 from conftest import FASTNN_PATH as SRC  # noqa: E402  (the imported fastnn's path)
 
@@ -189,7 +190,7 @@ def test_plugin_subcommands_are_added():
     expected = {"info", "demo", "train", "search"}
     try:
         import importlib
-        importlib.import_module("fastnn.bench")
+        importlib.import_module("fastnn.tools.bench")
         expected.add("bench")
     except ImportError:
         pass

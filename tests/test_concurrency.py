@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import _config, ops
+from fastnn.core import backend as _config
+from fastnn import ops
 from fastnn.layers import (BatchNorm1d, Dense, Dropout, Maxout, Module, ReLU, Sequential,
                            Tanh)
 from conftest import BACKENDS
@@ -190,7 +191,8 @@ FORK_SCRIPT = textwrap.dedent(r"""
     import json, multiprocessing as mp, sys, time
     import numpy as np
     import fastnn
-    from fastnn import _config, ops
+    from fastnn import ops
+    from fastnn.core import backend as _config
     from fastnn.layers import BatchNorm1d, Dense, Sequential
 
     fastnn.set_backend(sys.argv[1])
@@ -312,7 +314,7 @@ def _big_ops_result():
 
 def _bad_calls():
     """Calls that fail in validation, in a Cython wrapper, or midway through a model."""
-    from fastnn.kernels import numpy_ref
+    from fastnn.kernels import ref
     x = np.ones((256, 256), np.float32)
     calls = [
         lambda: ops.dense_forward(x, np.ones((3, 3), np.float32), None),
@@ -322,7 +324,7 @@ def _bad_calls():
                                       None, None),
         lambda: fastnn.optim.SGD([fastnn.Parameter(np.zeros(3))], lr=0.1).step(),
         lambda: _config.backend().act_forward(x, x, 999, 0.0, 2),     # bad code in a kernel
-        lambda: numpy_ref.act_forward(x, x, 999, 0.0, 2),
+        lambda: ref.act_forward(x, x, 999, 0.0, 2),
     ]
     if "cython" in BACKENDS:
         from fastnn.kernels import _activations, _losses

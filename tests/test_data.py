@@ -6,17 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from fastnn.data import (
-    PCAWhiten,
-    Standardize,
-    load_csv,
-    load_digits,
-    load_idx,
-    load_npz,
-    make_spirals,
-    minibatches,
-    train_val_split,
-)
+from fastnn.data import (PCAWhiten, Standardize, load_csv, load_digits, load_idx, load_npz, make_spirals, minibatches, train_val_split)
 
 
 # ------------------------------------------------------------------ minibatches

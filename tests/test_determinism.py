@@ -203,7 +203,7 @@ def _training_results(dtype):
 
 def _with_threads(n, fn, dtype, pin_blas):
     fastnn.set_num_threads(n)
-    assert fastnn._config.threads_for(N * D) == n
+    assert fastnn.core.backend.threads_for(N * D) == n
     with fastnn.use_backend("cython"):
         if pin_blas:
             with threadpool_limits(1, user_api="blas"):
@@ -284,7 +284,7 @@ def test_kernel_blas_stays_single_threaded(restore_threads):
     for n in (2, 1, 2):
         fastnn.set_num_threads(n)
         kernel_blas = [i for i in threadpool_info() if i.get("user_api") == "blas"
-                       and fastnn._config._is_kernel_blas(i["filepath"])]
+                       and fastnn.core.backend._is_kernel_blas(i["filepath"])]
         assert kernel_blas, "the kernels' BLAS (SciPy's) is not loaded"
         assert all(i["num_threads"] == 1 for i in kernel_blas), kernel_blas
 

@@ -2,11 +2,13 @@
 import numpy as np
 import pytest
 
-from fastnn import _random, data, diagnostics, optim
-from fastnn.diagnostics import Monitor, Report, check_history, inspect, layer_outputs
+from fastnn.core import rng as _random
+from fastnn import data, optim
+from fastnn.train import diagnostics
+from fastnn.train.diagnostics import Monitor, Report, check_history, inspect, layer_outputs
 from fastnn.layers import BatchNorm1d, Dense, ReLU, Sequential, Sigmoid, Tanh
 from fastnn.losses import SoftmaxCrossEntropy
-from fastnn.trainer import History, Trainer
+from fastnn.train.trainer import History, Trainer
 
 
 @pytest.fixture(scope="module")

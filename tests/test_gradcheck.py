@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fastnn import ops
-from fastnn.gradcheck import GradcheckResult, gradcheck
+from fastnn.train.gradcheck import GradcheckResult, gradcheck
 from fastnn.layers import (BatchNorm1d, Dense, Dropout, GELU, Maxout, Module, Parameter, PReLU,
                            Sequential, Tanh)
 from fastnn.losses import MSE, BCEWithLogits, MulticlassHinge, SoftmaxCrossEntropy

@@ -1,11 +1,12 @@
 """fastnn.init: shapes, dtypes, torch.nn.init's scales, rng handling and errors, and
-fastnn.seed / the rng convention (fastnn._random)."""
+fastnn.seed / the rng convention (fastnn.core.rng)."""
 import math
 
 import numpy as np
 import pytest
 
-from fastnn import _random, init
+from fastnn.core import rng as _random
+from fastnn import init
 
 RANDOM = ["normal", "uniform", "xavier_uniform", "xavier_normal", "he_normal", "he_uniform",
           "lecun_normal"]

@@ -8,7 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from fastnn import _random, io
+from fastnn.core import rng as _random
+from fastnn import io
 from fastnn.layers import (ELU, GELU, BatchNorm1d, Dense, Dropout, Flatten, LeakyReLU, Maxout,
                            Module, Parameter, PReLU, ReLU, Sequential, Sigmoid, SiLU, Swish,
                            Tanh)

@@ -1,4 +1,4 @@
-"""Kernel-level parity: fastnn.kernels._activations (Cython) against numpy_ref.
+"""Kernel-level parity: fastnn.kernels._activations (Cython) against ref.
 
 Tolerances: float64 rtol 1e-12, float32 rtol 1e-5, plus an absolute term
 atol * (1 + |x|) (times |dout| for gradients) with atol = 1e-14 / 1e-6. The absolute term
@@ -14,7 +14,7 @@ import pytest
 A = pytest.importorskip("fastnn.kernels._activations")
 
 from fastnn.kernels import codes  # noqa: E402
-from fastnn.kernels import numpy_ref as R  # noqa: E402
+from fastnn.kernels import ref as R  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-14)}

@@ -1,4 +1,4 @@
-"""Kernel-level parity: compiled `_batchnorm` against `numpy_ref.batchnorm`.
+"""Kernel-level parity: compiled `_batchnorm` against `ref.batchnorm`.
 
 Tolerances: rtol 1e-5 (float32) / 1e-12 (float64), with an absolute floor of the same
 factor times the largest magnitude of the compared quantity (elements near zero come from
@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from fastnn.kernels import numpy_ref as ref
+from fastnn.kernels import ref
 
 bn = pytest.importorskip("fastnn.kernels._batchnorm")
 

@@ -1,4 +1,4 @@
-"""Kernel-level parity: fastnn.kernels._dense (Cython + BLAS) against numpy_ref.dense.
+"""Kernel-level parity: fastnn.kernels._dense (Cython + BLAS) against ref.dense.
 
 Tolerances. Elementwise results (out given z, dz given dout/z/out) use the activation
 tolerances of test_kernels_activations (rtol 1e-12 / 1e-5 plus atol 1e-14 / 1e-6 scaled
@@ -16,7 +16,7 @@ import pytest
 D = pytest.importorskip("fastnn.kernels._dense")
 
 from fastnn.kernels import codes  # noqa: E402
-from fastnn.kernels import numpy_ref as R  # noqa: E402
+from fastnn.kernels import ref as R  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-14)}

@@ -1,4 +1,4 @@
-"""Kernel-level parity: compiled `_losses` against `numpy_ref.losses`.
+"""Kernel-level parity: compiled `_losses` against `ref.losses`.
 
 Tolerances: rtol 1e-5 (float32) / 1e-12 (float64) on the loss; gradients the same with an
 absolute floor of that factor times the largest |gradient| (entries near zero, e.g.
@@ -10,7 +10,7 @@ to ~1e-7.
 import numpy as np
 import pytest
 
-from fastnn.kernels import numpy_ref as ref
+from fastnn.kernels import ref
 
 losses = pytest.importorskip("fastnn.kernels._losses")
 

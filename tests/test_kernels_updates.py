@@ -1,4 +1,4 @@
-"""Kernel-level parity: compiled `_updates` against `numpy_ref.updates`.
+"""Kernel-level parity: compiled `_updates` against `ref.updates`.
 
 Several consecutive steps from the same initial state on both backends; parameters and
 every state buffer are compared after each step. Tolerances: rtol 1e-5 (float32) /
@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 
-from fastnn.kernels import numpy_ref as ref
+from fastnn.kernels import ref
 
 upd = pytest.importorskip("fastnn.kernels._updates")
 

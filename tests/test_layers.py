@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from fastnn import _random
+from fastnn.core import rng as _random
 from fastnn.layers import (ELU, GELU, BatchNorm1d, Dense, Dropout, Flatten, LeakyReLU, Maxout,
                            Module, Parameter, PReLU, ReLU, Sequential, Sigmoid, SiLU, Swish,
                            Tanh)

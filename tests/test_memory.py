@@ -1,4 +1,4 @@
-"""fastnn.memory: the allocation counter, zero allocations per steady-state training step
+"""fastnn.tools.memory: the allocation counter, zero allocations per steady-state training step
 on the Cython backend, and peak memory of a step against what it needs (issue 5, part 3).
 
 Everything here counts allocations, deterministically; nothing is timed."""
@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import memory, optim
+from fastnn.tools import memory
+from fastnn import optim
 from fastnn.layers import (ELU, GELU, BatchNorm1d, Dense, Dropout, LeakyReLU, ReLU,
                            Sequential, Sigmoid, SiLU, Tanh)
 from fastnn.losses import MSE, BCEWithLogits, MulticlassHinge, SoftmaxCrossEntropy
-from fastnn.trainer import Trainer
+from fastnn.train.trainer import Trainer
 
 HAS_CYTHON = fastnn.show_config(print_=False)["cython"]
 needs_counter = pytest.mark.skipif(

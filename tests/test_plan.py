@@ -1,11 +1,11 @@
-"""Recorded kernel programs (fastnn.layers.plan): a replayed Sequential forward/backward
+"""Recorded kernel programs (fastnn.layers.replay): a replayed Sequential forward/backward
 must be bit-identical to running the layers, and must never replay a stale recording."""
 import numpy as np
 import pytest
 
 import fastnn
 from fastnn import optim
-from fastnn.layers import plan
+from fastnn.layers import replay as plan
 from fastnn.layers import (BatchNorm1d, Dense, Dropout, LeakyReLU, ReLU, Sequential, Tanh)
 from fastnn.losses import SoftmaxCrossEntropy
 
@@ -240,12 +240,12 @@ def test_public_forward_fast_path_respects_the_backend():
         assert model._plan_state.public is not None
     with fastnn.use_backend("numpy"):
         calls = []
-        real = fastnn._config._NUMPY.dense_forward
+        real = fastnn.core.backend._NUMPY.dense_forward
         try:
-            fastnn._config._NUMPY.dense_forward = lambda *a: calls.append(1) or real(*a)
+            fastnn.core.backend._NUMPY.dense_forward = lambda *a: calls.append(1) or real(*a)
             y = model(x)
         finally:
-            fastnn._config._NUMPY.dense_forward = real
+            fastnn.core.backend._NUMPY.dense_forward = real
     assert calls, "the numpy backend was not used"
     with fastnn.use_backend("cython"):
         np.testing.assert_allclose(model(x), y, rtol=1e-5, atol=1e-6)

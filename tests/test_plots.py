@@ -4,10 +4,12 @@ import sys
 import numpy as np
 import pytest
 
-from fastnn import _random, data, optim, plots
+from fastnn.core import rng as _random
+from fastnn import data, optim
+from fastnn.tools import plots
 from fastnn.layers import Dense, ReLU, Sequential
 from fastnn.losses import SoftmaxCrossEntropy
-from fastnn.trainer import History, Trainer
+from fastnn.train.trainer import History, Trainer
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from fastnn import _random, data, optim
+from fastnn.core import rng as _random
+from fastnn import data, optim
 from fastnn.layers import Dense, ReLU, Sequential
 from fastnn.losses import SoftmaxCrossEntropy
-from fastnn.search import (SearchResults, choice, loguniform, randint, random_search, sample,
-                           uniform)
-from fastnn.trainer import Trainer
+from fastnn.train.search import (SearchResults, choice, loguniform, randint, random_search, sample, uniform)
+from fastnn.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

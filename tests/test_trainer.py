@@ -5,10 +5,11 @@ import io
 import numpy as np
 import pytest
 
-from fastnn import _random, data, optim
+from fastnn.core import rng as _random
+from fastnn import data, optim
 from fastnn.layers import BatchNorm1d, Dense, Dropout, Module, Parameter, ReLU, Sequential
 from fastnn.losses import MSE, BCEWithLogits, MulticlassHinge, SoftmaxCrossEntropy
-from fastnn.trainer import History, NonFiniteError, Trainer
+from fastnn.train.trainer import History, NonFiniteError, Trainer
 
 
 def _digits(n_val=0.15, seed=0):

@@ -3,7 +3,8 @@ runs are bit-identical, and save/load mid-training resumes exactly."""
 import numpy as np
 import pytest
 
-from fastnn import _random, io, optim
+from fastnn.core import rng as _random
+from fastnn import io, optim
 from fastnn.data import make_spirals, minibatches
 from fastnn.layers import BatchNorm1d, Dense, Dropout, Sequential
 from fastnn.losses import MulticlassHinge, SoftmaxCrossEntropy

@@ -6,25 +6,45 @@ training tools from the cs231n "Training Neural Networks" lectures.
 """
 __version__ = "0.1.0"
 
-from ._config import (get_backend, get_num_threads, set_backend, set_num_threads,
-                      show_config, use_backend)
-from . import data, init, io, layers, losses, ops, optim
-from ._random import seed
+import importlib
+
+from .core.backend import (get_backend, get_num_threads, set_backend, set_num_threads,
+                           show_config, use_backend)
+from .core.rng import seed
+from . import data, init, io, layers, losses, ops, optim, train
 from .io import load, save
 from .layers import (ELU, GELU, BatchNorm1d, Dense, Dropout, Flatten, LeakyReLU, Maxout,
                      Module, Parameter, PReLU, ReLU, Sequential, Sigmoid, SiLU, Swish, Tanh)
 from .losses import MSE, BCEWithLogits, MulticlassHinge, SoftmaxCrossEntropy
-from .trainer import History, NonFiniteError, Trainer
-from . import checkpoint, diagnostics, memory, plots, search
-from .gradcheck import GradcheckResult, gradcheck
+from .train import GradcheckResult, History, NonFiniteError, Trainer, gradcheck
+
+#: submodules imported on first attribute access (``fastnn.plots``), never by ``import
+#: fastnn``: tools, and the training helpers that are not needed to train
+_LAZY = {"bench": "fastnn.tools.bench", "memory": "fastnn.tools.memory",
+         "plots": "fastnn.tools.plots", "cli": "fastnn.tools.cli",
+         "checkpoint": "fastnn.train.checkpoint", "diagnostics": "fastnn.train.diagnostics",
+         "search": "fastnn.train.search"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        globals()[name] = module
+        return module
+    raise AttributeError("module 'fastnn' has no attribute %r" % name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__", "get_backend", "set_backend", "use_backend", "get_num_threads",
     "set_num_threads", "show_config", "seed", "save", "load",
-    "data", "init", "io", "layers", "losses", "ops", "optim",
+    "data", "init", "io", "layers", "losses", "ops", "optim", "train",
     "Module", "Parameter", "Sequential", "Dense", "Maxout", "Sigmoid", "Tanh", "ReLU",
     "LeakyReLU", "ELU", "GELU", "SiLU", "Swish", "PReLU", "BatchNorm1d", "Dropout", "Flatten",
     "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE",
-    "Trainer", "History", "NonFiniteError", "checkpoint", "diagnostics", "memory", "plots", "search", "gradcheck",
+    "Trainer", "History", "NonFiniteError", "gradcheck",
     "GradcheckResult",
 ]

@@ -1,6 +1,6 @@
-"""``python -m fastnn``: the command line (see fastnn.cli)."""
+"""``python -m fastnn``: the command line (see fastnn.tools.cli)."""
 import sys
 
-from .cli import main
+from .tools.cli import main
 
 sys.exit(main())

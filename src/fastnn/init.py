@@ -20,7 +20,7 @@ import numbers
 
 import numpy as np
 
-from ._random import as_rng
+from .core.rng import as_rng
 
 __all__ = ["zeros", "ones", "normal", "uniform", "xavier_uniform", "xavier_normal",
            "he_normal", "he_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal",

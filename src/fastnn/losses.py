@@ -16,7 +16,7 @@ valid until the next call.
 import numpy as np
 
 from . import ops
-from ._workspace import Workspace
+from .core.workspace import Workspace
 from .layers.base import as_user_float, check_float, describe
 from .ops.losses import run_softmax_cross_entropy, trusted_labels
 

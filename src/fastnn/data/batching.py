@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .._random import as_rng
+from ..core.rng import as_rng
 
 __all__ = ["minibatches", "train_val_split"]
 

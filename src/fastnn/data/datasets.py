@@ -7,7 +7,7 @@ from importlib import resources
 
 import numpy as np
 
-from .._random import as_rng
+from ..core.rng import as_rng
 
 __all__ = ["make_spirals", "load_digits"]
 

@@ -3,7 +3,7 @@
 forward f(x) and gradient f'(x) formula, as `cdef inline ... noexcept nogil` functions
 over the fused `floating` type, plus span drivers that apply them to contiguous memory.
 
-Formulas and the order of the operations follow `fastnn.kernels.numpy_ref.activations`
+Formulas and the order of the operations follow `fastnn.kernels.ref.activations`
 (every literal is cast to `floating` first, so float32 math stays float32, like NumPy's).
 NaN propagates through every forward: comparisons with NaN are false, so each blend is
 written to fall through to an expression of x (relu is `x < 0 ? 0 : x`, min(x, 0) is
@@ -152,7 +152,7 @@ cdef inline floating f_swish(floating x, floating p) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------
-# scalar gradient f'(x) (x: forward input, y: forward output), as numpy_ref.act_backward
+# scalar gradient f'(x) (x: forward input, y: forward output), as ref.act_backward
 # ---------------------------------------------------------------------------------------
 cdef inline floating g_sigmoid(floating y) noexcept nogil:
     return y * (<floating>1 - y)

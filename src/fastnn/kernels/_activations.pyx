@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Activations, compiled twin of `fastnn.kernels.numpy_ref.activations`.
+"""Activations, compiled twin of `fastnn.kernels.ref.activations`.
 
 Elementwise work runs over fixed flat blocks of BLOCK elements (prange, static schedule);
 the math is the shared `_actfuncs.pxd`. Results do not depend on the thread count: the

@@ -35,7 +35,7 @@
 #define FASTNN_SIMD_CLONES_VOID void
 #endif
 
-/* activation constants (the double values of fastnn.kernels.numpy_ref.activations) */
+/* activation constants (the double values of fastnn.kernels.ref.activations) */
 #define FASTNN_SQRT_2_OVER_PI 0.7978845608028654
 #define FASTNN_INV_SQRT_2 0.7071067811865476
 #define FASTNN_INV_SQRT_2PI 0.3989422804014327

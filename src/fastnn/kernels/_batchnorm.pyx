@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Batch normalisation over the batch axis of (N, D) inputs: Cython twin of
-`numpy_ref/batchnorm.py` (same names, positional arguments and outputs).
+`ref/batchnorm.py` (same names, positional arguments and outputs).
 
 Work decomposition and determinism: the (N, D) array is cut into tiles of R rows x CB
 columns, where R = RB (64), or more for very tall inputs (at most MAX_BLOCKS row blocks);

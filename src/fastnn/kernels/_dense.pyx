@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Dense layer with a fused activation, compiled twin of `fastnn.kernels.numpy_ref.dense`.
+"""Dense layer with a fused activation, compiled twin of `fastnn.kernels.ref.dense`.
 
 GEMMs are BLAS sgemm/dgemm from scipy.linalg.cython_blas, called without the GIL into the
 caller's buffers. BLAS is column-major and our arrays are row-major, so a row-major
@@ -9,7 +9,7 @@ transposed, with no copies:
     backward dw = x^T @ dz   as  dw^T = dz^T x       gemm('N', 'T', O, I, N)
              dx = dz @ w^T   as  dx^T = w dz^T       gemm('T', 'N', I, N, O)
 
-One thread pool. fastnn runs this BLAS single-threaded (see fastnn._config) and splits
+One thread pool. fastnn runs this BLAS single-threaded (see fastnn.core.backend) and splits
 every GEMM itself across its OpenMP team, each thread computing blocks of the output with
 one gemm call each:
     forward:  thread t computes z[rows_t] (or z[:, cols_t] when the batch is small),

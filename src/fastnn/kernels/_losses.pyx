@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Losses: Cython twin of `numpy_ref/losses.py` (same names, positional arguments,
+"""Losses: Cython twin of `ref/losses.py` (same names, positional arguments,
 gradient written into the preallocated array, batch-mean loss returned as a float).
 
 Determinism: the loss is a sum of partial values whose boundaries never depend on the

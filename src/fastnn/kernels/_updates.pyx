@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Optimizer updates: Cython twin of `numpy_ref/updates.py` (torch.optim formulas).
+"""Optimizer updates: Cython twin of `ref/updates.py` (torch.optim formulas).
 
 Each function makes one fused in-place pass over p, g and the state buffers, split into
 fixed chunks of CHUNK elements handed out by `prange(schedule="static")`. Updates are

@@ -13,7 +13,7 @@ import numpy as np
 from .. import ops
 from ..ops.activations import (resolve_activation, run_activation_backward,
                                run_activation_forward)
-from .plan import plannable
+from .replay import plannable
 from .base import (FLOAT_DTYPES, Module, Parameter, check_dtype, check_float, check_int,
                    describe, register)
 

@@ -47,9 +47,9 @@ import threading
 
 import numpy as np
 
-from .. import _generation
-from .._workspace import Workspace
-from . import plan
+from ..core import generation as _generation
+from ..core.workspace import Workspace
+from . import replay as plan
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # byte-swapped float32/float64 inputs keep their precision
@@ -129,7 +129,7 @@ def as_user_float(x, where, what="input"):
 
 
 #: attributes the layers set on every call (what the last call cached), which never
-#: change what a recorded kernel program (fastnn.layers.plan) computes
+#: change what a recorded kernel program (fastnn.layers.replay) computes
 _PER_CALL = frozenset(("_cache",))
 
 

@@ -3,11 +3,11 @@ import numpy as np
 
 from .. import init as _init
 from .. import ops
-from .._random import as_rng
-from .._validation import as_float_array, check_shape
+from ..core.rng import as_rng
+from ..core.validation import as_float_array, check_shape
 from ..ops.activations import resolve_activation, run_maxout_backward, run_maxout_forward
 from ..ops.dense import run_dense_backward, run_dense_forward
-from .plan import plannable
+from .replay import plannable
 from .base import (Module, Parameter, check_bool, check_dtype, check_int, describe,
                    register)
 

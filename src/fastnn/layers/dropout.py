@@ -1,7 +1,7 @@
 """Inverted dropout."""
 import numpy as np
 
-from .._random import as_rng, global_rng
+from ..core.rng import as_rng, global_rng
 from .base import Module, check_float, register
 
 

@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import ops
 from ..ops.batchnorm import run_batchnorm_backward, run_batchnorm_forward
-from .plan import plannable
+from .replay import plannable
 from .base import (Module, Parameter, check_bool, check_dtype, check_float, check_int,
                    describe, register)
 

@@ -4,9 +4,9 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._config import backend, threads_for
-from .._validation import as_float_array, check_cache, check_shape
-from .._workspace import FRESH
+from ..core.backend import backend, threads_for
+from ..core.validation import as_float_array, check_cache, check_shape
+from ..core.workspace import FRESH
 from ..kernels.codes import ACTIVATIONS, GELU_TANH
 
 ActivationCache = namedtuple("ActivationCache", "x y code p")

@@ -3,9 +3,9 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._config import backend, threads_for
-from .._validation import as_float_array, as_scalar, check_cache, check_shape
-from .._workspace import FRESH
+from ..core.backend import backend, threads_for
+from ..core.validation import as_float_array, as_scalar, check_cache, check_shape
+from ..core.workspace import FRESH
 
 BatchNormCache = namedtuple("BatchNormCache", "x gamma mean invstd training")
 

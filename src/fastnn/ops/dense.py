@@ -1,9 +1,9 @@
 """Dense layer: act(x @ w + b) with bias and activation fused after the GEMM."""
 from collections import namedtuple
 
-from .._config import backend, threads_for
-from .._validation import as_float_array, check_cache, check_shape
-from .._workspace import FRESH
+from ..core.backend import backend, threads_for
+from ..core.validation import as_float_array, check_cache, check_shape
+from ..core.workspace import FRESH
 from ..kernels.codes import IDENTITY
 from .activations import resolve_activation
 

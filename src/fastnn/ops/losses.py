@@ -3,9 +3,9 @@ import math
 
 import numpy as np
 
-from .._config import backend, threads_for
-from .._validation import as_float_array, as_labels, as_scalar, check_shape
-from .._workspace import FRESH
+from ..core.backend import backend, threads_for
+from ..core.validation import as_float_array, as_labels, as_scalar, check_shape
+from ..core.workspace import FRESH
 
 
 _INT64 = np.dtype(np.int64)

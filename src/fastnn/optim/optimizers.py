@@ -24,8 +24,8 @@ import numbers
 
 import numpy as np
 
-from .. import _generation
-from .._config import backend, threads_for
+from ..core import generation as _generation
+from ..core.backend import backend, threads_for
 from ..layers.base import Module, Parameter
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]

@@ -11,15 +11,15 @@ The recording *is* an ordinary call (it runs the layers' usual, fully validated 
 so a replay does exactly what that call did, on the arrays it used: the layers' own
 workspaces and parameters, with only the input (and, backward, the incoming gradient)
 swapped in. A replay happens only while nothing that could change those calls has
-changed since the recording (`fastnn._generation`: attributes, modes, parameters moved,
+changed since the recording (`fastnn.core.generation`: attributes, modes, parameters moved,
 workspaces reallocated, thread counts, fork); anything else records again.
 
 Memory safety does not depend on that bookkeeping: a Program holds a reference to every
 array it touches, and it is built only if every recorded pointer is the data of one of
 those arrays or a patched input slot.
 """
-from .. import _generation
-from .._config import get_backend
+from ..core import generation as _generation
+from ..core.backend import get_backend
 
 _PLANNABLE = set()     # exact layer types whose _forward/_backward only call kernels
 

@@ -92,17 +92,17 @@ class Remote:
     def __init__(self):
         import subprocess
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import fastnn.bench as b; b._serve()"],
+            [sys.executable, "-c", "import fastnn.tools.bench as b; b._serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.count = 0
 
     def contender(self, factory, *args):
-        """A `RemoteFn` for fastnn.bench.<factory>(*args), built in the child."""
+        """A `RemoteFn` for fastnn.tools.bench.<factory>(*args), built in the child."""
         if not factory.endswith("_fn"):
-            raise ValueError("fastnn.bench.Remote: not a contender factory: %r" % factory)
+            raise ValueError("fastnn.tools.bench.Remote: not a contender factory: %r" % factory)
         reply = self._ask(json.dumps([factory, list(args)]))
         if reply != "ready":
-            raise RuntimeError("fastnn.bench.Remote(%s): the child process failed: %s"
+            raise RuntimeError("fastnn.tools.bench.Remote(%s): the child process failed: %s"
                                % (factory, reply))
         self.count += 1
         return RemoteFn(self, self.count - 1)
@@ -257,7 +257,7 @@ def adam_only_fn(widths):
     call): with the GEMMs, the floor a step cannot beat (it streams 7 arrays of the
     parameter count)."""
     import fastnn
-    from fastnn._config import backend, threads_for
+    from ..core.backend import backend, threads_for
     n = sum(i * o + o for i, o in zip(widths[:-1], widths[1:])) + 2 * sum(widths[1:-1])
     # filled arrays: never-written np.zeros pages all map to one zero page, whose reads
     # would cost nothing

@@ -8,10 +8,10 @@ import types
 import numpy as np
 import scipy
 
-from . import _generation
-from .kernels import numpy_ref
+from . import generation as _generation
+from ..kernels import ref as kernel_ref
 
-_KERNEL_NAMES = tuple(numpy_ref.__all__)
+_KERNEL_NAMES = tuple(kernel_ref.__all__)
 _CYTHON_MODULES = ("_activations", "_dense", "_batchnorm", "_losses", "_updates")
 
 # Work (elements touched) below which a kernel runs on one thread: waking a second
@@ -38,7 +38,7 @@ def _load_cython_backend():
     return types.SimpleNamespace(name="cython", **funcs), runtime, None
 
 
-_NUMPY = types.SimpleNamespace(name="numpy", **{k: getattr(numpy_ref, k) for k in _KERNEL_NAMES})
+_NUMPY = types.SimpleNamespace(name="numpy", **{k: getattr(kernel_ref, k) for k in _KERNEL_NAMES})
 _CYTHON, _RUNTIME, _CYTHON_ERROR = _load_cython_backend()
 _BACKENDS = {"numpy": _NUMPY}
 if _CYTHON is not None:
@@ -130,7 +130,7 @@ def _check_backend(name, fn):
 
 
 def backend():
-    """The active backend's kernel namespace (functions of `kernels.numpy_ref.__all__`)."""
+    """The active backend's kernel namespace (functions of `kernels.ref.__all__`)."""
     return _BACKENDS[get_backend()]
 
 
@@ -200,7 +200,7 @@ def _blas_name():
 
 def show_config(print_=True):
     """Report the build and runtime configuration; prints it and returns a dict."""
-    from . import __version__
+    from .. import __version__
     import scipy.linalg  # noqa: F401  (load scipy's BLAS so threadpoolctl sees it)
 
     cfg = {

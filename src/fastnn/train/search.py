@@ -5,7 +5,7 @@
 >>> from fastnn.losses import SoftmaxCrossEntropy
 >>> from fastnn.optim import Adam
 >>> from fastnn.data import make_spirals, train_val_split
->>> from fastnn.search import random_search, loguniform, choice
+>>> from fastnn.train.search import random_search, loguniform, choice
 >>> X, y = make_spirals(60, 3, rng=0)
 >>> Xtr, Xva, ytr, yva = train_val_split(X, y, 0.25, rng=0)
 >>> def build(lr, width):
@@ -207,7 +207,7 @@ def random_search(build_fn, space, X, y, X_val, y_val, n_trials=10, epochs=5, ba
     continue, ... until the survivors have trained `epochs`. verbose: 1 prints a line per
     trial. Each trial keeps its best-epoch parameters. Returns `SearchResults`.
     """
-    from . import _random
+    from ..core import rng as _random
     from .trainer import NonFiniteError
 
     for name, v in (("n_trials", n_trials), ("epochs", epochs), ("eta", eta)):

@@ -19,7 +19,7 @@ import numpy as np
 __all__ = ["plot_history", "init_comparison", "plot_activation_histograms",
            "plot_update_ratios"]
 
-_INSTALL = 'fastnn.plots needs matplotlib; install it with: pip install "fastnn[plot]"'
+_INSTALL = 'fastnn.tools.plots needs matplotlib; install it with: pip install "fastnn[plot]"'
 
 
 def _figure(figsize):
@@ -77,7 +77,7 @@ def plot_history(history, path=None, title=None):
 
 
 def _normal_001(shape, rng=None, dtype=np.float32):
-    from . import init
+    from .. import init
     return init.normal(shape, rng=rng, dtype=dtype, std=0.01)
 
 
@@ -99,8 +99,8 @@ def init_comparison(path=None, activations=("tanh", "relu"), inits=("small", "xa
     given. Small init makes the activations collapse towards zero, Xavier suits tanh,
     He suits ReLU.
     """
-    from .diagnostics import layer_outputs
-    from .layers import Dense, ReLU, Sequential, Sigmoid, Tanh
+    from ..train.diagnostics import layer_outputs
+    from ..layers import Dense, ReLU, Sequential, Sigmoid, Tanh
     acts = {"tanh": Tanh, "relu": ReLU, "sigmoid": Sigmoid}
     for a in activations:
         if a not in acts:
@@ -144,7 +144,7 @@ def plot_activation_histograms(model, X, path=None, bins=50, mode="eval", layers
     the model's state is left unchanged). layers: "all" or "activations" (only ReLU /
     Tanh / Sigmoid outputs, including Dense layers with a fused one). Returns the
     Figure; saves a PNG to `path` when given."""
-    from .diagnostics import _kind, layer_outputs
+    from ..train.diagnostics import _kind, layer_outputs
     outs = layer_outputs(model, X, mode=mode)
     if layers == "activations":
         outs = [t for t in outs if _kind(t[1]) is not None]
@@ -169,7 +169,7 @@ def plot_activation_histograms(model, X, path=None, bins=50, mode="eval", layers
 def plot_update_ratios(monitor, path=None, target=1e-3):
     """Update/weight ratio of every weight over the sampled training steps, log scale,
     with the ~1e-3 rule of thumb and the monitor's warning band. `monitor`: a
-    `fastnn.diagnostics.Monitor` or a Trainer trained with diagnostics. Returns the
+    `fastnn.train.diagnostics.Monitor` or a Trainer trained with diagnostics. Returns the
     Figure; saves a PNG to `path` when given."""
     mon = getattr(monitor, "monitor", monitor)
     series = getattr(mon, "ratio_series", None)

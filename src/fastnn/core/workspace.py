@@ -1,7 +1,7 @@
 """Scratch arrays that layers reuse across steps, so a warm training step allocates nothing."""
 import numpy as np
 
-from . import _generation
+from . import generation as _generation
 
 
 class Workspace:

@@ -1,6 +1,6 @@
 """A counter of the changes that can make a recorded kernel program stale.
 
-`fastnn.layers.plan` replays a Sequential's kernel calls only while this counter is
+`fastnn.layers.replay` replays a Sequential's kernel calls only while this counter is
 unchanged since the recording. Whatever could change those calls bumps it: assigning a
 module attribute (a hyperparameter, a Parameter), train()/eval(), .to(), a workspace
 array reallocated or rebound, an optimizer moving parameters into its flat buffer,

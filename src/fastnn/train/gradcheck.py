@@ -2,7 +2,7 @@
 
 >>> import numpy as np
 >>> from fastnn.layers import Dense
->>> from fastnn.gradcheck import gradcheck
+>>> from fastnn.train.gradcheck import gradcheck
 >>> x = np.random.default_rng(0).standard_normal((3, 5))
 >>> result = gradcheck(Dense(5, 4, activation="tanh", rng=0), x)
 >>> result.passed, sorted(result.errors)
@@ -118,7 +118,7 @@ def _dropouts_off(m):
 
 
 def _default_loss(y):
-    from .losses import MSE, SoftmaxCrossEntropy
+    from ..losses import MSE, SoftmaxCrossEntropy
     y = np.asarray(y)
     return SoftmaxCrossEntropy() if y.dtype.kind in "iu" and y.ndim == 1 else MSE()
 

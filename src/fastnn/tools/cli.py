@@ -6,7 +6,7 @@ Commands: ``info`` (build configuration), ``demo`` (MLP on the bundled digits),
 the options. Bad arguments and unreadable or malformed files print one line on stderr
 and exit with status 2; a diverging run exits with 1; Ctrl-C with 130.
 
-Extending: a module listed in `PLUGINS` (``fastnn.bench`` today) that can be imported
+Extending: a module listed in `PLUGINS` (``fastnn.tools.bench`` today) that can be imported
 and has ``add_parser(subparsers)`` gets its subcommand: that function adds a parser
 and sets ``func=callable(args) -> exit status`` with ``set_defaults``.
 
@@ -27,7 +27,7 @@ import numpy as np
 __all__ = ["main", "build_parser", "build_mlp", "PLUGINS"]
 
 #: modules that may contribute a subcommand through add_parser(subparsers)
-PLUGINS = ["fastnn.bench"]
+PLUGINS = ["fastnn.tools.bench"]
 
 _ACTS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu", "silu")
 _LOSSES = {"ce": "SoftmaxCrossEntropy", "hinge": "MulticlassHinge", "bce": "BCEWithLogits",
@@ -52,8 +52,8 @@ def build_mlp(spec, in_features, dtype=np.float32):
     >>> build_mlp("32-bn-relu,16-tanh-dropout0.1,3", 8)        # doctest: +ELLIPSIS
     Sequential(...)
     """
-    from .layers import BatchNorm1d, Dense, Dropout, Sequential
-    from .layers import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
+    from ..layers import BatchNorm1d, Dense, Dropout, Sequential
+    from ..layers import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
     classes = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid, "gelu": GELU,
                "leaky_relu": LeakyReLU, "elu": ELU, "silu": SiLU}
     if not isinstance(spec, str) or not spec.strip():
@@ -103,7 +103,7 @@ def build_mlp(spec, in_features, dtype=np.float32):
 # --------------------------------------------------------------------------- data
 def _load_data(args):
     """(X (N, D) float32, y, description) from args.data / --labels / --target."""
-    from . import data
+    from .. import data
     path = args.data
     if path in (None, "digits"):
         X, y = data.load_digits()
@@ -146,7 +146,7 @@ def _load_data(args):
 
 
 def _loss_for(name, y):
-    from . import losses
+    from .. import losses
     if name == "auto":
         name = "ce" if y.dtype.kind in "iu" and y.ndim == 1 else "mse"
     return name, getattr(losses, _LOSSES[name])()
@@ -177,7 +177,7 @@ def _check_targets(loss_name, y, out_size, path):
 
 
 def _optimizer(name, params, lr, momentum, weight_decay):
-    from . import optim
+    from .. import optim
     lr = _OPTIMIZERS[name] if lr is None else lr
     if name in ("sgd", "momentum", "nesterov"):
         mom = momentum if momentum is not None else (0.0 if name == "sgd" else 0.9)
@@ -249,7 +249,7 @@ _seed = _parsed(int, lambda v: v >= 0, ">= 0", "a whole number")
 
 # ------------------------------------------------------------------------ commands
 def cmd_info(args):
-    from ._config import show_config
+    from ..core.backend import show_config
     show_config()
     return 0
 
@@ -258,9 +258,10 @@ DEMO_ARCH = "128-bn-relu-dropout0.1,64-bn-relu-dropout0.1,10"
 
 
 def cmd_demo(args):
-    from . import _random, data, optim
-    from .losses import SoftmaxCrossEntropy
-    from .trainer import Trainer
+    from ..core import rng as _random
+    from .. import data, optim
+    from ..losses import SoftmaxCrossEntropy
+    from ..train.trainer import Trainer
     if not args.no_plot:
         _check_writable(args.plot, "--plot")
     t_start = time.perf_counter()
@@ -315,12 +316,12 @@ def shifted_copies(X, y, shape):
 
 
 def _backend():
-    from ._config import get_backend
+    from ..core.backend import get_backend
     return get_backend()
 
 
 def _prepare_training(args):
-    from . import data
+    from .. import data
     X, y, desc = _load_data(args)
     loss_name, _ = _loss_for(args.loss, y)
     classify = loss_name in ("ce", "hinge")
@@ -351,8 +352,9 @@ def _check_writable(path, option):
 
 
 def cmd_train(args):
-    from . import _random, io
-    from .trainer import Trainer
+    from ..core import rng as _random
+    from .. import io
+    from ..train.trainer import Trainer
     for path, option in ((args.out, "--out"), (args.plot, "--plot")):
         if path:
             _check_writable(path, option)
@@ -392,8 +394,8 @@ def cmd_train(args):
 
 
 def cmd_search(args):
-    from .search import loguniform, random_search
-    from .trainer import Trainer
+    from ..train.search import loguniform, random_search
+    from ..train.trainer import Trainer
     d = _prepare_training(args)
     lo, hi = args.lr_range
     wlo, whi = args.wd_range
@@ -537,7 +539,7 @@ def main(argv=None):
         print("fastnn: error: missing COMMAND, one of %s (see --help)"
               % ", ".join(sub.choices), file=sys.stderr)
         return 2
-    from .trainer import NonFiniteError
+    from ..train.trainer import NonFiniteError
     prog = "fastnn %s" % args.command
     try:
         return int(args.func(args) or 0)

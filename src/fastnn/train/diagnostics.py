@@ -51,7 +51,7 @@ def _kind(module):
 
 def _is_sequential(module):
     try:
-        from .layers import Sequential
+        from ..layers import Sequential
     except ImportError:  # pragma: no cover - the layers are part of the package
         return False
     return isinstance(module, Sequential)
@@ -572,7 +572,7 @@ def inspect(model, X, y=None, loss=None, mode="train", **monitor_kw):
         out = mon.forward(x)
         if y is not None:
             if loss is None:
-                from .losses import MSE, SoftmaxCrossEntropy
+                from ..losses import MSE, SoftmaxCrossEntropy
                 y_arr = np.asarray(y)
                 loss = (SoftmaxCrossEntropy() if y_arr.dtype.kind in "iu" and y_arr.ndim == 1
                         else MSE())
@@ -582,7 +582,7 @@ def inspect(model, X, y=None, loss=None, mode="train", **monitor_kw):
             mon.backward(loss.backward())
     rows = mon._rows()
     mon._check_layers(0, rows)
-    title = "fastnn.diagnostics.inspect: %d examples, %s mode" % (len(x), mode)
+    title = "fastnn.train.diagnostics.inspect: %d examples, %s mode" % (len(x), mode)
     if y is not None:
         title += ", loss %.4g" % value
     return Report(rows, [m for _, m in mon.warnings], title=title)

@@ -4,7 +4,7 @@
 >>> from fastnn.losses import SoftmaxCrossEntropy
 >>> from fastnn.optim import Adam
 >>> from fastnn.data import make_spirals, train_val_split
->>> from fastnn.trainer import Trainer
+>>> from fastnn.train.trainer import Trainer
 >>> X, y = make_spirals(100, 3, rng=0)
 >>> Xtr, Xva, ytr, yva = train_val_split(X, y, 0.2, rng=0)
 >>> model = Sequential(Dense(2, 64, rng=0), ReLU(), Dense(64, 3, rng=1))
@@ -41,9 +41,9 @@ import time
 
 import numpy as np
 
-from ._progress import Progress
-from ._workspace import Workspace
-from .losses import SoftmaxCrossEntropy
+from .progress import Progress
+from ..core.workspace import Workspace
+from ..losses import SoftmaxCrossEntropy
 
 __all__ = ["Trainer", "History", "NonFiniteError"]
 
@@ -191,7 +191,7 @@ class Trainer:
     model: a fastnn Module (typically a Sequential). loss: a fastnn loss object.
     optimizer: a fastnn.optim optimizer over ``model.parameters()``. scheduler: an
     optional learning-rate scheduler, stepped once per epoch. diagnostics: False, True
-    or a `fastnn.diagnostics.Monitor` (babysitting statistics and warnings, on
+    or a `fastnn.train.diagnostics.Monitor` (babysitting statistics and warnings, on
     ``trainer.monitor``). verbose: 0 silent, 1 a line (or tqdm bar) per epoch plus
     diagnostics warnings, 2 also the diagnostics table every epoch. patience: stop
     after this many epochs without validation improvement (None: never). monitor:
@@ -257,7 +257,7 @@ class Trainer:
             diagnostics = None
         elif not hasattr(diagnostics, "attach"):
             raise TypeError("Trainer: diagnostics must be True, False or a "
-                            "fastnn.diagnostics.Monitor, got %r" % (diagnostics,))
+                            "fastnn.train.diagnostics.Monitor, got %r" % (diagnostics,))
         self.monitor = diagnostics.attach(model, loss) if diagnostics is not None else None
         # the no-copy internal paths of fastnn modules and losses (public ones otherwise)
         self._forward = getattr(model, "_forward", None) or model.forward
@@ -429,7 +429,7 @@ class Trainer:
         new order each epoch, drawn from `seed` (an int or a numpy Generator; None uses
         fastnn's global generator, which `fastnn.seed` resets).
 
-        checkpoint: a path; a checkpoint (`fastnn.checkpoint.save_checkpoint`: model,
+        checkpoint: a path; a checkpoint (`fastnn.train.checkpoint.save_checkpoint`: model,
         optimizer, scheduler, history, best-epoch tracking, every random state) is
         written there atomically at the end of every epoch. resume: a path to such a
         checkpoint: restores all of it into this trainer (whose model, optimizer and
@@ -469,7 +469,7 @@ class Trainer:
 
     def _fit(self, X, y, validation_data, epochs, batch_size, shuffle, seed, checkpoint=None,
              resume=None):
-        from ._random import as_rng
+        from ..core.rng import as_rng
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError("Trainer.fit: epochs must be an int >= 1, got %r" % (epochs,))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

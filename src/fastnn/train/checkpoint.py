@@ -20,8 +20,8 @@ Loading restores fastnn's global generator too (Dropout layers without their own
 >>> from fastnn.layers import Sequential, Dense, Dropout, ReLU
 >>> from fastnn.losses import SoftmaxCrossEntropy
 >>> from fastnn.optim import Adam, StepLR
->>> from fastnn.trainer import Trainer
->>> from fastnn.checkpoint import save_checkpoint, load_checkpoint
+>>> from fastnn.train.trainer import Trainer
+>>> from fastnn.train.checkpoint import save_checkpoint, load_checkpoint
 >>> X = np.random.default_rng(0).normal(size=(64, 2)); y = (X[:, 0] > 0).astype(int)
 >>> def make():
 ...     model = Sequential(Dense(2, 8, rng=0), ReLU(), Dropout(0.2, rng=1), Dense(8, 2, rng=2))
@@ -44,14 +44,14 @@ import zipfile
 
 import numpy as np
 
-from . import _random
-from . import io as _io
-from .layers.base import Module, Parameter
+from ..core import rng as _random
+from .. import io as _io
+from ..layers.base import Module, Parameter
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
 
 META_KEY = "__fastnn_checkpoint__"
-FORMAT = "fastnn.checkpoint"
+FORMAT = "fastnn.train.checkpoint"
 VERSION = 1
 _BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
@@ -74,7 +74,7 @@ def _parts(fn, trainer, model, optimizer, scheduler):
 
 
 def _dropouts(model):
-    from .layers.dropout import Dropout
+    from ..layers.dropout import Dropout
     return [(n, m) for n, m in model.named_modules() if isinstance(m, Dropout)]
 
 

@@ -8,7 +8,7 @@ allocation of 8000 bytes; a ufunc with a Python scalar operand allocates a small
 array for it.
 
 >>> import numpy as np
->>> from fastnn.memory import track_allocations
+>>> from fastnn.tools.memory import track_allocations
 >>> with track_allocations() as stats:                        # doctest: +SKIP
 ...     a = np.empty(1000)
 ...     v = a[10:]                                            # a view: no allocation
@@ -32,7 +32,7 @@ import threading
 import numpy as np
 
 try:
-    from .kernels import _memtrack
+    from ..kernels import _memtrack
     _MEMTRACK_ERROR = None
 except ImportError as exc:          # NumPy-only install: no compiled extension
     _memtrack = None
@@ -160,13 +160,13 @@ def track_allocations():
     collector, when those must be exact.
     Raises RuntimeError on a NumPy-only install (the counter is compiled code).
     """
-    _require("fastnn.memory.track_allocations")
+    _require("fastnn.tools.memory.track_allocations")
     return AllocationStats()
 
 
 # ------------------------------------------------------------------- analytic need
 def _flat_layers(model):
-    from .layers import Sequential
+    from ..layers import Sequential
     if isinstance(model, Sequential):
         out = []
         for m in model:
@@ -178,8 +178,8 @@ def _flat_layers(model):
 def _layer_need(layer, shape, itemsize, first):
     """(activation bytes, activation-gradient bytes, output shape) of one layer on an
     input of `shape`, in training mode."""
-    from . import layers as L
-    from .layers.activations import _Activation
+    from .. import layers as L
+    from ..layers.activations import _Activation
     n = shape[0]
     size = int(np.prod(shape))
     dx = 0 if first else size * itemsize              # gradient of this layer's input
@@ -218,7 +218,7 @@ def _layer_need(layer, shape, itemsize, first):
 def _optimizer_state(optimizer):
     """Bytes of state the optimizer keeps, from its type and hyperparameters (None for an
     optimizer type this module does not know)."""
-    from . import optim
+    from .. import optim
     pbytes = sum(p.data.nbytes for p in optimizer.params)
     if isinstance(optimizer, optim.Adam):                    # AdamW too: m and v
         return 2 * pbytes
@@ -257,7 +257,7 @@ def step_need(model, optimizer, input_shape):
     * ``output_shape``.
     """
     fn = "step_need"
-    from .layers.base import Module
+    from ..layers.base import Module
     if not isinstance(model, Module):
         raise TypeError("%s: model must be a fastnn Module, got %s" % (fn, type(model).__name__))
     if not hasattr(optimizer, "params") or not hasattr(optimizer, "step"):
@@ -296,7 +296,7 @@ def step_memory(build, x, y, warmup=2, backend=None):
     """Measured peak memory of a steady-state training step against `step_need`.
 
     build: a callable with no arguments returning ``(model, loss, optimizer)`` (as for
-    `fastnn.search.random_search`), called inside the counter so that everything fastnn
+    `fastnn.train.search.random_search`), called inside the counter so that everything fastnn
     allocates for the model counts: parameters, the optimizer's flat buffers and state,
     every layer's workspace. x: one batch (N, features...) in the model's dtype; y: its
     targets (integer labels or float targets). The batch itself is converted before
@@ -312,7 +312,7 @@ def step_memory(build, x, y, warmup=2, backend=None):
     ``step_allocations`` / ``step_bytes`` (allocations of the measured step: 0 when the
     step reuses all its buffers).
     """
-    fn = "fastnn.memory.step_memory"
+    fn = "fastnn.tools.memory.step_memory"
     _require(fn)
     if not callable(build):
         raise TypeError("%s: build must be a callable returning (model, loss, optimizer), "
@@ -336,8 +336,8 @@ def step_memory(build, x, y, warmup=2, backend=None):
     else:
         raise TypeError("%s: y must be integer labels or float targets, got %s" % (fn, y.dtype))
 
-    from ._config import use_backend, get_backend
-    from .trainer import Trainer
+    from ..core.backend import use_backend, get_backend
+    from ..train.trainer import Trainer
     was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -381,9 +381,9 @@ def step_memory(build, x, y, warmup=2, backend=None):
 
 
 def _reference_build(widths, lr=1e-3):
-    from . import optim
+    from .. import optim
     from .bench import fastnn_model
-    from .losses import SoftmaxCrossEntropy
+    from ..losses import SoftmaxCrossEntropy
 
     def build():
         model = fastnn_model(widths)
@@ -394,11 +394,11 @@ def _reference_build(widths, lr=1e-3):
 def memory_rows(cases=None, backend="cython"):
     """`step_memory` of the benchmark's reference training steps (float32, Dense ->
     BatchNorm1d -> ReLU hidden layers, softmax cross-entropy, Adam; the networks of
-    `fastnn.bench.fastnn_step_fn`): one dict per case with ``case``, ``widths``,
+    `fastnn.tools.bench.fastnn_step_fn`): one dict per case with ``case``, ``widths``,
     ``batch`` and the figures of `step_memory`. cases: [(name, widths, batch)]
-    (default: `fastnn.bench.CASES`, S / M / L / XL). RuntimeError on a NumPy-only
+    (default: `fastnn.tools.bench.CASES`, S / M / L / XL). RuntimeError on a NumPy-only
     install."""
-    _require("fastnn.memory.memory_rows")
+    _require("fastnn.tools.memory.memory_rows")
     from .bench import CASES, _data
     rows = []
     for name, widths, batch in (CASES if cases is None else cases):
