@@ -17,7 +17,7 @@ import numpy as np
 
 from . import ops
 from .core.workspace import Workspace
-from .layers.base import as_user_float, check_float, describe
+from .core.validation import as_user_float, check_float, describe
 from .ops.losses import run_softmax_cross_entropy, trusted_labels
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE"]

@@ -14,8 +14,8 @@ from .. import ops
 from ..ops.activations import (resolve_activation, run_activation_backward,
                                run_activation_forward)
 from .replay import plannable
-from .base import (FLOAT_DTYPES, Module, Parameter, check_dtype, check_float, check_int,
-                   describe, register)
+from ..core.validation import FLOAT_DTYPES, check_dtype, check_float, check_int, describe
+from .base import Module, Parameter, register
 
 
 class _Activation(Module):

@@ -48,10 +48,11 @@ import threading
 import numpy as np
 
 from ..core import generation as _generation
+from ..core.validation import (FLOAT_DTYPES, as_user_float, check_bool, check_dtype,
+                               describe)
 from ..core.workspace import Workspace
 from . import replay as plan
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # byte-swapped float32/float64 inputs keep their precision
 _NATIVE_FLOAT = {("f", 4): np.dtype(np.float32), ("f", 8): np.dtype(np.float64)}
 
@@ -63,69 +64,6 @@ def register(cls):
     """Class decorator: make a built-in layer loadable by name (fastnn.load)."""
     REGISTRY[cls.__name__] = cls
     return cls
-
-
-# ----------------------------------------------------------------------------- helpers
-def describe(x):
-    return "%s array of shape %s" % (x.dtype, x.shape)
-
-
-def check_int(value, fn, name, minimum=1):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError("%s: %s must be an int, got %r" % (fn, name, value))
-    if value < minimum:
-        raise ValueError("%s: %s must be >= %d, got %d" % (fn, name, minimum, value))
-    return int(value)
-
-
-def check_float(value, fn, name, low=None, high=None, low_open=False, high_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError("%s: %s must be a number, got %r" % (fn, name, value))
-    value = float(value)
-    bad = not np.isfinite(value)
-    if low is not None:
-        bad = bad or (value <= low if low_open else value < low)
-    if high is not None:
-        bad = bad or (value >= high if high_open else value > high)
-    if bad:
-        rng = "%s%s, %s%s" % ("(" if low_open else "[", "-inf" if low is None else low,
-                              "inf" if high is None else high, ")" if high_open else "]")
-        raise ValueError("%s: %s must be a finite number in %s, got %r" % (fn, name, rng, value))
-    return value
-
-
-def check_bool(value, fn, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError("%s: %s must be True or False, got %r" % (fn, name, value))
-    return bool(value)
-
-
-def check_dtype(dtype, fn):
-    """np.float32 / np.float64 (or their names / np.dtype) -> np.dtype."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError("%s: dtype must be float32 or float64, got %r" % (fn, dtype)) from None
-    if dt not in FLOAT_DTYPES or isinstance(dtype, (bool, int, float)):
-        raise TypeError("%s: dtype must be float32 or float64, got %r" % (fn, dtype))
-    return dt
-
-
-def as_user_float(x, where, what="input"):
-    """A user's array-like as a float ndarray (no copy yet); TypeError for anything that
-    is not real floating point."""
-    if not isinstance(x, np.ndarray):
-        if x is None or isinstance(x, (str, bytes, dict, set)):
-            raise TypeError("%s: %s must be a float array, got %s"
-                            % (where, what, type(x).__name__))
-        try:
-            x = np.asarray(x)
-        except (TypeError, ValueError) as exc:
-            raise TypeError("%s: %s must be a float array (%s)" % (where, what, exc)) from None
-    if x.dtype.kind != "f":
-        raise TypeError("%s: %s must be a float32 or float64 array, got %s"
-                        % (where, what, describe(x)))
-    return x
 
 
 #: attributes the layers set on every call (what the last call cached), which never

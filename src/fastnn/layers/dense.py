@@ -8,8 +8,8 @@ from ..core.validation import as_float_array, check_shape
 from ..ops.activations import resolve_activation, run_maxout_backward, run_maxout_forward
 from ..ops.dense import run_dense_backward, run_dense_forward
 from .replay import plannable
-from .base import (Module, Parameter, check_bool, check_dtype, check_int, describe,
-                   register)
+from ..core.validation import check_bool, check_dtype, check_int, describe
+from .base import Module, Parameter, register
 
 
 def _make_weight(init, shape, rng, dtype, fn):

@@ -2,7 +2,8 @@
 import numpy as np
 
 from ..core.rng import as_rng, global_rng
-from .base import Module, check_float, register
+from ..core.validation import check_float
+from .base import Module, register
 
 
 @register

@@ -4,8 +4,8 @@ import numpy as np
 from .. import ops
 from ..ops.batchnorm import run_batchnorm_backward, run_batchnorm_forward
 from .replay import plannable
-from .base import (Module, Parameter, check_bool, check_dtype, check_float, check_int,
-                   describe, register)
+from ..core.validation import check_bool, check_dtype, check_float, check_int, describe
+from .base import Module, Parameter, register
 
 
 @register

@@ -1,5 +1,6 @@
 """Shape layers."""
-from .base import Module, describe, register
+from ..core.validation import describe
+from .base import Module, register
 
 
 @register
