@@ -108,6 +108,17 @@ class Optimizer:
             return group[name]
         raise AttributeError("%s has no attribute %r" % (type(self).__name__, name))
 
+    def state_arrays(self):
+        """Names of the per-parameter state arrays this optimizer keeps with its
+        hyperparameters (each the size of the parameters), e.g. Adam's exp_avg and
+        exp_avg_sq; SGD without momentum keeps none."""
+        return self._state_names
+
+    def state_nbytes(self):
+        """Bytes of state the optimizer keeps: one parameter-sized array per name of
+        `state_arrays()` (the int step counters aside)."""
+        return len(self.state_arrays()) * sum(p.data.nbytes for p in self._params)
+
     def __repr__(self):
         hyper = ", ".join("%s=%r" % kv for kv in self._group.items() if kv[0] != "initial_lr")
         return "%s(%d parameters, %s)" % (type(self).__name__, len(self._params), hyper)
@@ -327,6 +338,9 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       nesterov=bool(nesterov), weight_decay=weight_decay))
 
+    def state_arrays(self):
+        return self._state_names if self._group["momentum"] else ()
+
     def _update(self, kernels, i, p, data, grad, nthreads):
         g = self._group
         momentum = g["momentum"]
@@ -377,6 +391,9 @@ class RMSprop(Optimizer):
             eps=_number(eps, fn, "eps", low=0.0),
             momentum=_number(momentum, fn, "momentum", low=0.0),
             weight_decay=_number(weight_decay, fn, "weight_decay", low=0.0)))
+
+    def state_arrays(self):
+        return self._state_names if self._group["momentum"] else self._state_names[:1]
 
     def _update(self, kernels, i, p, data, grad, nthreads):
         g = self._group

@@ -215,22 +215,6 @@ def _layer_need(layer, shape, itemsize, first):
     raise TypeError("%s: no memory model for this layer type (built-in layers only)" % name)
 
 
-def _optimizer_state(optimizer):
-    """Bytes of state the optimizer keeps, from its type and hyperparameters (None for an
-    optimizer type this module does not know)."""
-    from .. import optim
-    pbytes = sum(p.data.nbytes for p in optimizer.params)
-    if isinstance(optimizer, optim.Adam):                    # AdamW too: m and v
-        return 2 * pbytes
-    if isinstance(optimizer, optim.SGD):
-        return pbytes if optimizer.momentum else 0
-    if isinstance(optimizer, optim.RMSprop):
-        return pbytes * (2 if optimizer.momentum else 1)
-    if isinstance(optimizer, optim.Adagrad):
-        return pbytes
-    return None
-
-
 def step_need(model, optimizer, input_shape):
     """What one training step needs, analytically, in bytes.
 
@@ -240,8 +224,8 @@ def step_need(model, optimizer, input_shape):
 
     * ``params``, ``grads``: the parameters and their gradients;
     * ``buffers``: non-learnable state (BatchNorm running statistics);
-    * ``optimizer_state``: e.g. 2 x params for Adam, 1 x for SGD with momentum (None for
-      an optimizer type not known here);
+    * ``optimizer_state``: `optimizer.state_nbytes()`, e.g. 2 x params for Adam, 1 x for
+      SGD with momentum;
     * ``activations``: what the forward keeps for backward, in training mode: each
       layer's output, plus a fused Dense's pre-activation, Dropout's mask, BatchNorm's
       batch mean and inverse std (the input batch itself is the caller's, not counted);
@@ -282,10 +266,10 @@ def step_need(model, optimizer, input_shape):
     pbytes = sum(p.data.nbytes for p in params)
     res = {"params": pbytes, "grads": pbytes,
            "buffers": sum(b.nbytes for _, b in model.named_buffers()),
-           "optimizer_state": _optimizer_state(optimizer),
+           "optimizer_state": optimizer.state_nbytes(),
            "activations": sum(acts), "activation_grads": sum(grads),
            "activation_grads_min": sum(sorted(grads)[-2:]), "output_shape": shape}
-    res["need"] = sum(res[k] or 0 for k in ("params", "grads", "buffers", "optimizer_state",
+    res["need"] = sum(res[k] for k in ("params", "grads", "buffers", "optimizer_state",
                                             "activations", "activation_grads"))
     res["need_min"] = res["need"] - res["activation_grads"] + res["activation_grads_min"]
     return res
@@ -364,12 +348,6 @@ def step_memory(build, x, y, warmup=2, backend=None):
         if was_enabled:
             gc.enable()
     res = step_need(model, optimizer, x.shape)
-    if res["optimizer_state"] is None:      # an optimizer type not modelled: measure it
-        state = optimizer.state_dict()["state"]
-        res["optimizer_state"] = sum(v.nbytes for s in state.values() for v in s.values()
-                                     if isinstance(v, np.ndarray))
-        res["need"] += res["optimizer_state"]
-        res["need_min"] += res["optimizer_state"]
     res["peak"] = before + step.peak
     res["ratio"] = res["peak"] / res["need"]
     res["ratio_min"] = res["peak"] / res["need_min"]
