@@ -434,8 +434,8 @@ def test_fused_loss_declines_what_it_cannot_take():
     crit = fastnn.SoftmaxCrossEntropy()
     z = np.zeros((4, 3), np.float32)
     y = np.array([0, 1, 2, 0])
-    assert crit._loss_and_hits(z, y) is not None
+    assert crit.loss_and_hits(z, y) is not None
     for pred, target in [(z[:, :2].copy().T, y[:2]), (np.asfortranarray(np.zeros((4, 3))), y),
                          (z, y.astype(np.int32)), (z, np.array([0, 1, 3, 0])),
                          (z, np.array([0, 1, -1, 0])), (z.tolist(), y), (z, y[:3])]:
-        assert crit._loss_and_hits(pred, target) is None
+        assert crit.loss_and_hits(pred, target) is None

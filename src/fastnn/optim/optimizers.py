@@ -219,15 +219,23 @@ class Optimizer:
         optimizer type over parameters of the same shapes. Everything is validated
         before anything changes; the parameters stay where they are (in this
         optimizer's flat buffer, so the fused update keeps running)."""
-        fn = "%s.load_state_dict" % type(self).__name__
-        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
-            raise ValueError("%s: expected a dict with keys 'state' and 'param_groups'" % fn)
-        group = self._loaded_group(fn, state_dict["param_groups"])
-        new_state = self._loaded_state(fn, state_dict["state"])
+        group, new_state = self._checked_state_dict(state_dict)
         self._group = group
         self._state = new_state
         if self._flat is not None:
             self._flat.state.clear()    # rebuilt (copying the loaded arrays) at next step
+
+    def check_state_dict(self, state_dict):
+        """ValueError unless `load_state_dict` would take `state_dict`; changes nothing."""
+        self._checked_state_dict(state_dict)
+
+    def _checked_state_dict(self, state_dict):
+        """(hyperparameters, per-parameter state copies) of a valid state_dict."""
+        fn = "%s.load_state_dict" % type(self).__name__
+        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+            raise ValueError("%s: expected a dict with keys 'state' and 'param_groups'" % fn)
+        return (self._loaded_group(fn, state_dict["param_groups"]),
+                self._loaded_state(fn, state_dict["state"]))
 
     def _loaded_group(self, fn, groups):
         """The checked hyperparameters of a state_dict's "param_groups"."""

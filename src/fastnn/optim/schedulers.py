@@ -78,6 +78,13 @@ class LRScheduler:
     def load_state_dict(self, state_dict):
         """Restore `state_dict()` output of the same scheduler type; every value is
         checked (type and range) before anything changes (ValueError)."""
+        self.__dict__.update(self._checked_state_dict(state_dict))
+
+    def check_state_dict(self, state_dict):
+        """ValueError unless `load_state_dict` would take `state_dict`; changes nothing."""
+        self._checked_state_dict(state_dict)
+
+    def _checked_state_dict(self, state_dict):
         fn = "%s.load_state_dict" % type(self).__name__
         expected = self.state_dict()
         if not isinstance(state_dict, dict) or set(state_dict) != set(expected):
@@ -91,7 +98,7 @@ class LRScheduler:
             new["_last_lr"] = [check(fn, "_last_lr[0]", last_lr[0], Real(0))]
         except TypeError as exc:          # in loaded data a wrong type is a bad value
             raise ValueError(str(exc)) from None
-        self.__dict__.update(new)
+        return new
 
     def __repr__(self):
         return "%s(last_epoch=%d, lr=%r)" % (type(self).__name__, self.last_epoch,
