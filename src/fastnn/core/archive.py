@@ -74,7 +74,7 @@ class NpzArchive:
 
     def _open_zip(self):
         f = self._file
-        head = f.read(8)
+        head = f.read(64)
         if not head.startswith(_ZIP_MAGIC):
             raise ArchiveError("not an .npz archive (%s)" % _describe_start(head))
         size = os.fstat(f.fileno()).st_size
