@@ -48,7 +48,7 @@ MAX_LAYERS = 10_000
 #: the deepest nesting of Sequentials a model file may describe
 MAX_DEPTH = 64
 #: the largest architecture JSON a model file may hold
-MAX_ARCH_BYTES = 32 << 20
+MAX_ARCH_BYTES = 8 << 20
 
 
 def architecture(model, fn="fastnn.save"):
