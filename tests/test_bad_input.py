@@ -1418,9 +1418,14 @@ def register_io():
         case("io.load.%s" % tag, lambda mk=mk: fastnn().load(mk()), "error", "fastnn.load")
 
     def nan_weights():
+        import warnings
         w = np.zeros((4, 3), np.float32)
         w[0, 0] = np.nan
-        m = fastnn().load(npz(__fastnn_model__=arch(dense), weight=w, bias=good_arrays["bias"]))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m = fastnn().load(npz(__fastnn_model__=arch(dense), weight=w,
+                                  bias=good_arrays["bias"]))
+        assert any("NaN or infinite" in str(c.message) for c in caught)
         assert has_nan(m(np.ones((2, 4), np.float32)))
     case("io.load.nan-weights-propagate", nan_weights)
 

@@ -42,7 +42,7 @@ def full_state(tr):
     return (tr.model.state_dict(), repr(opt["param_groups"]),
             {i: {k: np.array(v) for k, v in s.items()} for i, s in opt["state"].items()},
             tr.scheduler.state_dict(), _random.global_rng().bit_generator.state,
-            tr.model[3]._rng.bit_generator.state, tr.epochs_done, len(tr.history))
+            tr.model[3].generator.bit_generator.state, tr.epochs_done, len(tr.history))
 
 
 def same_state(a, b):
@@ -255,3 +255,31 @@ def test_checkpoint_never_needs_pickle(ckpt, monkeypatch):
     tr = make()
     info = load_checkpoint(ckpt, tr)
     assert info["epoch"] == 2 and len(info["history"]) == 2
+
+
+def test_loading_keeps_the_optimizers_fused_update(ckpt):
+    fit(make(), epochs=2, checkpoint=ckpt)
+    tr = make()
+    flat = tr.model.parameters()[0].data.base
+    load_checkpoint(ckpt, tr)
+    # still every parameter a view of the optimizer's one flat buffer (one kernel call
+    # updates them all, as in an uninterrupted run)
+    assert flat is not None and all(p.data.base is flat for p in tr.model.parameters())
+
+
+def test_trainer_run_state_round_trip_and_checks():
+    tr = make()
+    fit(tr, epochs=2)
+    state = tr.run_state()
+    assert state["epochs_done"] == 2 and state["fit"]["start"] == 0
+    other = make()
+    other.load_run_state(state)
+    assert other.epochs_done == 2 and other.history.as_dict() == tr.history.as_dict()
+    for edit, match in ((dict(epochs_done=5), "history's last epoch"),
+                        (dict(global_step=-1), "global_step"),
+                        (dict(fit=dict(state["fit"], start=3)), "run covers epochs"),
+                        (dict(fit=dict(state["fit"], rng=3)), "rng must be a numpy Generator")):
+        fresh = make()
+        with pytest.raises(ValueError, match="Trainer.load_run_state: .*" + match):
+            fresh.load_run_state(dict(state, **edit))
+        assert fresh.epochs_done == 0 and len(fresh.history) == 0

@@ -156,3 +156,25 @@ def test_mse_target_dtype_converted(backend):
     crit = MSE()
     assert crit(np.zeros(3, np.float32), np.ones(3, np.float64)) == pytest.approx(1.0)
     assert crit.backward().dtype == np.float32
+
+
+# ------------------------------------------------------------------ facts on the type
+def test_each_loss_states_its_task_and_probabilities():
+    from fastnn.losses import BCEWithLogits, Loss, MSE, MulticlassHinge, SoftmaxCrossEntropy
+    assert [c.task for c in (SoftmaxCrossEntropy, MulticlassHinge, BCEWithLogits, MSE, Loss)] \
+        == ["multiclass", "multiclass", "binary", "regression", "regression"]
+    z = np.array([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]], np.float32)
+    p = SoftmaxCrossEntropy().probabilities(z)
+    assert p.dtype == np.float32
+    np.testing.assert_allclose(p, [[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]], rtol=1e-6, atol=1e-30)
+    s = BCEWithLogits().probabilities(np.array([[-800.0], [0.0], [800.0]]))
+    np.testing.assert_array_equal(s, [[0.0], [0.5], [1.0]])
+    for crit in (MulticlassHinge(), MSE()):
+        with pytest.raises(ValueError, match="%s: its outputs are not probabilities"
+                           % type(crit).__name__):
+            crit.probabilities(z)
+    with pytest.raises(ValueError, match="SoftmaxCrossEntropy.probabilities: outputs must "
+                                         "be 2-D"):
+        SoftmaxCrossEntropy().probabilities(np.zeros(3))
+    with pytest.raises(TypeError, match="BCEWithLogits.probabilities: outputs"):
+        BCEWithLogits().probabilities(np.zeros(3, np.int64))

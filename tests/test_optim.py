@@ -371,3 +371,72 @@ def test_clip_grad_norm_accepts_module_and_validates():
     model.weight.grad = np.full((2, 2), np.inf)
     with pytest.raises(RuntimeError, match="non-finite"):
         optim.clip_grad_norm(model, 1.0, error_if_nonfinite=True)
+
+
+# ------------------------------------------------------------- loading keeps the fast path
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.RMSprop])
+def test_load_state_dict_keeps_parameters_in_the_optimizers_flat_buffer(cls):
+    params = [Parameter(np.ones((3, 2))), Parameter(np.ones(4))]
+    opt = cls(params, lr=0.1)
+    for p in params:
+        p.grad = np.full(p.shape, 0.5)
+    opt.step()
+    opt.load_state_dict(opt.state_dict())
+    # the parameters still live in this optimizer's one flat buffer: its fused update
+    # (one kernel call for all of them) still runs
+    flat = params[0].data.base
+    assert flat is not None and all(p.data.base is flat for p in params)
+    assert opt._flat.usable(opt._state, opt._state_names)
+
+
+def test_load_state_dict_rejects_hostile_values_and_changes_nothing():
+    p = [Parameter(np.zeros((2, 2))), Parameter(np.zeros(3))]
+    adam = optim.Adam(p, lr=0.01)
+    for x in p:
+        x.grad = np.ones(x.shape)
+    adam.step()
+    good = adam.state_dict()
+    for edit in (lambda sd: sd["state"][0].update(step=10 ** 400),
+                 lambda sd: sd["state"][0].update(step=-1),
+                 lambda sd: sd["state"][0].update(step=1.5),
+                 lambda sd: sd["param_groups"][0].update(lr=float("nan")),
+                 lambda sd: sd["param_groups"][0].update(lr="0.1"),
+                 lambda sd: sd["param_groups"][0].update(betas=[0.9]),
+                 lambda sd: sd["param_groups"][0].update(initial_lr=float("inf"))):
+        bad = adam.state_dict()
+        edit(bad)
+        with pytest.raises(ValueError, match="Adam.load_state_dict"):
+            adam.load_state_dict(bad)
+        after = adam.state_dict()
+        assert repr(after["param_groups"]) == repr(good["param_groups"])
+        assert after["state"][0]["step"] == good["state"][0]["step"]
+
+
+def test_hyperparameter_messages_name_the_argument():
+    p = [Parameter(np.zeros(2))]
+    with pytest.raises(ValueError, match=r"Adam: betas must be a pair.*\[0, 1\).*got \(1.0"):
+        optim.Adam(p, betas=(1.0, 0.9))
+    with pytest.raises(TypeError, match="Adam: betas"):
+        optim.Adam(p, betas=0.9)
+    with pytest.raises(TypeError, match="SGD: nesterov must be True or False"):
+        optim.SGD(p, lr=0.1, nesterov=1)
+    opt = optim.SGD(p, lr=0.1)
+    with pytest.raises(ValueError, match="SGD: lr"):
+        opt.lr = -1.0
+
+
+@pytest.mark.parametrize("edit,match", [
+    (dict(step_size=0), "step_size"), (dict(step_size=2.0), "step_size"),
+    (dict(gamma=float("nan")), "gamma"), (dict(gamma=float("inf")), "gamma"),
+    (dict(gamma=-1.0), "gamma"), (dict(last_epoch=-2), "last_epoch"),
+    (dict(last_epoch="3"), "last_epoch"), (dict(_last_lr=[float("nan")]), "_last_lr"),
+    (dict(_last_lr=0.1), "_last_lr"), (dict(_initial=1), "_initial")])
+def test_scheduler_load_state_dict_validates_every_field(edit, match):
+    opt = optim.SGD([Parameter(np.zeros(1))], lr=0.1)
+    sched = optim.StepLR(opt, 2, gamma=0.5)
+    sched.step()
+    before = sched.state_dict()
+    bad = dict(before, **edit)
+    with pytest.raises(ValueError, match="StepLR.load_state_dict: " + match):
+        sched.load_state_dict(bad)
+    assert sched.state_dict() == before

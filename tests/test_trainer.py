@@ -434,8 +434,84 @@ def test_fused_loss_declines_what_it_cannot_take():
     crit = fastnn.SoftmaxCrossEntropy()
     z = np.zeros((4, 3), np.float32)
     y = np.array([0, 1, 2, 0])
-    assert crit._loss_and_hits(z, y) is not None
+    assert crit.loss_and_hits(z, y) is not None
     for pred, target in [(z[:, :2].copy().T, y[:2]), (np.asfortranarray(np.zeros((4, 3))), y),
                          (z, y.astype(np.int32)), (z, np.array([0, 1, 3, 0])),
                          (z, np.array([0, 1, -1, 0])), (z.tolist(), y), (z, y[:3])]:
-        assert crit._loss_and_hits(pred, target) is None
+        assert crit.loss_and_hits(pred, target) is None
+
+
+# ------------------------------------------------------------------ habits
+def test_history_rows_by_position_and_columns_by_name():
+    X, y = data.make_spirals(20, 3, rng=0)
+    model = Sequential(Dense(2, 8, activation="relu", rng=0), Dense(8, 3, rng=1))
+    tr = Trainer(model, SoftmaxCrossEntropy(), optim.SGD(model.parameters(), lr=0.1),
+                 verbose=0)
+    h = tr.fit(X, y, epochs=3, seed=0)
+    assert h[-1] == h.last() and h[-1]["epoch"] == 3 and h[0]["epoch"] == 1
+    assert h["loss"] == h.loss and [row["epoch"] for row in h] == [1, 2, 3]
+    with pytest.raises(IndexError):
+        h[3]
+    with pytest.raises(KeyError, match="no column 'acc'"):
+        h["acc"]
+
+
+def test_trainer_repr_says_what_it_trains():
+    model = Sequential(Dense(2, 8, rng=0), Dense(8, 3, rng=1))
+    tr = Trainer(model, SoftmaxCrossEntropy(), optim.Adam(model.parameters()), verbose=0)
+    assert repr(tr) == ("Trainer(model=Sequential with 51 parameters, "
+                        "loss=SoftmaxCrossEntropy(), optimizer=Adam, scheduler=None, "
+                        "task='multiclass', epochs_done=0)")
+
+
+def test_integer_inputs_follow_the_layers_rule():
+    """One rule at both doors: integer (and bool) X raise TypeError, floats convert."""
+    X, y = data.make_spirals(10, 3, rng=0)
+    model = Sequential(Dense(2, 4, rng=0), Dense(4, 3, rng=1))
+    tr = Trainer(model, SoftmaxCrossEntropy(), optim.SGD(model.parameters(), lr=0.1), verbose=0)
+    Xi = np.round(X * 10).astype(np.int64)
+    with pytest.raises(TypeError, match="Sequential.*float"):
+        model(Xi)
+    with pytest.raises(TypeError, match="Trainer.fit: X must be a float array.*astype"):
+        tr.fit(Xi, y)
+    with pytest.raises(TypeError, match="Trainer.evaluate: X must be a float array"):
+        tr.evaluate(Xi, y)
+    assert tr.epochs_done == 0
+    tr.fit(X.astype(np.float16), y, epochs=1)                    # floats convert
+    assert tr.epochs_done == 1
+
+
+def test_labels_are_checked_once_before_any_step():
+    X, y = data.make_spirals(100, 3, rng=0)
+    y = y.copy()
+    y[-1] = 3                                       # one bad label, in the last row
+    model = Sequential(Dense(2, 8, rng=0), Dense(8, 3, rng=1))
+    tr = Trainer(model, SoftmaxCrossEntropy(), optim.SGD(model.parameters(), lr=0.1), verbose=0)
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\).*got 3 at row 299"):
+        tr.fit(X, y, batch_size=3)
+    assert tr.global_step == 0 and len(tr.history) == 0
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
+    with pytest.raises(ValueError, match="fit \\(validation\\): labels"):
+        tr.fit(X, np.zeros(300, np.int64), validation_data=(X, y))
+    with pytest.raises(ValueError, match="Trainer.evaluate: labels"):
+        tr.evaluate(X, y)
+
+
+def test_targets_shaped_unlike_the_output_are_refused_up_front():
+    X = np.random.default_rng(0).standard_normal((30, 2)).astype(np.float32)
+    model = Sequential(Dense(2, 1, rng=0))
+    tr = Trainer(model, BCEWithLogits(), optim.SGD(model.parameters(), lr=0.1), verbose=0)
+    with pytest.raises(ValueError, match=r"y must have the model's output shape \(N, 1\)"):
+        tr.fit(X, (X[:, 0] > 0).astype(np.float32))
+    assert tr.global_step == 0
+
+
+def test_trainer_asks_the_loss_for_its_task():
+    class Ranking(SoftmaxCrossEntropy):
+        """A user's loss: its class name is in no table."""
+    model = Sequential(Dense(2, 3, rng=0))
+    tr = Trainer(model, Ranking(), optim.SGD(model.parameters(), lr=0.1), verbose=0)
+    assert tr.task == "multiclass" and tr.monitor_key == "val_accuracy"
+    proba = tr.predict_proba(np.ones((4, 2), np.float32))
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-6)

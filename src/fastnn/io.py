@@ -1,200 +1,294 @@
 """Saving and loading models: one .npz holding the architecture as JSON and every
-state_dict array. Loading never unpickles (`np.load(..., allow_pickle=False)`).
+state_dict array. Loading never unpickles.
 
 File layout: "__fastnn_model__" is a uint8 array with the UTF-8 JSON
-`{"format": "fastnn.model", "version": 1, "model": <node>}` where a node is
-`{"type": "Dense", "args": {...constructor arguments, dtype as "float32"...}}` and a
-Sequential's node also has `"layers": [<node>, ...]`; the other entries are the
-model's state_dict arrays ("0.weight", "1.running_mean", ...).
+`{"format": "fastnn.model", "version": 1, "model": <node>, "training": <mode>}` where a
+node is `{"type": "Dense", "args": {...constructor arguments, dtype as "float32"...}}`
+(a Sequential's node also has `"layers": [<node>, ...]`) and the mode is true / false
+when every module is in training / eval mode, or {module name: bool} when they differ
+(files without it load in training mode); the other entries are the model's
+state_dict arrays ("0.weight", "1.running_mean", ...).
+
+Loading checks before it allocates: the archive's directory and each array's .npy
+header (`fastnn.core.archive`), the architecture (at most `MAX_LAYERS` modules nested at
+most `MAX_DEPTH` deep, in `MAX_ARCH_BYTES` of JSON) and the sizes its layers would
+allocate against the arrays the file declares, then the declared dtype and shape of
+every array against the built model; only then is any array decompressed. Every
+failure is a ValueError naming the file (FileNotFoundError for a missing one), with
+nothing else changed. Loading takes time linear in the number of layers.
 
 >>> import os, tempfile, numpy as np, fastnn
 >>> from fastnn.layers import Sequential, Dense, ReLU
->>> model = Sequential(Dense(2, 3, rng=0), ReLU(), Dense(3, 1, rng=1))
+>>> model = Sequential(Dense(2, 3, rng=0), ReLU(), Dense(3, 1, rng=1)).eval()
 >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
 >>> fastnn.io.save(model, path)
 >>> x = np.ones((4, 2), np.float32)
->>> bool((fastnn.io.load(path)(x) == model(x)).all())
-True
+>>> loaded = fastnn.io.load(path)
+>>> bool((loaded(x) == model(x)).all()), loaded.training
+(True, False)
 """
 import json
 import os
-import tempfile
-import zipfile
+import warnings
 
 import numpy as np
 
+from .core.archive import ArchiveError, NpzArchive, atomic_savez
 from .layers.base import REGISTRY, Module, Sequential
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "architecture", "MAX_LAYERS", "MAX_DEPTH", "MAX_ARCH_BYTES"]
 
 ARCH_KEY = "__fastnn_model__"
+#: the metadata entry of a training checkpoint (fastnn.train.checkpoint)
+CHECKPOINT_KEY = "__fastnn_checkpoint__"
 FORMAT = "fastnn.model"
 VERSION = 1
-_MAX_DEPTH = 64
+#: the most modules (layers and containers) a model file may describe
+MAX_LAYERS = 10_000
+#: the deepest nesting of Sequentials a model file may describe
+MAX_DEPTH = 64
+#: the largest architecture JSON a model file may hold
+MAX_ARCH_BYTES = 8 << 20
 
 
-def _node(module, depth=0):
-    if depth > _MAX_DEPTH:
-        raise ValueError("fastnn.save: model nesting is deeper than %d" % _MAX_DEPTH)
+def architecture(model, fn="fastnn.save"):
+    """The JSON-native description of `model` saved in a file: {"type", "args"[,
+    "layers"]}; TypeError for modules that are not fastnn's built-in layers."""
+    return _node(model, fn, 0)
+
+
+def _node(module, fn, depth):
+    if depth > MAX_DEPTH:
+        raise ValueError("%s: model nesting is deeper than %d" % (fn, MAX_DEPTH))
     name = type(module).__name__
     if REGISTRY.get(name) is not type(module):
-        raise TypeError("fastnn.save: cannot save a %s: only fastnn's built-in layers "
-                        "(%s) can be saved" % (name, ", ".join(sorted(REGISTRY))))
+        raise TypeError("%s: cannot save a %s: only fastnn's built-in layers (%s) can be "
+                        "saved" % (fn, name, ", ".join(sorted(REGISTRY))))
     node = {"type": name, "args": module._config()}
     if isinstance(module, Sequential):
-        node["layers"] = [_node(m, depth + 1) for m in module]
+        node["layers"] = [_node(m, fn, depth + 1) for m in module]
     return node
 
 
+def _modes(model):
+    """The "training" entry: one bool when every module agrees, else a dict."""
+    modes = {name: m.training for name, m in model.named_modules()}
+    values = set(modes.values())
+    return values.pop() if len(values) == 1 else modes
+
+
 def save(model, path):
-    """Write `model` (built-in layers, possibly nested in Sequential) to `path` as one
-    .npz file (the exact path given; no suffix is added). The file is written to a
-    temporary file in the same directory and then renamed over `path`, so a failure
-    never leaves a partial file or destroys an existing one."""
+    """Write `model` (built-in layers, possibly nested in Sequential) and its mode
+    (train / eval) to `path` as one .npz file (the exact path given; no suffix is
+    added), atomically: see `fastnn.core.archive.atomic_savez` for permissions,
+    symbolic links and temporary files."""
     if not isinstance(model, Module):
         raise TypeError("fastnn.save: expected a fastnn Module, got %s" % type(model).__name__)
     path = os.fspath(path)
-    arch = {"format": FORMAT, "version": VERSION, "model": _node(model)}
+    arch = {"format": FORMAT, "version": VERSION, "model": architecture(model),
+            "training": _modes(model)}
     arrays = model.state_dict()
-    blob = np.frombuffer(json.dumps(arch).encode("utf-8"), dtype=np.uint8)
-    arrays[ARCH_KEY] = blob
-    atomic_savez(path, arrays)
-
-
-def atomic_savez(path, arrays, write=None):
-    """Write `arrays` as an .npz to a temporary file beside `path`, fsync it, then rename
-    it over `path`: a failure at any point leaves an existing `path` untouched and no
-    temporary file behind. `write(f, arrays)` does the writing (default np.savez)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (write or _savez)(f, arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    arrays[ARCH_KEY] = np.frombuffer(json.dumps(arch).encode("utf-8"), dtype=np.uint8)
+    atomic_savez(path, arrays, _savez, "fastnn.save")
 
 
 def _savez(f, arrays):
     np.savez(f, **arrays)
 
 
-def _bad(path, reason):
-    return ValueError("fastnn.load: %s is not a valid fastnn model file: %s" % (path, reason))
-
-
-def _int_product(args):
-    prod = 1
-    for v in args.values():
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            prod *= v
-    return prod
-
-
-def _build(node, path, budget, depth=0):
-    """Module from an architecture node. `budget` (elements stored in the file) bounds
-    what a layer may allocate: every built-in layer's integer arguments multiply to at
-    most the size of an array it saves, so a forged architecture cannot make load
-    allocate more than the file holds."""
-    if depth > _MAX_DEPTH:
-        raise _bad(path, "architecture nested deeper than %d" % _MAX_DEPTH)
-    if not isinstance(node, dict):
-        raise _bad(path, "a layer entry must be an object, got %s" % type(node).__name__)
-    kind = node.get("type")
-    args = node.get("args")
-    expected = {"type", "args", "layers"} if kind == "Sequential" else {"type", "args"}
-    if set(node) != expected:
-        raise _bad(path, "layer entry keys must be %s, got %s" % (sorted(expected), sorted(node)))
-    if not isinstance(kind, str) or kind not in REGISTRY:
-        raise _bad(path, "unknown layer type %r (known: %s)" % (kind, ", ".join(sorted(REGISTRY))))
-    if not isinstance(args, dict):
-        raise _bad(path, "%s arguments must be an object, got %s" % (kind, type(args).__name__))
-    if kind == "Sequential":
-        if args:
-            raise _bad(path, "Sequential takes no arguments, got %s" % sorted(args))
-        layers = node["layers"]
-        if not isinstance(layers, list):
-            raise _bad(path, "Sequential layers must be a list")
-        return Sequential(*[_build(n, path, budget, depth + 1) for n in layers])
-    if _int_product(args) > budget:
-        raise _bad(path, "%s arguments %s need more parameters than the file stores"
-                   % (kind, args))
-    try:
-        return REGISTRY[kind]._from_config(args)
-    except (TypeError, ValueError) as exc:
-        raise _bad(path, "bad arguments for %s: %s" % (kind, exc)) from None
+# ------------------------------------------------------------------------ loading
+class _Bad(ValueError):
+    """A reason the file is not a valid model file (load adds the path)."""
 
 
 def load(path):
-    """Read a model written by `save`: a new Module (in training mode, like a freshly
-    built one) with the saved parameters and buffers. Raises ValueError (with no side effects) for a
-    file that is not a fastnn .npz: truncated, unknown layer, bad JSON, missing, extra
-    or mis-shaped arrays, object arrays."""
+    """Read a model written by `save`: a new Module with the saved parameters and
+    buffers, in the mode (train / eval) it was saved in. Raises ValueError (with no side
+    effects) for anything that is not a valid fastnn model file -- another kind of
+    file, a directory, a training checkpoint, a truncated or forged archive -- and
+    FileNotFoundError for a missing file. Warns (RuntimeWarning) when a weight is NaN
+    or infinite."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise FileNotFoundError("fastnn.load: no such file: %s" % path)
     try:
-        # our own handle: np.load leaks the file it opened when the zip is corrupt
-        with open(path, "rb") as f:
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise _bad(path, "not an .npz archive (a bare .npy array)")
-            with data:
-                arrays = {k: data[k] for k in data.files}
-    except ValueError as exc:
-        if str(exc).startswith("fastnn.load:"):
-            raise
-        raise _bad(path, str(exc)) from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError,
-            NotImplementedError, MemoryError, TypeError) as exc:
-        raise _bad(path, "%s: %s" % (type(exc).__name__, exc)) from None
-
-    blob = arrays.pop(ARCH_KEY, None)
-    if blob is None:
-        raise _bad(path, "no architecture entry %r" % ARCH_KEY)
-    if blob.dtype != np.uint8 or blob.ndim != 1:
-        raise _bad(path, "the architecture entry must be a 1-D uint8 array")
-    try:
-        arch = json.loads(blob.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _bad(path, "architecture is not valid JSON (%s)" % exc) from None
-    if not isinstance(arch, dict) or set(arch) != {"format", "version", "model"}:
-        raise _bad(path, "architecture must be an object with keys format, version, model")
-    if arch["format"] != FORMAT:
-        raise _bad(path, "format %r is not %r" % (arch["format"], FORMAT))
-    if arch["version"] != VERSION or isinstance(arch["version"], bool):
-        raise _bad(path, "unsupported version %r (this fastnn reads version %d)"
-                   % (arch["version"], VERSION))
-    budget = sum(a.size for a in arrays.values())
-    try:
-        model = _build(arch["model"], path, budget)
-    except RecursionError:
-        raise _bad(path, "architecture nested too deeply") from None
-    except MemoryError:
-        raise _bad(path, "architecture too large to build") from None
-    except TypeError as exc:      # e.g. Sequential of mixed dtypes
-        raise _bad(path, str(exc)) from None
-
-    for key, a in arrays.items():
-        if a.dtype.kind != "f":
-            raise _bad(path, "array %r must be float, got %s" % (key, a.dtype))
-    expected = {k: v for k, v in model._state_items()}
-    missing = sorted(set(expected) - set(arrays))
-    extra = sorted(set(arrays) - set(expected))
-    if missing or extra:
-        raise _bad(path, "arrays do not match the architecture: missing %s, unexpected %s"
-                   % (missing or "none", extra or "none"))
-    for key, target in expected.items():
-        a = arrays[key]
-        if a.shape != target.shape or a.dtype != target.dtype:
-            raise _bad(path, "array %r must be %s of shape %s, got %s of shape %s"
-                       % (key, target.dtype, target.shape, a.dtype, a.shape))
-    model.load_state_dict(arrays)
+        with NpzArchive(path) as archive:
+            model, modes = _read_model(archive)
+    except (_Bad, ArchiveError) as exc:
+        raise ValueError("fastnn.load: %s is not a valid fastnn model file: %s"
+                         % (path, exc)) from None
+    _set_modes(model, modes)
+    arrays = [(k, p.data) for k, p in model.named_parameters()] + model.named_buffers()
+    bad = [k for k, v in arrays if not np.isfinite(v).all()]
+    if bad:
+        warnings.warn("fastnn.load: %s holds NaN or infinite values in %s"
+                      % (path, ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")),
+                      RuntimeWarning, stacklevel=2)
     return model
+
+
+def _read_model(archive):
+    """(model, modes) from an archive whose directory passed its checks."""
+    names = set(archive.names)
+    if ARCH_KEY not in names:
+        if CHECKPOINT_KEY in names:
+            raise _Bad("it is a training checkpoint; use "
+                       "fastnn.train.checkpoint.load_checkpoint")
+        raise _Bad("no architecture entry %r (not written by fastnn.save)" % ARCH_KEY)
+    arch = read_json(archive, ARCH_KEY, _Bad)
+    if not isinstance(arch, dict) or set(arch) - {"training"} != {"format", "version",
+                                                                   "model"}:
+        raise _Bad("the architecture must be an object with keys format, version, model"
+                   "[, training]")
+    if arch["format"] != FORMAT:
+        raise _Bad("format %r is not %r" % (arch["format"], FORMAT))
+    if arch["version"] != VERSION or isinstance(arch["version"], bool):
+        raise _Bad("unsupported version %r (this fastnn reads version %d)"
+                   % (arch["version"], VERSION))
+    headers = {k: archive.header(k) for k in names - {ARCH_KEY}}
+    for key, (dtype, _) in headers.items():
+        if dtype.kind != "f":
+            raise _Bad("array %r must be float, got %s" % (key, dtype))
+    budget = sum(_count(shape) for _, shape in headers.values())
+    nodes = _walk(arch["model"], budget)
+    model = _build(arch["model"], nodes)
+    modes = arch.get("training", True)
+    _check_modes(modes, model)
+    model.load_state_dict(_read_arrays(archive, headers, model))
+    return model, modes
+
+
+def read_json(archive, key, bad):
+    """The JSON value stored as uint8 array `key` (at most MAX_ARCH_BYTES); errors are
+    raised as `bad(reason)`."""
+    dtype, shape = archive.header(key)
+    if dtype != np.uint8 or len(shape) != 1:
+        raise bad("the %s entry must be a 1-D uint8 array" % key)
+    if shape[0] > MAX_ARCH_BYTES:
+        raise bad("the %s entry is %d bytes, more than the limit of %d"
+                  % (key, shape[0], MAX_ARCH_BYTES))
+    blob = archive.read(key)
+    try:
+        return json.loads(blob.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise bad("the %s entry is not valid JSON (%s)" % (key, exc)) from None
+
+
+def _count(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _walk(root, budget):
+    """Check the architecture tree without building it: node structure, known layer
+    types, at most MAX_LAYERS nodes and MAX_DEPTH levels, and the sizes the layers'
+    integer arguments imply. Every built-in layer's integer arguments multiply to at
+    most the size of one array it saves, so their sum over all layers may not exceed
+    the elements the file's arrays declare. Returns the number of nodes."""
+    stack, count, need = [(root, 0)], 0, 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_LAYERS:
+            raise _Bad("the architecture has more than %d modules" % MAX_LAYERS)
+        if depth > MAX_DEPTH:
+            raise _Bad("the architecture is nested deeper than %d" % MAX_DEPTH)
+        kind = _check_node(node)
+        if kind == "Sequential":
+            stack.extend((child, depth + 1) for child in reversed(node["layers"]))
+        else:
+            need += _int_product(node["args"])
+            if need > budget:
+                raise _Bad("the layers' arguments (%s %s, ...) need more parameters than "
+                           "the file stores" % (kind, node["args"]))
+    return count
+
+
+def _check_node(node):
+    """The node's layer type after checking its form (not its argument values)."""
+    if not isinstance(node, dict):
+        raise _Bad("a layer entry must be an object, got %s" % type(node).__name__)
+    kind = node.get("type")
+    if not isinstance(kind, str) or kind not in REGISTRY:
+        raise _Bad("unknown layer type %.80r (known: %s)" % (kind, ", ".join(sorted(REGISTRY))))
+    expected = {"type", "args", "layers"} if kind == "Sequential" else {"type", "args"}
+    if set(node) != expected:
+        raise _Bad("layer entry keys must be %s, got %s" % (sorted(expected), sorted(node)))
+    args = node["args"]
+    if not isinstance(args, dict):
+        raise _Bad("%s arguments must be an object, got %s" % (kind, type(args).__name__))
+    if kind == "Sequential":
+        if args:
+            raise _Bad("Sequential takes no arguments, got %s" % sorted(args))
+        if not isinstance(node["layers"], list):
+            raise _Bad("Sequential layers must be a list")
+    return kind
+
+
+def _int_product(args):
+    """The product of a layer's positive int arguments (0 when it has none: such a
+    layer saves no array)."""
+    ints = [v for v in args.values() if isinstance(v, int) and not isinstance(v, bool)
+            and v > 0]
+    prod = 1 if ints else 0
+    for v in ints:
+        prod *= v
+    return prod
+
+
+def _build(node, n_nodes):
+    """The Module of an architecture tree that passed `_walk` (bottom up, without
+    recursion: each Sequential is built from its already built children)."""
+    built = {}
+    order, stack = [], [node]
+    while stack:                         # parents before children
+        n = stack.pop()
+        order.append(n)
+        if n["type"] == "Sequential":
+            stack.extend(n["layers"])
+    for n in reversed(order):            # children before parents
+        try:
+            if n["type"] == "Sequential":
+                built[id(n)] = Sequential(*[built[id(c)] for c in n["layers"]])
+            else:
+                built[id(n)] = REGISTRY[n["type"]]._from_config(n["args"])
+        except (TypeError, ValueError) as exc:
+            raise _Bad("bad arguments for %s: %s" % (n["type"], exc)) from None
+        except MemoryError:
+            raise _Bad("the architecture is too large to build") from None
+    return built[id(node)]
+
+
+def _check_modes(modes, model):
+    if isinstance(modes, bool):
+        return
+    names = [name for name, _ in model.named_modules()]
+    if not isinstance(modes, dict) or set(modes) != set(names) \
+            or not all(isinstance(v, bool) for v in modes.values()):
+        raise _Bad("training must be true, false or {module name: bool} for every module")
+
+
+def _set_modes(model, modes):
+    if isinstance(modes, bool):
+        model.train(modes)
+        return
+    for name, module in model.named_modules():     # parents first: children override
+        module.train(modes[name])
+
+
+def _read_arrays(archive, headers, model):
+    """The arrays, after checking every declared dtype and shape against the model."""
+    expected = {k: p.data for k, p in model.named_parameters()}
+    expected.update(model.named_buffers())
+    missing, extra = sorted(set(expected) - set(headers)), sorted(set(headers) - set(expected))
+    if missing or extra:
+        raise _Bad("arrays do not match the architecture: missing %s, unexpected %s"
+                   % (missing[:10] or "none", extra[:10] or "none"))
+    for key, target in expected.items():
+        dtype, shape = headers[key]
+        if shape != target.shape or dtype != target.dtype:
+            raise _Bad("array %r must be %s of shape %s, got %s of shape %s"
+                       % (key, target.dtype, target.shape, dtype, shape))
+    return {key: archive.read(key) for key in expected}

@@ -26,11 +26,31 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class Loss:
-    """Base class: subclasses define `_compute(pred, target)` -> (loss, grad)."""
+    """Base class: subclasses define `_compute(pred, target)` -> (loss, grad).
+
+    Facts a training loop asks for: `task` ("multiclass", "binary" or "regression":
+    what the outputs predict, hence how accuracy and predictions are made) and
+    `probabilities(outputs)`."""
+
+    #: "multiclass" (argmax of (N, C) outputs), "binary" (logit > 0 per output) or
+    #: "regression" (the outputs themselves; no accuracy)
+    task = "regression"
 
     def __init__(self):
         self._ws = Workspace()
         self._grad = None
+
+    def probabilities(self, outputs):
+        """What the model's `outputs` say as probabilities (an array shaped like them, in
+        their float dtype); ValueError for losses whose outputs are not probabilities."""
+        raise ValueError("%s: its outputs are not probabilities; use the outputs "
+                         "themselves (or predictions)" % type(self).__name__)
+
+    def loss_and_hits(self, pred, target):
+        """For training loops: (loss, number of correct predictions) of a batch in one
+        pass, the gradient kept as after `self(pred, target)`; or None when this loss
+        has no such pass for these arguments (then call the loss and count)."""
+        return None
 
     def __call__(self, pred, target):
         name = type(self).__name__
@@ -66,6 +86,15 @@ def _check_labels(name, labels):
     return labels
 
 
+def _outputs(loss, outputs, ndim=None):
+    """A model's outputs checked for `probabilities`: a float ndarray (of `ndim` dims)."""
+    name = "%s.probabilities" % type(loss).__name__
+    outputs = as_user_float(outputs, name, "outputs")
+    if ndim is not None and outputs.ndim != ndim:
+        raise ValueError("%s: outputs must be %d-D, got %s" % (name, ndim, describe(outputs)))
+    return outputs
+
+
 def _rename(exc, name, op):
     """Re-raise an ops error with the loss's name in front of the function's."""
     return type(exc)(str(exc).replace(op + ":", name + ":", 1))
@@ -75,13 +104,24 @@ class SoftmaxCrossEntropy(Loss):
     """Mean cross-entropy of softmax(pred) against integer labels (torch's
     CrossEntropyLoss): pred (N, C) logits, target (N,) ints in [0, C)."""
 
-    def _loss_and_hits(self, pred, target):
-        """For training loops: (loss, number of rows whose argmax is the label) in one
-        kernel call, the gradient kept for `_backward()` as after `self(pred, target)`;
-        None (nothing done) unless pred is a C-contiguous (N, C) float32/float64 ndarray
-        with N, C >= 1 and target `trusted_labels` -- then call the loss as usual."""
-        if (type(pred) is not np.ndarray or pred.ndim != 2 or not pred.flags.c_contiguous
-                or pred.dtype not in _FLOATS or pred.size == 0
+    task = "multiclass"
+
+    def probabilities(self, outputs):
+        """softmax(outputs) over the class axis: (N, C) -> (N, C)."""
+        outputs = _outputs(self, outputs, ndim=2)
+        out = outputs.astype(np.float64)
+        out -= out.max(axis=1, keepdims=True)
+        np.exp(out, out=out)
+        out /= out.sum(axis=1, keepdims=True)
+        return out.astype(outputs.dtype)
+
+    def loss_and_hits(self, pred, target):
+        """(loss, number of rows whose argmax is the label) in one kernel call; None
+        (nothing done) unless pred is a C-contiguous (N, C) float32/float64 ndarray with
+        N, C >= 1 and target `trusted_labels`, or when a subclass computes another loss."""
+        if (type(self)._compute is not SoftmaxCrossEntropy._compute
+                or type(pred) is not np.ndarray or pred.ndim != 2
+                or not pred.flags.c_contiguous or pred.dtype not in _FLOATS or pred.size == 0
                 or not trusted_labels(target, pred.shape[0], pred.shape[1])):
             return None
         self._grad = None
@@ -101,6 +141,8 @@ class MulticlassHinge(Loss):
     mean_i sum_{j != y_i} max(0, pred_ij - pred_iy_i + margin).
     (torch's MultiMarginLoss divides this by the number of classes as well.)"""
 
+    task = "multiclass"
+
     def __init__(self, margin=1.0):
         super().__init__()
         self.margin = check_float(margin, "MulticlassHinge", "margin")
@@ -119,6 +161,19 @@ class MulticlassHinge(Loss):
 class BCEWithLogits(Loss):
     """Mean binary cross-entropy on logits (torch's BCEWithLogitsLoss), stable for any
     logit: pred and target of one shape, target probabilities in [0, 1]."""
+
+    task = "binary"
+
+    def probabilities(self, outputs):
+        """sigmoid(outputs), elementwise and stable for any logit; shaped like outputs."""
+        outputs = _outputs(self, outputs)
+        out = outputs.astype(np.float64)
+        p = np.empty_like(out)
+        pos = out >= 0
+        p[pos] = 1.0 / (1.0 + np.exp(-out[pos]))
+        e = np.exp(out[~pos])
+        p[~pos] = e / (1.0 + e)
+        return p.astype(outputs.dtype)
 
     def _compute(self, pred, target):
         try:

@@ -34,6 +34,17 @@ def global_rng():
     return _global
 
 
+def set_global_rng(gen):
+    """Install `gen` (a numpy Generator) as the global generator, e.g. to restore one
+    saved by `global_rng()`; returns the previous one."""
+    global _global
+    if not isinstance(gen, np.random.Generator):
+        raise TypeError("set_global_rng: expected a numpy.random.Generator, got %s"
+                        % type(gen).__name__)
+    previous, _global = _global, gen
+    return previous
+
+
 def as_rng(rng, fn="as_rng"):
     """A Generator from `rng`: a Generator (returned as is), an int seed (new
     Generator) or None (fastnn's global generator, looked up now)."""

@@ -31,6 +31,19 @@ class Dropout(Module):
         self._rng = None if rng is None else as_rng(rng, "Dropout")
         self._cache = None
 
+    @property
+    def generator(self):
+        """The layer's own numpy Generator, or None when it draws from fastnn's global
+        generator at each forward."""
+        return self._rng
+
+    @generator.setter
+    def generator(self, gen):
+        if gen is not None and not isinstance(gen, np.random.Generator):
+            raise TypeError("Dropout: generator must be a numpy.random.Generator or None, "
+                            "got %s" % type(gen).__name__)
+        self._rng = gen
+
     def _forward(self, x):
         if not self.training or self.p == 0.0:
             self._cache = (None, x.shape)

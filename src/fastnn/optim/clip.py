@@ -1,9 +1,9 @@
 """Gradient clipping by total norm (torch.nn.utils.clip_grad_norm_)."""
 import math
-import numbers
 
 import numpy as np
 
+from ..core.validation import Real, check
 from ..layers.base import Module, Parameter
 
 
@@ -38,14 +38,8 @@ def clip_grad_norm(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
         if not isinstance(p, Parameter):
             raise TypeError("%s: params[%d] must be a fastnn Parameter, got %s"
                             % (fn, i, type(p).__name__))
-    for name, v in (("max_norm", max_norm), ("norm_type", norm_type)):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-            raise TypeError("%s: %s must be a number, got %r" % (fn, name, v))
-    max_norm, norm_type = float(max_norm), float(norm_type)
-    if math.isnan(max_norm) or max_norm < 0:
-        raise ValueError("%s: max_norm must be >= 0, got %r" % (fn, max_norm))
-    if math.isnan(norm_type) or norm_type <= 0:
-        raise ValueError("%s: norm_type must be > 0 (or inf), got %r" % (fn, norm_type))
+    max_norm = check(fn, "max_norm", max_norm, Real(0, finite=False))
+    norm_type = check(fn, "norm_type", norm_type, Real(0, closed="neither", finite=False))
     if not params:
         return 0.0
     if math.isinf(norm_type):

@@ -19,31 +19,39 @@ backward since construction or `zero_grad()`), instead of silently skipping it.
 >>> y = layer(np.ones((4, 3), np.float32)); _ = layer.backward(np.ones_like(y))
 >>> opt.step(); opt.zero_grad()
 """
-import math
 import numbers
 
 import numpy as np
 
 from ..core import generation as _generation
 from ..core.backend import backend, threads_for
+from ..core.validation import Bool, Constraint, Integer, Real, check, check_all
 from ..layers.base import Module, Parameter
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
 
+#: the largest step count an optimizer state may hold (exact in a float64)
+MAX_STEP = 2 ** 53
 
-def _number(value, fn, name, low=None, high=None, high_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError("%s: %s must be a number, got %r" % (fn, name, value))
-    value = float(value)
-    bad = not math.isfinite(value) or (low is not None and value < low)
-    if high is not None:
-        bad = bad or (value >= high if high_open else value > high)
-    if bad:
-        rng = "[%s, %s%s" % ("-inf" if low is None else low, "inf" if high is None else high,
-                             ")" if high_open or high is None else "]")
-        raise ValueError("%s: invalid %s: expected a finite number in %s, got %r"
-                         % (fn, name, rng, value))
-    return value
+
+class _Pair(Constraint):
+    """Two values (a tuple or list), each satisfying `item`; converted to a tuple."""
+
+    def __init__(self, item):
+        self.item = item
+
+    def describe(self):
+        return "a pair, each %s" % self.item.describe()
+
+    def accepts_type(self, value):
+        return (isinstance(value, (tuple, list)) and len(value) == 2
+                and all(self.item.accepts_type(v) for v in value))
+
+    def convert(self, value):
+        return tuple(self.item.convert(v) for v in value)
+
+    def in_range(self, value):
+        return all(self.item.in_range(v) for v in value)
 
 
 def _param_list(params, fn):
@@ -73,17 +81,28 @@ def _param_list(params, fn):
 class Optimizer:
     """Base class: one group of parameters and hyperparameters (`param_groups[0]`, a
     live dict as in torch, so torch-style `g["lr"] = ...` works too), per-parameter flat
-    state, `step`, `zero_grad`, `lr`, `state_dict` / `load_state_dict`."""
+    state, `step`, `zero_grad`, `lr`, `state_dict` / `load_state_dict`.
+
+    A subclass declares its hyperparameters in `_constraints` (name -> constraint of
+    `fastnn.core.validation`) and cross-argument rules in `_check_group`; the same
+    checks run at construction and in `load_state_dict`."""
 
     #: names of the per-parameter state arrays (besides the int "step")
     _state_names = ()
+    #: hyperparameter name -> constraint
+    _constraints = {"lr": Real(0)}
 
     def __init__(self, params, hyper):
         fn = type(self).__name__
         self._params = _param_list(params, fn)
-        self._group = dict(hyper)
+        self._group = self._check_group(fn, hyper)
         self._state = [dict() for _ in self._params]
         self._flat = _FlatParams.build(self._params)
+
+    @classmethod
+    def _check_group(cls, fn, hyper):
+        """{name: converted value} of a hyperparameter dict, or TypeError / ValueError."""
+        return check_all(fn, cls._constraints, **hyper)
 
     # ----------------------------------------------------------------- hyperparameters
     @property
@@ -100,7 +119,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._group["lr"] = _number(value, type(self).__name__, "lr", low=0.0)
+        self._group["lr"] = check(type(self).__name__, "lr", value, self._constraints["lr"])
 
     def __getattr__(self, name):
         group = self.__dict__.get("_group")
@@ -197,25 +216,50 @@ class Optimizer:
 
     def load_state_dict(self, state_dict):
         """Restore hyperparameters and state from `state_dict()` output of the same
-        optimizer type over parameters of the same shapes. Validates everything first."""
+        optimizer type over parameters of the same shapes. Everything is validated
+        before anything changes; the parameters stay where they are (in this
+        optimizer's flat buffer, so the fused update keeps running)."""
+        group, new_state = self._checked_state_dict(state_dict)
+        self._group = group
+        self._state = new_state
+        if self._flat is not None:
+            self._flat.state.clear()    # rebuilt (copying the loaded arrays) at next step
+
+    def check_state_dict(self, state_dict):
+        """ValueError unless `load_state_dict` would take `state_dict`; changes nothing."""
+        self._checked_state_dict(state_dict)
+
+    def _checked_state_dict(self, state_dict):
+        """(hyperparameters, per-parameter state copies) of a valid state_dict."""
         fn = "%s.load_state_dict" % type(self).__name__
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
             raise ValueError("%s: expected a dict with keys 'state' and 'param_groups'" % fn)
-        groups = state_dict["param_groups"]
+        return (self._loaded_group(fn, state_dict["param_groups"]),
+                self._loaded_state(fn, state_dict["state"]))
+
+    def _loaded_group(self, fn, groups):
+        """The checked hyperparameters of a state_dict's "param_groups"."""
         if not isinstance(groups, (list, tuple)) or len(groups) != 1 \
                 or not isinstance(groups[0], dict):
             raise ValueError("%s: expected one parameter group" % fn)
         group = dict(groups[0])
         ids = group.pop("params", None)
-        if ids is None or len(ids) != len(self._params):
+        if not isinstance(ids, (list, tuple)) or list(ids) != list(range(len(self._params))):
             raise ValueError("%s: the saved optimizer has %s parameters, this one has %d"
-                             % (fn, "?" if ids is None else len(ids), len(self._params)))
-        known = set(self._group) | {"initial_lr"}
-        if not set(group) <= known or not set(self._group) <= set(group):
+                             % (fn, len(ids) if isinstance(ids, (list, tuple)) else "?",
+                                len(self._params)))
+        initial_lr = group.pop("initial_lr", None)
+        if set(group) != set(self._constraints):
             raise ValueError("%s: hyperparameters %s do not match %s's %s"
-                             % (fn, sorted(group), type(self).__name__, sorted(self._group)))
-        check = type(self)(self._params, **{k: v for k, v in group.items() if k != "initial_lr"})
-        raw = state_dict["state"]
+                             % (fn, sorted(group), type(self).__name__,
+                                sorted(self._constraints)))
+        checked = _as_value_error(self._check_group, fn, group)
+        if initial_lr is not None:
+            checked["initial_lr"] = _as_value_error(check, fn, "initial_lr", initial_lr, Real(0))
+        return checked
+
+    def _loaded_state(self, fn, raw):
+        """Per-parameter state dicts (copies) from a state_dict's "state"."""
         if not isinstance(raw, dict):
             raise ValueError("%s: 'state' must be a dict" % fn)
         new_state = [dict() for _ in self._params]
@@ -226,10 +270,8 @@ class Optimizer:
             p = self._params[key]
             for name, v in s.items():
                 if name == "step":
-                    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-                        raise ValueError("%s: state[%d]['step'] must be an int >= 0, got %r"
-                                         % (fn, key, v))
-                    new_state[key][name] = int(v)
+                    new_state[key][name] = _as_value_error(
+                        check, fn, "state[%d]['step']" % key, v, Integer(0, MAX_STEP))
                 elif name in self._state_names:
                     if not isinstance(v, np.ndarray) or v.dtype.kind != "f" or v.size != p.size:
                         raise ValueError("%s: state[%d][%r] must be a float array of %d "
@@ -239,12 +281,16 @@ class Optimizer:
                 else:
                     raise ValueError("%s: unknown state %r for %s"
                                      % (fn, name, type(self).__name__))
-        self._group = dict(check._group)
-        if "initial_lr" in group:
-            self._group["initial_lr"] = float(group["initial_lr"])
-        self._state = new_state
-        if self._flat is not None:
-            self._flat.state.clear()    # rebuilt (copying the loaded arrays) at next step
+        return new_state
+
+
+def _as_value_error(fn, *args):
+    """fn(*args), a TypeError re-raised as ValueError: in loaded data a value of the
+    wrong type is a bad value."""
+    try:
+        return fn(*args)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class _FlatParams:
@@ -322,21 +368,22 @@ class SGD(Optimizer):
     p -= lr * d."""
 
     _state_names = ("momentum_buffer",)
+    _constraints = {"lr": Real(0), "momentum": Real(0), "dampening": Real(),
+                    "nesterov": Bool(), "weight_decay": Real(0)}
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
                  weight_decay=0.0):
-        fn = "SGD"
-        lr = _number(lr, fn, "lr", low=0.0)
-        momentum = _number(momentum, fn, "momentum", low=0.0)
-        dampening = _number(dampening, fn, "dampening")
-        weight_decay = _number(weight_decay, fn, "weight_decay", low=0.0)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError("SGD: nesterov must be True or False, got %r" % (nesterov,))
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("SGD: Nesterov momentum requires a momentum > 0 and zero "
-                             "dampening, got momentum=%r, dampening=%r" % (momentum, dampening))
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      nesterov=bool(nesterov), weight_decay=weight_decay))
+                                      nesterov=nesterov, weight_decay=weight_decay))
+
+    @classmethod
+    def _check_group(cls, fn, hyper):
+        group = super()._check_group(fn, hyper)
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("%s: Nesterov momentum requires a momentum > 0 and zero "
+                             "dampening, got momentum=%r, dampening=%r"
+                             % (fn, group["momentum"], group["dampening"]))
+        return group
 
     def state_arrays(self):
         return self._state_names if self._group["momentum"] else ()
@@ -357,16 +404,14 @@ class Adagrad(Optimizer):
     p -= clr * d / (sqrt(sum) + eps), clr = lr / (1 + (step - 1) * lr_decay)."""
 
     _state_names = ("sum",)
+    _constraints = {"lr": Real(0), "eps": Real(0), "weight_decay": Real(0),
+                    "lr_decay": Real(0), "initial_accumulator_value": Real(0)}
 
     def __init__(self, params, lr=0.01, eps=1e-10, weight_decay=0.0, lr_decay=0.0,
                  initial_accumulator_value=0.0):
-        fn = "Adagrad"
-        super().__init__(params, dict(
-            lr=_number(lr, fn, "lr", low=0.0), eps=_number(eps, fn, "eps", low=0.0),
-            weight_decay=_number(weight_decay, fn, "weight_decay", low=0.0),
-            lr_decay=_number(lr_decay, fn, "lr_decay", low=0.0),
-            initial_accumulator_value=_number(initial_accumulator_value, fn,
-                                              "initial_accumulator_value", low=0.0)))
+        super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay,
+                                      lr_decay=lr_decay,
+                                      initial_accumulator_value=initial_accumulator_value))
 
     def _update(self, kernels, i, p, data, grad, nthreads):
         g = self._group
@@ -383,14 +428,12 @@ class RMSprop(Optimizer):
     (sqrt(v) + eps), p -= lr * buf; else p -= lr * d / (sqrt(v) + eps)."""
 
     _state_names = ("square_avg", "momentum_buffer")
+    _constraints = {"lr": Real(0), "alpha": Real(0), "eps": Real(0), "momentum": Real(0),
+                    "weight_decay": Real(0)}
 
     def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
-        fn = "RMSprop"
-        super().__init__(params, dict(
-            lr=_number(lr, fn, "lr", low=0.0), alpha=_number(alpha, fn, "alpha", low=0.0),
-            eps=_number(eps, fn, "eps", low=0.0),
-            momentum=_number(momentum, fn, "momentum", low=0.0),
-            weight_decay=_number(weight_decay, fn, "weight_decay", low=0.0)))
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
+                                      weight_decay=weight_decay))
 
     def state_arrays(self):
         return self._state_names if self._group["momentum"] else self._state_names[:1]
@@ -409,20 +452,12 @@ class Adam(Optimizer):
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
 
     _state_names = ("exp_avg", "exp_avg_sq")
+    _constraints = {"lr": Real(0), "betas": _Pair(Real(0, 1, closed="left")), "eps": Real(0),
+                    "weight_decay": Real(0)}
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        fn = type(self).__name__
-        try:
-            b1, b2 = betas
-        except (TypeError, ValueError):
-            raise TypeError("%s: betas must be a pair of numbers, got %r" % (fn, betas)) from None
-        b1 = _number(b1, fn, "beta parameter at index 0", low=0.0, high=1.0, high_open=True)
-        b2 = _number(b2, fn, "beta parameter at index 1", low=0.0, high=1.0, high_open=True)
-        super().__init__(params, dict(
-            lr=_number(lr, fn, "lr", low=0.0), betas=(b1, b2),
-            eps=_number(eps, fn, "eps", low=0.0),
-            weight_decay=_number(weight_decay, fn, "weight_decay", low=0.0)))
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     def _update(self, kernels, i, p, data, grad, nthreads):
         g = self._group

@@ -8,10 +8,16 @@ that affects training: the shuffling generator of `Trainer.fit`, fastnn's global
 generator and each Dropout layer's generator. Generator states are stored as JSON;
 loading never unpickles (`np.load(..., allow_pickle=False)`).
 
-Writing is atomic (temporary file in the same directory + `os.replace`): a crash
-during a save leaves the previous checkpoint intact. Loading validates the whole file
-against the target trainer / model first and raises ValueError (changing nothing)
-for a corrupted, truncated, foreign or wrong-version file.
+Writing is atomic (temporary file in the same directory + `os.replace`; permissions,
+symbolic links and stale temporary files as `fastnn.save`): a crash during a save
+leaves the previous checkpoint intact. Reading (`read_checkpoint`) validates the whole
+file against the target trainer / model first -- sizes from the archive's directory
+and headers before anything is decompressed, then every field's type, range and
+consistency -- and raises ValueError (changing nothing) for a corrupted, truncated,
+forged, foreign or wrong-version file; `Checkpoint.apply()` then restores it. The
+objects are restored through their public state methods: ``model.load_state_dict``,
+``optimizer.load_state_dict``, ``scheduler.load_state_dict``,
+``trainer.load_run_state``, ``Dropout.generator``.
 
 Loading restores fastnn's global generator too (Dropout layers without their own
 `rng` and ``fit(seed=None)`` draw from it).
@@ -40,20 +46,28 @@ Loading restores fastnn's global generator too (Dropout layers without their own
 """
 import json
 import os
-import zipfile
 
 import numpy as np
 
-from ..core import rng as _random
-from .. import io as _io
-from ..layers.base import Module, Parameter
+from .. import io as model_io
+from ..core import rng as random_state
+from ..core.archive import ArchiveError, NpzArchive, atomic_savez
+from ..core.validation import Integer
+from ..layers.base import Module
+from ..layers.dropout import Dropout
+from ..optim import LRScheduler, Optimizer
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "Checkpoint"]
 
-META_KEY = "__fastnn_checkpoint__"
+META_KEY = model_io.CHECKPOINT_KEY
 FORMAT = "fastnn.train.checkpoint"
 VERSION = 1
 _BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+#: an int inside a generator state (PCG64's are 128-bit)
+_STATE_INT = Integer(0, 2 ** 128 - 1)
+_META_KEYS = {"format", "version", "model", "optimizer", "scheduler", "trainer",
+              "global_rng", "dropout", "rngs"}
+_PREFIXES = ("model/", "optimizer/", "best/")
 
 
 # ------------------------------------------------------------------------ helpers
@@ -62,19 +76,21 @@ def _parts(fn, trainer, model, optimizer, scheduler):
         if model is not None or optimizer is not None or scheduler is not None:
             raise TypeError("%s: pass either a Trainer or model/optimizer/scheduler, not both"
                             % fn)
-        if not hasattr(trainer, "history") or not hasattr(trainer, "model"):
+        if not callable(getattr(trainer, "run_state", None)):
             raise TypeError("%s: expected a fastnn Trainer, got %s" % (fn, type(trainer).__name__))
         return trainer.model, trainer.optimizer, trainer.scheduler
     if not isinstance(model, Module):
         raise TypeError("%s: expected a Trainer or model=<fastnn Module>, got %s"
                         % (fn, type(model).__name__))
-    if optimizer is None and scheduler is not None:
-        raise TypeError("%s: a scheduler needs its optimizer" % fn)
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise TypeError("%s: optimizer must be a fastnn optimizer, got %s"
+                        % (fn, type(optimizer).__name__))
+    if scheduler is not None and (optimizer is None or not isinstance(scheduler, LRScheduler)):
+        raise TypeError("%s: scheduler must be a fastnn scheduler, with its optimizer" % fn)
     return model, optimizer, scheduler
 
 
 def _dropouts(model):
-    from ..layers.dropout import Dropout
     return [(n, m) for n, m in model.named_modules() if isinstance(m, Dropout)]
 
 
@@ -92,286 +108,98 @@ def _json_default(obj):
     raise TypeError("cannot store %s in a checkpoint" % type(obj).__name__)
 
 
-def _decode_arrays(obj):
-    if isinstance(obj, dict):
-        if set(obj) == {"__ndarray__", "data"}:
-            dt = np.dtype(obj["__ndarray__"])
-            if dt.kind not in "iu":
-                raise ValueError("bad array dtype in a generator state")
-            return np.asarray(obj["data"], dtype=dt)
-        return {k: _decode_arrays(v) for k, v in obj.items()}
-    return obj
-
-
 def _write_npz(f, arrays):
     """Write the archive to the open file `f` (a separate function so tests can make it
     fail half-way)."""
     np.savez(f, **arrays)
 
 
+def _state_shapes(model):
+    """{state_dict key: (dtype, shape)} of a model, without copying anything."""
+    shapes = {k: (p.dtype, p.shape) for k, p in model.named_parameters()}
+    shapes.update((k, (b.dtype, b.shape)) for k, b in model.named_buffers())
+    return shapes
+
+
 # ------------------------------------------------------------------------ save
+class _Generators:
+    """The table of generator states a checkpoint stores; objects are referenced by
+    index, so one generator used in several places stays one after loading."""
+
+    def __init__(self):
+        self.states, self._index = [], {}
+
+    def ref(self, gen):
+        if gen is None:
+            return None
+        if id(gen) not in self._index:
+            self._index[id(gen)] = len(self.states)
+            self.states.append(gen.bit_generator.state)
+        return self._index[id(gen)]
+
+
 def save_checkpoint(path, trainer=None, *, model=None, optimizer=None, scheduler=None):
     """Write a checkpoint of `trainer` (or of model / optimizer / scheduler) to `path`
     (the exact path; no suffix added), atomically.
 
-    With a Trainer, also saves its epoch and step counters, its History and, while or
-    after `fit` ran, the state of that run (shuffling generator, best epoch tracking,
-    early-stopping counter) so that ``fit(..., resume=path)`` continues it."""
+    With a Trainer, also saves its `run_state()`: epoch and step counters, History and,
+    while or after `fit` ran, the state of that run (shuffling generator, best epoch
+    tracking, early-stopping counter) so that ``fit(..., resume=path)`` continues it."""
     fn = "save_checkpoint"
     model, optimizer, scheduler = _parts(fn, trainer, model, optimizer, scheduler)
-    path = os.fspath(path)
-    arrays = {}
-    rngs, index = [], {}
-
-    def ref(gen):
-        if gen is None:
-            return None
-        if id(gen) not in index:
-            index[id(gen)] = len(rngs)
-            rngs.append(gen.bit_generator.state)
-        return index[id(gen)]
-
+    gens = _Generators()
+    arrays = {"model/" + k: v for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "version": VERSION,
-            "model": {"format": _io.FORMAT, "version": _io.VERSION, "model": _io._node(model)},
-            "optimizer": None, "scheduler": None, "trainer": None}
-    for k, v in model.state_dict().items():
-        arrays["model/" + k] = v
-    meta["global_rng"] = ref(_random.global_rng())
-    meta["dropout"] = {n: ref(m._rng) for n, m in _dropouts(model)}
-    if optimizer is not None:
-        sd = optimizer.state_dict()
-        state = {}
-        for i, s in sd["state"].items():
-            names = sorted(k for k, v in s.items() if isinstance(v, np.ndarray))
-            state[str(i)] = {"step": s.get("step"), "arrays": names}
-            for name in names:
-                arrays["optimizer/%d/%s" % (i, name)] = s[name]
-        meta["optimizer"] = {"type": type(optimizer).__name__, "param_groups": sd["param_groups"],
-                             "state": state}
-    if scheduler is not None:
-        meta["scheduler"] = {"type": type(scheduler).__name__, "state": scheduler.state_dict()}
-    if trainer is not None:
-        h = trainer.history
-        tmeta = {"epochs_done": trainer.epochs_done, "global_step": trainer.global_step,
-                 "history": {"rows": h.as_dict(), "best_epoch": h.best_epoch, "n_val": h.n_val,
-                             "stop_reason": h.stop_reason, "interrupted": h.interrupted,
-                             "warnings": list(h.warnings)},
-                 "fit": None}
-        run = getattr(trainer, "_fit_state", None)
-        if run is not None:
-            fit = {k: run[k] for k in _FIT_KEYS}
-            fit["shuffle_rng"] = ref(run["rng"])
-            fit["best_state"] = run["best_state"] is not None
-            if run["best_state"] is not None:
-                for k, v in run["best_state"].items():
-                    arrays["best/" + k] = v
-            tmeta["fit"] = fit
-        meta["trainer"] = tmeta
-    meta["rngs"] = rngs
+            "model": {"format": model_io.FORMAT, "version": model_io.VERSION,
+                      "model": model_io.architecture(model, fn)},
+            "global_rng": gens.ref(random_state.global_rng()),
+            "dropout": {n: gens.ref(m.generator) for n, m in _dropouts(model)},
+            "optimizer": None if optimizer is None else _optimizer_meta(optimizer, arrays),
+            "scheduler": None if scheduler is None else {"type": type(scheduler).__name__,
+                                                         "state": scheduler.state_dict()},
+            "trainer": None if trainer is None else _trainer_meta(trainer, gens, arrays)}
+    meta["rngs"] = gens.states
     try:
         blob = json.dumps(meta, default=_json_default, allow_nan=True).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise TypeError("%s: %s" % (fn, exc)) from None
     arrays[META_KEY] = np.frombuffer(blob, dtype=np.uint8)
-    _io.atomic_savez(path, arrays, _write_npz)
+    atomic_savez(os.fspath(path), arrays, _write_npz, fn)
 
 
-_FIT_KEYS = ("start", "epochs", "n", "batch_size", "shuffle", "validation", "restore_best",
-             "best_score", "bad_epochs")
+def _optimizer_meta(optimizer, arrays):
+    sd = optimizer.state_dict()
+    state = {}
+    for i, s in sd["state"].items():
+        names = sorted(k for k, v in s.items() if isinstance(v, np.ndarray))
+        state[str(i)] = {"step": s.get("step"), "arrays": names}
+        for name in names:
+            arrays["optimizer/%d/%s" % (i, name)] = s[name]
+    return {"type": type(optimizer).__name__, "param_groups": sd["param_groups"],
+            "state": state}
+
+
+def _trainer_meta(trainer, gens, arrays):
+    state = trainer.run_state()
+    fit = state["fit"]
+    if fit is not None:
+        fit = dict(fit)
+        fit["shuffle_rng"] = gens.ref(fit.pop("rng"))
+        best = fit.pop("best_state")
+        fit["best_state"] = best is not None
+        arrays.update(("best/" + k, v) for k, v in (best or {}).items())
+    return {"epochs_done": state["epochs_done"], "global_step": state["global_step"],
+            "history": state["history"], "fit": fit}
 
 
 # ------------------------------------------------------------------------ load
 class _Bad(ValueError):
-    pass
-
-
-def _bad(path, reason):
-    return ValueError("load_checkpoint: %s is not a valid fastnn checkpoint: %s"
-                      % (path, reason))
-
-
-def _is_int(v, low=None):
-    return isinstance(v, int) and not isinstance(v, bool) and (low is None or v >= low)
-
-
-def _is_num(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A reason the file is not a valid checkpoint (the caller adds the path)."""
 
 
 def _require(cond, reason):
     if not cond:
         raise _Bad(reason)
-
-
-def _read_npz(path):
-    if not os.path.isfile(path):
-        raise FileNotFoundError("load_checkpoint: no such file: %s" % path)
-    try:
-        with open(path, "rb") as f:
-            data = np.load(f, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise _Bad("not an .npz archive (a bare .npy array)")
-            with data:
-                return {k: data[k] for k in data.files}
-    except _Bad:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError,
-            NotImplementedError, MemoryError, TypeError) as exc:
-        raise _Bad("%s: %s" % (type(exc).__name__, exc)) from None
-
-
-def _check_rng_state(st):
-    _require(isinstance(st, dict) and st.get("bit_generator") in _BIT_GENERATORS,
-             "a generator state must name one of %s" % (_BIT_GENERATORS,))
-    try:
-        st = _decode_arrays(st)
-        bg = getattr(np.random, st["bit_generator"])()
-        bg.state = st
-    except (TypeError, ValueError, KeyError, OverflowError) as exc:
-        raise _Bad("bad generator state: %s" % exc) from None
-    return bg
-
-
-def _check_history(hd):
-    from .trainer import History
-    _require(isinstance(hd, dict) and set(hd) == {"rows", "best_epoch", "n_val", "stop_reason",
-                                                  "interrupted", "warnings"},
-             "bad history entry")
-    rows = hd["rows"]
-    _require(isinstance(rows, dict) and set(rows) == set(History.KEYS),
-             "history columns must be %s" % (History.KEYS,))
-    n = len(rows["epoch"]) if isinstance(rows["epoch"], list) else -1
-    for k, col in rows.items():
-        _require(isinstance(col, list) and len(col) == n, "history column %r is malformed" % k)
-        _require(all(v is None or _is_num(v) for v in col),
-                 "history column %r must hold numbers" % k)
-    _require(all(_is_int(v, 1) for v in rows["epoch"]), "history epochs must be ints >= 1")
-    _require(hd["best_epoch"] is None or _is_int(hd["best_epoch"], 1), "bad best_epoch")
-    _require(hd["n_val"] is None or _is_int(hd["n_val"], 0), "bad n_val")
-    _require(hd["stop_reason"] is None or isinstance(hd["stop_reason"], str), "bad stop_reason")
-    _require(isinstance(hd["interrupted"], bool), "bad interrupted flag")
-    _require(isinstance(hd["warnings"], list)
-             and all(isinstance(w, str) for w in hd["warnings"]), "bad warnings")
-    h = History()
-    for k in History.KEYS:
-        setattr(h, k, list(rows[k]))
-    for k in ("best_epoch", "n_val", "stop_reason", "interrupted"):
-        setattr(h, k, hd[k])
-    h.warnings = list(hd["warnings"])
-    return h
-
-
-def _check_model(arrays, model, prefix, what):
-    expected = dict(model._state_items())
-    keys = {k[len(prefix):] for k in arrays if k.startswith(prefix)}
-    missing, extra = sorted(set(expected) - keys), sorted(keys - set(expected))
-    _require(not missing and not extra, "%s arrays do not match the model: missing %s, "
-             "unexpected %s" % (what, missing or "none", extra or "none"))
-    out = {}
-    for k, target in expected.items():
-        a = arrays[prefix + k]
-        _require(a.dtype == target.dtype and a.shape == target.shape,
-                 "%s array %r must be %s of shape %s, got %s of shape %s"
-                 % (what, k, target.dtype, target.shape, a.dtype, a.shape))
-        out[k] = a
-    return out
-
-
-def _check_optimizer(om, arrays, optimizer):
-    fn_type = type(optimizer).__name__
-    _require(isinstance(om, dict) and set(om) == {"type", "param_groups", "state"},
-             "bad optimizer entry")
-    _require(om["type"] == fn_type, "the checkpoint's optimizer is %r, this one is %s"
-             % (om["type"], fn_type))
-    groups = om["param_groups"]
-    _require(isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict),
-             "the optimizer must have one parameter group")
-    group = dict(groups[0])
-    params = optimizer.params
-    ids = group.pop("params", None)
-    _require(ids == list(range(len(params))), "the checkpoint's optimizer has %s parameters, "
-             "this one has %d" % ("?" if not isinstance(ids, list) else len(ids), len(params)))
-    known = set(optimizer.param_groups[0]) | {"initial_lr"}
-    _require(set(group) <= known and set(optimizer.param_groups[0]) <= set(group),
-             "optimizer hyperparameters %s do not match %s" % (sorted(group), sorted(known)))
-    hyper = {k: v for k, v in group.items() if k != "initial_lr"}
-    if "betas" in hyper and isinstance(hyper["betas"], list):
-        hyper["betas"] = tuple(hyper["betas"])
-    # build a throw-away optimizer over copies: validates the values, touches nothing
-    try:
-        type(optimizer)([Parameter(np.zeros(p.shape, p.dtype)) for p in params], **hyper)
-    except (TypeError, ValueError) as exc:
-        raise _Bad("bad optimizer hyperparameters: %s" % exc) from None
-    _require("initial_lr" not in group or _is_num(group["initial_lr"]), "bad initial_lr")
-    state = {}
-    raw = om["state"]
-    _require(isinstance(raw, dict), "bad optimizer state")
-    for key, s in raw.items():
-        _require(key.isdigit() and int(key) < len(params) and isinstance(s, dict)
-                 and set(s) == {"step", "arrays"}, "bad optimizer state entry %r" % key)
-        i = int(key)
-        st = {}
-        if s["step"] is not None:
-            _require(_is_int(s["step"], 0), "optimizer step must be an int >= 0")
-            st["step"] = s["step"]
-        _require(isinstance(s["arrays"], list), "bad optimizer state entry %r" % key)
-        for name in s["arrays"]:
-            _require(name in optimizer._state_names, "unknown optimizer state %r" % (name,))
-            a = arrays.get("optimizer/%d/%s" % (i, name))
-            _require(a is not None and a.dtype == params[i].dtype and a.ndim == 1
-                     and a.size == params[i].size,
-                     "optimizer state %d/%s is missing or mis-shaped" % (i, name))
-            st[name] = a
-        state[i] = st
-    n_arrays = sum(1 for k in arrays if k.startswith("optimizer/"))
-    _require(n_arrays == sum(len(s) - ("step" in s) for s in state.values()),
-             "unexpected optimizer arrays")
-    group = dict(groups[0])
-    return {"state": state, "param_groups": [group]}
-
-
-def _check_scheduler(sm, scheduler):
-    _require(isinstance(sm, dict) and set(sm) == {"type", "state"}, "bad scheduler entry")
-    _require(sm["type"] == type(scheduler).__name__, "the checkpoint's scheduler is %r, this "
-             "one is %s" % (sm["type"], type(scheduler).__name__))
-    cur, new = scheduler.state_dict(), sm["state"]
-    _require(isinstance(new, dict) and set(new) == set(cur), "scheduler state keys differ")
-    for k, v in cur.items():
-        w = new[k]
-        if isinstance(v, bool):
-            _require(isinstance(w, bool), "scheduler %r must be a bool" % k)
-        elif _is_num(v):
-            _require(_is_num(w) and (not _is_int(v) or _is_int(w)),
-                     "scheduler %r must be a number" % k)
-        elif isinstance(v, list):
-            _require(isinstance(w, list) and all(_is_num(x) for x in w),
-                     "scheduler %r must be a list of numbers" % k)
-        else:
-            _require(v == w, "scheduler %r differs" % k)
-    return new
-
-
-def _check_fit(fm, arrays, model, n_rngs):
-    _require(isinstance(fm, dict) and set(fm) == set(_FIT_KEYS) | {"shuffle_rng", "best_state"},
-             "bad fit-state entry")
-    for k in ("start", "bad_epochs"):
-        _require(_is_int(fm[k], 0), "fit %s must be an int >= 0" % k)
-    for k in ("epochs", "n", "batch_size"):
-        _require(_is_int(fm[k], 1), "fit %s must be an int >= 1" % k)
-    for k in ("shuffle", "validation", "restore_best", "best_state"):
-        _require(isinstance(fm[k], bool), "fit %s must be a bool" % k)
-    bs = fm["best_score"]
-    _require(bs is None or (isinstance(bs, list) and 1 <= len(bs) <= 2
-                            and all(_is_num(x) for x in bs)), "bad best score")
-    _require(_is_int(fm["shuffle_rng"], 0) and fm["shuffle_rng"] < n_rngs,
-             "bad shuffling generator reference")
-    fit = dict(fm)
-    fit["best_score"] = None if bs is None else tuple(bs)
-    fit["best_state"] = (_check_model(arrays, model, "best/", "best-parameters")
-                         if fm["best_state"] else None)
-    if not fm["best_state"]:
-        _require(not any(k.startswith("best/") for k in arrays), "unexpected best arrays")
-    return fit
 
 
 def load_checkpoint(path, trainer=None, *, model=None, optimizer=None, scheduler=None):
@@ -382,133 +210,268 @@ def load_checkpoint(path, trainer=None, *, model=None, optimizer=None, scheduler
     None), "fit" (the saved run state or None).
 
     Raises ValueError, without changing anything, when the file is not a valid
-    checkpoint for these objects (corrupted, truncated, wrong version, object arrays,
-    different architecture...); FileNotFoundError when it does not exist."""
+    checkpoint for these objects (`read_checkpoint`); FileNotFoundError when it does
+    not exist."""
+    return read_checkpoint(path, trainer, model=model, optimizer=optimizer,
+                           scheduler=scheduler).apply()
+
+
+def read_checkpoint(path, trainer=None, *, model=None, optimizer=None, scheduler=None):
+    """Read and validate a checkpoint for these objects without changing them: a
+    `Checkpoint` whose `apply()` restores it. ValueError for a file that is not a valid
+    checkpoint for them, FileNotFoundError for a missing one."""
     fn = "load_checkpoint"
     model, optimizer, scheduler = _parts(fn, trainer, model, optimizer, scheduler)
     path = os.fspath(path)
+    if not os.path.lexists(path):
+        raise FileNotFoundError("%s: no such file: %s" % (fn, path))
     try:
-        plan = _validate(path, trainer, model, optimizer, scheduler)
-    except _Bad as exc:
-        raise _bad(path, str(exc)) from None
-    return _apply(plan, trainer, model, optimizer, scheduler)
+        with NpzArchive(path) as archive:
+            plan = _read(archive, trainer, model, optimizer, scheduler)
+    except (_Bad, ArchiveError) as exc:
+        raise ValueError("%s: %s is not a valid fastnn checkpoint: %s"
+                         % (fn, path, exc)) from None
+    return Checkpoint(plan, trainer, model, optimizer, scheduler)
 
 
-def _validate(path, trainer, model, optimizer, scheduler):
-    arrays = _read_npz(path)
-    blob = arrays.pop(META_KEY, None)
-    _require(blob is not None, "no %r entry" % META_KEY)
-    _require(blob.dtype == np.uint8 and blob.ndim == 1, "the metadata must be 1-D uint8")
-    try:
-        meta = json.loads(blob.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _Bad("metadata is not valid JSON (%s)" % exc) from None
-    keys = {"format", "version", "model", "optimizer", "scheduler", "trainer", "global_rng",
-            "dropout", "rngs"}
-    _require(isinstance(meta, dict) and set(meta) == keys, "metadata keys must be %s"
-             % sorted(keys))
-    _require(meta["format"] == FORMAT, "format %r is not %r" % (meta["format"], FORMAT))
-    _require(_is_int(meta["version"]) and meta["version"] == VERSION,
-             "unsupported version %r (this fastnn reads version %d)" % (meta["version"], VERSION))
-    for k, a in arrays.items():
-        _require(a.dtype.kind == "f", "array %r must be float, got %s" % (k, a.dtype))
-        _require(k.startswith(("model/", "optimizer/", "best/")), "unexpected array %r" % k)
-    # model: same architecture (fastnn.io's description) and arrays
-    _require(meta["model"] == {"format": _io.FORMAT, "version": _io.VERSION,
-                               "model": json.loads(json.dumps(_io._node(model)))},
-             "it was saved from a different model architecture")
-    plan = {"model": _check_model(arrays, model, "model/", "model")}
-    # generators
-    rngs = meta["rngs"]
-    _require(isinstance(rngs, list), "bad generator list")
-    plan["rngs"] = [_check_rng_state(st) for st in rngs]
-    g = meta["global_rng"]
-    _require(_is_int(g, 0) and g < len(rngs), "bad global generator reference")
-    plan["global_rng"] = g
-    drop = meta["dropout"]
-    names = [n for n, _ in _dropouts(model)]
-    _require(isinstance(drop, dict) and sorted(drop) == sorted(names), "bad Dropout entry")
-    _require(all(v is None or (_is_int(v, 0) and v < len(rngs)) for v in drop.values()),
-             "bad Dropout generator reference")
-    plan["dropout"] = drop
-    # optimizer / scheduler: present in both or in neither
-    _require((meta["optimizer"] is None) == (optimizer is None),
-             "the checkpoint %s an optimizer" % ("has no" if optimizer is not None else "has"))
-    _require((meta["scheduler"] is None) == (scheduler is None),
-             "the checkpoint %s a scheduler" % ("has no" if scheduler is not None else "has"))
-    plan["optimizer"] = (_check_optimizer(meta["optimizer"], arrays, optimizer)
-                         if optimizer is not None else None)
-    _require(optimizer is not None or not any(k.startswith("optimizer/") for k in arrays),
-             "unexpected optimizer arrays")
-    plan["scheduler"] = (_check_scheduler(meta["scheduler"], scheduler)
-                         if scheduler is not None else None)
-    # trainer
+def _read(archive, trainer, model, optimizer, scheduler):
+    """Everything the checkpoint restores, validated against the objects: sizes first
+    (from the archive's headers), then every value; nothing is changed."""
+    names = set(archive.names)
+    if META_KEY not in names:
+        _require(model_io.ARCH_KEY not in names,
+                 "it is a fastnn model file (fastnn.save); use fastnn.load")
+        raise _Bad("no %r entry (not written by save_checkpoint)" % META_KEY)
+    meta = model_io.read_json(archive, META_KEY, _Bad)
+    _check_meta(meta, model, optimizer, scheduler, trainer)
+    expected = _expected_arrays(meta, model, optimizer)
+    arrays = _read_arrays(archive, names - {META_KEY}, expected)
+    gens = [_generator(state) for state in meta["rngs"]]
     tm = meta["trainer"]
-    plan["trainer"] = None
+    plan = {"model": {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")},
+            "generators": gens, "global_rng": meta["global_rng"], "dropout": meta["dropout"],
+            "optimizer": None, "scheduler": None, "trainer": None,
+            "epoch": tm["epochs_done"] if tm is not None else None}
+    if optimizer is not None:
+        plan["optimizer"] = _optimizer_state(meta["optimizer"], arrays)
+        _owner_check(optimizer.check_state_dict, plan["optimizer"], "optimizer")
+    if scheduler is not None:
+        plan["scheduler"] = meta["scheduler"]["state"]
+        _owner_check(scheduler.check_state_dict, plan["scheduler"], "scheduler")
     if trainer is not None:
-        _require(isinstance(tm, dict) and set(tm) == {"epochs_done", "global_step", "history",
-                                                      "fit"},
-                 "the checkpoint has no trainer state")
-        _require(_is_int(tm["epochs_done"], 0) and _is_int(tm["global_step"], 0),
-                 "bad trainer counters")
-        history = _check_history(tm["history"])
-        fit = None if tm["fit"] is None else _check_fit(tm["fit"], arrays, model, len(rngs))
-        plan["trainer"] = {"epochs_done": tm["epochs_done"], "global_step": tm["global_step"],
-                           "history": history, "fit": fit}
-    elif tm is not None:
-        _require(isinstance(tm, dict) and _is_int(tm.get("epochs_done"), 0),
-                 "bad trainer counters")
-        plan["epoch"] = tm["epochs_done"]
-    if trainer is None or tm is None or tm.get("fit") is None:
-        _require(not any(k.startswith("best/") for k in arrays), "unexpected best arrays")
+        plan["trainer"] = _run_state(tm, arrays, gens)
+        _owner_check(trainer.check_run_state, plan["trainer"], "trainer")
     return plan
 
 
-def _apply(plan, trainer, model, optimizer, scheduler):
-    """Mutate: only called once everything validated."""
-    model.load_state_dict(plan["model"])
-    gens = []
-    for k, bg in enumerate(plan["rngs"]):
-        if k == plan["global_rng"]:
-            cur = _random.global_rng()
-            if type(cur.bit_generator) is type(bg):
-                cur.bit_generator.state = bg.state
-            else:
-                _random._global = np.random.Generator(bg)
-            gens.append(_random.global_rng())
-        else:
-            gens.append(np.random.Generator(bg))
-    for name, mod in _dropouts(model):
-        idx = plan["dropout"][name]
-        mod._rng = None if idx is None else gens[idx]
+def _owner_check(check, value, what):
+    """The owner's own validation of its saved state, as a reason the file is bad."""
+    try:
+        check(value)
+    except (TypeError, ValueError) as exc:
+        raise _Bad("%s state: %s" % (what, exc)) from None
+
+
+def _check_meta(meta, model, optimizer, scheduler, trainer):
+    """The metadata's form: keys, format, version, architecture, generator references,
+    which parts it holds, and the optimizer's and trainer's entries' structure."""
+    _require(isinstance(meta, dict) and set(meta) == _META_KEYS,
+             "metadata keys must be %s" % sorted(_META_KEYS))
+    _require(meta["format"] == FORMAT, "format %.80r is not %r" % (meta["format"], FORMAT))
+    _require(meta["version"] == VERSION and not isinstance(meta["version"], bool),
+             "unsupported version %.80r (this fastnn reads version %d)"
+             % (meta["version"], VERSION))
+    arch = {"format": model_io.FORMAT, "version": model_io.VERSION,
+            "model": model_io.architecture(model, "load_checkpoint")}
+    _require(meta["model"] == json.loads(json.dumps(arch)),
+             "it was saved from a different model architecture")
+    rngs = meta["rngs"]
+    _require(isinstance(rngs, list) and len(rngs) <= len(_dropouts(model)) + 2,
+             "bad generator list")
+    _require(_is_ref(meta["global_rng"], len(rngs)), "bad global generator reference")
+    drop = meta["dropout"]
+    _require(isinstance(drop, dict) and set(drop) == {n for n, _ in _dropouts(model)}
+             and all(v is None or _is_ref(v, len(rngs)) for v in drop.values()),
+             "bad Dropout generator entry")
+    for what, obj, entry in (("an optimizer", optimizer, meta["optimizer"]),
+                             ("a scheduler", scheduler, meta["scheduler"])):
+        _require((entry is None) == (obj is None),
+                 "the checkpoint %s %s" % ("has no" if obj is not None else "has", what))
+        if obj is not None:
+            _require(isinstance(entry, dict) and entry.get("type") == type(obj).__name__,
+                     "the checkpoint's %s is %.80r, this one is %s"
+                     % (what[2:], entry.get("type") if isinstance(entry, dict) else entry,
+                        type(obj).__name__))
     if optimizer is not None:
-        optimizer.load_state_dict(plan["optimizer"])
-        _reflatten(optimizer)
-    if scheduler is not None:
-        scheduler.load_state_dict(plan["scheduler"])
-    info = {"epoch": plan.get("epoch"), "history": None, "fit": None}
-    tp = plan["trainer"]
-    if tp is not None:
-        trainer.epochs_done = tp["epochs_done"]
-        trainer.global_step = tp["global_step"]
-        trainer.history = tp["history"]
-        fit = tp["fit"]
-        if fit is not None:
-            fit = dict(fit)
-            fit["rng"] = gens[fit.pop("shuffle_rng")]
-        trainer._fit_state = fit
-        info.update(epoch=tp["epochs_done"], history=tp["history"], fit=fit)
-    return info
+        _check_optimizer_entry(meta["optimizer"], len(optimizer.params))
+    if meta["scheduler"] is not None:
+        _require(set(meta["scheduler"]) == {"type", "state"}, "bad scheduler entry")
+    _check_trainer_entry(meta["trainer"], trainer is not None, len(rngs))
 
 
-def _reflatten(optimizer):
-    """`Optimizer.load_state_dict` validates by building a second optimizer over the same
-    parameters, which moves them into that one's flat buffer; put them back into this
-    optimizer's own flat buffer so it keeps using the one fused update (bit-identical
-    to an uninterrupted run)."""
-    flat = getattr(optimizer, "_flat", None)
-    if flat is None:
+def _is_ref(value, n):
+    return Integer(0, n - 1).accepts_type(value) and 0 <= value < n
+
+
+def _check_optimizer_entry(om, n_params):
+    _require(set(om) == {"type", "param_groups", "state"} and isinstance(om["state"], dict),
+             "bad optimizer entry")
+    for key, s in om["state"].items():
+        _require(key.isdigit() and int(key) < n_params and isinstance(s, dict)
+                 and set(s) == {"step", "arrays"} and isinstance(s["arrays"], list)
+                 and len(s["arrays"]) <= 8
+                 and all(isinstance(a, str) for a in s["arrays"])
+                 and len(set(s["arrays"])) == len(s["arrays"]),
+                 "bad optimizer state entry %.20r" % key)
+
+
+def _check_trainer_entry(tm, needed, n_rngs):
+    if tm is None:
+        _require(not needed, "the checkpoint has no trainer state")
         return
-    rebuilt = type(flat).build(optimizer._params)
-    if rebuilt is not None:
-        optimizer._flat = rebuilt
+    _require(isinstance(tm, dict) and set(tm) == {"epochs_done", "global_step", "history",
+                                                  "fit"},
+             "bad trainer entry")
+    _require(Integer(0).accepts_type(tm["epochs_done"]) and tm["epochs_done"] >= 0,
+             "bad trainer counters")
+    fit = tm["fit"]
+    _require(fit is None or (isinstance(fit, dict) and _is_ref(fit.get("shuffle_rng"), n_rngs)
+                             and isinstance(fit.get("best_state"), bool)),
+             "bad fit-state entry")
+
+
+def _expected_arrays(meta, model, optimizer):
+    """{array name: (dtype, shape)} the metadata says the archive holds."""
+    shapes = _state_shapes(model)
+    expected = {"model/" + k: v for k, v in shapes.items()}
+    if optimizer is not None:
+        params = optimizer.params
+        for key, s in meta["optimizer"]["state"].items():
+            p = params[int(key)]
+            expected.update(("optimizer/%s/%s" % (key, name), (p.dtype, (p.size,)))
+                            for name in s["arrays"])
+    fit = meta["trainer"]["fit"] if meta["trainer"] is not None else None
+    if fit is not None and fit["best_state"]:
+        expected.update(("best/" + k, v) for k, v in shapes.items())
+    return expected
+
+
+def _read_arrays(archive, present, expected):
+    """The arrays, once every name, dtype and shape matched the expectation."""
+    missing, extra = sorted(set(expected) - present), sorted(present - set(expected))
+    _require(not missing and not extra, "arrays do not match the model and optimizer: "
+             "missing %s, unexpected %s" % (missing[:10] or "none", extra[:10] or "none"))
+    for name, (dtype, shape) in expected.items():
+        got = archive.header(name)
+        _require(got == (dtype, shape), "array %r must be %s of shape %s, got %s of shape %s"
+                 % (name, dtype, shape, got[0], got[1]))
+    return {name: archive.read(name) for name in expected}
+
+
+def _generator(state):
+    """A Generator from a stored bit-generator state, its structure checked against a
+    fresh generator's of the same kind (so no depth or size is taken from the file)."""
+    _require(isinstance(state, dict) and state.get("bit_generator") in _BIT_GENERATORS,
+             "a generator state must name one of %s" % (_BIT_GENERATORS,))
+    bit_gen = getattr(np.random, state["bit_generator"])()
+    value = _like(bit_gen.state, state, "generator state")
+    try:
+        bit_gen.state = value
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+        raise _Bad("bad generator state: %s" % exc) from None
+    return np.random.Generator(bit_gen)
+
+
+def _like(template, value, where):
+    """`value` decoded with the structure of `template` (dicts, ints, strings, arrays
+    stored as {"__ndarray__": dtype, "data": list}); _Bad where it differs."""
+    if isinstance(template, dict):
+        _require(isinstance(value, dict) and set(value) == set(template),
+                 "%s must have the keys %s" % (where, sorted(template)))
+        return {k: _like(template[k], value[k], "%s.%s" % (where, k)) for k in template}
+    if isinstance(template, np.ndarray):
+        _require(isinstance(value, dict) and set(value) == {"__ndarray__", "data"}
+                 and value["__ndarray__"] == template.dtype.str
+                 and isinstance(value["data"], list) and len(value["data"]) == template.size
+                 and all(_STATE_INT.accepts_type(v) and _STATE_INT.in_range(v)
+                         for v in value["data"]),
+                 "%s must be %d ints of %s" % (where, template.size, template.dtype))
+        try:
+            return np.array(value["data"], dtype=template.dtype).reshape(template.shape)
+        except OverflowError:
+            raise _Bad("%s holds values out of range for %s" % (where, template.dtype)) from None
+    if isinstance(template, str):
+        _require(value == template, "%s must be %r" % (where, template))
+        return value
+    _require(_STATE_INT.accepts_type(value) and _STATE_INT.in_range(value),
+             "%s must be an int in [0, 2**128)" % where)
+    return value
+
+
+def _optimizer_state(om, arrays):
+    """The optimizer's state_dict as the checkpoint stores it."""
+    state = {}
+    for key, s in om["state"].items():
+        entry = {name: arrays["optimizer/%s/%s" % (key, name)] for name in s["arrays"]}
+        if s["step"] is not None:
+            entry["step"] = s["step"]
+        state[int(key)] = entry
+    return {"state": state, "param_groups": om["param_groups"]}
+
+
+def _run_state(tm, arrays, gens):
+    """The trainer's run_state as the checkpoint stores it (generators resolved)."""
+    fit = tm["fit"]
+    if fit is not None:
+        fit = dict(fit)
+        fit["rng"] = gens[fit.pop("shuffle_rng")]
+        fit["best_state"] = ({k[len("best/"):]: v for k, v in arrays.items()
+                              if k.startswith("best/")} if fit["best_state"] else None)
+    return {"epochs_done": tm["epochs_done"], "global_step": tm["global_step"],
+            "history": tm["history"], "fit": fit}
+
+
+class Checkpoint:
+    """A checkpoint read and validated by `read_checkpoint` for given objects; nothing
+    has changed until `apply()`. `run_state` is the trainer's saved `run_state()` (None
+    when reading into model / optimizer / scheduler)."""
+
+    def __init__(self, plan, trainer, model, optimizer, scheduler):
+        self._plan = plan
+        self._objects = (trainer, model, optimizer, scheduler)
+        self.run_state = plan["trainer"]
+
+    def apply(self):
+        """Restore everything (once); returns {"epoch", "history", "fit"} as
+        `load_checkpoint`."""
+        plan, (trainer, model, optimizer, scheduler) = self._plan, self._objects
+        model.load_state_dict(plan["model"])
+        gens = _install_global(plan["generators"], plan["global_rng"])
+        for name, layer in _dropouts(model):
+            index = plan["dropout"][name]
+            layer.generator = None if index is None else gens[index]
+        if optimizer is not None:
+            optimizer.load_state_dict(plan["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(plan["scheduler"])
+        info = {"epoch": plan["epoch"], "history": None, "fit": None}
+        run = plan["trainer"]
+        if run is not None:
+            if run["fit"] is not None:         # the restored generator, if it is the global
+                run["fit"]["rng"] = gens[plan["generators"].index(run["fit"]["rng"])]
+            trainer.load_run_state(run)
+            info.update(history=trainer.history, fit=run["fit"])
+        return info
+
+
+def _install_global(gens, index):
+    """Make generator `index` fastnn's global one: the current global generator takes
+    its state when it is of the same kind (code holding it keeps working), else it is
+    replaced. Returns the generator list with the global one in place."""
+    current, new = random_state.global_rng(), gens[index]
+    if type(current.bit_generator) is type(new.bit_generator):
+        current.bit_generator.state = new.bit_generator.state
+        new = current
+    else:
+        random_state.set_global_rng(new)
+    return gens[:index] + [new] + gens[index + 1:]

@@ -18,13 +18,20 @@
 >>> print(results)                                                  # doctest: +SKIP
 """
 import math
-import numbers
 import time
 
 import numpy as np
 
+from ..core import rng as random_state
+from ..core.validation import Bool, Integer, Options, Real, check, check_all
+from .trainer import NonFiniteError, Trainer
+
 __all__ = ["loguniform", "uniform", "choice", "randint", "sample", "random_search",
            "SearchResults"]
+
+#: random_search's scalar arguments: name -> constraint
+_CONSTRAINTS = {"n_trials": Integer(1), "epochs": Integer(1), "eta": Integer(2),
+                "batch_size": Integer(1), "halving": Bool(), "verbose": Options(0, 1)}
 
 
 class _Spec:
@@ -32,18 +39,12 @@ class _Spec:
         raise NotImplementedError
 
 
-def _real(v, what):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-        raise TypeError("%s: bounds must be finite numbers, got %r" % (what, v))
-    return float(v)
-
-
 class loguniform(_Spec):
     """Log-uniform on [lo, hi] (0 < lo < hi): the right prior for learning rates and
     weight decay."""
 
     def __init__(self, lo, hi):
-        lo, hi = _real(lo, "loguniform"), _real(hi, "loguniform")
+        lo, hi = check("loguniform", "lo", lo, Real()), check("loguniform", "hi", hi, Real())
         if not 0 < lo < hi:
             raise ValueError("loguniform: expected 0 < lo < hi, got lo=%g, hi=%g" % (lo, hi))
         self.lo, self.hi = lo, hi
@@ -59,7 +60,7 @@ class uniform(_Spec):
     """Uniform on [lo, hi]."""
 
     def __init__(self, lo, hi):
-        lo, hi = _real(lo, "uniform"), _real(hi, "uniform")
+        lo, hi = check("uniform", "lo", lo, Real()), check("uniform", "hi", hi, Real())
         if not lo < hi:
             raise ValueError("uniform: expected lo < hi, got lo=%g, hi=%g" % (lo, hi))
         self.lo, self.hi = lo, hi
@@ -75,11 +76,10 @@ class randint(_Spec):
     """Uniform integer in [lo, hi] (both included)."""
 
     def __init__(self, lo, hi):
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (lo, hi)):
-            raise TypeError("randint: bounds must be ints, got %r, %r" % (lo, hi))
+        lo, hi = check("randint", "lo", lo, Integer()), check("randint", "hi", hi, Integer())
         if lo > hi:
             raise ValueError("randint: expected lo <= hi, got %d > %d" % (lo, hi))
-        self.lo, self.hi = int(lo), int(hi)
+        self.lo, self.hi = lo, hi
 
     def sample(self, rng):
         return int(rng.integers(self.lo, self.hi + 1))
@@ -161,9 +161,9 @@ class SearchResults(list):
 
 
 # ---------------------------------------------------------------------------- search
-def _make_trainer(built, verbose):
-    from .trainer import Trainer
+def _make_trainer(built):
     if isinstance(built, Trainer):
+        built.verbose = 0
         return built
     if isinstance(built, (tuple, list)) and len(built) in (3, 4):
         return Trainer(*built, verbose=0)
@@ -172,9 +172,13 @@ def _make_trainer(built, verbose):
 
 
 class _Trial:
+    """One hyperparameter draw: its trainer (built at its first rung), metrics and
+    status."""
+
     def __init__(self, index, params, seed):
         self.index, self.params, self.seed = index, params, seed
         self.trainer = None
+        self.rng = None
         self.score = None
         self.metrics = {}
         self.status = "ok"
@@ -185,11 +189,62 @@ class _Trial:
     def epochs(self):
         return self.trainer.epochs_done if self.trainer is not None else 0
 
+    def train(self, build_fn, data, budget, batch_size):
+        """Train until `budget` epochs are done (building the trainer first, with
+        fastnn's global generator seeded for this trial), then score it on the
+        validation data; a non-finite loss or metric marks it "diverged"."""
+        X, y, X_val, y_val = data
+        t0 = time.perf_counter()
+        if self.trainer is None:
+            random_state.seed(self.seed)
+            self.trainer = _make_trainer(build_fn(**self.params))
+            self.rng = np.random.default_rng(self.seed)
+        more = budget - self.trainer.epochs_done
+        if more > 0:
+            try:
+                self.trainer.fit(X, y, validation_data=(X_val, y_val), epochs=more,
+                                 batch_size=batch_size, seed=self.rng)
+                self.metrics = self.trainer.evaluate(X_val, y_val)
+                if not all(math.isfinite(v) for v in self.metrics.values()):
+                    raise NonFiniteError("non-finite validation metrics")
+                self.score = _score(self.trainer, self.metrics)
+            except NonFiniteError:
+                self.status, self.score, self.metrics = "diverged", None, {}
+        self.time += time.perf_counter() - t0
+
+    def line(self):
+        """The verbose=1 progress line of this trial."""
+        params = "  ".join("%s=%s" % (n, _fmt(v)) for n, v in self.params.items())
+        result = self.status if self.status != "ok" else \
+            "  ".join("%s %.4f" % kv for kv in self.metrics.items())
+        return "trial %2d  %s  epochs %d  %s" % (self.index, params, self.epochs, result)
+
+    def row(self, rank):
+        row = {"rank": rank, "trial": self.index}
+        row.update(self.params)
+        row.update(val_accuracy=self.metrics.get("accuracy"), val_loss=self.metrics.get("loss"),
+                   epochs=self.epochs, status=self.status, time=self.time)
+        return row
+
+    def sort_key(self):
+        """Best first: not diverged, furthest rung, highest score."""
+        return (self.status == "diverged", -self.rung,
+                tuple(-s for s in self.score) if self.score is not None else ())
+
 
 def _score(trainer, metrics):
     if trainer.task != "regression" and metrics.get("accuracy") is not None:
         return (metrics["accuracy"], -metrics["loss"])
     return (-metrics["loss"],)
+
+
+def _budgets(n_trials, epochs, halving, eta):
+    """Epochs each rung trains its trials up to: [epochs] without halving, else
+    epochs / eta**k for the rungs k = K..0 (at least 1; K = floor(log_eta n_trials))."""
+    if not halving:
+        return [epochs]
+    rungs = int(math.floor(math.log(n_trials) / math.log(eta) + 1e-9))
+    return sorted({max(1, round(epochs / eta ** (rungs - k))) for k in range(rungs + 1)})
 
 
 def random_search(build_fn, space, X, y, X_val, y_val, n_trials=10, epochs=5, batch_size=64,
@@ -203,94 +258,50 @@ def random_search(build_fn, space, X, y, X_val, y_val, n_trials=10, epochs=5, ba
     trial (the full budget with halving). seed: hyperparameter draws, weight
     initialisation (fastnn's global generator is reseeded per trial and restored after)
     and shuffling all follow it: the same seed gives the same results. halving:
-    successive halving: all trials train for ``epochs / eta**k`` epochs, the best 1/eta
-    continue, ... until the survivors have trained `epochs`. verbose: 1 prints a line per
-    trial. Each trial keeps its best-epoch parameters. Returns `SearchResults`.
+    successive halving: the rungs train to ``epochs / eta**k`` epochs (k = K, ..., 1, 0;
+    at least 1), keeping the best 1/eta of the trials after each rung, until the
+    survivors have trained `epochs`. verbose: 1 prints a line per trial and rung. Each
+    trial keeps its best-epoch parameters. Returns `SearchResults`.
     """
-    from ..core import rng as _random
-    from .trainer import NonFiniteError
-
-    for name, v in (("n_trials", n_trials), ("epochs", epochs), ("eta", eta)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (2 if name == "eta" else 1):
-            raise ValueError("random_search: %s must be an int >= %d, got %r"
-                             % (name, 2 if name == "eta" else 1, v))
+    kw = check_all("random_search", _CONSTRAINTS, n_trials=n_trials, epochs=epochs, eta=eta,
+                   batch_size=batch_size, halving=halving, verbose=verbose)
     if not callable(build_fn):
         raise TypeError("random_search: build_fn must be callable")
     rng = np.random.default_rng(seed)
-    draws = [sample(space, rng) for _ in range(n_trials)]
-    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_trials)]
+    draws = [sample(space, rng) for _ in range(kw["n_trials"])]
+    seeds = [int(s.generate_state(1)[0])
+             for s in np.random.SeedSequence(seed).spawn(kw["n_trials"])]
     trials = [_Trial(i, p, s) for i, (p, s) in enumerate(zip(draws, seeds))]
-
-    if halving:
-        rungs = int(math.floor(math.log(n_trials) / math.log(eta) + 1e-9))
-        budgets = sorted({max(1, round(epochs / eta ** (rungs - k))) for k in range(rungs + 1)})
-    else:
-        budgets = [epochs]
-
-    saved_rng = _random.global_rng()
-    alive = list(trials)
+    budgets = _budgets(kw["n_trials"], kw["epochs"], kw["halving"], kw["eta"])
+    saved_rng = random_state.global_rng()
     try:
-        for k, budget in enumerate(budgets):
-            for t in alive:
-                t.rung = k
-                _train(t, build_fn, X, y, X_val, y_val, budget, batch_size, NonFiniteError,
-                       _random)
-                if verbose:
-                    print("trial %2d  %s  epochs %d  %s" % (
-                        t.index, "  ".join("%s=%s" % (n, _fmt(v)) for n, v in t.params.items()),
-                        t.epochs, t.status if t.status != "ok" else
-                        "  ".join("%s %.4f" % kv for kv in t.metrics.items())), flush=True)
-            if k < len(budgets) - 1:
-                ranked = sorted((t for t in alive if t.status == "ok"),
-                                key=lambda t: t.score, reverse=True)
-                keep = max(1, math.ceil(len(alive) / eta))
-                for t in ranked[keep:]:
-                    t.status = "stopped@%d" % t.epochs
-                alive = ranked[:keep]
+        _run_rungs(trials, budgets, build_fn, (X, y, X_val, y_val), kw)
     finally:
-        _random._global = saved_rng
-
-    def key(t):
-        return (t.status == "diverged", -t.rung,
-                tuple(-s for s in t.score) if t.score is not None else ())
-
-    ordered = sorted(trials, key=key)
-    rows = []
-    for rank, t in enumerate(ordered, 1):
-        row = {"rank": rank, "trial": t.index}
-        row.update(t.params)
-        row["val_accuracy"] = t.metrics.get("accuracy")
-        row["val_loss"] = t.metrics.get("loss")
-        row["epochs"] = t.epochs
-        row["status"] = t.status
-        row["time"] = t.time
-        rows.append(row)
+        random_state.set_global_rng(saved_rng)
+    ordered = sorted(trials, key=_Trial.sort_key)
     best = ordered[0]
-    return SearchResults(rows, list(space), best.trainer.model if best.trainer else None)
+    return SearchResults([t.row(rank) for rank, t in enumerate(ordered, 1)], list(space),
+                         best.trainer.model if best.trainer else None)
+
+
+def _run_rungs(trials, budgets, build_fn, data, kw):
+    """Successive rungs: every live trial trains to the rung's budget, then the best
+    1/eta go on to the next rung."""
+    alive = list(trials)
+    for k, budget in enumerate(budgets):
+        for t in alive:
+            t.rung = k
+            t.train(build_fn, data, budget, kw["batch_size"])
+            if kw["verbose"]:
+                print(t.line(), flush=True)
+        if k < len(budgets) - 1:
+            ranked = sorted((t for t in alive if t.status == "ok"),
+                            key=lambda t: t.score, reverse=True)
+            keep = max(1, math.ceil(len(alive) / kw["eta"]))
+            for t in ranked[keep:]:
+                t.status = "stopped@%d" % t.epochs
+            alive = ranked[:keep]
 
 
 def _fmt(v):
     return "%.3g" % v if isinstance(v, float) else str(v)
-
-
-def _train(t, build_fn, X, y, X_val, y_val, budget, batch_size, NonFiniteError, _random):
-    t0 = time.perf_counter()
-    if t.trainer is None:
-        _random.seed(t.seed)
-        t.trainer = _make_trainer(build_fn(**t.params), 0)
-        t.trainer.verbose = 0
-        t.rng = np.random.default_rng(t.seed)
-    more = budget - t.trainer.epochs_done
-    if more > 0:
-        try:
-            t.trainer.fit(X, y, validation_data=(X_val, y_val), epochs=more,
-                          batch_size=batch_size, seed=t.rng)
-            t.metrics = t.trainer.evaluate(X_val, y_val)
-            if not all(math.isfinite(v) for v in t.metrics.values()):
-                raise NonFiniteError("non-finite validation metrics")
-            t.score = _score(t.trainer, t.metrics)
-        except NonFiniteError:
-            t.status = "diverged"
-            t.score = None
-            t.metrics = {}
-    t.time += time.perf_counter() - t0

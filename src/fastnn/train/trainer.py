@@ -16,9 +16,15 @@
 
 Behaviour worth knowing:
 
-* Accuracy: argmax of the output for SoftmaxCrossEntropy / MulticlassHinge, ``logit > 0``
-  against ``target > 0.5`` for BCEWithLogits (averaged over all outputs), none for MSE
-  (regression: only the loss is reported). The train loss / accuracy of an epoch are
+* The loss says the task (`fastnn.losses.Loss.task`): accuracy is the argmax of the
+  output for "multiclass" losses (SoftmaxCrossEntropy, MulticlassHinge), ``logit > 0``
+  against ``target > 0.5`` for "binary" ones (BCEWithLogits; averaged over all
+  outputs), none for "regression" (MSE: only the loss is reported).
+* Inputs: X must be floating point (any float dtype, converted to the model's), as
+  for the layers; integer or bool X raises TypeError (convert it yourself, e.g.
+  ``X.astype(np.float32)``). Labels and targets are checked against the model's
+  output once, before the first step (a label out of range raises ValueError and
+  trains nothing). The train loss / accuracy of an epoch are
   averages over its mini-batches, in training mode, as they were computed.
 * With validation data the parameters of the best epoch (highest val accuracy, ties
   broken by lower val loss; lowest val loss for regression; see `monitor`) are kept
@@ -41,11 +47,32 @@ import time
 
 import numpy as np
 
-from .progress import Progress
+from ..core.rng import as_rng
+from ..core.validation import (Bool, InstanceOf, Integer, NoneOr, Options, Real, check,
+                               check_all, describe)
 from ..core.workspace import Workspace
-from ..losses import SoftmaxCrossEntropy
+from ..layers.base import Module
+from ..losses import Loss
+from ..optim import LRScheduler, Optimizer
+from .history import History, format_row
+from .progress import Progress
+from .run import FitRun, check_run_state
 
 __all__ = ["Trainer", "History", "NonFiniteError"]
+
+#: Trainer's constructor arguments: name -> constraint
+_CONSTRAINTS = {
+    "model": InstanceOf(Module, "a fastnn Module"),
+    "loss": InstanceOf(Loss, "a fastnn loss object (e.g. fastnn.losses.SoftmaxCrossEntropy())"),
+    "optimizer": InstanceOf(Optimizer, "a fastnn.optim optimizer"),
+    "scheduler": NoneOr(InstanceOf(LRScheduler, "a fastnn.optim scheduler")),
+    "verbose": Options(0, 1, 2), "patience": NoneOr(Integer(1)),
+    "restore_best": NoneOr(Bool()), "monitor": Options("auto", "val_accuracy", "val_loss"),
+    "min_delta": Real(0), "task": NoneOr(Options("multiclass", "binary", "regression")),
+    "eval_batch_size": Integer(1), "progress": Options("auto", "tqdm", "plain"),
+    "reraise_interrupt": Bool()}
+#: fit's scalar arguments: name -> constraint
+_FIT_CONSTRAINTS = {"epochs": Integer(1), "batch_size": Integer(1), "shuffle": Bool()}
 
 
 class NonFiniteError(FloatingPointError, RuntimeError):
@@ -62,114 +89,10 @@ class NonFiniteError(FloatingPointError, RuntimeError):
         self.what, self.where, self.history = what, where, history
 
 
-# --------------------------------------------------------------------------- History
-class History:
-    """Per-epoch training record.
-
-    Lists (one entry per epoch, None where not applicable): ``epoch`` (1-based, continuing
-    across `fit` calls on one trainer), ``loss``, ``accuracy`` (train), ``val_loss``,
-    ``val_accuracy``, ``lr`` (learning rate used during the epoch), ``time`` (seconds).
-    Also: ``best_epoch`` (epoch whose parameters were kept, or None), ``stop_reason``
-    ("completed", "early_stopping", "interrupted" or "non_finite"), ``interrupted``,
-    ``warnings`` (diagnostics messages as "epoch N: ...").
-
-    >>> h = History(); h.append(epoch=1, loss=0.5, accuracy=0.8, lr=0.01, time=0.1)
-    >>> h.loss, h.as_dict()["accuracy"]
-    ([0.5], [0.8])
-    """
-
-    KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "time")
-
-    def __init__(self):
-        for k in self.KEYS:
-            setattr(self, k, [])
-        self.best_epoch = None
-        self.n_val = None
-        self.stop_reason = None
-        self.interrupted = False
-        self.warnings = []
-
-    def append(self, **row):
-        unknown = set(row) - set(self.KEYS)
-        if unknown:
-            raise ValueError("History.append: unknown keys %s" % sorted(unknown))
-        for k in self.KEYS:
-            getattr(self, k).append(row.get(k))
-
-    def __len__(self):
-        return len(self.epoch)
-
-    def __getitem__(self, key):
-        if key not in self.KEYS:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def as_dict(self):
-        """{key: list} for every per-epoch key (copies)."""
-        return {k: list(getattr(self, k)) for k in self.KEYS}
-
-    def last(self):
-        """The last epoch's row as a dict (empty when no epoch ran)."""
-        return {k: getattr(self, k)[-1] for k in self.KEYS} if len(self) else {}
-
-    def __repr__(self):
-        if not len(self):
-            return "History(empty)"
-        return "History(%d epochs: %s)" % (len(self), _format_row(self.last()))
-
-    def __str__(self):
-        cols = [k for k in self.KEYS if any(v is not None for v in getattr(self, k))]
-        fmt = {"epoch": "%d", "loss": "%.4f", "accuracy": "%.4f", "val_loss": "%.4f",
-               "val_accuracy": "%.4f", "lr": "%.2e", "time": "%.2fs"}
-        table = [cols] + [["-" if getattr(self, k)[i] is None else fmt[k] % getattr(self, k)[i]
-                           for k in cols] for i in range(len(self))]
-        widths = [max(len(r[j]) for r in table) for j in range(len(cols))]
-        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in table]
-        tail = []
-        if self.best_epoch is not None:
-            tail.append("best epoch %d" % self.best_epoch)
-        if self.stop_reason:
-            tail.append("stopped: %s" % self.stop_reason)
-        return "\n".join(lines + (["; ".join(tail)] if tail else []))
-
-
-def _format_row(row):
-    parts = []
-    for k, name, fmt in (("loss", "loss", "%.4f"), ("accuracy", "acc", "%.4f"),
-                         ("val_loss", "val_loss", "%.4f"), ("val_accuracy", "val_acc", "%.4f"),
-                         ("lr", "lr", "%.1e")):
-        if row.get(k) is not None:
-            parts.append(("%s " + fmt) % (name, row[k]))
-    return "  ".join(parts)
-
-
 # --------------------------------------------------------------------------- helpers
-_TASKS = {"SoftmaxCrossEntropy": "multiclass", "MulticlassHinge": "multiclass",
-          "BCEWithLogits": "binary", "MSE": "regression"}
-
-
-def _task_of(loss, task):
-    if task is not None:
-        if task not in ("multiclass", "binary", "regression"):
-            raise ValueError('Trainer: task must be "multiclass", "binary", "regression" or '
-                             'None, got %r' % (task,))
-        return task
-    for cls in type(loss).__mro__:
-        if cls.__name__ in _TASKS:
-            return _TASKS[cls.__name__]
-    return "regression"
-
-
 def _model_dtype(model):
-    dt = getattr(model, "dtype", None)
-    if dt is None:
-        params = model.parameters()
-        dt = params[0].data.dtype if params else np.float32
-    return np.dtype(dt)
-
-
-def _snapshot(model):
-    return model.state_dict()
+    dt = model.dtype
+    return np.dtype(dt if dt is not None else np.float32)
 
 
 def _first_nonfinite(named):
@@ -184,6 +107,19 @@ def _QUIET_FP():
     return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
+def _attach_monitor(diagnostics, model, loss):
+    """The diagnostics Monitor attached to model and loss, or None."""
+    if diagnostics is True:
+        from .diagnostics import Monitor       # loaded on use: not needed to train
+        diagnostics = Monitor()
+    elif diagnostics is False or diagnostics is None:
+        return None
+    elif not hasattr(diagnostics, "attach"):
+        raise TypeError("Trainer: diagnostics must be True, False or a "
+                        "fastnn.train.diagnostics.Monitor, got %r" % (diagnostics,))
+    return diagnostics.attach(model, loss)
+
+
 # --------------------------------------------------------------------------- Trainer
 class Trainer:
     """Train a model with a loss and an optimizer; see the module docstring.
@@ -196,79 +132,81 @@ class Trainer:
     diagnostics warnings, 2 also the diagnostics table every epoch. patience: stop
     after this many epochs without validation improvement (None: never). monitor:
     "auto" (val_accuracy for classification, val_loss for regression), "val_accuracy"
-    or "val_loss". min_delta: smallest improvement that counts. task: None (from the
-    loss: "multiclass", "binary" or "regression") or one of those. eval_batch_size:
+    or "val_loss". min_delta: smallest improvement that counts. task: None (the loss's
+    `task`: "multiclass", "binary" or "regression") or one of those. eval_batch_size:
     batch size of evaluate / predict. progress: "auto", "tqdm" or "plain". callbacks:
     callables ``f(trainer, epoch, row)`` run after every epoch (row: that epoch's
     History entry as a dict); returning True stops training.
+
+    Run state (what checkpoints save): `run_state()` / `load_run_state(state)`.
     """
 
     def __init__(self, model, loss, optimizer, scheduler=None, diagnostics=False, verbose=1,
                  patience=None, restore_best=None, monitor="auto", min_delta=0.0, task=None,
                  eval_batch_size=1024, progress="auto", callbacks=(), reraise_interrupt=False,
                  stream=None):
-        if not hasattr(model, "parameters") or not hasattr(model, "train"):
-            raise TypeError("Trainer: model must be a fastnn Module, got %s"
-                            % type(model).__name__)
-        if not callable(loss) or not hasattr(loss, "backward"):
-            raise TypeError("Trainer: loss must be a fastnn loss object (e.g. "
-                            "fastnn.losses.SoftmaxCrossEntropy()), got %r" % (loss,))
-        if not hasattr(optimizer, "step"):
-            raise TypeError("Trainer: optimizer must have a step() method, got %r" % (optimizer,))
-        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-            raise ValueError("Trainer: verbose must be 0, 1 or 2, got %r" % (verbose,))
-        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
-                                     or patience < 1):
-            raise ValueError("Trainer: patience must be None or an int >= 1, got %r" % (patience,))
-        if monitor not in ("auto", "val_accuracy", "val_loss"):
-            raise ValueError('Trainer: monitor must be "auto", "val_accuracy" or "val_loss", '
-                             'got %r' % (monitor,))
-        if progress not in ("auto", "tqdm", "plain"):
-            raise ValueError('Trainer: progress must be "auto", "tqdm" or "plain", got %r'
-                             % (progress,))
-        self.model = model
-        self.loss = loss
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.verbose = verbose
-        self.patience = patience
-        self.restore_best = restore_best
-        self.task = _task_of(loss, task)
+        kw = check_all("Trainer", _CONSTRAINTS, model=model, loss=loss, optimizer=optimizer,
+                       scheduler=scheduler, verbose=verbose, patience=patience,
+                       restore_best=restore_best, monitor=monitor, min_delta=min_delta,
+                       task=task, eval_batch_size=eval_batch_size, progress=progress,
+                       reraise_interrupt=reraise_interrupt)
+        monitor, task = kw.pop("monitor"), kw.pop("task")
+        self.__dict__.update(kw)
+        self.task = task if task is not None else loss.task
         if monitor == "auto":
             monitor = "val_loss" if self.task == "regression" else "val_accuracy"
         if monitor == "val_accuracy" and self.task == "regression":
             raise ValueError("Trainer: monitor='val_accuracy' needs a classification loss")
         self.monitor_key = monitor
-        self.min_delta = float(min_delta)
-        self.eval_batch_size = int(eval_batch_size)
-        self.progress = progress
         self.callbacks = list(callbacks)
-        self.reraise_interrupt = bool(reraise_interrupt)
         self.stream = stream
         self.history = History()
         self.epochs_done = 0
         self.global_step = 0
-        self._fit_state = None      # state of the last fit run, for checkpoints
+        self._run = None            # the last fit call's FitRun (for run_state)
         self.dtype = _model_dtype(model)
-        if diagnostics is True:
-            from .diagnostics import Monitor
-            diagnostics = Monitor()
-        elif diagnostics is False or diagnostics is None:
-            diagnostics = None
-        elif not hasattr(diagnostics, "attach"):
-            raise TypeError("Trainer: diagnostics must be True, False or a "
-                            "fastnn.train.diagnostics.Monitor, got %r" % (diagnostics,))
-        self.monitor = diagnostics.attach(model, loss) if diagnostics is not None else None
-        # the no-copy internal paths of fastnn modules and losses (public ones otherwise)
-        self._forward = getattr(model, "_forward", None) or model.forward
-        bwd = getattr(model, "_backward", None)
-        self._backward = bwd if bwd is not None else (lambda dy, need_dx=False: model.backward(dy))
-        self._loss_grad = getattr(loss, "_backward", None) or loss.backward
+        self.monitor = _attach_monitor(diagnostics, model, loss)
+        # the no-copy internal paths of fastnn modules and losses (Module's docstring)
+        self._forward = model._forward
+        self._backward = model._backward
+        self._loss_grad = loss._backward
         self._count_ws = Workspace()
         self._count = {"multiclass": self._count_multiclass, "binary": self._count_binary,
                        "regression": None}[self.task]
-        self._fused_loss = (loss._loss_and_hits if type(loss) is SoftmaxCrossEntropy
-                            and self.task == "multiclass" else None)
+        self._fused_loss = loss.loss_and_hits if self.task == "multiclass" else None
+
+    def __repr__(self):
+        n_params = sum(p.size for p in self.model.parameters())
+        return ("Trainer(model=%s with %d parameters, loss=%r, optimizer=%s, scheduler=%s, "
+                "task=%r, epochs_done=%d)"
+                % (type(self.model).__name__, n_params, self.loss,
+                   type(self.optimizer).__name__, type(self.scheduler).__name__
+                   if self.scheduler is not None else None, self.task, self.epochs_done))
+
+    # ---------------------------------------------------------------- run state
+    def run_state(self):
+        """What this trainer has done, for checkpoints: {"epochs_done": int,
+        "global_step": int, "history": History.state(), "fit": None or the last fit
+        call's state (`fastnn.train.run.FitRun.state()`: its arguments, best-epoch
+        tracking, shuffling generator and best parameters so far)}. Values are not
+        copied."""
+        return {"epochs_done": self.epochs_done, "global_step": self.global_step,
+                "history": self.history.state(),
+                "fit": self._run.state() if self._run is not None else None}
+
+    def check_run_state(self, state):
+        """ValueError (naming the field) unless `state` is a `run_state()` this trainer
+        can take: types, ranges, consistent counters, best parameters shaped like the
+        model's. Changes nothing."""
+        check_run_state(state, self.model)
+
+    def load_run_state(self, state):
+        """Restore a `run_state()` (checked first; nothing changes when it is bad). The
+        generator and the best-parameter arrays are used as they are, not copied."""
+        state = check_run_state(state, self.model)
+        self.epochs_done, self.global_step = state["epochs_done"], state["global_step"]
+        self.history = state["history"]
+        self._run = FitRun.from_state(state["fit"]) if state["fit"] is not None else None
 
     # ------------------------------------------------------------------- steps
     def _train_step(self, xb, yb):
@@ -283,10 +221,9 @@ class Trainer:
         return loss, correct
 
     def _loss_and_count(self, out, yb):
-        """(loss, correct predictions) of a batch: for SoftmaxCrossEntropy in one kernel
-        call (the loss kernel also counts argmax hits; a step's Python between kernels
-        runs on caches the GEMMs just flushed, so every call saved counts), else the loss
-        then the count."""
+        """(loss, correct predictions) of a batch: in one pass when the loss has one
+        (`Loss.loss_and_hits`; a step's Python between kernels runs on caches the GEMMs
+        just flushed, so every call saved counts), else the loss then the count."""
         if self._fused_loss is not None:
             res = self._fused_loss(out, yb)
             if res is not None:
@@ -382,51 +319,84 @@ class Trainer:
         raise NonFiniteError(msg, epoch=self._epoch, step=step, global_step=global_step,
                              what=what, where=where)
 
-    # --------------------------------------------------------------- checks
+    # ------------------------------------------------------------------ data checks
     def _prepare(self, X, y, what):
+        """X as a C-contiguous array of the model's dtype and y as int64 labels
+        (multiclass) or targets of that dtype; TypeError / ValueError naming `what`."""
+        fn = "Trainer.%s" % what
         if not isinstance(X, np.ndarray):
             X = np.asarray(X)
-        if X.dtype.kind not in "fiu" or X.ndim < 1:
-            raise TypeError("Trainer.%s: X must be a numeric array of shape (N, ...), got %s "
-                            "of shape %s" % (what, X.dtype, X.shape))
+        if X.dtype.kind != "f" or X.ndim < 1:
+            raise TypeError("%s: X must be a float array of shape (N, ...) (as the layers "
+                            "take; convert integer data, e.g. X.astype(np.float32)), got %s"
+                            % (fn, describe(X)))
+        if len(X) == 0:
+            raise ValueError("%s: got no samples" % fn)
         X = np.ascontiguousarray(X, dtype=self.dtype)
         if not np.isfinite(X).all():
             bad = int(np.flatnonzero(~np.isfinite(X.reshape(len(X), -1)).all(axis=1))[0])
-            raise ValueError("Trainer.%s: X contains NaN or inf (first at row %d)" % (what, bad))
+            raise ValueError("%s: X contains NaN or inf (first at row %d)" % (fn, bad))
         if y is None:
             return X, None
         y = np.asarray(y)
-        if len(y) != len(X):
-            raise ValueError("Trainer.%s: X and y must have the same number of samples, got "
-                             "%d and %d" % (what, len(X), len(y)))
+        if y.ndim < 1 or len(y) != len(X):
+            raise ValueError("%s: X and y must have the same number of samples, got %d and "
+                             "%s" % (fn, len(X), len(y) if y.ndim else "a scalar"))
         if self.task == "multiclass":
             if y.dtype.kind not in "iu":
                 if y.dtype.kind == "f" and np.all(y == np.round(y)):
                     y = y.astype(np.int64)
                 else:
-                    raise TypeError("Trainer.%s: %s needs integer class labels, got %s"
-                                    % (what, type(self.loss).__name__, y.dtype))
-            y = np.ascontiguousarray(y, dtype=np.int64)
-        else:
-            if y.dtype.kind not in "fiub":
-                raise TypeError("Trainer.%s: y must be numeric, got %s" % (what, y.dtype))
-            y = np.ascontiguousarray(y, dtype=self.dtype)
-            if not np.isfinite(y).all():
-                raise ValueError("Trainer.%s: y contains NaN or inf" % what)
-        if len(X) == 0:
-            raise ValueError("Trainer.%s: got no samples" % what)
+                    raise TypeError("%s: %s needs integer class labels, got %s"
+                                    % (fn, type(self.loss).__name__, describe(y)))
+            return X, np.ascontiguousarray(y, dtype=np.int64)
+        if y.dtype.kind not in "fiub":
+            raise TypeError("%s: y must be numeric, got %s" % (fn, describe(y)))
+        y = np.ascontiguousarray(y, dtype=self.dtype)
+        if not np.isfinite(y).all():
+            raise ValueError("%s: y contains NaN or inf" % fn)
         return X, y
 
-    # ------------------------------------------------------------------- fit
+    def _output_shape(self, xb):
+        """The model's output shape per sample, from one eval-mode forward of the batch
+        `xb` (shaped like the batches that follow, so it warms the same buffers; no
+        state changes)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._forward(xb).shape[1:]
+        finally:
+            self.model.train(was_training)
+
+    def _check_targets(self, y, out_shape, what):
+        """Labels / targets against what the model outputs, once before any step."""
+        fn = "Trainer.%s" % what
+        if self.task == "multiclass":
+            if len(out_shape) != 1:
+                raise ValueError("%s: %s needs outputs of shape (N, C), the model gives "
+                                 "(N, %s)" % (fn, type(self.loss).__name__,
+                                              ", ".join(map(str, out_shape))))
+            lo, hi = int(y.min()), int(y.max())
+            if lo < 0 or hi >= out_shape[0]:
+                row = int(np.flatnonzero((y < 0) | (y >= out_shape[0]))[0])
+                raise ValueError("%s: labels must lie in [0, %d) (the model has %d outputs), "
+                                 "got %d at row %d" % (fn, out_shape[0], out_shape[0],
+                                                       int(y[row]), row))
+        elif y.shape[1:] != out_shape:
+            raise ValueError("%s: y must have the model's output shape (N, %s), got %s"
+                             % (fn, ", ".join(map(str, out_shape)), describe(y)))
+
+    # ------------------------------------------------------------------------ fit
     def fit(self, X, y, validation_data=None, epochs=10, batch_size=32, shuffle=True,
             seed=None, checkpoint=None, resume=None):
         """Train for `epochs` epochs; returns the `History` of this call (also kept on
         ``trainer.history``).
 
-        X: (N, ...) inputs; y: (N,) integer labels (classification) or targets shaped like
-        the model output. validation_data: None or (X_val, y_val), evaluated after every
-        epoch. batch_size: mini-batch size (the last batch may be smaller). shuffle: a
-        new order each epoch, drawn from `seed` (an int or a numpy Generator; None uses
+        X: (N, ...) float inputs; y: (N,) integer labels (classification) or targets
+        shaped like the model output, checked against the model before the first step.
+        validation_data: None or (X_val, y_val), evaluated after every epoch.
+        batch_size: mini-batch size (the last batch may be smaller). shuffle: a new
+        order each epoch, drawn from `seed` (an int or a numpy Generator; None uses
         fastnn's global generator, which `fastnn.seed` resets).
 
         checkpoint: a path; a checkpoint (`fastnn.train.checkpoint.save_checkpoint`: model,
@@ -434,187 +404,212 @@ class Trainer:
         written there atomically at the end of every epoch. resume: a path to such a
         checkpoint: restores all of it into this trainer (whose model, optimizer and
         scheduler must be built like the saved ones) and continues that run up to its
-        epoch ``start + epochs`` -- call `fit` with the same arguments as the
-        interrupted run (X, y, validation_data, batch_size, shuffle; `seed` is then
-        ignored, the saved generator is used) and the result is bit-identical to an
-        uninterrupted run (timings aside). The returned History holds the whole run.
+        last epoch -- call `fit` with the same arguments as the interrupted run (X, y,
+        validation_data, epochs, batch_size, shuffle; `seed` is then ignored, the saved
+        generator is used) and the result is bit-identical to an uninterrupted run
+        (timings aside). The returned History holds the whole run.
         """
         # non-finite values are detected and reported by the trainer itself: NumPy's
         # overflow / invalid-value RuntimeWarnings (NumPy backend) would only be noise or,
         # with warnings turned into errors, interrupt the step before that report
+        kw = check_all("Trainer.fit", _FIT_CONSTRAINTS, epochs=epochs, batch_size=batch_size,
+                       shuffle=shuffle)
         with _QUIET_FP():
-            return self._fit(X, y, validation_data, epochs, batch_size, shuffle, seed,
-                             checkpoint, resume)
+            data = self._fit_data(X, y, validation_data, kw["batch_size"])
+            run = self._begin(data, seed, resume, **kw)
+            return self._loop(run, data, None if checkpoint is None else os.fspath(checkpoint))
 
-    def _resume(self, path, n, batch_size, shuffle, validation):
-        """Restore a checkpoint's full state (after checking that it belongs to a fit of
-        the same shape, before changing anything); returns its run state."""
-        from .checkpoint import _bad, _validate, _apply, _Bad
-        path = os.fspath(path)
-        try:
-            plan = _validate(path, self, self.model, self.optimizer, self.scheduler)
-        except _Bad as exc:
-            raise _bad(path, str(exc)) from None
-        fit = plan["trainer"]["fit"]
+    def _fit_data(self, X, y, validation_data, batch_size):
+        """(X, y, X_val, y_val) checked and converted; the validation pair is None."""
+        X, y = self._prepare(X, y, "fit")
+        out_shape = self._output_shape(X[:batch_size])
+        self._check_targets(y, out_shape, "fit")
+        if validation_data is None:
+            return X, y, None, None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("Trainer.fit: validation_data must be (X_val, y_val)")
+        Xv, yv = self._prepare(validation_data[0], validation_data[1], "fit (validation)")
+        self._check_targets(yv, out_shape, "fit (validation)")
+        return X, y, Xv, yv
+
+    def _begin(self, data, seed, resume, **kw):
+        """The FitRun of this call (kw: its checked epochs, batch_size and shuffle): a
+        new one, or the checkpoint's when resuming."""
+        validation = data[2] is not None
+        if self.patience is not None and not validation:
+            raise ValueError("Trainer.fit: patience (early stopping) needs validation_data")
+        rng = as_rng(seed, "Trainer.fit")
+        if resume is not None:
+            run = self._resume(os.fspath(resume), {"n": len(data[0]), "validation": validation,
+                                                   "batch_size": kw["batch_size"],
+                                                   "shuffle": kw["shuffle"]})
+            run.epochs = kw["epochs"]      # the resumed run ends at its start + epochs
+            return run
+        restore_best = validation and (self.restore_best is None or self.restore_best)
+        self.history = History()
+        self.history.n_val = len(data[2]) if validation else None
+        self._run = FitRun(self.epochs_done, n=len(data[0]), validation=validation,
+                           restore_best=restore_best, rng=rng, **kw)
+        return self._run
+
+    def _resume(self, path, arguments):
+        """Restore a checkpoint's full state, after checking (before changing anything)
+        that it holds a run of these arguments; returns that run."""
+        from .checkpoint import read_checkpoint      # loaded on use: not needed to train
+        saved = read_checkpoint(path, self)
+        fit = saved.run_state["fit"]
         if fit is None:
             raise ValueError("Trainer.fit: checkpoint %s holds no fit run to resume" % path)
-        got = {"n": n, "batch_size": batch_size, "shuffle": bool(shuffle),
-               "validation": validation}
-        diff = ["%s=%r (checkpoint: %r)" % (k, v, fit[k]) for k, v in got.items()
+        diff = ["%s=%r (checkpoint: %r)" % (k, v, fit[k]) for k, v in arguments.items()
                 if fit[k] != v]
         if diff:
             raise ValueError("Trainer.fit: cannot resume %s bit-identically: %s"
                              % (path, ", ".join(diff)))
-        return _apply(plan, self, self.model, self.optimizer, self.scheduler)["fit"]
+        saved.apply()
+        return self._run
 
-    def _fit(self, X, y, validation_data, epochs, batch_size, shuffle, seed, checkpoint=None,
-             resume=None):
-        from ..core.rng import as_rng
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError("Trainer.fit: epochs must be an int >= 1, got %r" % (epochs,))
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError("Trainer.fit: batch_size must be an int >= 1, got %r" % (batch_size,))
-        X, y = self._prepare(X, y, "fit")
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("Trainer.fit: validation_data must be (X_val, y_val)")
-            Xv, yv = self._prepare(validation_data[0], validation_data[1], "fit (validation)")
-        rng = as_rng(seed, "Trainer.fit")
-        restore_best = (validation_data is not None if self.restore_best is None
-                        else bool(self.restore_best) and validation_data is not None)
-        if self.patience is not None and validation_data is None:
-            raise ValueError("Trainer.fit: patience (early stopping) needs validation_data")
-        if checkpoint is not None:
-            checkpoint = os.fspath(checkpoint)
-
-        n = len(X)
-        steps = -(-n // batch_size)
-        best_score, best_state, bad_epochs = None, None, 0
-        if resume is not None:
-            run = self._resume(resume, n, batch_size, shuffle, validation_data is not None)
-            history = self.history
-            rng, best_score, best_state = run["rng"], run["best_score"], run["best_state"]
-            bad_epochs, start = run["bad_epochs"], run["start"]
-            restore_best = run["restore_best"]
-            if history.stop_reason is not None:      # the run had already stopped
-                epochs = self.epochs_done - start
-        else:
-            history = History()
-            history.n_val = len(Xv) if validation_data is not None else None
-            self.history = history
-            start = self.epochs_done
+    def _loop(self, run, data, checkpoint):
+        """Train the run's remaining epochs (none when a resumed run had already ended),
+        then put back the best epoch's parameters when asked to."""
+        history = self.history
         progress = Progress(self.verbose, self.progress, self.stream)
-        mon = self.monitor
-        every = mon.interval(steps) if mon is not None else 0
-        Xs, ys = (np.empty_like(X), np.empty_like(y)) if shuffle else (X, y)
+        if history.stop_reason not in ("early_stopping", "callback"):
+            history.stop_reason, history.interrupted = None, False
+            if not self._epochs(run, data, checkpoint, progress):
+                return history                 # interrupted (Ctrl-C)
+        if run.best_state is not None and history.best_epoch != history.epoch[-1]:
+            self.model.load_state_dict(run.best_state)
+            progress.write("restored the parameters of epoch %d (best %s)"
+                           % (history.best_epoch, self.monitor_key))
+        return history
+
+    def _epochs(self, run, data, checkpoint, progress):
+        """Epochs from the first not done to the run's last: each trained, evaluated,
+        recorded, checked for stopping and checkpointed. Returns False when Ctrl-C
+        ended them (gracefully, see `_interrupted`)."""
+        history = self.history
+        # the epoch's shuffled copy of the training data, filled in place every epoch
+        order = (np.empty_like(data[0]), np.empty_like(data[1])) if run.shuffle else None
         self.model.train()
-        first_epoch = self.epochs_done + 1
-        last_epoch = start + epochs
         try:
-            for epoch in range(first_epoch, last_epoch + 1):
-                self._epoch, self._step = epoch, 0
-                t0 = time.perf_counter()
-                good_state = _snapshot(self.model)
-                lr = getattr(self.optimizer, "lr", None)
-                if shuffle:
-                    perm = rng.permutation(n)
-                    np.take(X, perm, axis=0, out=Xs)
-                    np.take(y, perm, axis=0, out=ys)
-                if mon is not None:
-                    mon.start_epoch()
-                progress.start_epoch(epoch, last_epoch, steps)
-                bar = progress.bar
-                total_loss = 0.0
-                total_correct = 0
-                try:
-                    for s in range(steps):
-                        self._step = s + 1
-                        xb = Xs[s * batch_size:(s + 1) * batch_size]
-                        yb = ys[s * batch_size:(s + 1) * batch_size]
-                        if every and s % every == 0:
-                            loss, correct = self._diag_step(xb, yb)
-                        else:
-                            loss, correct = self._train_step(xb, yb)
-                        total_loss += loss * len(xb)
-                        total_correct += correct
-                        self.global_step += 1
-                        if bar is not None:
-                            bar.update()
-                    self._check_params_finite()
-                except NonFiniteError as exc:
-                    progress.close()
-                    self.model.load_state_dict(good_state)
-                    history.stop_reason = "non_finite"
-                    exc.history = history
-                    raise
-                row = {"epoch": epoch, "loss": total_loss / n, "lr": lr,
-                       "accuracy": None if self._count is None else total_correct / n}
-                if validation_data is not None:
-                    ev = self.evaluate(Xv, yv, _prepared=True)
-                    row["val_loss"] = ev["loss"]
-                    row["val_accuracy"] = ev.get("accuracy")
-                row["time"] = time.perf_counter() - t0
-                history.append(**row)
-                self.epochs_done = epoch
-                if self.scheduler is not None:
-                    self.scheduler.step()
-                improved = False
-                if validation_data is not None:
-                    score = self._score(row)
-                    if best_score is None or self._better(score, best_score):
-                        best_score, improved, bad_epochs = score, True, 0
-                        history.best_epoch = epoch
-                        if restore_best:
-                            best_state = _snapshot(self.model)
-                    else:
-                        bad_epochs += 1
-                progress.end_epoch(self._epoch_line(row, last_epoch, improved),
-                                   _format_row(row))
+            for epoch in range(self.epochs_done + 1, run.last_epoch + 1):
+                row = self._run_epoch(run, data, order, epoch, progress)
+                improved = self._track_best(run, row)
+                progress.end_epoch(self._epoch_line(row, run.last_epoch, improved),
+                                   format_row(row))
                 self._diagnose(epoch, history, progress)
-                stop = any([cb(self, epoch, dict(row)) for cb in self.callbacks])
-                if self.patience is not None and bad_epochs >= self.patience:
-                    history.stop_reason = "early_stopping"
-                    progress.write("early stopping: no improvement of %s for %d epochs"
-                                   % (self.monitor_key, self.patience))
-                elif stop:
-                    history.stop_reason = "callback"
-                self._fit_state = {
-                    "start": start, "epochs": epochs, "n": n, "batch_size": batch_size,
-                    "shuffle": bool(shuffle), "validation": validation_data is not None,
-                    "restore_best": restore_best, "best_score": best_score,
-                    "bad_epochs": bad_epochs, "rng": rng, "best_state": best_state}
+                self._decide_stop(run, epoch, row, progress)
                 if checkpoint is not None:
-                    from .checkpoint import save_checkpoint
+                    from .checkpoint import save_checkpoint   # loaded on use
                     save_checkpoint(checkpoint, self)
                 if history.stop_reason is not None:
                     break
             else:
-                if history.stop_reason is None:
-                    history.stop_reason = "completed"
+                history.stop_reason = "completed"
         except KeyboardInterrupt:
             progress.close()
-            history.interrupted = True
-            history.stop_reason = "interrupted"
-            if best_state is not None:
-                self.model.load_state_dict(best_state)
-                best_state = None
-                progress.write("interrupted at epoch %d, step %d: restored the parameters of "
-                               "epoch %d (best %s)" % (self._epoch, self._step,
-                                                       history.best_epoch, self.monitor_key))
-            else:
-                progress.write("interrupted at epoch %d, step %d: keeping the current "
-                               "parameters" % (self._epoch, self._step))
-            self.model.train()
+            self._interrupted(run, progress)
             if self.reraise_interrupt:
                 raise
-            return history
+            return False
         finally:
             progress.close()
-        if best_state is not None and history.best_epoch != history.epoch[-1]:
-            self.model.load_state_dict(best_state)
-            progress.write("restored the parameters of epoch %d (best %s)"
-                           % (history.best_epoch, self.monitor_key))
-        return history
+        return True
+
+    def _run_epoch(self, run, data, order, epoch, progress):
+        """Train one epoch and evaluate it; returns its History row (also appended).
+        On a non-finite value the model goes back to its parameters at the epoch's
+        start and NonFiniteError propagates."""
+        self._epoch, self._step = epoch, 0
+        t0 = time.perf_counter()
+        good_state = self.model.state_dict()
+        lr = self.optimizer.lr
+        progress.start_epoch(epoch, run.last_epoch, run.steps)
+        try:
+            total_loss, total_correct = self._train_batches(run, data, order, progress.bar)
+            self._check_params_finite()
+        except NonFiniteError as exc:
+            progress.close()
+            self.model.load_state_dict(good_state)
+            self.history.stop_reason = "non_finite"
+            exc.history = self.history
+            raise
+        row = {"epoch": epoch, "loss": total_loss / run.n, "lr": lr,
+               "accuracy": None if self._count is None else total_correct / run.n}
+        if run.validation:
+            ev = self._evaluate_prepared(data[2], data[3])
+            row["val_loss"], row["val_accuracy"] = ev["loss"], ev.get("accuracy")
+        row["time"] = time.perf_counter() - t0
+        self.history.append(**row)
+        self.epochs_done = epoch
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return row
+
+    def _train_batches(self, run, data, order, bar):
+        """The epoch's optimisation steps over a pass of the training data (shuffled into
+        `order`'s arrays when given); returns (sum of batch losses times batch sizes,
+        correct predictions)."""
+        X, y = data[0], data[1]
+        if order is not None:
+            perm = run.rng.permutation(run.n)
+            X, y = np.take(X, perm, axis=0, out=order[0]), np.take(y, perm, axis=0, out=order[1])
+        mon, bs = self.monitor, run.batch_size
+        if mon is not None:
+            mon.start_epoch()
+        every = mon.interval(run.steps) if mon is not None else 0
+        total_loss, total_correct = 0.0, 0
+        for s in range(run.steps):
+            self._step = s + 1
+            xb, yb = X[s * bs:(s + 1) * bs], y[s * bs:(s + 1) * bs]
+            if every and s % every == 0:
+                loss, correct = self._diag_step(xb, yb)
+            else:
+                loss, correct = self._train_step(xb, yb)
+            total_loss += loss * len(xb)
+            total_correct += correct
+            self.global_step += 1
+            if bar is not None:
+                bar.update()
+        return total_loss, total_correct
+
+    def _track_best(self, run, row):
+        """Best-epoch bookkeeping after an epoch with validation; True when it improved."""
+        if not run.validation:
+            return False
+        score = self._score(row)
+        if run.best_score is not None and not self._better(score, run.best_score):
+            run.bad_epochs += 1
+            return False
+        run.best_score, run.bad_epochs = score, 0
+        self.history.best_epoch = row["epoch"]
+        if run.restore_best:
+            run.best_state = self.model.state_dict()
+        return True
+
+    def _decide_stop(self, run, epoch, row, progress):
+        """Callbacks, then early stopping: sets history.stop_reason when training ends."""
+        stop = any([cb(self, epoch, dict(row)) for cb in self.callbacks])
+        if self.patience is not None and run.bad_epochs >= self.patience:
+            self.history.stop_reason = "early_stopping"
+            progress.write("early stopping: no improvement of %s for %d epochs"
+                           % (self.monitor_key, self.patience))
+        elif stop:
+            self.history.stop_reason = "callback"
+
+    def _interrupted(self, run, progress):
+        """Ctrl-C: keep the best parameters so far (or the current ones); record it."""
+        history = self.history
+        history.interrupted = True
+        history.stop_reason = "interrupted"
+        where = "interrupted at epoch %d, step %d" % (self._epoch, self._step)
+        if run.best_state is not None:
+            self.model.load_state_dict(run.best_state)
+            progress.write("%s: restored the parameters of epoch %d (best %s)"
+                           % (where, history.best_epoch, self.monitor_key))
+        else:
+            progress.write("%s: keeping the current parameters" % where)
+        self.model.train()
 
     def _check_params_finite(self):
         """Once per epoch: a non-finite gradient in the epoch's last step never meets a
@@ -641,7 +636,7 @@ class Trainer:
 
     def _epoch_line(self, row, last_epoch, improved):
         width = len(str(last_epoch))
-        line = "epoch %*d/%d  %s  %.2fs" % (width, row["epoch"], last_epoch, _format_row(row),
+        line = "epoch %*d/%d  %s  %.2fs" % (width, row["epoch"], last_epoch, format_row(row),
                                             row["time"])
         return line + ("  *" if improved else "")
 
@@ -661,33 +656,41 @@ class Trainer:
 
     # -------------------------------------------------------------- evaluation
     def _outputs(self, X):
-        """Yield (start, stop, output) over X in eval-size batches (model in eval mode)."""
-        bs = self.eval_batch_size
-        for start in range(0, len(X), bs):
-            xb = X[start:start + bs]
-            yield start, start + len(xb), self._forward(xb)
-
-    def evaluate(self, X, y, batch_size=None, _prepared=False):
-        """Loss (and accuracy for classification) on (X, y), in eval mode and in batches;
-        the previous train/eval mode is restored. Returns {"loss": float, "accuracy":
-        float} (no "accuracy" for regression)."""
-        if not _prepared:
-            X, y = self._prepare(X, y, "evaluate")
-        was_training = getattr(self.model, "training", True)
-        saved_bs = self.eval_batch_size
-        if batch_size is not None:
-            self.eval_batch_size = int(batch_size)
+        """Yield (start, stop, output) over X in eval-size batches, in eval mode (the
+        previous mode is restored when the generator closes)."""
+        was_training = self.model.training
         self.model.eval()
         try:
-            total, correct = 0.0, 0
-            with _QUIET_FP():
-                for a, b, out in self._outputs(X):
-                    loss, hits = self._loss_and_count(out, y[a:b])
-                    total += loss * (b - a)
-                    correct += hits
+            bs = self.eval_batch_size
+            for start in range(0, len(X), bs):
+                xb = X[start:start + bs]
+                yield start, start + len(xb), self._forward(xb)
         finally:
             self.model.train(was_training)
+
+    def evaluate(self, X, y, batch_size=None):
+        """Loss (and accuracy for classification) on (X, y), in eval mode and in batches
+        of `batch_size` (default: eval_batch_size); the previous train/eval mode is
+        restored. Returns {"loss": float, "accuracy": float} (no "accuracy" for
+        regression)."""
+        X, y = self._prepare(X, y, "evaluate")
+        saved_bs = self.eval_batch_size
+        if batch_size is not None:
+            self.eval_batch_size = check("Trainer.evaluate", "batch_size", batch_size,
+                                         Integer(1))
+        try:
+            self._check_targets(y, self._output_shape(X[:self.eval_batch_size]), "evaluate")
+            return self._evaluate_prepared(X, y)
+        finally:
             self.eval_batch_size = saved_bs
+
+    def _evaluate_prepared(self, X, y):
+        total, correct = 0.0, 0
+        with _QUIET_FP():
+            for a, b, out in self._outputs(X):
+                loss, hits = self._loss_and_count(out, y[a:b])
+                total += loss * (b - a)
+                correct += hits
         res = {"loss": total / len(X)}
         if self._count is not None:
             res["accuracy"] = correct / len(X)
@@ -697,17 +700,12 @@ class Trainer:
         """Raw model outputs (logits / scores / regression values) for X, computed in eval
         mode and in batches; shape (N, ...)."""
         X, _ = self._prepare(X, None, "predict")
-        was_training = getattr(self.model, "training", True)
-        self.model.eval()
-        try:
-            result = None
-            with _QUIET_FP():
-                for a, b, out in self._outputs(X):
-                    if result is None:
-                        result = np.empty((len(X),) + out.shape[1:], out.dtype)
-                    result[a:b] = out
-        finally:
-            self.model.train(was_training)
+        result = None
+        with _QUIET_FP():
+            for a, b, out in self._outputs(X):
+                if result is None:
+                    result = np.empty((len(X),) + out.shape[1:], out.dtype)
+                result[a:b] = out
         return result
 
     def predict(self, X):
@@ -721,22 +719,11 @@ class Trainer:
         return out
 
     def predict_proba(self, X):
-        """Class probabilities: softmax of the outputs (SoftmaxCrossEntropy, shape (N, C))
-        or sigmoid (BCEWithLogits, shaped like the output). Not defined for hinge or
-        regression losses (ValueError)."""
-        name = type(self.loss).__name__
-        if self.task == "regression" or name == "MulticlassHinge":
-            raise ValueError("Trainer.predict_proba: %s outputs are not probabilities; use "
-                             "predict() or decision_function()" % name)
-        out = self.decision_function(X).astype(np.float64)
-        if self.task == "binary":
-            p = np.empty_like(out)
-            pos = out >= 0
-            p[pos] = 1.0 / (1.0 + np.exp(-out[pos]))
-            e = np.exp(out[~pos])
-            p[~pos] = e / (1.0 + e)
-            return p.astype(self.dtype)
-        out -= out.max(axis=1, keepdims=True)
-        np.exp(out, out=out)
-        out /= out.sum(axis=1, keepdims=True)
-        return out.astype(self.dtype)
+        """Probabilities as the loss defines them (`Loss.probabilities`): softmax of the
+        outputs for SoftmaxCrossEntropy (N, C), sigmoid for BCEWithLogits (shaped like
+        the output); ValueError for losses whose outputs are not probabilities."""
+        out = self.decision_function(X)
+        try:
+            return self.loss.probabilities(out)
+        except ValueError as exc:
+            raise ValueError("Trainer.predict_proba: %s" % exc) from None
