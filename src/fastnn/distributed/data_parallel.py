@@ -1,0 +1,183 @@
+"""`DataParallel`: what a `Trainer(..., distributed=True)` does differently, over MPI.
+
+Every rank holds the whole training set and the same model. Before the first step the
+ranks check that they were given the same data and arguments, and take rank 0's
+parameters, buffers and shuffling generator. Each global batch (the same shuffle on
+every rank) is split into consecutive, nearly equal parts, one per rank; a rank's loss
+gradient is weighted by its share of the rows, so one Allreduce (a sum) over the
+optimizer's flat gradient buffer leaves every rank with the gradient of the global
+batch's mean loss, and the identical update keeps the ranks identical. One small
+Allreduce per step also sums the batch's loss and correct predictions, so a non-finite
+loss on any rank stops every rank at the same step.
+"""
+import warnings
+import zlib
+
+import numpy as np
+
+from ..core.workspace import Workspace
+from .mpi import communicator, together
+
+__all__ = ["DataParallel", "data_parallel"]
+
+#: rows of the data (spread over it) whose bytes the ranks compare before training
+FINGERPRINT_ROWS = 64
+
+
+def data_parallel(model, loss, optimizer, fn="Trainer"):
+    """The `DataParallel` of a distributed trainer; None, with a warning, when this
+    process is the only rank (started without mpiexec, or with -n 1): training then
+    runs as in one process. Collective: every rank must call it."""
+    comm = communicator(fn)
+    if comm.Get_size() == 1:
+        warnings.warn("%s: distributed=True, but this process is the only MPI rank (start "
+                      "K of them with mpiexec -n K); training on one rank" % fn,
+                      stacklevel=3)
+        return None
+    return DataParallel(comm, model, loss, optimizer)
+
+
+def _tiled(arrays):
+    """The 1-D array that `arrays` tile back to back, in order (e.g. an optimizer's flat
+    gradient buffer and its per-parameter views), or None."""
+    base = arrays[0].base
+    if base is None or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    address = base.ctypes.data
+    for a in arrays:
+        if a.base is not base or a.dtype != base.dtype or not a.flags.c_contiguous \
+                or a.ctypes.data != address:
+            return None
+        address += a.nbytes
+    return base if address == base.ctypes.data + base.nbytes else None
+
+
+def _fingerprint(*arrays):
+    """A CRC of FINGERPRINT_ROWS rows spread over each array (None entries skipped)."""
+    crc = 0
+    for a in arrays:
+        if a is not None:
+            rows = np.linspace(0, len(a) - 1, min(len(a), FINGERPRINT_ROWS)).astype(np.intp)
+            crc = zlib.crc32(np.ascontiguousarray(a[rows]).tobytes(), crc)
+    return crc
+
+
+def _layout(a):
+    return None if a is None else "%s %s" % (a.dtype, a.shape)
+
+
+class DataParallel:
+    """Data-parallel training of `model` with `optimizer` over the communicator `comm`
+    (see the module docstring). `rank`, `size`: this process's rank and the number of
+    ranks."""
+
+    def __init__(self, comm, model, loss, optimizer):
+        from mpi4py import MPI
+        self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self._in_place, self._lor = MPI.IN_PLACE, MPI.LOR
+        self._totals = np.zeros(2)          # a step's loss and correct predictions
+        self._ws = Workspace()
+        self._grads = None
+
+    def __repr__(self):
+        return "DataParallel(rank %d of %d)" % (self.rank, self.size)
+
+    # ---------------------------------------------------------------- agreement
+    def together(self, fn, *args):
+        """fn(*args) on every rank; if it fails on any, every rank raises (see
+        `fastnn.distributed.mpi.together`)."""
+        return together(self.comm, fn, *args)
+
+    def on_root(self, fn, *args):
+        """fn(*args) on rank 0 only (writing files); every rank raises if it fails."""
+        return together(self.comm, fn, *args, root_only=True)
+
+    def any(self, flag):
+        """True on every rank when `flag` is true on any."""
+        return bool(self.comm.allreduce(bool(flag), op=self._lor))
+
+    def sum(self, *values):
+        """The values summed over the ranks (one Allreduce), as floats."""
+        buf = np.array(values, dtype=np.float64)
+        self.comm.Allreduce(self._in_place, buf)
+        return tuple(buf.tolist())
+
+    # ---------------------------------------------------------------- fit start
+    def start_fit(self, fn, data, run):
+        """Before a fit's first step: ValueError on every rank unless all were given the
+        same data, arguments, model and optimizer; then every rank takes rank 0's
+        parameters, buffers and shuffling generator (`run.rng`)."""
+        self._check_same(fn, self._facts(data, run))
+        self.broadcast_state()
+        rng = run.rng.bit_generator
+        rng.state = self.comm.bcast(rng.state if self.rank == 0 else None)
+        params = self.optimizer.params
+        flat = _tiled([p.grad for p in params])
+        self._grads = [flat] if flat is not None else [p.grad for p in params]
+
+    def _facts(self, data, run):
+        """What must be equal on every rank: name -> a comparable value."""
+        X, y, Xv, yv = data
+        fit = {k: v for k, v in run.state().items() if k not in ("rng", "best_state")}
+        state = [(k, _layout(v)) for k, v in self.model.state_dict().items()]
+        return {"X": _layout(X), "y": _layout(y), "X_val": _layout(Xv), "y_val": _layout(yv),
+                "training data values (sampled rows)": _fingerprint(X, y),
+                "validation data values (sampled rows)": _fingerprint(Xv, yv),
+                "fit arguments": fit, "model parameters and buffers": state,
+                "optimizer": repr(self.optimizer), "loss": repr(self.loss),
+                "shuffling generator": type(run.rng.bit_generator).__name__}
+
+    def _check_same(self, fn, facts):
+        everyone = self.comm.allgather(facts)
+        for name, mine in facts.items():
+            for r, theirs in enumerate(everyone):
+                if theirs[name] != everyone[0][name]:
+                    raise ValueError("%s (distributed): every rank must be given the same %s;"
+                                     " rank 0 has %s, rank %d has %s"
+                                     % (fn, name, everyone[0][name], r, theirs[name]))
+
+    def broadcast_state(self):
+        """Rank 0's parameters and buffers to every rank."""
+        params = self.model.parameters()
+        flat = _tiled([p.data for p in params]) if params else None
+        for a in [flat] if flat is not None else [p.data for p in params]:
+            self.comm.Bcast(a, root=0)
+        self.broadcast_buffers()
+
+    def broadcast_buffers(self):
+        """Rank 0's buffers (BatchNorm's running statistics) to every rank: once an
+        epoch, so that every rank evaluates, saves and ends with the same model."""
+        for _, b in self.model.named_buffers():
+            self.comm.Bcast(b, root=0)
+
+    # ------------------------------------------------------------------- a step
+    def rows(self, n):
+        """This rank's part of n rows: a slice of consecutive rows (parts differ by at
+        most one row; a rank's part is empty when n < size)."""
+        return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
+
+    def batch_totals(self, loss, correct, local, batch):
+        """The global batch's (mean loss, correct predictions), from this rank's loss
+        (the mean over its `local` rows of the `batch`) and correct predictions."""
+        t = self._totals
+        t[0] = loss * local / batch if local else 0.0
+        t[1] = correct
+        self.comm.Allreduce(self._in_place, t)
+        return float(t[0]), float(t[1])
+
+    def scaled(self, dout, local, batch):
+        """dout * local / batch, in a buffer of its own: the gradient of this rank's part
+        of the global batch's mean loss."""
+        buf = self._ws.get("dout", dout.shape, dout.dtype)
+        np.multiply(dout, local / batch, out=buf)
+        return buf
+
+    def reduce_gradients(self, computed=True):
+        """Sum the ranks' (row-weighted) gradients in place, in one Allreduce over the
+        optimizer's flat gradient buffer (one per parameter when they have none).
+        computed=False: this rank had no rows of the batch and adds zeros."""
+        for g in self._grads:
+            if not computed:
+                g.fill(0)
+            self.comm.Allreduce(self._in_place, g)
