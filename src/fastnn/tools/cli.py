@@ -3,7 +3,9 @@
 Commands: ``info`` (build configuration), ``demo`` (MLP on the bundled digits),
 ``train`` (a CSV / IDX / NPZ data file, architecture from a short spec), ``search``
 (random search over learning rate and weight decay). ``fastnn <command> --help`` lists
-the options. Bad arguments and unreadable or malformed files print one line on stderr
+the options. ``train`` and ``search`` take ``--distributed`` to run on the MPI ranks of
+``mpiexec -n K fastnn ...`` (rank 0 prints and writes the files; an error on any rank
+ends them all). Bad arguments and unreadable or malformed files print one line on stderr
 and exit with status 2; a diverging run exits with 1; Ctrl-C with 130.
 
 Extending: a module listed in `PLUGINS` (``fastnn.tools.bench`` today) that can be imported
@@ -18,6 +20,7 @@ Example: ``256-bn-relu,128-relu-dropout0.2,10``. An activation right after the w
 fused into the Dense layer; tanh / sigmoid layers get Xavier init, the rest He init.
 """
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -356,7 +359,7 @@ def cmd_train(args):
     from .. import io
     from ..train.trainer import Trainer
     for path, option in ((args.out, "--out"), (args.plot, "--plot")):
-        if path:
+        if path and _writes(args):
             _check_writable(path, option)
     d = _prepare_training(args)
     _random.seed(args.seed)
@@ -371,13 +374,14 @@ def cmd_train(args):
                                                d["in_features"], d["arch"], type(loss).__name__,
                                                args.optimizer, opt.lr))
     trainer = Trainer(model, loss, opt, diagnostics=args.diagnostics, verbose=verbose,
-                      patience=args.patience)
+                      patience=args.patience, distributed=args.distributed,
+                      sync_batchnorm=args.distributed)
     history = trainer.fit(d["X"], d["y"], validation_data=(d["Xv"], d["yv"]),
                           epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     res = trainer.evaluate(d["Xv"], d["yv"])
     print("validation: " + "  ".join("%s %.4f" % kv for kv in res.items())
           + "  (best epoch %s)" % history.best_epoch)
-    if args.out:
+    if args.out and _writes(args):
         note = ""
         if d["scaler"] is not None:
             note = (" (standardization folded into the first layer: it takes raw inputs)"
@@ -388,7 +392,7 @@ def cmd_train(args):
         except OSError as exc:
             raise CLIError("cannot write %r: %s" % (args.out, exc.strerror or exc)) from None
         print("model saved to %s%s" % (args.out, note))
-    if args.plot:
+    if args.plot and _writes(args):
         _plot_curves(history, args.plot, "fastnn train: %s" % d["desc"], quiet=args.quiet)
     return 0
 
@@ -418,7 +422,8 @@ def cmd_search(args):
                                     "weight_decay": loguniform(wlo, whi)},
                             d["X"], d["y"], d["Xv"], d["yv"], n_trials=args.trials,
                             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                            halving=args.halving, verbose=0 if args.quiet else 1)
+                            halving=args.halving, verbose=0 if args.quiet else 1,
+                            distributed=args.distributed)
     print(results)
     best = results.best
     print("best: lr %.3g, weight decay %.3g" % (best["lr"], best["weight_decay"]))
@@ -494,6 +499,8 @@ def build_parser():
     p.add_argument("--verbose", action="store_true", help="also print diagnostics tables")
     p.add_argument("--out", metavar="PATH", help="save the trained model (.npz)")
     p.add_argument("--plot", metavar="PATH", help="write a learning-curve PNG")
+    _add_distributed_arg(p, "train data-parallel on the MPI ranks (mpiexec -n K fastnn "
+                         "train ... --distributed; BatchNorm uses the global batch)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("search", help="random search over learning rate and weight decay",
@@ -508,6 +515,8 @@ def build_parser():
     p.add_argument("--wd-range", type=_positive(float), nargs=2, default=(1e-6, 1e-2),
                    metavar=("LOW", "HIGH"), help="default 1e-6 1e-2")
     p.add_argument("--halving", action="store_true", help="successive halving")
+    _add_distributed_arg(p, "spread the trials over the MPI ranks (mpiexec -n K fastnn "
+                         "search ... --distributed)")
     p.set_defaults(func=cmd_search)
 
     for name in PLUGINS:
@@ -520,6 +529,30 @@ def build_parser():
         if hasattr(mod, "add_parser"):
             mod.add_parser(sub)
     return parser
+
+
+# ----------------------------------------------------------------- distributed
+def _add_distributed_arg(p, text):
+    p.add_argument("--distributed", action="store_true", help=text + "; needs mpi4py")
+
+
+def _writes(args):
+    """Whether this process prints and writes files: yes, except on the ranks other than
+    0 of a --distributed run."""
+    if not getattr(args, "distributed", False):
+        return True
+    from ..distributed import rank
+    return rank() == 0
+
+
+def _abort_ranks(status):
+    """A --distributed command failed on this rank: end every rank with `status` (the
+    others may be waiting for this one in a collective call)."""
+    from ..distributed import world_size
+    if world_size() > 1:
+        from mpi4py import MPI
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(status)
 
 
 def _one_line(exc):
@@ -539,9 +572,20 @@ def main(argv=None):
         print("fastnn: error: missing COMMAND, one of %s (see --help)"
               % ", ".join(sub.choices), file=sys.stderr)
         return 2
+    status = _run(args)
+    if status and getattr(args, "distributed", False):
+        _abort_ranks(status)
+    return status
+
+
+def _run(args):
+    """Run the parsed command; returns the exit status (errors printed as one line)."""
     from ..train.trainer import NonFiniteError
     prog = "fastnn %s" % args.command
     try:
+        if not _writes(args):               # ranks other than 0 print nothing
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except CLIError as exc:
         print("%s: error: %s" % (prog, _one_line(exc)), file=sys.stderr)
@@ -549,7 +593,7 @@ def main(argv=None):
     except NonFiniteError as exc:
         print("%s: error: %s" % (prog, _one_line(exc)), file=sys.stderr)
         return 1
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         if os.environ.get("FASTNN_DEBUG"):
             raise
         print("%s: error: %s" % (prog, _one_line(exc)), file=sys.stderr)
