@@ -254,7 +254,10 @@ def test_errors_are_raised_on_every_rank_and_nothing_hangs(tmp_path):
         assert r["values"][0] == "ValueError" and "training data values" in r["values"][1]
         assert r["label"][0] == "ValueError" and "labels must lie in [0, 3)" in r["label"][1]
         assert r["diverged"][0] == "NonFiniteError"
+        assert r["one_row"][0] == "ValueError"
+        assert "expected more than 1 value per channel" in r["one_row"][1]
     assert "rank 1 of 2 failed" in report[0]["label"][1]
+    assert "rank 0 of 2 failed" in report[1]["one_row"][1]
     assert report[0]["diverged"][1] == report[1]["diverged"][1]       # the same step
 
 
@@ -365,9 +368,9 @@ def run_errors(out):
     trainer = build(0, distributed=True)
     report = {}
 
-    def attempt(name, *args, **kw):
+    def attempt(name, *args, batch_size=BATCH):
         try:
-            trainer.fit(*args, epochs=2, batch_size=BATCH, seed=0, **kw)
+            trainer.fit(*args, epochs=2, batch_size=batch_size, seed=0)
         except Exception as exc:
             report[name] = [type(exc).__name__, str(exc)]
     attempt("shapes", X[:len(X) - r], y[:len(y) - r])
@@ -378,6 +381,8 @@ def run_errors(out):
     trainer = build(0, sgd=True, distributed=True)
     trainer.optimizer.lr = 1e30
     attempt("diverged", X, y)
+    trainer = build(0, bn=True, distributed=True)
+    attempt("one_row", X, y, batch_size=3)      # rank 0 gets 1 row: BatchNorm refuses
     with open(os.path.join(out, "errors-rank%d.json" % r), "w") as f:
         json.dump(report, f)
 

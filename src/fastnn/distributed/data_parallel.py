@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 
 from ..core.workspace import Workspace
-from .mpi import communicator, together
+from .mpi import communicator, raise_failures, together
 
 __all__ = ["DataParallel", "data_parallel"]
 
@@ -76,7 +76,7 @@ class DataParallel:
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self._in_place, self._lor = MPI.IN_PLACE, MPI.LOR
-        self._totals = np.zeros(2)          # a step's loss and correct predictions
+        self._totals = np.zeros(3)    # a step's loss, correct predictions, failures
         self._ws = Workspace()
         self._grads = None
 
@@ -157,13 +157,18 @@ class DataParallel:
         most one row; a rank's part is empty when n < size)."""
         return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
 
-    def batch_totals(self, loss, correct, local, batch):
+    def batch_totals(self, loss, correct, local, batch, failure=None):
         """The global batch's (mean loss, correct predictions), from this rank's loss
-        (the mean over its `local` rows of the `batch`) and correct predictions."""
+        (the mean over its `local` rows of the `batch`) and correct predictions.
+        failure: the exception this rank's forward raised, or None; when any rank has
+        one, every rank raises (see `fastnn.distributed.mpi.raise_failures`)."""
         t = self._totals
         t[0] = loss * local / batch if local else 0.0
         t[1] = correct
+        t[2] = failure is not None
         self.comm.Allreduce(self._in_place, t)
+        if t[2]:
+            raise_failures(self.comm, failure)
         return float(t[0]), float(t[1])
 
     def scaled(self, dout, local, batch):

@@ -10,7 +10,7 @@ import os
 import sys
 
 __all__ = ["available", "launched", "rank", "world_size", "communicator", "together",
-           "INSTALL"]
+           "raise_failures", "INSTALL"]
 
 INSTALL = 'distributed training needs mpi4py and an MPI library: pip install "fastnn[mpi]" ' \
           "mpich (or Open MPI's mpi4py build)"
@@ -90,6 +90,14 @@ def together(comm, fn, *args, root_only=False):
             result = fn(*args)
         except Exception as exc:        # reported to the other ranks, then re-raised
             failure = exc
+    raise_failures(comm, failure)
+    return result
+
+
+def raise_failures(comm, failure):
+    """Collective: `failure` is this rank's exception or None; when any rank has one,
+    every rank raises -- the failing rank its own exception, the others the same
+    built-in type (or RuntimeError) naming that rank and its message."""
     reports = comm.allgather(None if failure is None
                              else (type(failure).__name__, str(failure)))
     if failure is not None:
@@ -98,4 +106,3 @@ def together(comm, fn, *args, root_only=False):
         if report is not None:
             cls = _SHARED_ERRORS.get(report[0], RuntimeError)
             raise cls("rank %d of %d failed: %s" % (r, comm.Get_size(), report[1]))
-    return result

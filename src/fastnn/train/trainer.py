@@ -273,13 +273,16 @@ class Trainer:
         part = sync.rows(len(xb))
         x, t = xb[part], yb[part]
         n = len(x)
-        loss, correct = 0.0, 0
+        loss, correct, failure = 0.0, 0, None
         if n:
-            out = self._forward(x) if mon is None else mon.forward(x)
-            loss, correct = self._loss_and_count(out, t)
-            if mon is not None:
+            try:
+                out = self._forward(x) if mon is None else mon.forward(x)
+                loss, correct = self._loss_and_count(out, t)
+            except Exception as exc:    # raised on every rank, by batch_totals
+                failure = exc
+            if mon is not None and failure is None:
                 mon.record_loss(loss, out)
-        loss, correct = sync.batch_totals(loss, correct, n, len(xb))
+        loss, correct = sync.batch_totals(loss, correct, n, len(xb), failure)
         if not math.isfinite(loss):
             self._bad_loss(loss, xb)
         if n:
