@@ -46,6 +46,11 @@ F64 = np.float64
 #: the training runs: 163 rows in batches of 23 (ranks take 11 and 12 rows; the last
 #: batch of 2 rows, one each), validation on 40 rows
 EPOCHS, BATCH, SEED = 3, 23, 5
+#: the variants of the `train` scenario: name -> (build keywords, batch size, bucket
+#: bytes); batches of 27 end with one row, so rank 0 has none of it; buckets of 256
+#: bytes cut the model in two (the last layer's gradients reduced during the backward)
+VARIANTS = {"adam": ({}, BATCH, None), "sgd": ({"sgd": True}, 27, None),
+            "buckets": ({}, 27, 256)}
 
 
 def mpi_env():
@@ -99,9 +104,9 @@ def build(seed, bn=False, sgd=False, **kw):
                    verbose=0, **kw)
 
 
-def fit(trainer, epochs=EPOCHS, **kw):
+def fit(trainer, epochs=EPOCHS, batch_size=BATCH, **kw):
     X, y, Xv, yv = data()
-    return trainer.fit(X, y, validation_data=(Xv, yv), epochs=epochs, batch_size=BATCH,
+    return trainer.fit(X, y, validation_data=(Xv, yv), epochs=epochs, batch_size=batch_size,
                        seed=SEED, **kw)
 
 
@@ -192,9 +197,9 @@ def test_one_rank_under_plain_python_trains_as_one_process_with_a_warning(tmp_pa
     assert_same_run(load(tmp_path / "rank0.npz"), outcome_of_one_process(), exact=True)
 
 
-def outcome_of_one_process(**kw):
+def outcome_of_one_process(batch_size=BATCH, **kw):
     trainer = build(100, **kw)
-    return outcome(trainer, fit(trainer))
+    return outcome(trainer, fit(trainer, batch_size=batch_size))
 
 
 # ------------------------------------------------------------------- under mpiexec
@@ -213,13 +218,17 @@ def trained(tmp_path_factory):
 
 
 @needs_mpi
-@pytest.mark.parametrize("variant", ["adam", "sgd"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_ranks_end_equal_to_rank_0s_one_process_run(trained, backend, variant):
-    """Different initial seeds per rank, uneven splits (11 / 12 rows, a last batch of 2):
-    both ranks end bit-identical, equal to the one-process run from rank 0's seed."""
+    """Different initial seeds per rank, uneven splits (11 / 12 rows; a last batch of 2
+    rows, or of 1 that rank 0 has no part of), with and without buckets: both ranks end
+    bit-identical, equal to the one-process run from rank 0's seed."""
+    kw, batch_size, _ = VARIANTS[variant]
     with fastnn.use_backend(backend):
-        want = outcome_of_one_process(sgd=variant == "sgd")
+        want = outcome_of_one_process(batch_size, **kw)
     ranks = [load(trained[backend] / ("%s-rank%d.npz" % (variant, r))) for r in range(RANKS)]
+    buckets = [int(r.pop("buckets")) for r in ranks]
+    assert buckets == [2 if variant == "buckets" else 0] * RANKS
     assert_same_run(ranks[1], ranks[0], exact=True)
     assert_same_run(ranks[0], want)
 
@@ -319,12 +328,16 @@ def search_arguments():
 
 def run_train(out, backend):
     from fastnn import distributed
+    from fastnn.distributed.data_parallel import DataParallel
     fastnn.set_backend(backend)
     r = distributed.rank()
-    for variant in ("adam", "sgd"):
-        trainer = build(100 + r, sgd=variant == "sgd", distributed=True)
-        np.savez(os.path.join(out, "%s-rank%d.npz" % (variant, r)),
-                 **outcome(trainer, fit(trainer)))
+    for variant, (kw, batch_size, bucket_bytes) in VARIANTS.items():
+        trainer = build(100 + r, distributed=True, **kw)
+        DataParallel.bucket_bytes = bucket_bytes or 1 << 40
+        result = outcome(trainer, fit(trainer, batch_size=batch_size))
+        buckets = trainer._sync._buckets
+        result["buckets"] = 0 if buckets is None else len(buckets.segments)
+        np.savez(os.path.join(out, "%s-rank%d.npz" % (variant, r)), **result)
 
 
 def run_one_rank(out):

@@ -6,9 +6,11 @@ parameters, buffers and shuffling generator. Each global batch (the same shuffle
 every rank) is split into consecutive, nearly equal parts, one per rank; a rank's loss
 gradient is weighted by its share of the rows, so one Allreduce (a sum) over the
 optimizer's flat gradient buffer leaves every rank with the gradient of the global
-batch's mean loss, and the identical update keeps the ranks identical. One small
-Allreduce per step also sums the batch's loss and correct predictions, so a non-finite
-loss on any rank stops every rank at the same step.
+batch's mean loss, and the identical update keeps the ranks identical. A model large
+enough is cut into buckets whose Allreduces run while the earlier layers' backward
+still computes (`fastnn.distributed.buckets`). One small Allreduce per step also sums
+the batch's loss and correct predictions (and failures), so a non-finite loss or an
+error on any rank stops every rank at the same step.
 """
 import warnings
 import zlib
@@ -16,6 +18,7 @@ import zlib
 import numpy as np
 
 from ..core.workspace import Workspace
+from .buckets import BUCKET_BYTES, Buckets
 from .mpi import communicator, raise_failures, together
 
 __all__ = ["DataParallel", "data_parallel"]
@@ -69,7 +72,12 @@ def _layout(a):
 class DataParallel:
     """Data-parallel training of `model` with `optimizer` over the communicator `comm`
     (see the module docstring). `rank`, `size`: this process's rank and the number of
-    ranks."""
+    ranks. overlap: reduce the gradients in buckets of at least `bucket_bytes` while
+    the backward runs, when the model allows (`fastnn.distributed.buckets`); read at
+    the start of each fit."""
+
+    overlap = True
+    bucket_bytes = BUCKET_BYTES
 
     def __init__(self, comm, model, loss, optimizer):
         from mpi4py import MPI
@@ -78,7 +86,7 @@ class DataParallel:
         self._in_place, self._lor = MPI.IN_PLACE, MPI.LOR
         self._totals = np.zeros(3)    # a step's loss, correct predictions, failures
         self._ws = Workspace()
-        self._grads = None
+        self._grads = self._buckets = None
 
     def __repr__(self):
         return "DataParallel(rank %d of %d)" % (self.rank, self.size)
@@ -115,6 +123,8 @@ class DataParallel:
         params = self.optimizer.params
         flat = _tiled([p.grad for p in params])
         self._grads = [flat] if flat is not None else [p.grad for p in params]
+        self._buckets = Buckets.of(self.model, flat, self.comm, self.bucket_bytes) \
+            if self.overlap else None
 
     def _facts(self, data, run):
         """What must be equal on every rank: name -> a comparable value."""
@@ -178,11 +188,28 @@ class DataParallel:
         np.multiply(dout, local / batch, out=buf)
         return buf
 
-    def reduce_gradients(self, computed=True):
-        """Sum the ranks' (row-weighted) gradients in place, in one Allreduce over the
-        optimizer's flat gradient buffer (one per parameter when they have none).
-        computed=False: this rank had no rows of the batch and adds zeros."""
+    def forward(self, x):
+        """This rank's training forward (through the buckets' segments when bucketed)."""
+        return self.model._forward(x) if self._buckets is None else self._buckets.forward(x)
+
+    def backward(self, dout, backward=None):
+        """This rank's backward of `dout` (None: it had no rows of the batch, its
+        gradients are zeros), by `backward` when given (the diagnostics monitor's), and
+        the ranks' gradients summed in place: bucket by bucket while the backward runs
+        when bucketed, else in one Allreduce over the optimizer's flat gradient buffer
+        (one per parameter when there is none) after it."""
+        buckets = self._buckets if backward is None else None
+        if buckets is not None:
+            if dout is not None:
+                buckets.backward(dout)
+            buckets.reduce(zeros=dout is None)
+            return
+        if dout is not None:
+            (backward or self._model_backward)(dout)
         for g in self._grads:
-            if not computed:
+            if dout is None:
                 g.fill(0)
             self.comm.Allreduce(self._in_place, g)
+
+    def _model_backward(self, dout):
+        self.model._backward(dout, False)

@@ -276,7 +276,7 @@ class Trainer:
         loss, correct, failure = 0.0, 0, None
         if n:
             try:
-                out = self._forward(x) if mon is None else mon.forward(x)
+                out = sync.forward(x) if mon is None else mon.forward(x)
                 loss, correct = self._loss_and_count(out, t)
             except Exception as exc:    # raised on every rank, by batch_totals
                 failure = exc
@@ -285,13 +285,8 @@ class Trainer:
         loss, correct = sync.batch_totals(loss, correct, n, len(xb), failure)
         if not math.isfinite(loss):
             self._bad_loss(loss, xb)
-        if n:
-            dout = sync.scaled(self._loss_grad(), n, len(xb))
-            if mon is None:
-                self._backward(dout, False)
-            else:
-                mon.backward(dout)
-        sync.reduce_gradients(computed=n > 0)
+        sync.backward(sync.scaled(self._loss_grad(), n, len(xb)) if n else None,
+                      None if mon is None else mon.backward)
         if mon is not None:
             mon.before_update()
         self.optimizer.step()
