@@ -97,8 +97,10 @@ def worker(case, seconds, overlap):
     from fastnn import distributed
     from fastnn.tools.bench import CASES, _data, fastnn_model
     from mpi4py import MPI
+    from fastnn.distributed.data_parallel import DataParallel
     name, widths, batch = next(c for c in CASES if c[0] == case)
     comm, k = MPI.COMM_WORLD, distributed.world_size()
+    DataParallel.overlap = overlap
     x, y = _data(widths, batch)
     model = fastnn_model(widths)
     trainer = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
@@ -110,7 +112,7 @@ def worker(case, seconds, overlap):
     else:
         trainer.fit(x, y, epochs=1, batch_size=batch, shuffle=False)   # sets the ranks up
         sync = trainer._sync
-        sync.overlap = overlap
+        result["buckets"] = repr(sync._buckets)
         result["step"] = _timed(comm, lambda: trainer._sync_step(x, y), seconds)
         grads = np.zeros(sum(p.size for p in model.parameters()), np.float32)
         result["allreduce"] = _timed(comm, lambda: comm.Allreduce(MPI.IN_PLACE, grads),
@@ -125,12 +127,16 @@ def worker(case, seconds, overlap):
 
 
 def _timed(comm, fn, seconds):
-    """Median seconds per call of fn on every rank together (the slowest rank's)."""
+    """Median seconds per call of fn on every rank together (the slowest rank's); the
+    ranks agree on the number of calls (fn may be a collective step)."""
     for _ in range(3):
         fn()
     comm.Barrier()
-    times, start = [], time.perf_counter()
-    while len(times) < 5 or time.perf_counter() - start < seconds:
+    t0 = time.perf_counter()
+    fn()
+    one = comm.allreduce(time.perf_counter() - t0, op=_max())
+    times = []
+    for _ in range(max(5, int(seconds / max(one, 1e-6)))):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -150,7 +156,7 @@ def launch(case, ranks, threads, seconds, overlap=True):
                FI_TCP_IFACE="lo")
     out = subprocess.run([mpiexec, "-iface", "lo", "-n", str(ranks), sys.executable, HERE,
                           "worker", case, str(seconds), str(int(overlap))], env=env,
-                         capture_output=True, text=True, timeout=600, check=True)
+                         capture_output=True, text=True, timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
