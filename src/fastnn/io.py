@@ -5,7 +5,9 @@ File layout: "__fastnn_model__" is a uint8 array with the UTF-8 JSON
 `{"format": "fastnn.model", "version": 1, "model": <node>}` where a node is
 `{"type": "Dense", "args": {...constructor arguments, dtype as "float32"...}}` and a
 Sequential's node also has `"layers": [<node>, ...]`; the other entries are the
-model's state_dict arrays ("0.weight", "1.running_mean", ...).
+model's state_dict arrays ("0.weight", "1.running_mean", ...), and any entries
+"extra.<name>" that `save(..., extra=...)` was given (numbers or strings, e.g. the
+class names the command line saves as "extra.classes"), which `load` skips.
 
 >>> import os, tempfile, numpy as np, fastnn
 >>> from fastnn.layers import Sequential, Dense, ReLU
@@ -28,6 +30,8 @@ from .layers.base import REGISTRY, Module, Sequential
 __all__ = ["save", "load"]
 
 ARCH_KEY = "__fastnn_model__"
+#: prefix of the entries stored beside the model (`save(..., extra=...)`)
+EXTRA_PREFIX = "extra."
 FORMAT = "fastnn.model"
 VERSION = 1
 _MAX_DEPTH = 64
@@ -46,16 +50,24 @@ def _node(module, depth=0):
     return node
 
 
-def save(model, path):
+def save(model, path, extra=None):
     """Write `model` (built-in layers, possibly nested in Sequential) to `path` as one
     .npz file (the exact path given; no suffix is added). The file is written to a
     temporary file in the same directory and then renamed over `path`, so a failure
-    never leaves a partial file or destroys an existing one."""
+    never leaves a partial file or destroys an existing one. `extra` ({name: array of
+    numbers or strings}) is stored beside the model as entries "extra.<name>", which
+    `load` skips; read them with `np.load(path)["extra.<name>"]`."""
     if not isinstance(model, Module):
         raise TypeError("fastnn.save: expected a fastnn Module, got %s" % type(model).__name__)
     path = os.fspath(path)
     arch = {"format": FORMAT, "version": VERSION, "model": _node(model)}
     arrays = model.state_dict()
+    for name, value in (extra or {}).items():
+        value = np.asarray(value)
+        if value.dtype.kind not in "biufU":
+            raise TypeError("fastnn.save: extra[%r] must hold numbers or strings, got %s"
+                            % (name, value.dtype))
+        arrays[EXTRA_PREFIX + name] = value
     blob = np.frombuffer(json.dumps(arch).encode("utf-8"), dtype=np.uint8)
     arrays[ARCH_KEY] = blob
     atomic_savez(path, arrays)
@@ -156,6 +168,7 @@ def load(path):
             NotImplementedError, MemoryError, TypeError) as exc:
         raise _bad(path, "%s: %s" % (type(exc).__name__, exc)) from None
 
+    arrays = {k: a for k, a in arrays.items() if not k.startswith(EXTRA_PREFIX)}
     blob = arrays.pop(ARCH_KEY, None)
     if blob is None:
         raise _bad(path, "no architecture entry %r" % ARCH_KEY)
