@@ -1,6 +1,6 @@
-"""The README's Python examples run as written.
+"""The README's (and the API reference's) Python examples run as written.
 
-Every ```python block of README.md runs on its own, in a fresh interpreter, in an empty
+Every ```python block of README.md and docs/api.md runs on its own, in a fresh interpreter, in an empty
 temporary folder, with a time limit: a block may not use names from an earlier one. A
 block in REPL form (lines starting with ">>> ") is run as a doctest, so its shown output
 must match (``...`` stands for what differs between machines). A block whose first line
@@ -19,7 +19,9 @@ import pytest
 
 from conftest import FASTNN_PATH as SRC
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = [README, ROOT / "docs" / "api.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 ILLUSTRATIVE = "# illustrative"
 #: what a block uses -> what it needs: an optional package, or the compiled kernels
@@ -34,27 +36,33 @@ DOCTEST_RUNNER = textwrap.dedent("""
 """)
 
 
-def readme_blocks():
-    """[(line number of the block's first line, code)] in the order of the README."""
-    text = README.read_text(encoding="utf-8")
+def python_blocks(doc):
+    """[(line number of the block's first line, code)] in the order of the file."""
+    text = doc.read_text(encoding="utf-8")
     return [(text.count("\n", 0, m.start(1)) + 1, m.group(1)) for m in BLOCK.finditer(text)]
 
 
-def test_readme_has_python_blocks_and_no_link_outside_the_repository():
-    assert len(readme_blocks()) >= 8
-    text = README.read_text(encoding="utf-8")
-    root = README.parent
+def all_blocks():
+    return [pytest.param(line, code, id="%s:%d" % (doc.name, line))
+            for doc in DOCS for line, code in python_blocks(doc)]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def test_docs_have_python_blocks_and_no_link_outside_the_repository(doc):
+    assert len(python_blocks(doc)) >= 8
+    text = doc.read_text(encoding="utf-8")
     for target in re.findall(r"\]\(([^)\s]+)\)", text):
         if re.match(r"[a-z]+://", target) or target.startswith("#"):
             continue
-        path = (root / target.split("#")[0]).resolve()
-        assert path.is_relative_to(root) and path.exists(), target
+        path = (doc.parent / target.split("#")[0]).resolve()
+        assert path.is_relative_to(ROOT) and path.exists(), target
 
 
-def test_the_block_finder_sees_every_fence():
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def test_the_block_finder_sees_every_fence(doc):
     """A fence the pattern missed would silently go untested."""
-    text = README.read_text(encoding="utf-8")
-    assert len(readme_blocks()) == text.count("```python\n")
+    text = doc.read_text(encoding="utf-8")
+    assert len(python_blocks(doc)) == text.count("```python\n")
 
 
 def _available(need):
@@ -74,21 +82,20 @@ def _missing(code):
                 None)
 
 
-@pytest.mark.parametrize("line, code", readme_blocks(),
-                         ids=lambda v: "line%d" % v if isinstance(v, int) else "")
-def test_readme_block_runs_as_written(line, code, tmp_path):
+@pytest.mark.parametrize("line, code", all_blocks())
+def test_block_runs_as_written(line, code, tmp_path):
     if code.startswith(ILLUSTRATIVE):
-        pytest.skip("README line %d: marked illustrative" % line)
+        pytest.skip("line %d: marked illustrative" % line)
     missing = _missing(code)
     if missing:
-        pytest.skip("README line %d needs %s" % (line, missing))
+        pytest.skip("line %d needs %s" % (line, missing))
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
                MPLBACKEND="Agg", PYTHONWARNINGS="error")
     doctest_form = code.lstrip().startswith(">>> ")
     args = [sys.executable, "-c", DOCTEST_RUNNER] if doctest_form else [sys.executable, "-"]
     res = subprocess.run(args, input=code, cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=TIMEOUT)
-    assert res.returncode == 0, "README line %d:\n%s\n%s" % (line, res.stdout, res.stderr)
+    assert res.returncode == 0, "line %d:\n%s\n%s" % (line, res.stdout, res.stderr)
 
 
 def test_a_failing_block_is_reported(tmp_path):
