@@ -602,7 +602,17 @@ def cmd_search(args):
 
 
 # --------------------------------------------------------------------------- parser
-def _add_data_args(p, optional=False):
+def _add_label_args(p):
+    """--labels and --target: where a data file's labels are."""
+    p.add_argument("--labels", metavar="PATH", help="IDX labels file for IDX images (an error "
+                   "for other data, which holds its own labels)")
+    p.add_argument("--target", default="-1", metavar="COL",
+                   help="CSV target column: index or header name (default: last); "
+                   "integer labels or class names")
+
+
+def _add_training_args(p, optional=False):
+    """The data and model options `train` and `search` share."""
     if optional:
         p.add_argument("data", nargs="?", default="digits",
                        help="data file (.csv, .tsv, .npz, IDX) or 'digits' (default)")
@@ -610,11 +620,7 @@ def _add_data_args(p, optional=False):
         p.add_argument("data", help="data file: .csv/.tsv (last column = target unless "
                        "--target), .npz (arrays X and y), IDX images (with --labels), or "
                        "'digits' for the bundled digits")
-    p.add_argument("--labels", metavar="PATH", help="IDX labels file for IDX images (an error "
-                   "for other data, which holds its own labels)")
-    p.add_argument("--target", default="-1", metavar="COL",
-                   help="CSV target column: index or header name (default: last); "
-                   "integer labels or class names")
+    _add_label_args(p)
     p.add_argument("--arch", metavar="SPEC", help="architecture, e.g. '256-bn-relu,128-relu,10'"
                    " (default 128-bn-relu,64-relu,<outputs>)")
     p.add_argument("--loss", choices=["auto"] + list(_LOSSES), default="auto",
@@ -632,15 +638,7 @@ def _add_data_args(p, optional=False):
     p.add_argument("--quiet", action="store_true", help="print only the results")
 
 
-def build_parser():
-    parser = _Parser(prog="fastnn", description="fastnn: a fast, trustworthy CPU "
-                     "deep-learning engine. Run 'fastnn COMMAND --help' for details.")
-    parser.add_argument("--version", action="version", version="fastnn %s" % __version__)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    p = sub.add_parser("info", help="show the build and runtime configuration")
-    p.set_defaults(func=cmd_info)
-
+def _add_demo(sub):
     p = sub.add_parser("demo", help="train an MLP on the bundled 8x8 digits",
                        description="Train a 64-128-64-10 MLP (BatchNorm, ReLU, dropout, "
                        "AdamW, cosine schedule; training images augmented with 1-pixel "
@@ -658,10 +656,12 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="print only the result")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_train(sub):
     p = sub.add_parser("train", help="train an MLP on a data file",
                        description="Train an MLP on a CSV / NPZ / IDX data file with a "
                        "validation split; optionally save it (fastnn.load reads it back).")
-    _add_data_args(p)
+    _add_training_args(p)
     p.add_argument("--lr", type=POSITIVE_FLOAT, default=None,
                    help="learning rate (default per optimizer: adam 1e-3, sgd 0.05, ...)")
     p.add_argument("--weight-decay", type=NONNEGATIVE_FLOAT, default=0.0, help="default 0")
@@ -671,10 +671,12 @@ def build_parser():
     p.add_argument("--diagnostics", action="store_true",
                    help="babysitting diagnostics and warnings")
     p.add_argument("--verbose", action="store_true", help="also print diagnostics tables")
-    p.add_argument("--out", metavar="PATH", help="save the trained model (.npz)")
+    p.add_argument("--out", metavar="PATH", help="save the trained model (.npz, eval mode)")
     p.add_argument("--plot", metavar="PATH", help="write a learning-curve PNG")
     p.set_defaults(func=cmd_train)
 
+
+def _add_predict(sub):
     p = sub.add_parser("predict", help="predict with a saved model",
                        description="Print the predictions of a model saved by 'fastnn "
                        "train --out' (or fastnn.save) for a data file, one line per sample: "
@@ -685,17 +687,16 @@ def build_parser():
     p.add_argument("model", help="model file (.npz)")
     p.add_argument("data", help="data file (.csv, .tsv, .npz with 'X' and optional 'y', "
                    "IDX images) or 'digits'")
-    p.add_argument("--labels", metavar="PATH", help="IDX labels file for IDX images")
-    p.add_argument("--target", default="-1", metavar="COL",
-                   help="CSV target column when the file has one: index or header name "
-                   "(default: last)")
+    _add_label_args(p)
     p.add_argument("--out", metavar="PATH", help="write the predictions to a file")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_search(sub):
     p = sub.add_parser("search", help="random search over learning rate and weight decay",
                        description="Random search (log-uniform) over learning rate and "
                        "weight decay on a data file or the bundled digits.")
-    _add_data_args(p, optional=True)
+    _add_training_args(p, optional=True)
     p.add_argument("--trials", type=POSITIVE_INT, default=10, help="default 10")
     p.add_argument("--epochs", type=POSITIVE_INT, default=5,
                    help="epochs per trial (default 5)")
@@ -706,6 +707,8 @@ def build_parser():
     p.add_argument("--halving", action="store_true", help="successive halving")
     p.set_defaults(func=cmd_search)
 
+
+def _add_plugins(sub):
     for name in PLUGINS:
         try:
             mod = __import__(name, fromlist=["add_parser"])
@@ -715,6 +718,17 @@ def build_parser():
             continue
         if hasattr(mod, "add_parser"):
             mod.add_parser(sub)
+
+
+def build_parser():
+    parser = _Parser(prog="fastnn", description="fastnn: a fast, trustworthy CPU "
+                     "deep-learning engine. Run 'fastnn COMMAND --help' for details.")
+    parser.add_argument("--version", action="version", version="fastnn %s" % __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser("info", help="show the build and runtime configuration").set_defaults(
+        func=cmd_info)
+    for add in (_add_demo, _add_train, _add_predict, _add_search, _add_plugins):
+        add(sub)
     return parser
 
 
