@@ -296,3 +296,18 @@ def test_out_saves_the_model_in_eval_mode(files, tmp_path, capsys, monkeypatch):
                          "--epochs", "1", "--quiet", "--out", str(tmp_path / "m.npz")], capsys)
     assert res.returncode == 0, res.stderr
     assert saved == [[False] * 5]
+
+
+def test_predict_regression_prints_values_and_the_mse(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3)).astype(np.float32)
+    np.savez(tmp_path / "reg.npz", X=X, y=(X @ np.array([1.0, 2.0, 3.0])).astype(np.float32))
+    res = run("train", tmp_path / "reg.npz", "--epochs", "2", "--quiet", "--out",
+              tmp_path / "m.npz")
+    assert res.returncode == 0, res.stderr
+    res = run("predict", tmp_path / "m.npz", tmp_path / "reg.npz")
+    assert res.returncode == 0, res.stderr
+    values = np.array(res.stdout.split(), dtype=np.float32)
+    expected = io.load(str(tmp_path / "m.npz")).eval()(X)[:, 0]
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)     # printed %.6g
+    assert res.stderr.startswith("mse ") and "on 60 samples" in res.stderr
