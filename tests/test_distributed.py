@@ -46,11 +46,16 @@ F64 = np.float64
 #: the training runs: 163 rows in batches of 23 (ranks take 11 and 12 rows; the last
 #: batch of 2 rows, one each), validation on 40 rows
 EPOCHS, BATCH, SEED = 3, 23, 5
-#: the variants of the `train` scenario: name -> (build keywords, batch size, bucket
-#: bytes); batches of 27 end with one row, so rank 0 has none of it; buckets of 256
-#: bytes cut the model in two (the last layer's gradients reduced during the backward)
-VARIANTS = {"adam": ({}, BATCH, None), "sgd": ({"sgd": True}, 27, None),
-            "buckets": ({}, 27, 256)}
+#: the variants of the `train` scenario: name -> (model keywords, batch size, bucket
+#: bytes, sync_batchnorm); batches of 27 end with one row, so rank 0 has none of it
+#: (batches of 22 end with 9: local BatchNorm needs 2 rows a rank);
+#: buckets of 256 bytes cut the models in two (three with BatchNorm): the last layers'
+#: gradients are reduced during the backward
+VARIANTS = {"adam": ({}, BATCH, None, False), "sgd": ({"sgd": True}, 27, None, False),
+            "buckets": ({}, 27, 256, False),
+            "sync_bn": ({"bn": True, "sgd": True}, BATCH, 256, True),
+            "local_bn": ({"bn": True, "sgd": True}, 22, None, False)}
+BUCKETS = {"buckets": 2, "sync_bn": 3}
 
 
 def mpi_env():
@@ -221,16 +226,22 @@ def trained(tmp_path_factory):
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_ranks_end_equal_to_rank_0s_one_process_run(trained, backend, variant):
     """Different initial seeds per rank, uneven splits (11 / 12 rows; a last batch of 2
-    rows, or of 1 that rank 0 has no part of), with and without buckets: both ranks end
-    bit-identical, equal to the one-process run from rank 0's seed."""
-    kw, batch_size, _ = VARIANTS[variant]
+    rows, or of 1 that rank 0 has no part of), with and without buckets, BatchNorm with
+    synchronised statistics: both ranks end bit-identical (running statistics too),
+    equal to the one-process run from rank 0's seed. BatchNorm with each rank's own
+    statistics ends identical on both ranks, but is another computation."""
+    kw, batch_size, _, _ = VARIANTS[variant]
     with fastnn.use_backend(backend):
         want = outcome_of_one_process(batch_size, **kw)
     ranks = [load(trained[backend] / ("%s-rank%d.npz" % (variant, r))) for r in range(RANKS)]
     buckets = [int(r.pop("buckets")) for r in ranks]
-    assert buckets == [2 if variant == "buckets" else 0] * RANKS
+    assert buckets == [BUCKETS.get(variant, 0)] * RANKS
     assert_same_run(ranks[1], ranks[0], exact=True)
-    assert_same_run(ranks[0], want)
+    if variant == "local_bn":
+        with pytest.raises(AssertionError):
+            assert_same_run(ranks[0], want)
+    else:
+        assert_same_run(ranks[0], want)
 
 
 @needs_mpi
@@ -265,6 +276,8 @@ def test_errors_are_raised_on_every_rank_and_nothing_hangs(tmp_path):
         assert r["diverged"][0] == "NonFiniteError"
         assert r["one_row"][0] == "ValueError"
         assert "expected more than 1 value per channel" in r["one_row"][1]
+        assert r["sync_rows"][0] == "ValueError"
+        assert "sync_batchnorm needs every rank to get rows of every batch" in r["sync_rows"][1]
     assert "rank 1 of 2 failed" in report[0]["label"][1]
     assert "rank 0 of 2 failed" in report[1]["one_row"][1]
     assert report[0]["diverged"][1] == report[1]["diverged"][1]       # the same step
@@ -331,8 +344,8 @@ def run_train(out, backend):
     from fastnn.distributed.data_parallel import DataParallel
     fastnn.set_backend(backend)
     r = distributed.rank()
-    for variant, (kw, batch_size, bucket_bytes) in VARIANTS.items():
-        trainer = build(100 + r, distributed=True, **kw)
+    for variant, (kw, batch_size, bucket_bytes, sync) in VARIANTS.items():
+        trainer = build(100 + r, distributed=True, sync_batchnorm=sync, **kw)
         DataParallel.bucket_bytes = bucket_bytes or 1 << 40
         result = outcome(trainer, fit(trainer, batch_size=batch_size))
         buckets = trainer._sync._buckets
@@ -396,6 +409,8 @@ def run_errors(out):
     attempt("diverged", X, y)
     trainer = build(0, bn=True, distributed=True)
     attempt("one_row", X, y, batch_size=3)      # rank 0 gets 1 row: BatchNorm refuses
+    trainer = build(0, bn=True, distributed=True, sync_batchnorm=True)
+    attempt("sync_rows", X, y, batch_size=27)   # the last batch of 1 row
     with open(os.path.join(out, "errors-rank%d.json" % r), "w") as f:
         json.dump(report, f)
 

@@ -12,6 +12,7 @@ still computes (`fastnn.distributed.buckets`). One small Allreduce per step also
 the batch's loss and correct predictions (and failures), so a non-finite loss or an
 error on any rank stops every rank at the same step.
 """
+import contextlib
 import warnings
 import zlib
 
@@ -20,6 +21,7 @@ import numpy as np
 from ..core.workspace import Workspace
 from .buckets import BUCKET_BYTES, Buckets
 from .mpi import communicator, raise_failures, together
+from .sync_batchnorm import BatchStats
 
 __all__ = ["DataParallel", "data_parallel"]
 
@@ -27,7 +29,7 @@ __all__ = ["DataParallel", "data_parallel"]
 FINGERPRINT_ROWS = 64
 
 
-def data_parallel(model, loss, optimizer, fn="Trainer"):
+def data_parallel(model, loss, optimizer, sync_batchnorm=False, fn="Trainer"):
     """The `DataParallel` of a distributed trainer; None, with a warning, when this
     process is the only rank (started without mpiexec, or with -n 1): training then
     runs as in one process. Collective: every rank must call it."""
@@ -37,7 +39,7 @@ def data_parallel(model, loss, optimizer, fn="Trainer"):
                       "K of them with mpiexec -n K); training on one rank" % fn,
                       stacklevel=3)
         return None
-    return DataParallel(comm, model, loss, optimizer)
+    return DataParallel(comm, model, loss, optimizer, sync_batchnorm)
 
 
 def _tiled(arrays):
@@ -72,14 +74,16 @@ def _layout(a):
 class DataParallel:
     """Data-parallel training of `model` with `optimizer` over the communicator `comm`
     (see the module docstring). `rank`, `size`: this process's rank and the number of
-    ranks. overlap: reduce the gradients in buckets of at least `bucket_bytes` while
-    the backward runs, when the model allows (`fastnn.distributed.buckets`); read at
-    the start of each fit."""
+    ranks. sync_batchnorm: during a fit, BatchNorm layers normalise training batches
+    with the global batch's statistics (`fastnn.distributed.sync_batchnorm`). overlap:
+    reduce the gradients in buckets of at least `bucket_bytes` while the backward runs,
+    when the model allows (`fastnn.distributed.buckets`); read at the start of each
+    fit."""
 
     overlap = True
     bucket_bytes = BUCKET_BYTES
 
-    def __init__(self, comm, model, loss, optimizer):
+    def __init__(self, comm, model, loss, optimizer, sync_batchnorm=False):
         from mpi4py import MPI
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
         self.model, self.loss, self.optimizer = model, loss, optimizer
@@ -87,6 +91,7 @@ class DataParallel:
         self._totals = np.zeros(3)    # a step's loss, correct predictions, failures
         self._ws = Workspace()
         self._grads = self._buckets = None
+        self._stats = BatchStats(comm) if sync_batchnorm else None
 
     def __repr__(self):
         return "DataParallel(rank %d of %d)" % (self.rank, self.size)
@@ -112,6 +117,34 @@ class DataParallel:
         return tuple(buf.tolist())
 
     # ---------------------------------------------------------------- fit start
+    @contextlib.contextmanager
+    def fitting(self, fn, data, run):
+        """A fit: `start_fit`, then (sync_batchnorm) the model's BatchNorm layers
+        synchronised until it ends."""
+        self.start_fit(fn, data, run)
+        layers = self._synchronised_layers()
+        if layers:
+            last = run.n - (run.steps - 1) * run.batch_size      # the smallest batch
+            if last < self.size:
+                raise ValueError("%s (distributed): sync_batchnorm needs every rank to get "
+                                 "rows of every batch, but the last batch (%d of %d rows "
+                                 "in batches of %d) has fewer rows than the %d ranks; "
+                                 "choose another batch_size" % (fn, last, run.n,
+                                                                run.batch_size, self.size))
+        for m in layers:
+            m.batch_stats = self._stats
+        try:
+            yield
+        finally:
+            for m in layers:
+                m.batch_stats = None
+
+    def _synchronised_layers(self):
+        """The layers that take `batch_stats` (BatchNorm), when synchronised."""
+        if self._stats is None:
+            return []
+        return [m for m in self.model.modules() if hasattr(m, "batch_stats")]
+
     def start_fit(self, fn, data, run):
         """Before a fit's first step: ValueError on every rank unless all were given the
         same data, arguments, model and optimizer; then every rank takes rank 0's

@@ -191,7 +191,7 @@ class Trainer:
                 raise ValueError("Trainer: sync_batchnorm=True needs distributed=True")
             return None
         from ..distributed.data_parallel import data_parallel   # loaded on use (mpi4py)
-        return data_parallel(self.model, self.loss, self.optimizer)
+        return data_parallel(self.model, self.loss, self.optimizer, sync_batchnorm)
 
     def __repr__(self):
         n_params = sum(p.size for p in self.model.parameters())
@@ -465,9 +465,11 @@ class Trainer:
         with _QUIET_FP():
             data = self._everywhere(self._fit_data, X, y, validation_data, kw["batch_size"])
             run = self._everywhere(lambda: self._begin(data, seed, resume, **kw))
-            if self._sync is not None:
-                self._sync.start_fit("Trainer.fit", data, run)
-            return self._loop(run, data, None if checkpoint is None else os.fspath(checkpoint))
+            checkpoint = None if checkpoint is None else os.fspath(checkpoint)
+            if self._sync is None:
+                return self._loop(run, data, checkpoint)
+            with self._sync.fitting("Trainer.fit", data, run):
+                return self._loop(run, data, checkpoint)
 
     def _everywhere(self, fn, *args):
         """fn(*args); in distributed training on every rank as one step: when it fails on
