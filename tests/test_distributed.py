@@ -300,7 +300,9 @@ def test_cli_train_and_search_distributed(tmp_path):
     X = rng.normal(size=(240, 4))
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
     np.savetxt(tmp_path / "d.csv", np.c_[X, y], delimiter=",", fmt="%.6f")
-    common = ["d.csv", "--epochs", "2", "--arch", "12-relu,3", "--quiet"]
+    # BatchNorm: --distributed synchronises it, so the model equals a one-process run's
+    common = ["d.csv", "--epochs", "2", "--arch", "12-bn-relu,3", "--optimizer", "momentum",
+              "--quiet"]
     proc = mpirun(sys.executable, "-m", "fastnn", "train", *common, "--distributed",
                   "--out", "dist.npz", cwd=tmp_path)
     assert proc.stdout.count("validation: ") == 1           # rank 0 alone prints
