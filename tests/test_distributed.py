@@ -54,8 +54,9 @@ EPOCHS, BATCH, SEED = 3, 23, 5
 VARIANTS = {"adam": ({}, BATCH, None, False), "sgd": ({"sgd": True}, 27, None, False),
             "buckets": ({}, 27, 256, False),
             "sync_bn": ({"bn": True, "sgd": True}, BATCH, 256, True),
-            "local_bn": ({"bn": True, "sgd": True}, 22, None, False)}
-BUCKETS = {"buckets": 2, "sync_bn": 3}
+            "local_bn": ({"bn": True, "sgd": True}, 22, None, False),
+            "diagnostics": ({"diagnostics": True}, BATCH, 256, False)}
+BUCKETS = {"buckets": 2, "sync_bn": 3, "diagnostics": 2}
 
 
 def mpi_env():
