@@ -13,14 +13,13 @@ the batch's loss and correct predictions (and failures), so a non-finite loss or
 error on any rank stops every rank at the same step.
 """
 import contextlib
-import warnings
 import zlib
 
 import numpy as np
 
 from ..core.workspace import Workspace
 from .buckets import BUCKET_BYTES, Buckets
-from .mpi import communicator, raise_failures, together
+from .mpi import raise_failures, several_ranks, together
 from .sync_batchnorm import BatchStats
 
 __all__ = ["DataParallel", "data_parallel"]
@@ -33,11 +32,8 @@ def data_parallel(model, loss, optimizer, sync_batchnorm=False, fn="Trainer"):
     """The `DataParallel` of a distributed trainer; None, with a warning, when this
     process is the only rank (started without mpiexec, or with -n 1): training then
     runs as in one process. Collective: every rank must call it."""
-    comm = communicator(fn)
-    if comm.Get_size() == 1:
-        warnings.warn("%s: distributed=True, but this process is the only MPI rank (start "
-                      "K of them with mpiexec -n K); training on one rank" % fn,
-                      stacklevel=3)
+    comm = several_ranks(fn, "training on one rank", stacklevel=4)
+    if comm is None:
         return None
     return DataParallel(comm, model, loss, optimizer, sync_batchnorm)
 

@@ -8,9 +8,10 @@ process was started by an MPI launcher (mpiexec / mpirun / srun) or MPI already 
 import importlib.util
 import os
 import sys
+import warnings
 
-__all__ = ["available", "launched", "rank", "world_size", "communicator", "together",
-           "raise_failures", "INSTALL"]
+__all__ = ["available", "launched", "rank", "world_size", "communicator", "several_ranks",
+           "together", "raise_failures", "INSTALL"]
 
 INSTALL = 'distributed training needs mpi4py and an MPI library: pip install "fastnn[mpi]" ' \
           "mpich (or Open MPI's mpi4py build)"
@@ -77,6 +78,18 @@ def communicator(fn):
             raise ImportError("%s: %s (%s)" % (fn, INSTALL, exc)) from None
         _comm = MPI.COMM_WORLD.Dup()
     return _comm
+
+
+def several_ranks(fn, alone, stacklevel):
+    """fastnn's communicator when the program runs on several ranks; None, with a
+    warning from `fn` saying what it does `alone` instead, when this process is the
+    only one (a plain `python`, or mpiexec -n 1). Collective."""
+    comm = communicator(fn)
+    if comm.Get_size() > 1:
+        return comm
+    warnings.warn("%s: distributed=True, but this process is the only MPI rank (start K "
+                  "of them with mpiexec -n K); %s" % (fn, alone), stacklevel=stacklevel + 1)
+    return None
 
 
 def together(comm, fn, *args, root_only=False):

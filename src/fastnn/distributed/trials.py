@@ -3,9 +3,7 @@ MPI ranks. Trial i trains on rank ``i % K`` (all of its rungs, since its trainer
 there); after every rung the ranks exchange the trials' results, so every rank ranks
 them, keeps the same survivors and returns the same table as a one-process search.
 """
-import warnings
-
-from .mpi import communicator, together
+from .mpi import several_ranks, together
 
 __all__ = ["TrialSpread", "trial_spread"]
 
@@ -13,11 +11,8 @@ __all__ = ["TrialSpread", "trial_spread"]
 def trial_spread(fn):
     """The `TrialSpread` of a distributed search; None, with a warning, when this
     process is the only rank. Collective: every rank must call it."""
-    comm = communicator(fn)
-    if comm.Get_size() == 1:
-        warnings.warn("%s: distributed=True, but this process is the only MPI rank (start "
-                      "K of them with mpiexec -n K); running every trial here" % fn,
-                      stacklevel=3)
+    comm = several_ranks(fn, "running every trial here", stacklevel=3)
+    if comm is None:
         return None
     return TrialSpread(comm)
 
