@@ -154,7 +154,8 @@ class _BaseMLP(BaseEstimator):
                                     params["batch_norm"], params["dropout"], dtype)
         self.model_ = self._network.build(rs)
         self._solver = None
-        self._best_state = self.model_.state_dict()
+        # early stopping's best parameters so far (scikit-learn starts from the initial ones)
+        self._best_state = self.model_.state_dict() if params["early_stopping"] else None
         self.loss_curve_ = []
         self._no_improvement_count = 0
         if params["early_stopping"]:
@@ -175,6 +176,7 @@ class _BaseMLP(BaseEstimator):
                                                           params["validation_fraction"])
             if self.validation_scores_ is None:    # warm start after a fit without it
                 self.validation_scores_, self.best_validation_score_ = [], -np.inf
+                self._best_state = self.model_.state_dict()
         n = X.shape[0]
         batch_size = params["batch_size"]
         if batch_size == "auto":
@@ -318,7 +320,7 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------- pickling
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())     # object's may be __dict__ itself
         model = state.pop("model_", None)
         if model is not None:
             state["_model_arrays"] = model.state_dict()
