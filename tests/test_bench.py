@@ -117,7 +117,7 @@ def test_cli_rejects_bad_rounds(capsys):
     from fastnn.tools.cli import main
     with pytest.raises(SystemExit):
         main(["bench", "--rounds", "0"])
-    assert "must be > 0" in capsys.readouterr().err
+    assert "--rounds: must be an int >= 1" in capsys.readouterr().err
 
 
 def test_remote_contenders_run_in_a_child_process():

@@ -7,7 +7,9 @@ node is `{"type": "Dense", "args": {...constructor arguments, dtype as "float32"
 (a Sequential's node also has `"layers": [<node>, ...]`) and the mode is true / false
 when every module is in training / eval mode, or {module name: bool} when they differ
 (files without it load in training mode); the other entries are the model's
-state_dict arrays ("0.weight", "1.running_mean", ...).
+state_dict arrays ("0.weight", "1.running_mean", ...), and any entries "extra.<name>"
+that `save(..., extra=...)` was given (numbers or strings, e.g. the class names the
+command line saves as "extra.classes"), which `load` skips.
 
 Loading checks before it allocates: the archive's directory and each array's .npy
 header (`fastnn.core.archive`), the architecture (at most `MAX_LAYERS` modules nested at
@@ -39,6 +41,8 @@ from .layers.base import REGISTRY, Module, Sequential
 __all__ = ["save", "load", "architecture", "MAX_LAYERS", "MAX_DEPTH", "MAX_ARCH_BYTES"]
 
 ARCH_KEY = "__fastnn_model__"
+#: prefix of the entries stored beside the model (`save(..., extra=...)`)
+EXTRA_PREFIX = "extra."
 #: the metadata entry of a training checkpoint (fastnn.train.checkpoint)
 CHECKPOINT_KEY = "__fastnn_checkpoint__"
 FORMAT = "fastnn.model"
@@ -77,17 +81,25 @@ def _modes(model):
     return values.pop() if len(values) == 1 else modes
 
 
-def save(model, path):
+def save(model, path, extra=None):
     """Write `model` (built-in layers, possibly nested in Sequential) and its mode
     (train / eval) to `path` as one .npz file (the exact path given; no suffix is
     added), atomically: see `fastnn.core.archive.atomic_savez` for permissions,
-    symbolic links and temporary files."""
+    symbolic links and temporary files. `extra` ({name: array of numbers or strings})
+    is stored beside the model as entries "extra.<name>", which `load` skips; read them
+    with `np.load(path)["extra.<name>"]`."""
     if not isinstance(model, Module):
         raise TypeError("fastnn.save: expected a fastnn Module, got %s" % type(model).__name__)
     path = os.fspath(path)
     arch = {"format": FORMAT, "version": VERSION, "model": architecture(model),
             "training": _modes(model)}
     arrays = model.state_dict()
+    for name, value in (extra or {}).items():
+        value = np.asarray(value)
+        if value.dtype.kind not in "biufU":
+            raise TypeError("fastnn.save: extra[%r] must hold numbers or strings, got %s"
+                            % (name, value.dtype))
+        arrays[EXTRA_PREFIX + name] = value
     arrays[ARCH_KEY] = np.frombuffer(json.dumps(arch).encode("utf-8"), dtype=np.uint8)
     atomic_savez(path, arrays, _savez, "fastnn.save")
 
@@ -129,7 +141,7 @@ def load(path):
 
 def _read_model(archive):
     """(model, modes) from an archive whose directory passed its checks."""
-    names = set(archive.names)
+    names = {k for k in archive.names if not k.startswith(EXTRA_PREFIX)}
     if ARCH_KEY not in names:
         if CHECKPOINT_KEY in names:
             raise _Bad("it is a training checkpoint; use "

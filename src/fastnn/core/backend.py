@@ -192,7 +192,8 @@ def _blas_name():
         from threadpoolctl import threadpool_info
     except ImportError:  # pragma: no cover
         return "unknown"
-    libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    libs = sorted((i for i in threadpool_info() if i.get("user_api") == "blas"),
+                  key=lambda i: os.path.basename(i.get("filepath", "")))   # a stable order
     return ", ".join("%s %s (%s, %s)" % (i.get("internal_api"), i.get("version"),
                                          i.get("architecture"), os.path.basename(i.get("filepath", "")))
                      for i in libs) or "unknown"

@@ -619,11 +619,11 @@ def plot(res, path):
 
 
 def add_parser(subparsers):
-    from .cli import _positive
+    from .cli import POSITIVE_INT
     p = subparsers.add_parser("bench", help="benchmark fastnn against NumPy, PyTorch, "
                               "scikit-learn and the machine's limits")
     p.add_argument("--quick", action="store_true", help="short run (under a minute)")
-    p.add_argument("--rounds", type=_positive(int), metavar="N",
+    p.add_argument("--rounds", type=POSITIVE_INT, metavar="N",
                    help="interleaved rounds per case (default %d, --quick %d); more "
                    "rounds, tighter medians on a noisy machine" % (ROUNDS, QUICK_ROUNDS))
     p.add_argument("--json", metavar="FILE", help="write the raw results as JSON")
@@ -643,6 +643,8 @@ def main(args):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
+        print("results written to %s" % args.json)
     if args.plot:
         plot(res, args.plot)
+        print("plot written to %s" % args.plot)
     return 0

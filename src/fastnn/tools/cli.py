@@ -1,10 +1,15 @@
 """Command line: ``python -m fastnn <command>`` or the ``fastnn`` console script.
 
 Commands: ``info`` (build configuration), ``demo`` (MLP on the bundled digits),
-``train`` (a CSV / IDX / NPZ data file, architecture from a short spec), ``search``
-(random search over learning rate and weight decay). ``fastnn <command> --help`` lists
-the options. Bad arguments and unreadable or malformed files print one line on stderr
-and exit with status 2; a diverging run exits with 1; Ctrl-C with 130.
+``train`` (a CSV / IDX / NPZ data file, architecture from a short spec), ``predict``
+(a saved model on a data file), ``search`` (random search over learning rate and weight
+decay). ``fastnn --version`` prints the version; ``fastnn <command> --help`` lists the
+options. Bad arguments and unreadable or malformed files print one line on stderr and
+exit with status 2; a diverging run exits with 1; Ctrl-C with 130.
+
+Class labels may be integers or names (strings, in a CSV's target column or an .npz's
+``y``): names are numbered in sorted order, printed, and saved with the model
+(``--out``) as the entry "extra.classes", which ``fastnn predict`` prints back.
 
 Extending: a module listed in `PLUGINS` (``fastnn.tools.bench`` today) that can be imported
 and has ``add_parser(subparsers)`` gets its subcommand: that function adds a parser
@@ -13,18 +18,23 @@ and sets ``func=callable(args) -> exit status`` with ``set_defaults``.
 Architecture specs (``--arch``): comma-separated layers; each hidden layer is a width
 followed by dash-separated modifiers applied in order: ``bn`` (BatchNorm1d), ``relu``,
 ``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``, ``elu``, ``silu`` and ``dropoutP``
-(Dropout with p=P, e.g. ``dropout0.2``). The last entry is the output size.
+(Dropout with p=P in [0, 1], e.g. ``dropout0.2``). The last entry is the output size.
 Example: ``256-bn-relu,128-relu-dropout0.2,10``. An activation right after the width is
 fused into the Dense layer; tanh / sigmoid layers get Xavier init, the rest He init.
 """
 import argparse
+import csv
 import os
 import sys
 import time
+from collections import namedtuple
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "build_mlp", "PLUGINS"]
+from .. import __version__
+from ..core.validation import Integer, Real
+
+__all__ = ["main", "build_parser", "build_mlp", "option_type", "PLUGINS", "POSITIVE_INT"]
 
 #: modules that may contribute a subcommand through add_parser(subparsers)
 PLUGINS = ["fastnn.tools.bench"]
@@ -91,58 +101,149 @@ def build_mlp(spec, in_features, dtype=np.float32):
                 try:
                     p = float(p)
                 except ValueError:
-                    raise CLIError("--arch: bad dropout modifier %r (expected e.g. dropout0.2)"
-                                   % m) from None
-                if not 0 <= p < 1:
-                    raise CLIError("--arch: dropout probability must be in [0, 1), got %g" % p)
-                layers.append(Dropout(p))
+                    raise CLIError("--arch: bad dropout modifier %r (expected dropoutP, P a "
+                                   "number in [0, 1], e.g. dropout0.2)" % m) from None
+                try:
+                    layers.append(Dropout(p))      # the layer's own rule for p
+                except ValueError as exc:
+                    raise CLIError("--arch: %r: %s" % (m, exc)) from None
         width = out
     return Sequential(*layers)
 
 
 # --------------------------------------------------------------------------- data
-def _load_data(args):
-    """(X (N, D) float32, y, description) from args.data / --labels / --target."""
-    from .. import data
-    path = args.data
-    if path in (None, "digits"):
-        X, y = data.load_digits()
-        return X, y, "bundled UCI digits"
-    if not os.path.exists(path):
-        raise CLIError("cannot read %r: no such file" % path)
-    if os.path.isdir(path):
-        raise CLIError("cannot read %r: it is a directory" % path)
+#: a data file read for training or prediction: X (N, D) float32; y (N,) int64 class
+#: indices, float targets (N,) / (N, k), or None; classes: names of the class indices
+#: (str, sorted) when the labels were names, else None
+Data = namedtuple("Data", "X y desc classes")
+
+
+def _data_format(path):
     lower = path.lower()
     if lower.endswith(".npz"):
-        X, y = data.load_npz(path)
-    elif lower.endswith((".csv", ".tsv", ".txt", ".csv.gz")):
-        target = args.target
-        try:
-            target = int(target)
-        except ValueError:
-            pass
-        delimiter = "\t" if lower.endswith(".tsv") else ","
-        X, y = data.load_csv(path, target=target, delimiter=delimiter)
-    elif "idx" in lower or "ubyte" in lower:
-        if not args.labels:
-            raise CLIError("IDX images %r need their labels file: --labels PATH" % path)
-        X = data.load_idx(path)
-        y = data.load_idx(args.labels)
-        if len(X) != len(y):
-            raise CLIError("%r has %d images but %r has %d labels"
-                           % (path, len(X), args.labels, len(y)))
+        return "npz"
+    if lower.endswith((".csv", ".tsv", ".txt", ".csv.gz")):
+        return "csv"
+    if "idx" in lower or "ubyte" in lower:
+        return "idx"
+    raise CLIError("cannot tell the format of %r: expected .csv, .tsv, .npz or an IDX "
+                   "file (name containing 'idx' or 'ubyte')" % path)
+
+
+def _check_readable(path, what="cannot read"):
+    if not os.path.exists(path):
+        raise CLIError("%s %r: no such file" % (what, path))
+    if os.path.isdir(path):
+        raise CLIError("%s %r: it is a directory" % (what, path))
+
+
+def _load_data(args, labels_optional=False, n_features=None):
+    """Data from args.data / --labels / --target. With `labels_optional` (prediction) a
+    CSV of exactly `n_features` columns, an .npz without "y" and IDX images without
+    --labels give y None."""
+    from .. import data
+    path = args.data
+    fmt = "digits" if path in (None, "digits") else None
+    if fmt is None:
+        _check_readable(path)
+        fmt = _data_format(path)
+    if args.labels and fmt != "idx":
+        raise CLIError("--labels is for IDX images only: %s holds its own labels (%s)"
+                       % ("the bundled digits" if fmt == "digits" else repr(path),
+                          "the CSV's target column, --target" if fmt == "csv"
+                          else "the .npz's array 'y'" if fmt == "npz" else "built in"))
+    classes = None
+    if fmt == "digits":
+        X, y = data.load_digits()
+        path = "bundled UCI digits"
+    elif fmt == "npz":
+        X, y = _read_npz(path, labels_optional)
+        y, classes = _numbered_classes(y, path)
+    elif fmt == "csv":
+        delimiter = "\t" if path.lower().endswith(".tsv") else ","
+        if labels_optional and _csv_width(path, delimiter) == n_features:
+            X, y = _read_feature_csv(path, delimiter), None
+        else:
+            X, y, classes = data.load_csv(path, target=_column(args.target),
+                                          delimiter=delimiter, return_classes=True)
     else:
-        raise CLIError("cannot tell the format of %r: expected .csv, .tsv, .npz or an IDX "
-                       "file (name containing 'idx' or 'ubyte')" % path)
+        X, y = _read_idx(path, args.labels, labels_optional)
+    return Data(_features(X, path), y, path, classes)
+
+
+def _column(target):
+    """--target: a column index when it reads as one, else a header name."""
+    try:
+        return int(target)
+    except ValueError:
+        return target
+
+
+def _read_npz(path, labels_optional):
+    from .. import data
+    if labels_optional:
+        with np.load(path, allow_pickle=False) as archive:
+            if "y" not in archive.files and "X" in archive.files:
+                return archive["X"], None
+    return data.load_npz(path)
+
+
+def _read_idx(path, labels, labels_optional):
+    from .. import data
+    if not labels:
+        if labels_optional:
+            return data.load_idx(path), None
+        raise CLIError("IDX images %r need their labels file: --labels PATH" % path)
+    _check_readable(labels, "cannot read --labels")
+    X, y = data.load_idx(path), data.load_idx(labels)
+    if len(X) != len(y):
+        raise CLIError("%r has %d images but %r has %d labels" % (path, len(X), labels, len(y)))
+    return X, y
+
+
+def _csv_width(path, delimiter):
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        first = next((row for row in csv.reader(f, delimiter=delimiter) if any(row)), [])
+    return len(first)
+
+
+def _read_feature_csv(path, delimiter):
+    """A CSV of features only (an optional header row of names is skipped)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [row for row in csv.reader(f, delimiter=delimiter) if any(row)]
+    try:
+        float(rows[0][0])
+    except ValueError:
+        rows = rows[1:]                              # a header
+    except IndexError:
+        raise CLIError("%r is empty: expected rows of features" % path) from None
+    try:
+        return np.array(rows, dtype=np.float64)
+    except ValueError:
+        raise CLIError("%r: expected rows of numeric features, all of one length" % path) \
+            from None
+
+
+def _numbered_classes(y, path):
+    """Labels given as names (strings) -> (their indices in the sorted names, the names);
+    numeric labels pass through with classes None."""
+    if y is None or y.dtype.kind in "biuf":
+        return y, None
+    if y.dtype.kind not in "US" or y.ndim != 1:
+        raise CLIError("%r: array 'y' must hold numbers or class names (strings) in one "
+                       "column, got %s of shape %s" % (path, y.dtype, y.shape))
+    names, y = np.unique(y, return_inverse=True)
+    return y.astype(np.int64), [str(n) for n in names]
+
+
+def _features(X, path):
     X = np.asarray(X)
-    if X.ndim < 2 or len(X) < 2:
-        raise CLIError("%r: expected at least 2 samples with features, got shape %s"
-                       % (path, X.shape))
-    X = X.reshape(len(X), -1).astype(np.float32)
-    y = np.asarray(y)
-    if y.dtype.kind == "u":
-        y = y.astype(np.int64)
-    return X, y, path
+    if X.dtype.kind not in "biuf":
+        raise CLIError("%r: the features (array 'X' of an .npz) must be numbers, got %s"
+                       % (path, X.dtype))
+    if X.ndim < 2 or len(X) < 1:
+        raise CLIError("%r: expected samples with features, got shape %s" % (path, X.shape))
+    return X.reshape(len(X), -1).astype(np.float32)
 
 
 def _loss_for(name, y):
@@ -152,18 +253,24 @@ def _loss_for(name, y):
     return name, getattr(losses, _LOSSES[name])()
 
 
-def _check_targets(loss_name, y, out_size, path):
-    """Validate labels against the loss and output size; return y shaped for the loss."""
+def _n_classes(y, classes):
+    return len(classes) if classes else int(y.max()) + 1
+
+
+def _check_targets(loss_name, d, out_size):
+    """Validate d.y against the loss and the output size; return y shaped for the loss."""
+    y, path = d.y, d.desc
     if loss_name in ("ce", "hinge"):
         if y.dtype.kind not in "iu" or y.ndim != 1:
             raise CLIError("%s: %s needs integer class labels, got %s values of shape %s"
                            % (path, loss_name, y.dtype, y.shape))
         if y.min() < 0:
             raise CLIError("%s: class labels must be >= 0, found %d" % (path, y.min()))
-        n_classes = int(y.max()) + 1
-        if n_classes > out_size:
-            raise CLIError("the architecture's output size is %d but the labels go up to %d: "
-                           "end --arch with %d" % (out_size, n_classes - 1, n_classes))
+        n_classes = _n_classes(y, d.classes)
+        if n_classes != out_size:
+            raise CLIError("the architecture's output size is %d but %s has %d classes "
+                           "(labels 0-%d): end --arch with %d"
+                           % (out_size, path, n_classes, n_classes - 1, n_classes))
         return y.astype(np.int64)
     y = y.astype(np.float32)
     if y.ndim == 1:
@@ -191,8 +298,9 @@ def _optimizer(name, params, lr, momentum, weight_decay):
 def _fold_standardize(model, scaler):
     """Fold x -> (x - mean) / std into the first Dense layer, so the model takes raw
     inputs: W' = W / std[:, None], b' = b - (mean / std) @ W."""
+    from ..layers import Dense
     first = model[0]
-    if type(first).__name__ != "Dense" or first.bias is None:
+    if not isinstance(first, Dense) or first.bias is None:
         return False
     w = first.weight.data.astype(np.float64)
     mean = np.asarray(scaler.mean_, dtype=np.float64).reshape(-1)
@@ -215,36 +323,27 @@ def _plot_curves(history, path, title, quiet=False):
     return True
 
 
-def _positive(kind):
-    def conv(text):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("expected a %s, got %r"
-                                             % ("number" if kind is float else "whole number",
-                                                text)) from None
-        if not v > 0:
-            raise argparse.ArgumentTypeError("must be > 0, got %r" % text)
-        return v
-    return conv
-
-
-def _parsed(cast, ok, rule, what="a number"):
-    """An argparse type: `cast(text)`, which must satisfy `ok`, else `rule` is reported."""
+def option_type(cast, constraint):
+    """An argparse type: `cast(text)`, which must satisfy `constraint` (a
+    fastnn.core.validation constraint), else argparse reports what was expected."""
     def parse(text):
         try:
-            v = cast(text)
+            value = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError("expected %s, got %r" % (what, text)) from None
-        if not ok(v):
-            raise argparse.ArgumentTypeError("must be %s, got %r" % (rule, text))
-        return v
+            raise argparse.ArgumentTypeError("expected %s, got %r"
+                                             % (constraint.describe(), text)) from None
+        if not constraint.in_range(value):
+            raise argparse.ArgumentTypeError("must be %s, got %r"
+                                             % (constraint.describe(), text))
+        return value
     return parse
 
 
-_fraction = _parsed(float, lambda v: 0 < v < 1, "between 0 and 1")
-_nonneg_float = _parsed(float, lambda v: v >= 0, ">= 0")
-_seed = _parsed(int, lambda v: v >= 0, ">= 0", "a whole number")
+POSITIVE_INT = option_type(int, Integer(1))
+POSITIVE_FLOAT = option_type(float, Real(0, closed="neither"))
+NONNEGATIVE_FLOAT = option_type(float, Real(0))
+FRACTION = option_type(float, Real(0, 1, closed="neither"))
+SEED = option_type(int, Integer(0))
 
 
 # ------------------------------------------------------------------------ commands
@@ -322,25 +421,28 @@ def _backend():
 
 def _prepare_training(args):
     from .. import data
-    X, y, desc = _load_data(args)
-    loss_name, _ = _loss_for(args.loss, y)
+    d = _load_data(args)
+    if len(d.X) < 2:
+        raise CLIError("%s: expected at least 2 samples to train and validate, got %d"
+                       % (d.desc, len(d.X)))
+    loss_name, _ = _loss_for(args.loss, d.y)
     classify = loss_name in ("ce", "hinge")
     arch = args.arch
     if arch is None:
-        out = int(y.max()) + 1 if classify and y.dtype.kind in "iu" else (
-            1 if y.ndim == 1 else y.shape[1])
+        out = _n_classes(d.y, d.classes) if classify and d.y.dtype.kind in "iu" else (
+            1 if d.y.ndim == 1 else d.y.shape[1])
         arch = "128-bn-relu,64-relu,%d" % out
-    model_probe = build_mlp(arch, X.shape[1])
+    model_probe = build_mlp(arch, d.X.shape[1])
     out_size = model_probe[len(model_probe) - 1].out_features
-    y = _check_targets(loss_name, y, out_size, desc)
-    Xtr, Xva, ytr, yva = data.train_val_split(X, y, args.val_fraction, stratify=classify,
+    y = _check_targets(loss_name, d, out_size)
+    Xtr, Xva, ytr, yva = data.train_val_split(d.X, y, args.val_fraction, stratify=classify,
                                               rng=args.seed)
     scaler = None
     if not args.no_standardize:
         scaler = data.Standardize().fit(Xtr)
         Xtr, Xva = scaler.transform(Xtr), scaler.transform(Xva)
     return dict(X=Xtr, y=ytr, Xv=Xva, yv=yva, arch=arch, loss_name=loss_name, scaler=scaler,
-                desc=desc, in_features=X.shape[1])
+                desc=d.desc, in_features=d.X.shape[1], classes=d.classes)
 
 
 def _check_writable(path, option):
@@ -353,7 +455,6 @@ def _check_writable(path, option):
 
 def cmd_train(args):
     from ..core import rng as _random
-    from .. import io
     from ..train.trainer import Trainer
     for path, option in ((args.out, "--out"), (args.plot, "--plot")):
         if path:
@@ -370,6 +471,8 @@ def cmd_train(args):
               "loss %s, optimizer %s lr %g" % (d["desc"], len(d["X"]), len(d["Xv"]),
                                                d["in_features"], d["arch"], type(loss).__name__,
                                                args.optimizer, opt.lr))
+        if d["classes"]:
+            print("classes: " + ", ".join("%d %s" % kv for kv in enumerate(d["classes"])))
     trainer = Trainer(model, loss, opt, diagnostics=args.diagnostics, verbose=verbose,
                       patience=args.patience)
     history = trainer.fit(d["X"], d["y"], validation_data=(d["Xv"], d["yv"]),
@@ -378,19 +481,92 @@ def cmd_train(args):
     print("validation: " + "  ".join("%s %.4f" % kv for kv in res.items())
           + "  (best epoch %s)" % history.best_epoch)
     if args.out:
-        note = ""
-        if d["scaler"] is not None:
-            note = (" (standardization folded into the first layer: it takes raw inputs)"
-                    if _fold_standardize(model, d["scaler"]) else
-                    " (expects standardized inputs)")
-        try:
-            io.save(model, args.out)
-        except OSError as exc:
-            raise CLIError("cannot write %r: %s" % (args.out, exc.strerror or exc)) from None
-        print("model saved to %s%s" % (args.out, note))
+        _save_model(model, args.out, d)
     if args.plot:
         _plot_curves(history, args.plot, "fastnn train: %s" % d["desc"], quiet=args.quiet)
     return 0
+
+
+def _save_model(model, path, d):
+    """Save the trained model in eval mode, with its loss and class names beside it."""
+    from .. import io
+    note = ""
+    if d["scaler"] is not None:
+        note = (" (standardization folded into the first layer: it takes raw inputs)"
+                if _fold_standardize(model, d["scaler"]) else
+                " (expects standardized inputs)")
+    extra = {"loss": np.array(d["loss_name"])}
+    if d["classes"]:
+        extra["classes"] = np.array(d["classes"])
+    try:
+        io.save(model.eval(), path, extra=extra)
+    except OSError as exc:
+        raise CLIError("cannot write %r: %s" % (path, exc.strerror or exc)) from None
+    print("model saved to %s%s" % (path, note))
+
+
+def _saved_extras(path):
+    """The "extra.<name>" entries the CLI saved beside a model: {name: array}."""
+    from ..io import EXTRA_PREFIX
+    with np.load(path, allow_pickle=False) as archive:
+        return {k[len(EXTRA_PREFIX):]: archive[k] for k in archive.files
+                if k.startswith(EXTRA_PREFIX)}
+
+
+def cmd_predict(args):
+    from .. import io
+    from ..layers import Sequential
+    _check_readable(args.model, "cannot read the model")
+    if args.out:
+        _check_writable(args.out, "--out")
+    model = io.load(args.model).eval()
+    extras = _saved_extras(args.model)
+    first = model[0] if isinstance(model, Sequential) and len(model) else model
+    n_features = getattr(first, "in_features", None)
+    d = _load_data(args, labels_optional=True, n_features=n_features)
+    if n_features is not None and d.X.shape[1] != n_features:
+        raise CLIError("%s has %d features per sample but the model %s takes %d"
+                       % (d.desc, d.X.shape[1], args.model, n_features))
+    scores = model(d.X)
+    loss = str(extras["loss"]) if "loss" in extras else (
+        "ce" if scores.shape[1] > 1 else "mse")
+    classes = [str(c) for c in extras["classes"]] if "classes" in extras else None
+    if loss in ("ce", "hinge"):
+        pred = scores.argmax(1)
+        lines = [classes[k] if classes else str(k) for k in pred]
+    else:
+        pred = (scores > 0).astype(np.int64) if loss == "bce" else scores
+        lines = [",".join("%.6g" % v for v in row) for row in pred]
+    score = None if d.y is None else _score_line(loss, pred, scores, d, classes)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+        print("%d predictions written to %s" % (len(lines), args.out))
+    else:
+        print("\n".join(lines))
+    if score:
+        print(score, file=sys.stderr)
+    return 0
+
+
+def _score_line(loss, pred, scores, d, classes):
+    """How the predictions compare with the data file's labels: one line."""
+    y = d.y
+    if loss in ("ce", "hinge"):
+        if d.classes is not None:                     # names in the data: map to the model's
+            if classes is None:
+                raise CLIError("%s labels its classes by name but the model has no class "
+                               "names" % d.desc)
+            unknown = sorted(set(d.classes) - set(classes))
+            if unknown:
+                raise CLIError("%s has classes the model does not know: %s"
+                               % (d.desc, ", ".join(unknown[:5])))
+            y = np.array([classes.index(d.classes[k]) for k in y])
+        return "accuracy %.4f on %d samples" % (np.mean(pred == y), len(y))
+    if loss == "bce":
+        return "accuracy %.4f on %d samples" % (np.mean(pred == y.reshape(pred.shape)), len(y))
+    target = y.reshape(scores.shape).astype(np.float64)
+    return "mse %.6g on %d samples" % (np.mean((scores - target) ** 2), len(y))
 
 
 def cmd_search(args):
@@ -426,7 +602,17 @@ def cmd_search(args):
 
 
 # --------------------------------------------------------------------------- parser
-def _add_data_args(p, optional=False):
+def _add_label_args(p):
+    """--labels and --target: where a data file's labels are."""
+    p.add_argument("--labels", metavar="PATH", help="IDX labels file for IDX images (an error "
+                   "for other data, which holds its own labels)")
+    p.add_argument("--target", default="-1", metavar="COL",
+                   help="CSV target column: index or header name (default: last); "
+                   "integer labels or class names")
+
+
+def _add_training_args(p, optional=False):
+    """The data and model options `train` and `search` share."""
     if optional:
         p.add_argument("data", nargs="?", default="digits",
                        help="data file (.csv, .tsv, .npz, IDX) or 'digits' (default)")
@@ -434,43 +620,34 @@ def _add_data_args(p, optional=False):
         p.add_argument("data", help="data file: .csv/.tsv (last column = target unless "
                        "--target), .npz (arrays X and y), IDX images (with --labels), or "
                        "'digits' for the bundled digits")
-    p.add_argument("--labels", metavar="PATH", help="IDX labels file for IDX images")
-    p.add_argument("--target", default="-1", metavar="COL",
-                   help="CSV target column: index or header name (default: last)")
+    _add_label_args(p)
     p.add_argument("--arch", metavar="SPEC", help="architecture, e.g. '256-bn-relu,128-relu,10'"
                    " (default 128-bn-relu,64-relu,<outputs>)")
     p.add_argument("--loss", choices=["auto"] + list(_LOSSES), default="auto",
                    help="loss (default auto: ce for integer labels, mse otherwise)")
     p.add_argument("--optimizer", choices=list(_OPTIMIZERS), default="adam",
                    help="optimizer (default adam)")
-    p.add_argument("--momentum", type=_nonneg_float, default=None,
+    p.add_argument("--momentum", type=NONNEGATIVE_FLOAT, default=None,
                    help="SGD momentum (default 0.9 for momentum/nesterov)")
-    p.add_argument("--batch-size", type=_positive(int), default=32, help="default 32")
-    p.add_argument("--val-fraction", type=_fraction, default=0.2,
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="default 32")
+    p.add_argument("--val-fraction", type=FRACTION, default=0.2,
                    help="fraction held out for validation (default 0.2)")
     p.add_argument("--no-standardize", action="store_true",
                    help="do not standardize the features")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="print only the results")
 
 
-def build_parser():
-    parser = _Parser(prog="fastnn", description="fastnn: a fast, trustworthy CPU "
-                     "deep-learning engine. Run 'fastnn COMMAND --help' for details.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    p = sub.add_parser("info", help="show the build and runtime configuration")
-    p.set_defaults(func=cmd_info)
-
+def _add_demo(sub):
     p = sub.add_parser("demo", help="train an MLP on the bundled 8x8 digits",
                        description="Train a 64-128-64-10 MLP (BatchNorm, ReLU, dropout, "
                        "AdamW, cosine schedule; training images augmented with 1-pixel "
                        "shifts) on the bundled digits with per-epoch progress and "
                        "diagnostics; print the test accuracy and write learning curves.")
     p.add_argument("--quick", action="store_true", help="short run (10 epochs) for CI")
-    p.add_argument("--epochs", type=_positive(int), default=None,
+    p.add_argument("--epochs", type=POSITIVE_INT, default=None,
                    help="epochs (default 20, 10 with --quick)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     p.add_argument("--plot", metavar="PATH", default="fastnn-demo.png",
                    help="learning-curve PNG (default fastnn-demo.png; needs matplotlib)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
@@ -479,37 +656,59 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="print only the result")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_train(sub):
     p = sub.add_parser("train", help="train an MLP on a data file",
                        description="Train an MLP on a CSV / NPZ / IDX data file with a "
                        "validation split; optionally save it (fastnn.load reads it back).")
-    _add_data_args(p)
-    p.add_argument("--lr", type=_positive(float), default=None,
+    _add_training_args(p)
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=None,
                    help="learning rate (default per optimizer: adam 1e-3, sgd 0.05, ...)")
-    p.add_argument("--weight-decay", type=_nonneg_float, default=0.0, help="default 0")
-    p.add_argument("--epochs", type=_positive(int), default=10, help="default 10")
-    p.add_argument("--patience", type=_positive(int), default=None,
+    p.add_argument("--weight-decay", type=NONNEGATIVE_FLOAT, default=0.0, help="default 0")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=10, help="default 10")
+    p.add_argument("--patience", type=POSITIVE_INT, default=None,
                    help="early stopping patience in epochs")
     p.add_argument("--diagnostics", action="store_true",
                    help="babysitting diagnostics and warnings")
     p.add_argument("--verbose", action="store_true", help="also print diagnostics tables")
-    p.add_argument("--out", metavar="PATH", help="save the trained model (.npz)")
+    p.add_argument("--out", metavar="PATH", help="save the trained model (.npz, eval mode)")
     p.add_argument("--plot", metavar="PATH", help="write a learning-curve PNG")
     p.set_defaults(func=cmd_train)
 
+
+def _add_predict(sub):
+    p = sub.add_parser("predict", help="predict with a saved model",
+                       description="Print the predictions of a model saved by 'fastnn "
+                       "train --out' (or fastnn.save) for a data file, one line per sample: "
+                       "class names when the model was trained on named classes, else class "
+                       "indices (or values, for regression). A CSV may hold the features "
+                       "only, or the features and a target column; when the file has labels "
+                       "the accuracy (or MSE) goes to stderr.")
+    p.add_argument("model", help="model file (.npz)")
+    p.add_argument("data", help="data file (.csv, .tsv, .npz with 'X' and optional 'y', "
+                   "IDX images) or 'digits'")
+    _add_label_args(p)
+    p.add_argument("--out", metavar="PATH", help="write the predictions to a file")
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_search(sub):
     p = sub.add_parser("search", help="random search over learning rate and weight decay",
                        description="Random search (log-uniform) over learning rate and "
                        "weight decay on a data file or the bundled digits.")
-    _add_data_args(p, optional=True)
-    p.add_argument("--trials", type=_positive(int), default=10, help="default 10")
-    p.add_argument("--epochs", type=_positive(int), default=5,
+    _add_training_args(p, optional=True)
+    p.add_argument("--trials", type=POSITIVE_INT, default=10, help="default 10")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=5,
                    help="epochs per trial (default 5)")
-    p.add_argument("--lr-range", type=_positive(float), nargs=2, default=(1e-4, 1e-1),
+    p.add_argument("--lr-range", type=POSITIVE_FLOAT, nargs=2, default=(1e-4, 1e-1),
                    metavar=("LOW", "HIGH"), help="default 1e-4 1e-1")
-    p.add_argument("--wd-range", type=_positive(float), nargs=2, default=(1e-6, 1e-2),
+    p.add_argument("--wd-range", type=POSITIVE_FLOAT, nargs=2, default=(1e-6, 1e-2),
                    metavar=("LOW", "HIGH"), help="default 1e-6 1e-2")
     p.add_argument("--halving", action="store_true", help="successive halving")
     p.set_defaults(func=cmd_search)
 
+
+def _add_plugins(sub):
     for name in PLUGINS:
         try:
             mod = __import__(name, fromlist=["add_parser"])
@@ -519,6 +718,17 @@ def build_parser():
             continue
         if hasattr(mod, "add_parser"):
             mod.add_parser(sub)
+
+
+def build_parser():
+    parser = _Parser(prog="fastnn", description="fastnn: a fast, trustworthy CPU "
+                     "deep-learning engine. Run 'fastnn COMMAND --help' for details.")
+    parser.add_argument("--version", action="version", version="fastnn %s" % __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser("info", help="show the build and runtime configuration").set_defaults(
+        func=cmd_info)
+    for add in (_add_demo, _add_train, _add_predict, _add_search, _add_plugins):
+        add(sub)
     return parser
 
 
@@ -557,6 +767,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("%s: interrupted" % prog, file=sys.stderr)
         return 130
+    except BrokenPipeError:           # the reader (e.g. `| head`) stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
