@@ -27,7 +27,6 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils import shuffle as shuffled
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -217,8 +216,10 @@ class _BaseMLP(BaseEstimator):
         order = np.arange(len(batches)) if params["shuffle"] else None
         self.n_iter_ = 0
         for _ in range(params["max_iter"]):
-            if order is not None:
-                order = shuffled(order, random_state=rs)
+            if order is not None:       # scikit-learn's shuffle: the same draws
+                perm = np.arange(len(order))
+                rs.shuffle(perm)
+                order = order[perm]
             total = 0.0
             for xb, yb, wb in batches.epoch(order):
                 total += stepper.step(xb, yb, wb) * xb.shape[0]

@@ -46,7 +46,8 @@ class Stepper:
             return 0.0
         out = self.forward(xb)
         if swb is None:
-            data_loss = self.loss(out, yb)
+            fused = self.loss.loss_and_hits(out, yb)     # one kernel call, when it applies
+            data_loss = fused[0] if fused is not None else self.loss(out, yb)
         else:
             data_loss = self.loss(out, yb, sample_weight=swb)
         grad = self.loss._backward()
