@@ -96,9 +96,15 @@ def _hidden_sizes(where, sizes):
 class _BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: checks, the training loop, the
     forward pass, pickling. Subclasses define `_validate_input`, `_out_activation`,
-    `_targets`, `_row_weights`, `_predict` and `_score`."""
+    `_targets`, `_row_weights`, `_predict` and `_metric` (the validation score)."""
 
     # ----------------------------------------------------------------- parameters
+    def _keep_params(self, params):
+        """__init__: store every constructor argument as given (scikit-learn's rule)."""
+        for name, value in params.items():
+            if name != "self":
+                setattr(self, name, value)
+
     def _checked_params(self):
         where = type(self).__name__
         if self.solver == "lbfgs":
@@ -272,6 +278,13 @@ class _BaseMLP(BaseEstimator):
         return False
 
     # ------------------------------------------------------------------ prediction
+    def predict(self, X):
+        """Class labels (n_samples,) (a label indicator matrix for multi-label y), or
+        the regressor's values (n_samples,) for one output, else (n_samples,
+        n_outputs)."""
+        check_is_fitted(self)
+        return self._predict(X)
+
     def _outputs(self, X, check_input=True):
         """The network's outputs (logits) for X: (n_samples, n_outputs_), in eval mode
         and in chunks of PREDICT_CHUNK rows."""
@@ -295,11 +308,13 @@ class _BaseMLP(BaseEstimator):
                 model.train()
         return out
 
-    def _score_with(self, X, y, sample_weight, metric):
+    def _score(self, X, y, sample_weight=None):
+        """Early stopping's validation score (the class's `_metric`); NaN when the
+        predictions are not finite."""
         pred = self._predict(X, check_input=False)
         if pred.dtype.kind == "f" and not np.isfinite(pred).all():
             return np.nan
-        return metric(y, pred, sample_weight=sample_weight)
+        return type(self)._metric(y, pred, sample_weight=sample_weight)
 
     # --------------------------------------------------------- fitted parameters
     @property
@@ -373,6 +388,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     {class: weight}, multiplying the sample weights as in scikit-learn's linear
     models)."""
 
+    _metric = staticmethod(accuracy_score)
+
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=1e-4, batch_size="auto", learning_rate="constant",
                  learning_rate_init=1e-3, power_t=0.5, max_iter=200, shuffle=True,
@@ -380,31 +397,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  batch_norm=False, dropout=0.0, class_weight=None):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.batch_norm = batch_norm
-        self.dropout = dropout
-        self.class_weight = class_weight
+        self._keep_params(locals())
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y); the first call needs `classes` (every class of the
@@ -471,11 +464,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.ascontiguousarray(Y.argmax(axis=1), dtype=np.int64)
         return np.ascontiguousarray(Y, dtype=dtype)
 
-    def predict(self, X):
-        """Class labels (n_samples,), or a label indicator matrix for multi-label y."""
-        check_is_fitted(self)
-        return self._predict(X)
-
     def _predict(self, X, check_input=True):
         proba = self._probabilities(X, check_input)
         if self.n_outputs_ == 1:
@@ -508,9 +496,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         with np.errstate(divide="ignore"):
             return np.log(proba, out=proba)
 
-    def _score(self, X, y, sample_weight=None):
-        return self._score_with(X, y, sample_weight, accuracy_score)
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
@@ -535,6 +520,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     single or multiple outputs) trained by fastnn; see the module docstring. predict
     returns (n_samples,) for one output, (n_samples, n_outputs) otherwise."""
 
+    _metric = staticmethod(r2_score)
+
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
                  solver="adam", alpha=1e-4, batch_size="auto", learning_rate="constant",
                  learning_rate_init=1e-3, power_t=0.5, max_iter=200, shuffle=True,
@@ -542,31 +529,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  batch_norm=False, dropout=0.0):
-        self.loss = loss
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.batch_norm = batch_norm
-        self.dropout = dropout
+        self._keep_params(locals())
 
     def _checked_params(self):
         check("MLPRegressor", "loss", self.loss, Options("squared_error"))
@@ -594,17 +557,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _targets(self, Y, dtype):
         return np.ascontiguousarray(Y, dtype=dtype)
 
-    def predict(self, X):
-        """Predictions (n_samples,) for one output, else (n_samples, n_outputs)."""
-        check_is_fitted(self)
-        return self._predict(X)
-
     def _predict(self, X, check_input=True):
         out = self._outputs(X, check_input)
         return out.ravel() if out.shape[1] == 1 else out
-
-    def _score(self, X, y, sample_weight=None):
-        return self._score_with(X, y, sample_weight, r2_score)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
