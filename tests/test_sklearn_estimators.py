@@ -102,6 +102,19 @@ def test_regressor_follows_sklearn_step_for_step(n_targets):
         assert a.predict(X).shape == y.shape
 
 
+def test_poisson_regressor_follows_sklearn():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((200, 5))
+    y = rng.poisson(np.exp(0.5 * X[:, 0] - 0.3 * X[:, 1]), (3, 200)).T.astype(float)
+    w = rng.uniform(0.5, 2.0, 200)
+    for target, weights in ((y[:, 0], None), (y, w)):
+        a, b = _pair(MLPRegressor, sk.MLPRegressor, X, target, sample_weight=weights,
+                     loss="poisson", hidden_layer_sizes=(8,), max_iter=5,
+                     learning_rate_init=0.01)
+        _assert_same_fit(a, b)
+        np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-7)
+
+
 def test_partial_fit_and_warm_start_follow_sklearn():
     X, y = _digits(300)
     a = MLPClassifier(hidden_layer_sizes=(16,), random_state=0)
@@ -276,8 +289,10 @@ def test_errors_are_clear():
         MLPClassifier(max_iter=1).fit(X, y, sample_weight=-np.ones(len(y)))
     with pytest.raises(ValueError, match="balanced"):
         MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=np.arange(10))
-    with pytest.raises(ValueError, match="loss must be one of 'squared_error'"):
-        MLPRegressor(loss="poisson").fit(X, y.astype(float))
+    with pytest.raises(ValueError, match="loss must be one of 'squared_error', 'poisson'"):
+        MLPRegressor(loss="huber").fit(X, y.astype(float))
+    with pytest.raises(ValueError, match="poisson.*y >= 0"):
+        MLPRegressor(loss="poisson").fit(X, y - 1.0)
     clf = MLPClassifier(max_iter=2).fit(X, y)
     with pytest.raises(ValueError, match="classes .* not in classes_"):
         clf.partial_fit(X, y + 20)

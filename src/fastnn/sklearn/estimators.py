@@ -516,7 +516,8 @@ def _sigmoid(z):
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor: scikit-learn's `MLPRegressor` (squared error,
+    """Multi-layer perceptron regressor: scikit-learn's `MLPRegressor` (loss
+    "squared_error", or "poisson": half the Poisson deviance with a log link, y >= 0;
     single or multiple outputs) trained by fastnn; see the module docstring. predict
     returns (n_samples,) for one output, (n_samples, n_outputs) otherwise."""
 
@@ -532,7 +533,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self._keep_params(locals())
 
     def _checked_params(self):
-        check("MLPRegressor", "loss", self.loss, Options("squared_error"))
+        check("MLPRegressor", "loss", self.loss, Options("squared_error", "poisson"))
         return super()._checked_params()
 
     def partial_fit(self, X, y, sample_weight=None):
@@ -544,6 +545,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and (y < 0).any():
+            raise ValueError("MLPRegressor: loss='poisson' needs targets y >= 0, got a "
+                             "minimum of %r" % float(y.min()))
         return X, y, y.reshape(-1, 1) if y.ndim == 1 else y
 
     def _row_weights(self, y, sample_weight, n, incremental):
@@ -552,13 +556,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return as_weights(sample_weight, n, "MLPRegressor.fit")
 
     def _out_activation(self):
-        return "identity"
+        return "exp" if self.loss == "poisson" else "identity"
 
     def _targets(self, Y, dtype):
         return np.ascontiguousarray(Y, dtype=dtype)
 
     def _predict(self, X, check_input=True):
         out = self._outputs(X, check_input)
+        if self.out_activation_ == "exp":
+            np.exp(out, out=out)
         return out.ravel() if out.shape[1] == 1 else out
 
     def __sklearn_tags__(self):

@@ -5,8 +5,10 @@ epoch, gathered from dense or sparse X into reused buffers.
 """
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import xlogy
 
-from ..losses import MSE, BCEWithLogits, SoftmaxCrossEntropy
+from ..core.validation import as_weights
+from ..losses import MSE, BCEWithLogits, Loss, SoftmaxCrossEntropy
 from .network import dense_layers
 
 
@@ -15,12 +17,36 @@ def output_loss(out_activation, n_outputs):
     output activation: softmax -> cross-entropy (the mean over rows, as fastnn's);
     logistic -> binary log-loss summed over the outputs (fastnn's BCE averages them);
     identity -> half the squared error, whose gradient scikit-learn takes summed over
-    the outputs while it reports the mean."""
+    the outputs while it reports the mean; exp -> half the Poisson deviance summed
+    over the outputs."""
     if out_activation == "softmax":
         return SoftmaxCrossEntropy(), 1.0, 1.0
     if out_activation == "logistic":
         return BCEWithLogits(), float(n_outputs), float(n_outputs)
+    if out_activation == "exp":
+        return PoissonDeviance(), float(n_outputs), float(n_outputs)
     return MSE(), 0.5, 0.5 * n_outputs
+
+
+class PoissonDeviance(Loss):
+    """Half the Poisson deviance of counts y >= 0 under the log link, the network's
+    outputs z being log-means (scikit-learn's MLPRegressor(loss="poisson")): per element
+    y log(y / exp(z)) - y + exp(z), whose gradient is exp(z) - y; a row's loss is the
+    mean over its elements, the batch's the (weighted) mean over rows. NumPy, float64
+    inside."""
+
+    def _compute(self, pred, target, sample_weight=None):
+        z = pred.astype(np.float64).reshape(len(pred), -1)
+        y = np.asarray(target, dtype=np.float64).reshape(z.shape)
+        mu = np.exp(z)
+        rows = (xlogy(y, y) - y * z - y + mu).mean(axis=1)
+        if sample_weight is None:
+            r = np.full(len(z), 1.0 / len(z))
+        else:
+            r = as_weights(sample_weight, len(z), "PoissonDeviance")
+            r = r / r.sum()
+        grad = (mu - y) * (r[:, None] / z.shape[1])
+        return float(rows @ r), grad.reshape(pred.shape).astype(pred.dtype)
 
 
 class Stepper:
