@@ -24,7 +24,8 @@ import numpy as np
 
 from . import ops
 from .core.workspace import Workspace
-from .core.validation import as_user_float, as_weights, check_float, describe
+from .core.validation import (as_float_array, as_labels, as_user_float, as_weights,
+                              check_float, check_shape, describe)
 from .ops.losses import run_softmax_cross_entropy, trusted_labels
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE"]
@@ -229,11 +230,26 @@ class MSE(Loss):
 
 
 # ---------------------------------------------------------------------------------
-# INTERIM (until fastnn.ops takes weights): weighted losses in NumPy
+# Weighted losses, in NumPy (float64 inside), until fastnn.ops and the kernels take the
+# weights themselves: per-row losses l_i and the gradient of sum_i r_i l_i / sum_i r_i.
 # ---------------------------------------------------------------------------------
 def _interim(fn, pred, target, sample_weight, class_weight=None, margin=1.0):
-    from .core.validation import as_float_array, as_labels, check_shape
+    """(weighted mean loss, gradient shaped and typed like pred) of loss `fn` (an ops
+    name) with row weights sample_weight (N,) times class_weight[label]."""
     pred = as_float_array(pred, fn, "pred", ndim=(1, 2))
+    target, rows = _weighted_rows(fn, pred, target, sample_weight, class_weight)
+    total = rows.sum()
+    if total == 0:
+        raise ValueError("%s: the batch's weights sum to zero (sample_weight times the "
+                         "class weights of its labels)" % fn)
+    per_row, grad = _row_terms(fn, pred.astype(np.float64), target, margin)
+    r = rows / total
+    grad *= r.reshape((len(r),) + (1,) * (grad.ndim - 1))
+    return float(np.dot(r, per_row)), grad.astype(pred.dtype)
+
+
+def _weighted_rows(fn, pred, target, sample_weight, class_weight):
+    """(checked target, row weights r (N,) float64)."""
     n = pred.shape[0]
     rows = np.ones(n) if sample_weight is None else as_weights(sample_weight, n, fn)
     if fn in ("softmax_cross_entropy", "multiclass_hinge"):
@@ -243,39 +259,35 @@ def _interim(fn, pred, target, sample_weight, class_weight=None, margin=1.0):
                 raise ValueError("%s: weight must have one weight per class (%d,), got %s"
                                  % (fn, pred.shape[1], describe(class_weight)))
             rows = rows * class_weight[target]
-    else:
-        target = as_float_array(np.asarray(target, dtype=pred.dtype), fn, "target")
-        check_shape(target, pred.shape, fn, "target")
-    total = rows.sum()
-    if total == 0:
-        raise ValueError("%s: the batch's weights sum to zero" % fn)
-    z = pred.astype(np.float64)
-    r = rows / total
-    idx = np.arange(n)
+        return target, rows
+    target = as_float_array(np.asarray(target, dtype=pred.dtype), fn, "target")
+    check_shape(target, pred.shape, fn, "target")
+    return target, rows
+
+
+def _row_terms(fn, z, target, margin):
+    """(per-row losses l_i, gradient of l_i w.r.t. row i) for float64 z."""
+    n, idx = z.shape[0], np.arange(z.shape[0])
     if fn == "softmax_cross_entropy":
-        sh = z - z.max(1, keepdims=True)
-        e = np.exp(sh)
-        ssum = e.sum(1, keepdims=True)
-        per = np.log(ssum[:, 0]) - sh[idx, target]
-        g = e / ssum
-        g[idx, target] -= 1
-    elif fn == "multiclass_hinge":
+        shifted = z - z.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        sums = e.sum(axis=1, keepdims=True)
+        grad = e / sums
+        grad[idx, target] -= 1.0
+        return np.log(sums[:, 0]) - shifted[idx, target], grad
+    if fn == "multiclass_hinge":
         m = z - z[idx, target][:, None] + margin
-        m[idx, target] = 0
-        act = m > 0
-        per = np.where(m <= 0, 0.0, m).sum(1)
-        g = act.astype(np.float64)
-        g[idx, target] = -act.sum(1)
+        m[idx, target] = 0.0
+        active = m > 0
+        grad = active.astype(np.float64)
+        grad[idx, target] = -active.sum(axis=1)
+        return np.where(m <= 0, 0.0, m).sum(axis=1), grad
+    t = target.astype(np.float64)
+    k = z[0].size
+    if fn == "bce_with_logits":
+        terms = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
+        grad = (1.0 / (1.0 + np.exp(-z)) - t) / k
     else:
-        t = target.astype(np.float64)
-        k = z[0].size
-        if fn == "bce_with_logits":
-            terms = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
-            g = (1 / (1 + np.exp(-z)) - t) / k
-        else:
-            terms = (z - t) ** 2
-            g = 2 * (z - t) / k
-        per = terms.reshape(n, -1).mean(1)
-    loss = float(np.dot(r, per))
-    g *= r.reshape((n,) + (1,) * (g.ndim - 1))
-    return loss, g.astype(pred.dtype)
+        terms = (z - t) ** 2
+        grad = 2.0 * (z - t) / k
+    return terms.reshape(n, -1).mean(axis=1), grad
