@@ -48,8 +48,8 @@ import time
 import numpy as np
 
 from ..core.rng import as_rng
-from ..core.validation import (Bool, InstanceOf, Integer, NoneOr, Options, Real, check,
-                               check_all, describe)
+from ..core.validation import (Bool, InstanceOf, Integer, NoneOr, Options, Real,
+                               as_weights, check, check_all, describe)
 from ..core.workspace import Workspace
 from ..layers.base import Module
 from ..losses import Loss
@@ -209,33 +209,35 @@ class Trainer:
         self._run = FitRun.from_state(state["fit"]) if state["fit"] is not None else None
 
     # ------------------------------------------------------------------- steps
-    def _train_step(self, xb, yb):
-        """One optimisation step on a batch; returns (loss, number of correct
-        predictions). Raises NonFiniteError (via _bad_loss) on a non-finite loss."""
+    def _train_step(self, xb, yb, wb=None):
+        """One optimisation step on a batch (wb: its row weights or None); returns (loss,
+        number of correct predictions). Raises NonFiniteError (via _bad_loss) on a
+        non-finite loss."""
         out = self._forward(xb)
-        loss, correct = self._loss_and_count(out, yb)
+        loss, correct = self._loss_and_count(out, yb, wb)
         if not math.isfinite(loss):
             self._bad_loss(loss, xb)
         self._backward(self._loss_grad(), False)
         self.optimizer.step()
         return loss, correct
 
-    def _loss_and_count(self, out, yb):
-        """(loss, correct predictions) of a batch: in one pass when the loss has one
-        (`Loss.loss_and_hits`; a step's Python between kernels runs on caches the GEMMs
-        just flushed, so every call saved counts), else the loss then the count."""
-        if self._fused_loss is not None:
+    def _loss_and_count(self, out, yb, wb=None):
+        """(loss, correct predictions) of a batch (weighted by wb when given): in one
+        pass when the loss has one (`Loss.loss_and_hits`; a step's Python between
+        kernels runs on caches the GEMMs just flushed, so every call saved counts), else
+        the loss then the count."""
+        if self._fused_loss is not None and wb is None:
             res = self._fused_loss(out, yb)
             if res is not None:
                 return res
-        loss = self.loss(out, yb)
+        loss = self.loss(out, yb) if wb is None else self.loss(out, yb, sample_weight=wb)
         return loss, (self._count(out, yb) if self._count is not None else 0)
 
-    def _diag_step(self, xb, yb):
+    def _diag_step(self, xb, yb, wb=None):
         """`_train_step` with the diagnostics monitor recording along the way."""
         mon = self.monitor
         out = mon.forward(xb)
-        loss = self.loss(out, yb)
+        loss = self.loss(out, yb) if wb is None else self.loss(out, yb, sample_weight=wb)
         if not math.isfinite(loss):
             self._bad_loss(loss, xb)
         mon.record_loss(loss, out)
@@ -388,7 +390,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------ fit
     def fit(self, X, y, validation_data=None, epochs=10, batch_size=32, shuffle=True,
-            seed=None, checkpoint=None, resume=None):
+            seed=None, checkpoint=None, resume=None, sample_weight=None):
         """Train for `epochs` epochs; returns the `History` of this call (also kept on
         ``trainer.history``).
 
@@ -397,7 +399,11 @@ class Trainer:
         validation_data: None or (X_val, y_val), evaluated after every epoch.
         batch_size: mini-batch size (the last batch may be smaller). shuffle: a new
         order each epoch, drawn from `seed` (an int or a numpy Generator; None uses
-        fastnn's global generator, which `fastnn.seed` resets).
+        fastnn's global generator, which `fastnn.seed` resets). sample_weight: None or
+        (N,) non-negative row weights, shuffled with the rows and passed to the loss
+        with every batch (`Loss.__call__`'s sample_weight): the epoch's loss is their
+        weighted mean; accuracy and validation stay unweighted; a batch whose weights
+        are all zero is skipped.
 
         checkpoint: a path; a checkpoint (`fastnn.train.checkpoint.save_checkpoint`: model,
         optimizer, scheduler, history, best-epoch tracking, every random state) is
@@ -415,22 +421,25 @@ class Trainer:
         kw = check_all("Trainer.fit", _FIT_CONSTRAINTS, epochs=epochs, batch_size=batch_size,
                        shuffle=shuffle)
         with _QUIET_FP():
-            data = self._fit_data(X, y, validation_data, kw["batch_size"])
+            data = self._fit_data(X, y, validation_data, kw["batch_size"], sample_weight)
             run = self._begin(data, seed, resume, **kw)
             return self._loop(run, data, None if checkpoint is None else os.fspath(checkpoint))
 
-    def _fit_data(self, X, y, validation_data, batch_size):
-        """(X, y, X_val, y_val) checked and converted; the validation pair is None."""
+    def _fit_data(self, X, y, validation_data, batch_size, sample_weight=None):
+        """(X, y, X_val, y_val, weights) checked and converted; the validation pair
+        and the weights may be None."""
         X, y = self._prepare(X, y, "fit")
+        weights = None if sample_weight is None else as_weights(
+            sample_weight, len(X), "Trainer.fit", dtype=self.dtype)
         out_shape = self._output_shape(X[:batch_size])
         self._check_targets(y, out_shape, "fit")
         if validation_data is None:
-            return X, y, None, None
+            return X, y, None, None, weights
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("Trainer.fit: validation_data must be (X_val, y_val)")
         Xv, yv = self._prepare(validation_data[0], validation_data[1], "fit (validation)")
         self._check_targets(yv, out_shape, "fit (validation)")
-        return X, y, Xv, yv
+        return X, y, Xv, yv, weights
 
     def _begin(self, data, seed, resume, **kw):
         """The FitRun of this call (kw: its checked epochs, batch_size and shuffle): a
@@ -489,7 +498,8 @@ class Trainer:
         ended them (gracefully, see `_interrupted`)."""
         history = self.history
         # the epoch's shuffled copy of the training data, filled in place every epoch
-        order = (np.empty_like(data[0]), np.empty_like(data[1])) if run.shuffle else None
+        order = tuple(np.empty_like(a) if a is not None else None
+                      for a in (data[0], data[1], data[4])) if run.shuffle else None
         self.model.train()
         try:
             for epoch in range(self.epochs_done + 1, run.last_epoch + 1):
@@ -526,7 +536,8 @@ class Trainer:
         lr = self.optimizer.lr
         progress.start_epoch(epoch, run.last_epoch, run.steps)
         try:
-            total_loss, total_correct = self._train_batches(run, data, order, progress.bar)
+            total_loss, total_weight, total_correct = self._train_batches(run, data, order,
+                                                                          progress.bar)
             self._check_params_finite()
         except NonFiniteError as exc:
             progress.close()
@@ -534,7 +545,8 @@ class Trainer:
             self.history.stop_reason = "non_finite"
             exc.history = self.history
             raise
-        row = {"epoch": epoch, "loss": total_loss / run.n, "lr": lr,
+        row = {"epoch": epoch, "loss": total_loss / total_weight if total_weight else 0.0,
+               "lr": lr,
                "accuracy": None if self._count is None else total_correct / run.n}
         if run.validation:
             ev = self._evaluate_prepared(data[2], data[3])
@@ -548,30 +560,37 @@ class Trainer:
 
     def _train_batches(self, run, data, order, bar):
         """The epoch's optimisation steps over a pass of the training data (shuffled into
-        `order`'s arrays when given); returns (sum of batch losses times batch sizes,
-        correct predictions)."""
-        X, y = data[0], data[1]
+        `order`'s arrays when given); returns (sum of batch losses times batch weights,
+        sum of the weights (the batch sizes without row weights), correct predictions).
+        A batch whose row weights are all zero holds no sample: it is skipped."""
+        X, y, w = data[0], data[1], data[4]
         if order is not None:
             perm = run.rng.permutation(run.n)
             X, y = np.take(X, perm, axis=0, out=order[0]), np.take(y, perm, axis=0, out=order[1])
+            if w is not None:
+                w = np.take(w, perm, out=order[2])
         mon, bs = self.monitor, run.batch_size
         if mon is not None:
             mon.start_epoch()
         every = mon.interval(run.steps) if mon is not None else 0
-        total_loss, total_correct = 0.0, 0
+        total_loss, total_weight, total_correct = 0.0, 0.0, 0
         for s in range(run.steps):
             self._step = s + 1
             xb, yb = X[s * bs:(s + 1) * bs], y[s * bs:(s + 1) * bs]
-            if every and s % every == 0:
-                loss, correct = self._diag_step(xb, yb)
-            else:
-                loss, correct = self._train_step(xb, yb)
-            total_loss += loss * len(xb)
+            wb = None if w is None else w[s * bs:(s + 1) * bs]
+            weight = len(xb) if wb is None else float(wb.sum())
+            if weight == 0.0:
+                continue
+            step = self._diag_step if every and s % every == 0 else self._train_step
+            # unweighted batches call the step as (xb, yb), its long-standing form
+            loss, correct = step(xb, yb) if wb is None else step(xb, yb, wb)
+            total_loss += loss * weight
+            total_weight += weight
             total_correct += correct
             self.global_step += 1
             if bar is not None:
                 bar.update()
-        return total_loss, total_correct
+        return total_loss, total_weight, total_correct
 
     def _track_best(self, run, row):
         """Best-epoch bookkeeping after an epoch with validation; True when it improved."""
