@@ -1,11 +1,12 @@
 """Recorded kernel programs (fastnn.layers.replay): a replayed Sequential forward/backward
-must be bit-identical to running the layers, and must never replay a stale recording."""
+must be bit-identical to running the layers, must never replay a stale recording, and
+belongs to its model (changing one model leaves another's recordings current)."""
 import numpy as np
 import pytest
 
 import fastnn
 from fastnn import optim
-from fastnn.layers import replay as plan
+from fastnn.layers import sequential
 from fastnn.layers import (BatchNorm1d, Dense, Dropout, LeakyReLU, ReLU, Sequential, Tanh)
 from fastnn.losses import SoftmaxCrossEntropy
 
@@ -29,7 +30,7 @@ def _both(scenario, monkeypatch):
     """Run scenario() with recorded programs and with the layers run one by one."""
     with fastnn.use_backend("cython"):
         planned = scenario()
-        monkeypatch.setattr(plan, "_PLANNABLE", set())
+        monkeypatch.setattr(sequential, "eligible", lambda layers: False)
         plain = scenario()
     return planned, plain
 
@@ -58,13 +59,27 @@ def test_training_steps_are_bit_identical_to_the_layer_path(dtype, monkeypatch):
     _assert_same(planned, plain)
 
 
+def _recordings(model):
+    """{forward key: (forward program, {backward key: backward program})}"""
+    return {k: (f.program, {b: r.program for b, r in f.backward.items()})
+            for k, f in model._replays.recordings.items()}
+
+
 def test_programs_are_recorded_and_replayed():
     x, y = _data(8)
     with fastnn.use_backend("cython"):
         model = _net()
-        _steps(model, [(x, y)] * 3)
-        kinds = sorted(k[0] for k in model._plan_state.entries)
-    assert kinds == ["b", "f"]
+        trainer = fastnn.Trainer(model, SoftmaxCrossEntropy(),
+                                 optim.Adam(model.parameters()), verbose=0)
+        for _ in range(2):
+            trainer._train_step(x, y)
+        first = _recordings(model)
+        for _ in range(2):
+            trainer._train_step(x, y)
+        assert _recordings(model) == first          # the same programs, replayed
+    [(key, (_, backward))] = first.items()
+    assert key == ((8, 12), np.dtype(np.float32).num, True)
+    assert list(backward) == [((8, 5), np.dtype(np.float32).num, False)]
 
 
 def test_alternating_batch_sizes_and_modes(monkeypatch):
@@ -145,14 +160,14 @@ def test_models_with_other_layers_run_the_layers():
         model = Sequential(Dense(12, 16, rng=0), Dropout(0.5, rng=0), Tanh(),
                            Dense(16, 5, rng=1))
         model(_data(4)[0])
-    assert "_plan_state" not in model.__dict__
+    assert "_replays" not in model.__dict__
 
 
 def test_numpy_backend_never_records():
     with fastnn.use_backend("numpy"):
         model = _net()
         model(_data(4)[0])
-    assert "_plan_state" not in model.__dict__
+    assert "_replays" not in model.__dict__
 
 
 def test_copies_do_not_share_programs():
@@ -162,7 +177,7 @@ def test_copies_do_not_share_programs():
         x, _ = _data(4)
         model(x)
         twin = copy.deepcopy(model)
-        assert "_plan_state" not in twin.__dict__
+        assert "_replays" not in twin.__dict__
         np.testing.assert_array_equal(twin(x), model(x))
 
 
@@ -171,8 +186,7 @@ def test_program_checks_its_inputs():
     with fastnn.use_backend("cython"):
         model = _net()
         model(_data(4)[0])
-        program = next(e.program for k, e in model._plan_state.entries.items()
-                       if k[0] == "f")
+        [program] = [f.program for f in model._replays.recordings.values()]
     good = np.zeros((4, 12), np.float32)
     program.run(good)
     for bad in (np.zeros((5, 12), np.float32), np.zeros((4, 12), np.float64),
@@ -237,7 +251,7 @@ def test_public_forward_fast_path_respects_the_backend():
     with fastnn.use_backend("cython"):
         model(x)
         model(x)
-        assert model._plan_state.public is not None
+        assert model._replays.public is not None
     with fastnn.use_backend("numpy"):
         calls = []
         real = fastnn.core.backend._NUMPY.dense_forward

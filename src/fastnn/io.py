@@ -23,7 +23,8 @@ import zipfile
 
 import numpy as np
 
-from .layers.base import REGISTRY, Module, Sequential
+from .layers.base import REGISTRY, Module
+from .layers.sequential import Sequential
 
 __all__ = ["save", "load"]
 
