@@ -8,15 +8,18 @@ whenever the object changes in a way that could change the recorded kernel calls
   mirrors its train/eval mode, so switching modes back and forth makes a recording of
   the earlier mode current again;
 * a Parameter's stamp ``[changes]``: its arrays rebound (`.to()`, an optimizer moving it
-  into its flat buffer);
-* a Workspace's stamp ``[changes]``: an array it handed out dropped or replaced.
+  into its flat buffer).
 
 A program keeps the stamps of the model it was recorded from (the Sequential, its
-layers, their parameters and workspaces) with their values at recording, and replays
-only while all are equal and so is the process-wide `epoch`, bumped by what changes
-every program at once (`set_num_threads`, a fork). The compiled replay compares them in
-C (stamps are arrays so it can read them through a pointer). A spurious bump costs one
-re-recording, that is one ordinary call.
+layers and their parameters) with their values at recording, and replays only while
+all are equal and so is the process-wide `epoch`, bumped by what changes every program
+at once (`set_num_threads`, a fork). The compiled replay compares them in C (stamps are
+arrays so it can read them through a pointer). A spurious bump costs one re-recording,
+that is one ordinary call.
+
+Workspaces carry no stamp: a program holds the arrays its calls touch, so a workspace
+dropping one (a shape evicted) or handing out another cannot make it compute something
+else, and a backward recording belongs to the forward recording whose arrays it reads.
 """
 import numpy as np
 
@@ -40,7 +43,7 @@ def bump_epoch():
 
 
 def changed(objects):
-    """Mark each object (a Parameter, Module or Workspace) changed, e.g. parameters an
-    optimizer rebound into its flat buffer."""
+    """Mark each object (a Parameter or Module) changed, e.g. parameters an optimizer
+    rebound into its flat buffer."""
     for obj in objects:
         obj.mark_changed()

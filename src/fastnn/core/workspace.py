@@ -1,8 +1,6 @@
 """Scratch arrays that layers reuse across steps, so a warm training step allocates nothing."""
 import numpy as np
 
-from . import generation
-
 #: array shapes a workspace keeps per name (the last used ones). Also the number of input
 #: shapes a Sequential keeps recorded programs for (fastnn.layers.replay), so a model's
 #: memory stays bounded whatever batch sizes it sees: enough for training batches, an
@@ -19,14 +17,10 @@ class Workspace:
     batch, training and evaluation batches) reallocate nothing once each was seen. The
     `None` workspace of the functional API (`FRESH`) allocates every time, so results
     never alias earlier ones.
-
-    `stamp` (see `fastnn.core.generation`) changes when an array handed out is dropped or
-    replaced (`bind`, `clear`, a shape evicted), never when a new shape is added.
     """
 
     def __init__(self):
         self._arrays = {}     # name -> [arrays], most recently used first
-        self.stamp = generation.stamp()
 
     def get(self, key, shape, dtype):
         arrays = self._arrays.get(key)
@@ -43,9 +37,7 @@ class Workspace:
                     return a
         a = np.empty(shape, dtype)
         arrays.insert(0, a)
-        if len(arrays) > SHAPES_KEPT:
-            arrays.pop()
-            self.mark_changed()
+        del arrays[SHAPES_KEPT:]
         return a
 
     def bind(self, key, array):
@@ -53,15 +45,9 @@ class Workspace:
         arrays = self._arrays.get(key)
         if arrays is None or len(arrays) != 1 or arrays[0] is not array:
             self._arrays[key] = [array]
-            if arrays:
-                self.mark_changed()
 
     def clear(self):
         self._arrays.clear()
-        self.mark_changed()
-
-    def mark_changed(self):
-        generation.bump(self.stamp)
 
     def arrays(self):
         """Every array held (every kept shape of each name)."""

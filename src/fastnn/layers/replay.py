@@ -12,10 +12,11 @@ The recording *is* an ordinary call (it runs the layers' usual, fully validated 
 so a replay does exactly what that call did, on the arrays it used: the layers' own
 workspaces and parameters, with only the input (and, backward, the incoming gradient)
 swapped in. A replay happens only while the model is unchanged since the recording:
-the program compares the version stamps of the Sequential, its layers, their
-parameters and workspaces, and the process-wide epoch (`fastnn.core.generation`).
-Anything else records again. A backward recording belongs to the forward recording it
-followed (it reads that forward's arrays), and is dropped with it.
+the program compares the version stamps of the Sequential, its layers and their
+parameters, and the process-wide epoch (`fastnn.core.generation`). Anything else
+records again. A backward recording belongs to the forward recording it followed (it
+reads that forward's arrays), and is dropped with it; so a workspace that drops an
+array (a shape evicted) leaves every recording valid.
 
 Memory is bounded: a Sequential keeps the recordings of its last `SHAPES_KEPT` forward
 keys (least recently used dropped), each with at most `BACKWARDS_KEPT` backward ones,
@@ -203,8 +204,8 @@ def _record(run, seq, layers, inputs):
     """Run `run()` while recording its kernel calls -> (result, Program or None).
 
     The Program holds the arrays of the Sequential `seq` (its input buffers) and the
-    layers that the calls touch, and watches the stamps of `seq`, the layers, their
-    parameters and workspaces as they are after the run."""
+    layers that the calls touch, and watches the stamps of `seq`, the layers and their
+    parameters as they are after the run."""
     from ..kernels import _plan
     rec = _plan.Recorder()
     rec.start()
@@ -247,8 +248,8 @@ def _held_arrays(seq, layers):
 
 def _stamps(seq, layers):
     """The version stamps a recording of these layers depends on (see module docstring)."""
-    stamps = [generation.epoch, seq._stamp, seq._ws.stamp]
+    stamps = [generation.epoch, seq._stamp]
     for m in layers:
-        stamps += [m._stamp, m._ws.stamp]
+        stamps.append(m._stamp)
         stamps.extend(p._stamp for p in m.parameters())
     return stamps
