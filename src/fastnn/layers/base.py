@@ -8,9 +8,12 @@ on the next call, and each `Parameter.grad` is bound into the workspace so the k
 write the gradient straight into it.
 
 * `_forward(x)` / `_backward(dy, need_dx=True)` are the internal, no-copy path used by
-  containers (`fastnn.layers.Sequential`) and training loops. They return workspace arrays that stay
-  valid only until the same module's next `_forward` / `_backward`. `_forward` expects
-  a C-contiguous array of the module's dtype (what the previous layer produced);
+  containers (`fastnn.layers.Sequential`) and training loops. They return workspace
+  arrays that stay valid only until the same module's next `_forward` / `_backward`
+  (a workspace keeps the arrays of its last few input shapes,
+  `fastnn.core.workspace.SHAPES_KEPT`, so memory stays bounded whatever the batch
+  sizes). `_forward` expects a C-contiguous array of the module's dtype (what the
+  previous layer produced);
   `_backward(..., need_dx=False)` may skip the input gradient (returns None) when the
   caller does not need it, e.g. for the first Dense of a network.
 * `forward(x)` / `__call__` / `backward(dy)` are the public path: they validate and

@@ -54,13 +54,15 @@ class _Forward:
     """A recorded forward: its key (input shape, dtype number, training), its program,
     the array it returns, the layers it ran and the cache each was left with (the first
     naming the recorded input), and its backward recordings
-    {(dy shape, dy dtype number, need_dx): _Backward}."""
-    __slots__ = ("key", "program", "out", "layers", "caches", "backward")
+    {(dy shape, dy dtype number, need_dx): _Backward}. `first` is the first layer's
+    attribute dict (where its current cache is read)."""
+    __slots__ = ("key", "program", "out", "layers", "caches", "backward", "first")
 
     def __init__(self, key, program, out, layers, caches):
         self.key, self.program, self.out = key, program, out
         self.layers, self.caches = layers, caches
         self.backward = {}
+        self.first = layers[0].__dict__
 
 
 class _Backward:
@@ -107,19 +109,18 @@ class Replays:
         if f is not self.last and self.recordings.get(f.key) is f:
             self.recordings[f.key] = self.recordings.pop(f.key)   # most recent goes last
         self.last, self.last_x = f, x
-        self.last_cache = f.layers[0].__dict__.get("_cache")
+        self.last_cache = f.first.get("_cache")
 
     def record(self, seq, layers, x, training):
         """Run the layers' forward on x (C-contiguous) while recording; keep the
         recording when it can be replayed. Returns the output."""
+        key = (x.shape, x.dtype.num, training)
+        self.recordings.pop(key, None)          # stale, or it would have been replayed
         out, program = _record(lambda: run_forward(layers, x), seq, layers, (x,))
         caches = tuple(m.__dict__.get("_cache") for m in layers)
         f = None
         if program is not None and getattr(caches[0], "x", None) is x:
-            key = (x.shape, x.dtype.num, training)
-            f = _Forward(key, program, out, tuple(layers), caches)
-            self.recordings.pop(key, None)
-            self.recordings[key] = f
+            f = self.recordings[key] = _Forward(key, program, out, tuple(layers), caches)
             if len(self.recordings) > SHAPES_KEPT:
                 del self.recordings[next(iter(self.recordings))]
         self.last, self.last_x, self.last_cache = f, x, caches[0]
@@ -131,7 +132,7 @@ class Replays:
         its backward; NOT_REPLAYED when that forward was not a replay or recording, or
         a layer-by-layer forward ran since (the caller then runs the layers)."""
         f = self.last
-        if f is None or f.layers[0].__dict__.get("_cache") is not self.last_cache \
+        if f is None or f.first.get("_cache") is not self.last_cache \
                 or not dy.flags.c_contiguous or get_backend() != "cython":
             return NOT_REPLAYED
         key = (dy.shape, dy.dtype.num, need_dx)
