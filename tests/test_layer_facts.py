@@ -7,7 +7,7 @@ import pytest
 
 from fastnn import optim
 from fastnn.layers import (ELU, GELU, BatchNorm1d, Dense, Dropout, Flatten, LeakyReLU, Maxout,
-                           Module, Parameter, PReLU, ReLU, Sequential, Sigmoid, SiLU, Swish,
+                           Module, PReLU, ReLU, Sequential, Sigmoid, SiLU, Swish,
                            Tanh)
 from fastnn.tools import memory
 from fastnn.train import diagnostics

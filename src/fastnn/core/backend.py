@@ -145,7 +145,7 @@ def set_num_threads(n):
                          "runtime aborts the process when it cannot create a thread)"
                          % (MAX_THREADS, n))
     _num_threads = int(n)
-    _generation.bump_epoch()
+    _generation.bump()
     _apply_blas_limits()
 
 
@@ -180,7 +180,7 @@ def _after_fork_in_child():
     global _forked_child
     if _pool_started:
         _forked_child = True
-        _generation.bump_epoch()
+        _generation.bump()
 
 
 if hasattr(os, "register_at_fork"):

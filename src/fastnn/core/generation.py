@@ -12,8 +12,8 @@ whenever the object changes in a way that could change the recorded kernel calls
 
 A program keeps the stamps of the model it was recorded from (the Sequential, its
 layers and their parameters) with their values at recording, and replays only while
-all are equal and so is the process-wide `epoch`, bumped by what changes every program
-at once (`set_num_threads`, a fork). The compiled replay compares them in C (stamps are
+all are equal and so is the process-wide `epoch`, which `bump()` advances for what
+changes every program at once (`set_num_threads`, a fork). The compiled replay compares them in C (stamps are
 arrays so it can read them through a pointer). A spurious bump costs one re-recording,
 that is one ordinary call.
 
@@ -32,12 +32,12 @@ def stamp(size=1):
     return np.zeros(size, np.int64)
 
 
-def bump(s):
+def bump_stamp(s):
     """Count one change on stamp `s`."""
     s[0] += 1
 
 
-def bump_epoch():
+def bump():
     """A process-wide change (thread count, fork): every recording is stale."""
     epoch[0] += 1
 

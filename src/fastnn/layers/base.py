@@ -109,7 +109,7 @@ class Parameter:
     def mark_changed(self):
         """Recorded kernel programs using this parameter are stale (call after rebinding
         its arrays, as an optimizer's flat buffer does)."""
-        generation.bump(self._stamp)
+        generation.bump_stamp(self._stamp)
 
     @property
     def data(self):
@@ -246,7 +246,7 @@ class Module:
             raise RuntimeError("%s: call Module.__init__() before assigning attributes"
                                % type(self).__name__)
         if name not in _PER_CALL:
-            generation.bump(d["_stamp"])      # may change what a recorded program computes
+            generation.bump_stamp(d["_stamp"])      # may change what a recorded program computes
         if name == "training":
             value = check_bool(value, self._label(), "training")
             d["_stamp"][_MODE] = value
@@ -301,7 +301,7 @@ class Module:
     def mark_changed(self):
         """Recorded kernel programs using this module are stale (for changes made behind
         the attributes' back; assignments, modes and dtypes are noticed already)."""
-        generation.bump(self._stamp)
+        generation.bump_stamp(self._stamp)
 
     # ------------------------------------------------------------- naming and errors
     def _label(self):
