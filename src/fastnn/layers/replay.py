@@ -55,14 +55,17 @@ class _Forward:
     the array it returns, the layers it ran and the cache each was left with (the first
     naming the recorded input), and its backward recordings
     {(dy shape, dy dtype number, need_dx): _Backward}. `first` is the first layer's
-    attribute dict (where its current cache is read)."""
-    __slots__ = ("key", "program", "out", "layers", "caches", "backward", "first")
+    attribute dict (where its current cache is read), `out_meta` the output's (shape,
+    dtype) as the public forward notes it."""
+    __slots__ = ("key", "program", "out", "layers", "caches", "backward", "first",
+                 "out_meta")
 
     def __init__(self, key, program, out, layers, caches):
         self.key, self.program, self.out = key, program, out
         self.layers, self.caches = layers, caches
         self.backward = {}
         self.first = layers[0].__dict__
+        self.out_meta = (out.shape, out.dtype)
 
 
 class _Backward:
@@ -165,19 +168,21 @@ class Replays:
         self.last_cache = first
 
     # ------------------------------------------------------------------- public
-    def public_forward(self, x):
-        """Sequential.forward (the public, copying path) through the recording its last
+    def public_forward(self, seq, x):
+        """`seq.forward(x)` (the public, copying path) through the recording its last
         call used, when that is current and x has exactly its input buffer's dtype and
-        shape: the same work as the general path, its checks answered by the recording,
-        in one C call. Returns the fresh output, or None when this does not apply. The
-        caller holds the model's lock."""
+        shape: the same work as the general path under seq's lock, its checks answered
+        by the recording, the kernels in one C call. Returns the fresh output, or None
+        when this does not apply (nothing was done)."""
         pub = self.public
         if pub is None or get_backend() != "cython":
             return None
         f, buf = pub
-        out = f.program.copy_run(x, buf, f.out)
-        if out is not None:
-            self._ran(f, buf)
+        with seq._lock:
+            out = f.program.copy_run(x, buf, f.out)
+            if out is not None:
+                self._ran(f, buf)
+                object.__setattr__(seq, "_out", f.out_meta)
         return out
 
     def note_public(self, buf):

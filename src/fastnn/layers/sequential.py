@@ -108,12 +108,17 @@ class Sequential(Module):
         return kept, grads
 
     # ------------------------------------------------------------ computation
-    def _public_forward(self, x):
+    def forward(self, x):
         replays = self.__dict__.get("_replays")
-        if replays is not None:
-            out = replays.public_forward(x)
+        if replays is not None:      # at batch 1 the Python around a replay counts
+            out = replays.public_forward(self, x)
             if out is not None:
                 return out
+        return Module.forward(self, x)
+
+    forward.__doc__ = Module.forward.__doc__
+
+    def _public_forward(self, x):
         buf = self._prepare_input(x)
         out = np.array(self._forward(buf), order="C", copy=True)
         replays = self.__dict__.get("_replays")
