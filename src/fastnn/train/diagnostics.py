@@ -31,42 +31,31 @@ rate, momentum / Adam scaling and weight decay included; cs231n's rule of thumb 
 >>> print(report)                                                   # doctest: +SKIP
 """
 import math
+from collections import defaultdict
 
 import numpy as np
 
+from ..layers import Module
+
 __all__ = ["Monitor", "Report", "inspect", "check_history", "layer_outputs"]
 
-_KINDS = {"ReLU": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
+
+def _named_layers(model):
+    """[(name, layer)] of the leaf layers `model` applies in order (`flat_layers`), each
+    named by its qualified name in the model ("0", "2.1", ...); a model that is its own
+    only layer (or no fastnn Module) is named by its type."""
+    layers = model.flat_layers() if isinstance(model, Module) else [model]
+    if len(layers) == 1 and layers[0] is model:
+        return [(type(model).__name__, model)]
+    names = defaultdict(list)            # a module used twice has two names, in order
+    for name, m in model.named_modules():
+        names[id(m)].append(name)
+    return [(names[id(m)].pop(0), m) for m in layers]
 
 
-def _kind(module):
-    """"relu" / "sigmoid" / "tanh" when the module's output is that activation."""
-    kind = _KINDS.get(type(module).__name__)
-    if kind is None:
-        act = getattr(module, "activation", None)
-        if isinstance(act, str) and act in ("relu", "sigmoid", "tanh"):
-            kind = act
-    return kind
-
-
-def _is_sequential(module):
-    try:
-        from ..layers import Sequential
-    except ImportError:  # pragma: no cover - the layers are part of the package
-        return False
-    return isinstance(module, Sequential)
-
-
-def _flatten(model, prefix=""):
-    """[(name, module)] of the layers a Sequential applies in order (nested Sequentials
-    expanded); a non-Sequential module counts as one layer."""
-    if not _is_sequential(model):
-        return [(prefix or type(model).__name__, model)]
-    out = []
-    for i, m in enumerate(model):
-        name = str(i) if not prefix else "%s.%d" % (prefix, i)
-        out.extend(_flatten(m, name) if _is_sequential(m) else [(name, m)])
-    return out
+def _watch_kind(layer):
+    """What to watch at the layer's output (Module.watch_kind; None for other objects)."""
+    return layer.watch_kind() if isinstance(layer, Module) else None
 
 
 def _fwd(module):
@@ -112,7 +101,7 @@ def layer_outputs(model, X, mode="eval"):
     with _ModelState(model, mode):
         x = _as_model_input(model, X)
         outs = []
-        for name, m in _flatten(model):
+        for name, m in _named_layers(model):
             x = _fwd(m)(x)
             outs.append((name, m, np.array(x, copy=True)))
     return outs
@@ -250,8 +239,9 @@ class Monitor:
         """Bind to a model (and optionally its loss, for the initial-loss check)."""
         self.model = model
         self.loss_name = type(loss).__name__ if loss is not None else None
-        self.layerwise = _is_sequential(model)
-        self.layers = [(name, m, _kind(m)) for name, m in _flatten(model)]
+        named = _named_layers(model)
+        self.layerwise = not (len(named) == 1 and named[0][1] is model)
+        self.layers = [(name, m, _watch_kind(m)) for name, m in named]
         self.layer_names = {id(m): (name, type(m).__name__) for name, m, _ in self.layers}
         # parameters with their layer: (qualified name, Parameter, layer name, layer type)
         self.params = []
