@@ -20,6 +20,8 @@ valid until the next call.
 >>> round(loss, 4), crit.backward().shape
 (1.0986, (2, 3))
 """
+import math
+
 import numpy as np
 
 from . import ops
@@ -48,6 +50,12 @@ class Loss:
     def __init__(self):
         self._ws = Workspace()
         self._grad = None
+
+    def chance_loss(self, output_shape):
+        """The loss a freshly initialised model should start near (outputs that favour
+        no answer), for outputs of `output_shape` per sample; None when there is no such
+        value (the diagnostics' initial-loss check)."""
+        return None
 
     def probabilities(self, outputs):
         """What the model's `outputs` say as probabilities (an array shaped like them, in
@@ -131,6 +139,11 @@ class SoftmaxCrossEntropy(Loss):
             weight = as_weights(arr, arr.size, "SoftmaxCrossEntropy", "weight")
         self.weight = weight
 
+    def chance_loss(self, output_shape):
+        """ln(C): the cross-entropy of uniform class probabilities."""
+        classes = output_shape[0] if len(output_shape) == 1 else 0
+        return math.log(classes) if classes > 1 else None
+
     def probabilities(self, outputs):
         """softmax(outputs) over the class axis: (N, C) -> (N, C)."""
         outputs = _outputs(self, outputs, ndim=2)
@@ -196,6 +209,10 @@ class BCEWithLogits(Loss):
     logit: pred and target of one shape, target probabilities in [0, 1]."""
 
     task = "binary"
+
+    def chance_loss(self, output_shape):
+        """ln(2): the binary cross-entropy of probabilities 1/2."""
+        return math.log(2.0)
 
     def probabilities(self, outputs):
         """sigmoid(outputs), elementwise and stable for any logit; shaped like outputs."""

@@ -304,7 +304,7 @@ def fastnn_step_fn(widths, batch, backend):
         model = fastnn_model(widths)
         trainer = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
                                  fastnn.optim.Adam(model.parameters(), lr=1e-3), verbose=0)
-    return lambda: trainer._train_step(x, y)
+    return trainer.stepper(x, y)
 
 
 def fastnn_infer_fn(widths):
@@ -400,12 +400,12 @@ def fastnn_epoch_fn(widths, batch, n_batches):
     model = fastnn.Sequential(*layers, fastnn.Dense(widths[-2], widths[-1], rng=0))
     trainer = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
                              fastnn.optim.Adam(model.parameters(), lr=1e-3), verbose=0)
-    batches = [(x[k * batch:(k + 1) * batch], y[k * batch:(k + 1) * batch])
-               for k in range(n_batches)]
+    steps = [trainer.stepper(x[k * batch:(k + 1) * batch], y[k * batch:(k + 1) * batch])
+             for k in range(n_batches)]
 
     def epoch():
-        for xb, yb in batches:
-            trainer._train_step(xb, yb)
+        for step in steps:
+            step()
     return epoch
 
 

@@ -285,15 +285,16 @@ def _measure_step(build, x, y, warmup, fn):
     try:
         with track_allocations() as total:
             trainer = _build_trainer(build, x, fn)
+            step = trainer.stepper(x, y)
             for _ in range(warmup):
-                trainer._train_step(x, y)
+                step()
             setup_peak, before = total.peak, total.live
-            with track_allocations() as step:
-                trainer._train_step(x, y)
+            with track_allocations() as counted:
+                step()
     finally:
         if was_enabled:
             gc.enable()
-    return trainer, before, setup_peak, step
+    return trainer, before, setup_peak, counted
 
 
 def step_memory(build, x, y, warmup=2, backend=None):

@@ -238,7 +238,7 @@ class Monitor:
     def attach(self, model, loss=None):
         """Bind to a model (and optionally its loss, for the initial-loss check)."""
         self.model = model
-        self.loss_name = type(loss).__name__ if loss is not None else None
+        self.loss = loss
         named = _named_layers(model)
         self.layerwise = not (len(named) == 1 and named[0][1] is model)
         self.layers = [(name, m, _watch_kind(m)) for name, m in named]
@@ -314,17 +314,13 @@ class Monitor:
         if self._initial_loss_checked:
             return
         self._initial_loss_checked = True
-        expected = None
-        if self.loss_name == "SoftmaxCrossEntropy" and out.ndim == 2 and out.shape[1] > 1:
-            expected, what = math.log(out.shape[1]), "ln(%d)" % out.shape[1]
-        elif self.loss_name == "BCEWithLogits":
-            expected, what = math.log(2.0), "ln(2)"
+        expected = self.loss.chance_loss(out.shape[1:]) if self.loss is not None else None
         if expected is not None and loss > 3.0 * expected + 0.5:
             self._warn(1, ("initial", None),
-                       "initial loss %.3g is far above the %.3g (%s) of a freshly "
-                       "initialised classifier: initial weights are probably too large "
-                       "(use He/Xavier init) or the inputs are not standardized"
-                       % (loss, expected, what))
+                       "initial loss %.3g is far above the %.3g of a freshly initialised "
+                       "classifier (outputs favouring no class): initial weights are "
+                       "probably too large (use He/Xavier init) or the inputs are not "
+                       "standardized" % (loss, expected))
 
     def backward(self, dy):
         """Backward of the model (layer by layer when possible), recording the RMS of
@@ -566,7 +562,7 @@ def inspect(model, X, y=None, loss=None, mode="train", **monitor_kw):
                 y_arr = np.asarray(y)
                 loss = (SoftmaxCrossEntropy() if y_arr.dtype.kind in "iu" and y_arr.ndim == 1
                         else MSE())
-                mon.loss_name = type(loss).__name__
+                mon.loss = loss
             value = loss(out, y)
             mon.record_loss(value, out)
             mon.backward(loss.backward())

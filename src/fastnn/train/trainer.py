@@ -41,6 +41,7 @@ Behaviour worth knowing:
   set (also on ``trainer.history``). ``Trainer(..., reraise_interrupt=True)`` re-raises
   the KeyboardInterrupt after doing the same.
 """
+import functools
 import math
 import os
 import time
@@ -209,6 +210,25 @@ class Trainer:
         self._run = FitRun.from_state(state["fit"]) if state["fit"] is not None else None
 
     # ------------------------------------------------------------------- steps
+    def stepper(self, X, y, sample_weight=None):
+        """A callable making one optimisation step on this batch per call (forward, loss,
+        backward, optimizer update), what `fit` runs for each batch, with no checks per
+        call: X, y (and sample_weight) are validated and converted once, here. Returns
+        `step() -> (loss, correct predictions)`; for benchmarks and memory measurements.
+
+        >>> import numpy as np, fastnn
+        >>> model = fastnn.Sequential(fastnn.Dense(4, 3, rng=0))
+        >>> trainer = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
+        ...                          fastnn.optim.SGD(model.parameters(), lr=0.1), verbose=0)
+        >>> step = trainer.stepper(np.ones((8, 4), np.float32), np.zeros(8, np.int64))
+        >>> loss, correct = step()
+        """
+        X, y = self._prepare(X, y, "stepper")
+        self._check_targets(y, self._output_shape(X), "stepper")
+        wb = None if sample_weight is None else as_weights(
+            sample_weight, len(X), "Trainer.stepper", dtype=self.dtype)
+        return functools.partial(self._train_step, X, y, wb)
+
     def _train_step(self, xb, yb, wb=None):
         """One optimisation step on a batch (wb: its row weights or None); returns (loss,
         number of correct predictions). Raises NonFiniteError (via _bad_loss) on a
