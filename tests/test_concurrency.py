@@ -90,6 +90,39 @@ def test_shared_model_inference_from_threads(name, two_threads):
     assert not bad, "threads got wrong predictions (thread, round, batch): %s" % bad[:5]
 
 
+@pytest.mark.skipif("cython" not in BACKENDS, reason="recorded programs are compiled code")
+def test_shared_recorded_model_from_threads_with_mixed_backends(two_threads, monkeypatch):
+    """A model that replays recorded programs, called from threads with more batch sizes
+    than it keeps recordings for, two threads on the compiled backend and two on NumPy
+    (a per-thread choice): every call gives the single-threaded answer, and every call
+    of a NumPy thread runs the NumPy kernels (a recording is never replayed there)."""
+    model = Sequential(Dense(32, 64, rng=0), BatchNorm1d(64), ReLU(), Dense(64, 10, rng=1))
+    model(np.random.default_rng(0).standard_normal((16, 32)).astype(np.float32))
+    model.eval()
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((n, 32)).astype(np.float32) for n in (1, 3, 8, 17, 64, 5, 33)]
+    with fastnn.use_backend("cython"):
+        ref = [model(x) for x in xs]
+    numpy_calls = []
+    real = _config._NUMPY.dense_forward
+    monkeypatch.setattr(_config._NUMPY, "dense_forward",
+                        lambda *a: numpy_calls.append(1) or real(*a))
+    bad, numpy_forwards = [], []
+
+    def work(k):
+        name = "cython" if k < 2 else "numpy"
+        with fastnn.use_backend(name):
+            for r in range(40):
+                i = (r * (k + 1) + k) % len(xs)
+                y = model(xs[i])
+                numpy_forwards.extend([1] * (name == "numpy"))
+                if not np.allclose(y, ref[i], rtol=1e-5, atol=1e-6):
+                    bad.append((k, r, i))
+    _run_threads(work, 4)
+    assert not bad, "threads got wrong predictions (thread, round, batch): %s" % bad[:5]
+    assert len(numpy_calls) == 2 * len(numpy_forwards)       # two Dense layers per call
+
+
 def test_shared_model_forward_backward_from_threads(backend):
     """Training-mode forward+backward pairs from several threads on one model are
     serialised call by call: each backward returns a correctly shaped gradient and nothing

@@ -46,17 +46,19 @@ F64 = np.float64
 #: the training runs: 163 rows in batches of 23 (ranks take 11 and 12 rows; the last
 #: batch of 2 rows, one each), validation on 40 rows
 EPOCHS, BATCH, SEED = 3, 23, 5
-#: the variants of the `train` scenario: name -> (model keywords, batch size, bucket
-#: bytes, sync_batchnorm); batches of 27 end with one row, so rank 0 has none of it
-#: (batches of 22 end with 9: local BatchNorm needs 2 rows a rank);
-#: buckets of 256 bytes cut the models in two (three with BatchNorm): the last layers'
-#: gradients are reduced during the backward
-VARIANTS = {"adam": ({}, BATCH, None, False), "sgd": ({"sgd": True}, 27, None, False),
-            "buckets": ({}, 27, 256, False),
-            "sync_bn": ({"bn": True, "sgd": True}, BATCH, 256, True),
-            "local_bn": ({"bn": True, "sgd": True}, 22, None, False),
-            "diagnostics": ({"diagnostics": True}, BATCH, 256, False)}
-BUCKETS = {"buckets": 2, "sync_bn": 3, "diagnostics": 2}
+#: the variants of the `train` scenario: name -> (model keywords, fit keywords, bucket
+#: bytes, sync_batchnorm). Batches of 27 end with one row, so rank 0 has none of it
+#: (batches of 22 end with 9: local BatchNorm needs 2 rows a rank); buckets of 256 bytes
+#: cut the models in two (three with BatchNorm): the last layers' gradients are reduced
+#: during the backward; sparse row weights leave whole parts (and batches) weightless
+VARIANTS = {"adam": ({}, {}, None, False),
+            "sgd": ({"sgd": True}, {"batch_size": 27}, None, False),
+            "buckets": ({}, {"batch_size": 27}, 256, False),
+            "sync_bn": ({"bn": True, "sgd": True}, {}, 256, True),
+            "local_bn": ({"bn": True, "sgd": True}, {"batch_size": 22}, None, False),
+            "diagnostics": ({"diagnostics": True}, {}, 256, False),
+            "weighted": ({"class_weight": [1.0, 2.0, 0.5]}, {"weighted": True}, 256, False)}
+BUCKETS = {"buckets": 2, "sync_bn": 3, "diagnostics": 2, "weighted": 2}
 
 
 def mpi_env():
@@ -99,19 +101,24 @@ def data():
     return X[:163], y[:163], X[163:], y[163:]
 
 
-def build(seed, bn=False, sgd=False, **kw):
+def build(seed, bn=False, sgd=False, class_weight=None, **kw):
     """A float64 MLP trainer; its weights drawn from fastnn.seed(seed)."""
     fastnn.seed(seed)
     model = Sequential(Dense(6, 16, dtype=F64), *([BatchNorm1d(16, dtype=F64)] if bn else []),
                        ReLU(), Dense(16, 3, dtype=F64))
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9) if sgd else \
         Adam(model.parameters(), lr=0.02)
-    return Trainer(model, SoftmaxCrossEntropy(), opt, scheduler=StepLR(opt, 2, gamma=0.5),
-                   verbose=0, **kw)
+    return Trainer(model, SoftmaxCrossEntropy(class_weight), opt,
+                   scheduler=StepLR(opt, 2, gamma=0.5), verbose=0, **kw)
 
 
-def fit(trainer, epochs=EPOCHS, batch_size=BATCH, **kw):
+def fit(trainer, epochs=EPOCHS, batch_size=BATCH, weighted=False, **kw):
+    """Fit on data(); weighted: with sparse row weights (85% zeros)."""
     X, y, Xv, yv = data()
+    if weighted:
+        rng = np.random.default_rng(2)
+        kw["sample_weight"] = np.where(rng.random(len(X)) < 0.15, rng.uniform(0.5, 2, len(X)),
+                                       0.0)
     return trainer.fit(X, y, validation_data=(Xv, yv), epochs=epochs, batch_size=batch_size,
                        seed=SEED, **kw)
 
@@ -189,6 +196,18 @@ def test_sync_batchnorm_needs_distributed():
         Trainer(model, SoftmaxCrossEntropy(), Adam(model.parameters()), distributed="yes")
 
 
+def test_evaluation_in_parts_weighs_each_part_by_its_class_weights():
+    """What lets the ranks evaluate parts of the validation rows: the mean over parts
+    (here eval batches) is weighted by each part's weight, not its row count."""
+    trainer = build(0, class_weight=[1.0, 5.0, 0.2])
+    X, y, _, _ = data()
+    whole = trainer.evaluate(X, y, batch_size=len(X))
+    parts = trainer.evaluate(X, y, batch_size=7)
+    assert parts["loss"] == pytest.approx(whole["loss"], rel=1e-12)
+    assert parts["accuracy"] == whole["accuracy"]
+    assert whole["loss"] == pytest.approx(trainer.loss(trainer.model(X), y), rel=1e-12)
+
+
 @needs_mpi
 def test_one_rank_under_plain_python_trains_as_one_process_with_a_warning(tmp_path):
     """A plain `python` (no mpiexec) is one rank: a warning, then ordinary training
@@ -203,9 +222,9 @@ def test_one_rank_under_plain_python_trains_as_one_process_with_a_warning(tmp_pa
     assert_same_run(load(tmp_path / "rank0.npz"), outcome_of_one_process(), exact=True)
 
 
-def outcome_of_one_process(batch_size=BATCH, **kw):
+def outcome_of_one_process(fit_kw=None, **kw):
     trainer = build(100, **kw)
-    return outcome(trainer, fit(trainer, batch_size=batch_size))
+    return outcome(trainer, fit(trainer, **(fit_kw or {})))
 
 
 # ------------------------------------------------------------------- under mpiexec
@@ -230,10 +249,12 @@ def test_ranks_end_equal_to_rank_0s_one_process_run(trained, backend, variant):
     rows, or of 1 that rank 0 has no part of), with and without buckets, BatchNorm with
     synchronised statistics: both ranks end bit-identical (running statistics too),
     equal to the one-process run from rank 0's seed. BatchNorm with each rank's own
-    statistics ends identical on both ranks, but is another computation."""
-    kw, batch_size, _, _ = VARIANTS[variant]
+    statistics ends identical on both ranks, but is another computation. Row and class
+    weights: the gradient is the weighted mean's, parts that weigh nothing count
+    nothing."""
+    kw, fit_kw, _, _ = VARIANTS[variant]
     with fastnn.use_backend(backend):
-        want = outcome_of_one_process(batch_size, **kw)
+        want = outcome_of_one_process(fit_kw, **kw)
     ranks = [load(trained[backend] / ("%s-rank%d.npz" % (variant, r))) for r in range(RANKS)]
     buckets = [int(r.pop("buckets")) for r in ranks]
     assert buckets == [BUCKETS.get(variant, 0)] * RANKS
@@ -347,10 +368,10 @@ def run_train(out, backend):
     from fastnn.distributed.data_parallel import DataParallel
     fastnn.set_backend(backend)
     r = distributed.rank()
-    for variant, (kw, batch_size, bucket_bytes, sync) in VARIANTS.items():
+    for variant, (kw, fit_kw, bucket_bytes, sync) in VARIANTS.items():
         trainer = build(100 + r, distributed=True, sync_batchnorm=sync, **kw)
         DataParallel.bucket_bytes = bucket_bytes or 1 << 40
-        result = outcome(trainer, fit(trainer, batch_size=batch_size))
+        result = outcome(trainer, fit(trainer, **fit_kw))
         buckets = trainer._sync._buckets
         result["buckets"] = 0 if buckets is None else len(buckets.segments)
         np.savez(os.path.join(out, "%s-rank%d.npz" % (variant, r)), **result)

@@ -489,3 +489,49 @@ def test_user_defined_module_inside_sequential(backend):
 def test_repr_is_informative():
     text = repr(Sequential(Dense(2, 3, activation="relu"), Dropout(0.2)))
     assert "Dense(in_features=2, out_features=3" in text and "Dropout(p=0.2)" in text
+
+
+# ------------------------------------------------- Dense activation assigned later
+def _leaky(z, slope):
+    return np.where(z > 0, z, slope * z)
+
+
+def test_dense_activation_assignment_changes_the_output_and_survives_save(backend, tmp_path):
+    """Before, `layer.activation = "relu"` changed repr and the saved config but not
+    the output, so save + load gave a model computing something else."""
+    import fastnn
+    x = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    model = Sequential(Dense(3, 4, rng=0), Dense(4, 2, rng=1))
+    z = x @ model[0].weight.data
+    model(x), model(x)                               # recorded and replayed
+    model[0].activation = "relu"
+    np.testing.assert_allclose(model(x), np.maximum(z, 0) @ model[1].weight.data,
+                               rtol=1e-5, atol=1e-6)
+    model[0].activation = "leaky_relu"
+    model[0].activation_kw = {"negative_slope": 0.5}
+    want = _leaky(z, 0.5) @ model[1].weight.data
+    np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-6)
+    fastnn.save(model, tmp_path / "m.npz")
+    np.testing.assert_array_equal(fastnn.load(tmp_path / "m.npz")(x), model(x))
+    # the dict read back is a copy: changing it changes nothing
+    model[0].activation_kw["negative_slope"] = 0.9
+    assert model[0].activation_kw == {"negative_slope": 0.5}
+    np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-6)
+    model[0].activation_kw = None                    # keywords first: they fit leaky_relu
+    model[0].activation = None
+    np.testing.assert_allclose(model(x), z @ model[1].weight.data, rtol=1e-5, atol=1e-6)
+
+
+def test_dense_activation_assignment_is_validated_and_changes_nothing_on_error():
+    layer = Dense(3, 4, activation="leaky_relu", activation_kw={"negative_slope": 0.2}, rng=0)
+    x = np.ones((2, 3), np.float32)
+    before = layer(x)
+    with pytest.raises(ValueError, match=r"Dense\(in_features=3.*unknown activation 'nope'"):
+        layer.activation = "nope"
+    with pytest.raises(TypeError, match="activation_kw must be None or a dict, got 5"):
+        layer.activation_kw = 5
+    with pytest.raises(TypeError, match="'relu' got unexpected keyword.*negative_slope"):
+        layer.activation = "relu"                     # the keywords are leaky_relu's
+    assert layer.activation == "leaky_relu"
+    assert layer.activation_kw == {"negative_slope": 0.2}
+    np.testing.assert_array_equal(layer(x), before)

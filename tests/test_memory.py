@@ -335,7 +335,8 @@ def test_step_need_counts_fused_activation_bn_and_dropout():
 def test_step_need_rejects_bad_input():
     model = Sequential(Dense(4, 3, rng=0), Dense(3, 2, rng=1))
     opt = optim.Adam(model.parameters())
-    with pytest.raises(ValueError, match=r"expects inputs \(N, 4\)"):
+    with pytest.raises(ValueError, match=r"step_need: Sequential\[0\] Dense\(in_features=4.*"
+                                         r"expected input of shape \(N, 4\), got shape"):
         memory.step_need(model, opt, (5, 7))
     with pytest.raises(ValueError, match="input_shape"):
         memory.step_need(model, opt, (5,))

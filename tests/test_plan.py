@@ -1,11 +1,12 @@
 """Recorded kernel programs (fastnn.layers.replay): a replayed Sequential forward/backward
-must be bit-identical to running the layers, and must never replay a stale recording."""
+must be bit-identical to running the layers, must never replay a stale recording, and
+belongs to its model (changing one model leaves another's recordings current)."""
 import numpy as np
 import pytest
 
 import fastnn
 from fastnn import optim
-from fastnn.layers import replay as plan
+from fastnn.layers import sequential
 from fastnn.layers import (BatchNorm1d, Dense, Dropout, LeakyReLU, ReLU, Sequential, Tanh)
 from fastnn.losses import SoftmaxCrossEntropy
 
@@ -29,7 +30,7 @@ def _both(scenario, monkeypatch):
     """Run scenario() with recorded programs and with the layers run one by one."""
     with fastnn.use_backend("cython"):
         planned = scenario()
-        monkeypatch.setattr(plan, "_PLANNABLE", set())
+        monkeypatch.setattr(sequential, "eligible", lambda layers: False)
         plain = scenario()
     return planned, plain
 
@@ -58,13 +59,27 @@ def test_training_steps_are_bit_identical_to_the_layer_path(dtype, monkeypatch):
     _assert_same(planned, plain)
 
 
+def _recordings(model):
+    """{forward key: (forward program, {backward key: backward program})}"""
+    return {k: (f.program, {b: r.program for b, r in f.backward.items()})
+            for k, f in model._replays.recordings.items()}
+
+
 def test_programs_are_recorded_and_replayed():
     x, y = _data(8)
     with fastnn.use_backend("cython"):
         model = _net()
-        _steps(model, [(x, y)] * 3)
-        kinds = sorted(k[0] for k in model._plan_state.entries)
-    assert kinds == ["b", "f"]
+        trainer = fastnn.Trainer(model, SoftmaxCrossEntropy(),
+                                 optim.Adam(model.parameters()), verbose=0)
+        for _ in range(2):
+            trainer._train_step(x, y)
+        first = _recordings(model)
+        for _ in range(2):
+            trainer._train_step(x, y)
+        assert _recordings(model) == first          # the same programs, replayed
+    [(key, (_, backward))] = first.items()
+    assert key == ((8, 12), np.dtype(np.float32).num, True)
+    assert list(backward) == [((8, 5), np.dtype(np.float32).num, False)]
 
 
 def test_alternating_batch_sizes_and_modes(monkeypatch):
@@ -145,14 +160,14 @@ def test_models_with_other_layers_run_the_layers():
         model = Sequential(Dense(12, 16, rng=0), Dropout(0.5, rng=0), Tanh(),
                            Dense(16, 5, rng=1))
         model(_data(4)[0])
-    assert "_plan_state" not in model.__dict__
+    assert "_replays" not in model.__dict__
 
 
 def test_numpy_backend_never_records():
     with fastnn.use_backend("numpy"):
         model = _net()
         model(_data(4)[0])
-    assert "_plan_state" not in model.__dict__
+    assert "_replays" not in model.__dict__
 
 
 def test_copies_do_not_share_programs():
@@ -162,7 +177,7 @@ def test_copies_do_not_share_programs():
         x, _ = _data(4)
         model(x)
         twin = copy.deepcopy(model)
-        assert "_plan_state" not in twin.__dict__
+        assert "_replays" not in twin.__dict__
         np.testing.assert_array_equal(twin(x), model(x))
 
 
@@ -171,8 +186,7 @@ def test_program_checks_its_inputs():
     with fastnn.use_backend("cython"):
         model = _net()
         model(_data(4)[0])
-        program = next(e.program for k, e in model._plan_state.entries.items()
-                       if k[0] == "f")
+        [program] = [f.program for f in model._replays.recordings.values()]
     good = np.zeros((4, 12), np.float32)
     program.run(good)
     for bad in (np.zeros((5, 12), np.float32), np.zeros((4, 12), np.float64),
@@ -237,7 +251,7 @@ def test_public_forward_fast_path_respects_the_backend():
     with fastnn.use_backend("cython"):
         model(x)
         model(x)
-        assert model._plan_state.public is not None
+        assert model._replays.public is not None
     with fastnn.use_backend("numpy"):
         calls = []
         real = fastnn.core.backend._NUMPY.dense_forward
@@ -267,3 +281,152 @@ def test_public_forward_fast_path_rejects_bad_input():
             with pytest.raises(ValueError):
                 model(bad)
         np.testing.assert_array_equal(model(x), model(x.copy()))
+
+
+# ----------------------------------------------------- recordings belong to their model
+def _train_twice(model, x, dy):
+    for _ in range(2):
+        model._forward(x)
+        model._backward(dy, False)
+
+
+def _programs(model):
+    return [(f.program, [b.program for b in f.backward.values()])
+            for f in model._replays.recordings.values()]
+
+
+def test_changing_one_model_leaves_another_models_recordings_current():
+    """Before, any attribute assignment on any module bumped one process-wide counter
+    and every model re-recorded."""
+    x, _ = _data(8)
+    dy = np.ones((8, 5), np.float32)
+    with fastnn.use_backend("cython"):
+        a, b = _net(), _net()
+        _train_twice(a, x, dy)
+        _train_twice(b, x, dy)
+        kept_a, kept_b = _programs(a), _programs(b)
+        a[1].eps = 1e-3                      # a hyperparameter of one layer of model a
+        a[3].weight = fastnn.Parameter(np.ones((16, 16), np.float32))
+        _train_twice(a, x, dy)
+        _train_twice(b, x, dy)
+        assert _programs(b) == kept_b        # b replayed its recordings
+        assert _programs(a)[0][0] is not kept_a[0][0]     # a recorded again
+
+
+def test_a_shared_parameter_rebound_stales_every_model_using_it(monkeypatch):
+    def scenario():
+        a, b = _net(), _net()
+        b[4].weight = a[4].weight            # one Parameter in two models
+        x, _ = _data(4)
+        res = [a(x), b(x), b(x)]
+        optim.SGD(a.parameters(), lr=0.1)    # moves a's parameters into a flat buffer
+        a[4].weight.data = np.full((16, 5), 0.5, np.float32)   # written in place
+        return res + [b(x), b(x), b.backward(np.ones((4, 5), np.float32)),
+                      b[4].weight.grad.copy()]
+    planned, plain = _both(scenario, monkeypatch)
+    _assert_same(planned, plain)
+
+
+def test_switching_modes_back_and_forth_replays_the_recordings_of_each_mode():
+    """Train steps, an eval pass, train steps again: the recordings of each mode stay
+    current (a mode is part of a recording's key, and of the layers' stamps)."""
+    x, _ = _data(8)
+    xe, _ = _data(5)
+    dy = np.ones((8, 5), np.float32)
+    with fastnn.use_backend("cython"):
+        model = _net()
+        for _ in range(2):
+            _train_twice(model, x, dy)
+            model.eval()
+            model._forward(xe)
+            model.train()
+        kept = _programs(model)
+        _train_twice(model, x, dy)
+        model.eval()
+        model._forward(xe)
+        assert _programs(model) == kept and len(kept) == 2
+        model[1].train()                     # one layer's mode: not the recorded one
+        model._forward(xe)
+        assert _programs(model)[1][0] is not kept[1][0]
+
+
+def test_a_replay_writes_no_layer_attribute():
+    """The compiled replay runs op lists only: the layers keep the caches of the last
+    layer-by-layer forward, and the following backward runs the layers on them."""
+    x, _ = _data(8)
+    dy = np.ones((8, 5), np.float32)
+    with fastnn.use_backend("cython"):
+        model = _net()
+        _train_twice(model, x, dy)
+        h = x
+        for m in model:
+            h = m._forward(h)
+        caches = [m.__dict__["_cache"] for m in model]
+        states = [dict(m.__dict__) for m in model]
+        model._forward(x)                    # a replay
+        assert [m.__dict__["_cache"] for m in model] == caches
+        assert all(c is m.__dict__["_cache"] for c, m in zip(caches, model))
+        assert [dict(m.__dict__) for m in model] == states
+
+
+def test_the_op_limit_is_one_constant_of_the_compiled_module():
+    from fastnn.kernels import _plan
+    assert _plan.MAX_OPS == 64
+    x = np.linspace(-1, 1, 24, dtype=np.float32).reshape(2, 12)
+    with fastnn.use_backend("cython"):
+        fits = Sequential(*[ReLU() for _ in range(_plan.MAX_OPS)])
+        too_long = Sequential(*[ReLU() for _ in range(_plan.MAX_OPS + 1)])
+        for model in (fits, too_long):
+            np.testing.assert_array_equal(model(x), np.maximum(x, 0))
+        assert len(fits._replays.recordings) == 1
+        assert len(too_long._replays.recordings) == 0
+        np.testing.assert_array_equal(too_long(x), np.maximum(x, 0))
+
+
+def test_thread_count_changes_stale_every_recording():
+    x, _ = _data(4)
+    threads = fastnn.get_num_threads()
+    with fastnn.use_backend("cython"):
+        models = [_net(), _net()]
+        for m in models:
+            m(x)
+        programs = [f.program for m in models for f in m._replays.recordings.values()]
+        assert all(p.current() for p in programs)
+        try:
+            fastnn.set_num_threads(threads)
+            assert not any(p.current() for p in programs)
+        finally:
+            fastnn.set_num_threads(threads)
+
+
+def test_recordings_per_model_are_bounded_least_recently_used_first():
+    from fastnn.core.workspace import SHAPES_KEPT
+    with fastnn.use_backend("cython"):
+        model = _net().eval()
+        model(_data(32)[0])
+        hot = model._replays.recordings[((32, 12), np.dtype(np.float32).num, False)]
+        for n in range(1, 3 * SHAPES_KEPT):
+            model(_data(n)[0])
+            model(_data(32)[0])              # used between every other shape: kept
+            assert len(model._replays.recordings) <= SHAPES_KEPT
+        assert model._replays.recordings[((32, 12), np.dtype(np.float32).num, False)] is hot
+        for m in model:
+            assert all(len(arrays) <= SHAPES_KEPT for arrays in m._ws._arrays.values())
+
+
+def test_a_subclass_that_changes_the_computation_is_not_replayed():
+    class Doubled(Dense):
+        def _forward(self, x):
+            return 2 * super()._forward(x)
+
+    class Renamed(Dense):                    # same computation: stays recordable
+        pass
+
+    assert Dense.recordable and Renamed.recordable and not Doubled.recordable
+    x, _ = _data(3)
+    with fastnn.use_backend("cython"):
+        model = Sequential(Doubled(12, 4, rng=0), ReLU())
+        plain = np.maximum(2 * (x @ model[0].weight.data), 0)
+        for _ in range(3):
+            np.testing.assert_allclose(model(x), plain, rtol=1e-6)
+        assert "_replays" not in model.__dict__

@@ -36,7 +36,8 @@ import warnings
 import numpy as np
 
 from .core.archive import ArchiveError, NpzArchive, atomic_savez
-from .layers.base import REGISTRY, Module, Sequential
+from .layers.base import REGISTRY, Module
+from .layers.sequential import Sequential
 
 __all__ = ["save", "load", "architecture", "MAX_LAYERS", "MAX_DEPTH", "MAX_ARCH_BYTES"]
 

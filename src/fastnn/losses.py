@@ -1,5 +1,12 @@
-"""Loss objects: `loss = crit(pred, target)` (a Python float, the batch mean) and
-`crit.backward()` -> dLoss/dpred.
+"""Loss objects: `loss = crit(pred, target, sample_weight=None)` (a Python float, the
+batch mean) and `crit.backward()` -> dLoss/dpred.
+
+Weights follow torch's CrossEntropyLoss(weight=...): the mean becomes a weighted mean,
+sum_i r_i l_i / sum_i r_i, with r_i = sample_weight[i] (row weights, (N,), any loss)
+times weight[label_i] (class weights, (C,), SoftmaxCrossEntropy(weight=...)). l_i is a
+row's loss: for BCEWithLogits and MSE the mean over the row's elements, so unit weights
+give the plain mean over all elements. Weights must be finite and non-negative, and the
+weights of a batch must not sum to zero (ValueError).
 
 The math is `fastnn.ops` (softmax_cross_entropy, multiclass_hinge, bce_with_logits,
 mse). Like layers, a loss keeps its gradient in a reused workspace array: `backward()`
@@ -13,11 +20,14 @@ valid until the next call.
 >>> round(loss, 4), crit.backward().shape
 (1.0986, (2, 3))
 """
+import math
+
 import numpy as np
 
 from . import ops
 from .core.workspace import Workspace
-from .core.validation import as_user_float, check_float, describe
+from .core.validation import (as_float_array, as_labels, as_user_float, as_weights,
+                              check_float, check_shape, describe)
 from .ops.losses import run_softmax_cross_entropy, trusted_labels
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE"]
@@ -26,7 +36,8 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class Loss:
-    """Base class: subclasses define `_compute(pred, target)` -> (loss, grad).
+    """Base class: subclasses define `_compute(pred, target, sample_weight=None)` ->
+    (loss, grad) (a subclass taking no weights may omit sample_weight).
 
     Facts a training loop asks for: `task` ("multiclass", "binary" or "regression":
     what the outputs predict, hence how accuracy and predictions are made) and
@@ -40,11 +51,23 @@ class Loss:
         self._ws = Workspace()
         self._grad = None
 
+    def chance_loss(self, output_shape):
+        """The loss a freshly initialised model should start near (outputs that favour
+        no answer), for outputs of `output_shape` per sample; None when there is no such
+        value (the diagnostics' initial-loss check)."""
+        return None
+
     def probabilities(self, outputs):
         """What the model's `outputs` say as probabilities (an array shaped like them, in
         their float dtype); ValueError for losses whose outputs are not probabilities."""
         raise ValueError("%s: its outputs are not probabilities; use the outputs "
                          "themselves (or predictions)" % type(self).__name__)
+
+    def row_weights(self, target, sample_weight=None):
+        """The weights r_i of a batch's rows in its weighted mean (the module
+        docstring) as a float64 (N,) array, or None when every row counts the same
+        (data-parallel training splits a batch's gradient by them)."""
+        return None if sample_weight is None else np.asarray(sample_weight, np.float64)
 
     def loss_and_hits(self, pred, target):
         """For training loops: (loss, number of correct predictions) of a batch in one
@@ -52,13 +75,17 @@ class Loss:
         has no such pass for these arguments (then call the loss and count)."""
         return None
 
-    def __call__(self, pred, target):
+    def __call__(self, pred, target, sample_weight=None):
+        """The batch's mean loss (weighted by sample_weight (N,) when given)."""
         name = type(self).__name__
         self._grad = None          # a failed call leaves nothing for backward()
         pred = as_user_float(pred, name, "pred")
         if pred.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             pred = pred.astype(np.float32)
-        loss, grad = self._compute(pred, target)
+        if sample_weight is None:
+            loss, grad = self._compute(pred, target)
+        else:
+            loss, grad = self._compute(pred, target, sample_weight)
         self._grad = grad
         return float(loss)
 
@@ -102,9 +129,34 @@ def _rename(exc, name, op):
 
 class SoftmaxCrossEntropy(Loss):
     """Mean cross-entropy of softmax(pred) against integer labels (torch's
-    CrossEntropyLoss): pred (N, C) logits, target (N,) ints in [0, C)."""
+    CrossEntropyLoss): pred (N, C) logits, target (N,) ints in [0, C). weight: None or
+    class weights (C,) (torch's meaning: the weighted mean sum w[y_i] l_i / sum
+    w[y_i]); sample_weight (N,) at the call multiplies them."""
 
     task = "multiclass"
+
+    def __init__(self, weight=None):
+        super().__init__()
+        if weight is not None:
+            arr = np.asarray(weight)
+            if arr.ndim != 1 or arr.size == 0:
+                raise ValueError("SoftmaxCrossEntropy: weight must be a non-empty 1-D array "
+                                 "of class weights, got %s" % describe(arr))
+            weight = as_weights(arr, arr.size, "SoftmaxCrossEntropy", "weight")
+        self.weight = weight
+
+    def row_weights(self, target, sample_weight=None):
+        """Row weights times the class weights of the rows' labels."""
+        rows = super().row_weights(target, sample_weight)
+        if self.weight is None:
+            return rows
+        by_class = np.asarray(self.weight, np.float64)[target]
+        return by_class if rows is None else by_class * rows
+
+    def chance_loss(self, output_shape):
+        """ln(C): the cross-entropy of uniform class probabilities."""
+        classes = output_shape[0] if len(output_shape) == 1 else 0
+        return math.log(classes) if classes > 1 else None
 
     def probabilities(self, outputs):
         """softmax(outputs) over the class axis: (N, C) -> (N, C)."""
@@ -120,7 +172,7 @@ class SoftmaxCrossEntropy(Loss):
         (nothing done) unless pred is a C-contiguous (N, C) float32/float64 ndarray with
         N, C >= 1 and target `trusted_labels`, or when a subclass computes another loss."""
         if (type(self)._compute is not SoftmaxCrossEntropy._compute
-                or type(pred) is not np.ndarray or pred.ndim != 2
+                or self.weight is not None or type(pred) is not np.ndarray or pred.ndim != 2
                 or not pred.flags.c_contiguous or pred.dtype not in _FLOATS or pred.size == 0
                 or not trusted_labels(target, pred.shape[0], pred.shape[1])):
             return None
@@ -128,12 +180,18 @@ class SoftmaxCrossEntropy(Loss):
         loss, self._grad, hits = run_softmax_cross_entropy(pred, target, self._ws, True)
         return float(loss), hits
 
-    def _compute(self, pred, target):
+    def _compute(self, pred, target, sample_weight=None):
         target = _check_labels("SoftmaxCrossEntropy", target)
         try:
-            return ops.softmax_cross_entropy(pred, target, workspace=self._ws)
+            if self.weight is None and sample_weight is None:
+                return ops.softmax_cross_entropy(pred, target, workspace=self._ws)
+            return _interim("softmax_cross_entropy", pred, target, sample_weight, self.weight)
         except (TypeError, ValueError) as exc:
             raise _rename(exc, "SoftmaxCrossEntropy", "softmax_cross_entropy") from None
+
+    def __repr__(self):
+        return "SoftmaxCrossEntropy()" if self.weight is None else \
+            "SoftmaxCrossEntropy(weight=%s)" % np.array2string(self.weight, threshold=8)
 
 
 class MulticlassHinge(Loss):
@@ -147,10 +205,12 @@ class MulticlassHinge(Loss):
         super().__init__()
         self.margin = check_float(margin, "MulticlassHinge", "margin")
 
-    def _compute(self, pred, target):
+    def _compute(self, pred, target, sample_weight=None):
         target = _check_labels("MulticlassHinge", target)
         try:
-            return ops.multiclass_hinge(pred, target, self.margin, workspace=self._ws)
+            if sample_weight is None:
+                return ops.multiclass_hinge(pred, target, self.margin, workspace=self._ws)
+            return _interim("multiclass_hinge", pred, target, sample_weight, margin=self.margin)
         except (TypeError, ValueError) as exc:
             raise _rename(exc, "MulticlassHinge", "multiclass_hinge") from None
 
@@ -164,6 +224,10 @@ class BCEWithLogits(Loss):
 
     task = "binary"
 
+    def chance_loss(self, output_shape):
+        """ln(2): the binary cross-entropy of probabilities 1/2."""
+        return math.log(2.0)
+
     def probabilities(self, outputs):
         """sigmoid(outputs), elementwise and stable for any logit; shaped like outputs."""
         outputs = _outputs(self, outputs)
@@ -175,9 +239,11 @@ class BCEWithLogits(Loss):
         p[~pos] = e / (1.0 + e)
         return p.astype(outputs.dtype)
 
-    def _compute(self, pred, target):
+    def _compute(self, pred, target, sample_weight=None):
         try:
-            return ops.bce_with_logits(pred, target, workspace=self._ws)
+            if sample_weight is None:
+                return ops.bce_with_logits(pred, target, workspace=self._ws)
+            return _interim("bce_with_logits", pred, target, sample_weight)
         except (TypeError, ValueError) as exc:
             raise _rename(exc, "BCEWithLogits", "bce_with_logits") from None
 
@@ -185,8 +251,74 @@ class BCEWithLogits(Loss):
 class MSE(Loss):
     """Mean squared error over all elements (torch's MSELoss): pred, target same shape."""
 
-    def _compute(self, pred, target):
+    def _compute(self, pred, target, sample_weight=None):
         try:
-            return ops.mse(pred, target, workspace=self._ws)
+            if sample_weight is None:
+                return ops.mse(pred, target, workspace=self._ws)
+            return _interim("mse", pred, target, sample_weight)
         except (TypeError, ValueError) as exc:
             raise _rename(exc, "MSE", "mse") from None
+
+
+# ---------------------------------------------------------------------------------
+# Weighted losses, in NumPy (float64 inside), until fastnn.ops and the kernels take the
+# weights themselves: per-row losses l_i and the gradient of sum_i r_i l_i / sum_i r_i.
+# ---------------------------------------------------------------------------------
+def _interim(fn, pred, target, sample_weight, class_weight=None, margin=1.0):
+    """(weighted mean loss, gradient shaped and typed like pred) of loss `fn` (an ops
+    name) with row weights sample_weight (N,) times class_weight[label]."""
+    pred = as_float_array(pred, fn, "pred", ndim=(1, 2))
+    target, rows = _weighted_rows(fn, pred, target, sample_weight, class_weight)
+    total = rows.sum()
+    if total == 0:
+        raise ValueError("%s: the batch's weights sum to zero (sample_weight times the "
+                         "class weights of its labels)" % fn)
+    per_row, grad = _row_terms(fn, pred.astype(np.float64), target, margin)
+    r = rows / total
+    grad *= r.reshape((len(r),) + (1,) * (grad.ndim - 1))
+    return float(np.dot(r, per_row)), grad.astype(pred.dtype)
+
+
+def _weighted_rows(fn, pred, target, sample_weight, class_weight):
+    """(checked target, row weights r (N,) float64)."""
+    n = pred.shape[0]
+    rows = np.ones(n) if sample_weight is None else as_weights(sample_weight, n, fn)
+    if fn in ("softmax_cross_entropy", "multiclass_hinge"):
+        target = as_labels(target, n, pred.shape[1], fn)
+        if class_weight is not None:
+            if class_weight.shape != (pred.shape[1],):
+                raise ValueError("%s: weight must have one weight per class (%d,), got %s"
+                                 % (fn, pred.shape[1], describe(class_weight)))
+            rows = rows * class_weight[target]
+        return target, rows
+    target = as_float_array(np.asarray(target, dtype=pred.dtype), fn, "target")
+    check_shape(target, pred.shape, fn, "target")
+    return target, rows
+
+
+def _row_terms(fn, z, target, margin):
+    """(per-row losses l_i, gradient of l_i w.r.t. row i) for float64 z."""
+    n, idx = z.shape[0], np.arange(z.shape[0])
+    if fn == "softmax_cross_entropy":
+        shifted = z - z.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        sums = e.sum(axis=1, keepdims=True)
+        grad = e / sums
+        grad[idx, target] -= 1.0
+        return np.log(sums[:, 0]) - shifted[idx, target], grad
+    if fn == "multiclass_hinge":
+        m = z - z[idx, target][:, None] + margin
+        m[idx, target] = 0.0
+        active = m > 0
+        grad = active.astype(np.float64)
+        grad[idx, target] = -active.sum(axis=1)
+        return np.where(m <= 0, 0.0, m).sum(axis=1), grad
+    t = target.astype(np.float64)
+    k = z[0].size
+    if fn == "bce_with_logits":
+        terms = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
+        grad = (1.0 / (1.0 + np.exp(-z)) - t) / k
+    else:
+        terms = (z - t) ** 2
+        grad = 2.0 * (z - t) / k
+    return terms.reshape(n, -1).mean(axis=1), grad

@@ -306,6 +306,31 @@ def as_labels(labels, n, num_classes, fn, name="labels"):
     return labels if labels.flags.aligned else labels.copy()
 
 
+def as_weights(weights, n, fn, name="sample_weight", dtype=np.float64):
+    """Non-negative finite weights of shape (n,) as a C-contiguous array of `dtype`, not
+    all zero. TypeError for non-numeric data; ValueError for a wrong shape, a negative,
+    NaN or infinite weight, or weights that are all zero."""
+    weights = _as_ndarray(weights, fn, name, "a numeric")
+    if weights.dtype.kind not in "fiu":
+        raise TypeError("%s: %s must be numeric, got %s" % (fn, name, describe(weights)))
+    if weights.shape != (n,):
+        raise ValueError("%s: %s must have shape (%d,) (one weight per sample), got %s"
+                         % (fn, name, n, describe(weights)))
+    weights = np.ascontiguousarray(weights, dtype=dtype)
+    if not weights.flags.aligned:
+        weights = weights.copy()
+    if not np.isfinite(weights).all():
+        raise ValueError("%s: %s must be finite, got NaN or inf at index %d"
+                         % (fn, name, int(np.flatnonzero(~np.isfinite(weights))[0])))
+    if n and weights.min() < 0:
+        raise ValueError("%s: %s must be non-negative, got %r at index %d"
+                         % (fn, name, float(weights.min()), int(np.argmin(weights))))
+    if n and not weights.any():
+        raise ValueError("%s: %s must contain at least one non-zero weight, got all zero "
+                         "weights" % (fn, name))
+    return weights
+
+
 # ------------------------------------------------ shorthands used by many call sites
 def check_int(value, fn, name, minimum=1):
     """An int >= minimum (TypeError for non-ints and bools, ValueError below it)."""

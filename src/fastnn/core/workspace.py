@@ -1,51 +1,57 @@
 """Scratch arrays that layers reuse across steps, so a warm training step allocates nothing."""
 import numpy as np
 
-from . import generation as _generation
+#: array shapes a workspace keeps per name (the last used ones). Also the number of input
+#: shapes a Sequential keeps recorded programs for (fastnn.layers.replay), so a model's
+#: memory stays bounded whatever batch sizes it sees: enough for training batches, an
+#: epoch's ragged last batch and evaluation batches of two sizes, all without allocating.
+SHAPES_KEPT = 4
 
 
 class Workspace:
-    """Named arrays kept while their shape and dtype stay the same.
+    """Named arrays kept while their shape and dtype are in use.
 
-    `get(key, shape, dtype)` returns the same array on every call with an unchanged
-    shape. Each name keeps the arrays of its last two shapes, so alternating batch sizes
-    (an epoch's smaller last batch, training and evaluation batches) reallocate nothing
-    once both were seen; a third shape replaces the older one. The `None` workspace of the
-    functional API (`FRESH`) allocates every time, so results never alias earlier ones.
+    `get(key, shape, dtype)` returns the same array on every call with the same shape
+    and dtype. Each name keeps the arrays of its last `SHAPES_KEPT` shapes (least
+    recently used dropped first), so alternating batch sizes (an epoch's smaller last
+    batch, training and evaluation batches) reallocate nothing once each was seen. The
+    `None` workspace of the functional API (`FRESH`) allocates every time, so results
+    never alias earlier ones.
     """
 
     def __init__(self):
-        self._arrays = {}     # name -> array of the latest shape
-        self._spare = {}      # name -> array of the shape before
+        self._arrays = {}     # name -> [arrays], most recently used first
 
     def get(self, key, shape, dtype):
-        a = self._arrays.get(key)
-        if a is not None and a.shape == shape and a.dtype == dtype:
-            return a
-        b = self._spare.get(key)
-        if b is None or b.shape != shape or b.dtype != dtype:
-            b = np.empty(shape, dtype)
-            _generation.bump()
-        if a is not None:
-            self._spare[key] = a
-        self._arrays[key] = b
-        return b
+        arrays = self._arrays.get(key)
+        if arrays is None:
+            arrays = self._arrays[key] = []
+        else:
+            a = arrays[0]
+            if a.shape == shape and a.dtype == dtype:
+                return a
+            for i in range(1, len(arrays)):
+                a = arrays[i]
+                if a.shape == shape and a.dtype == dtype:
+                    arrays.insert(0, arrays.pop(i))
+                    return a
+        a = np.empty(shape, dtype)
+        arrays.insert(0, a)
+        del arrays[SHAPES_KEPT:]
+        return a
 
     def bind(self, key, array):
         """Make `get(key, ...)` return `array` (e.g. a Parameter's .grad, written in place)."""
-        if self._arrays.get(key) is not array:
-            self._arrays[key] = array
-            self._spare.pop(key, None)
-            _generation.bump()
+        arrays = self._arrays.get(key)
+        if arrays is None or len(arrays) != 1 or arrays[0] is not array:
+            self._arrays[key] = [array]
 
     def clear(self):
         self._arrays.clear()
-        self._spare.clear()
-        _generation.bump()
 
     def arrays(self):
-        """Every array held (both shapes of each name)."""
-        return list(self._arrays.values()) + list(self._spare.values())
+        """Every array held (every kept shape of each name)."""
+        return [a for arrays in self._arrays.values() for a in arrays]
 
     def nbytes(self):
         return sum(a.nbytes for a in self.arrays())

@@ -157,11 +157,12 @@ class DataParallel:
 
     def _facts(self, data, run):
         """What must be equal on every rank: name -> a comparable value."""
-        X, y, Xv, yv = data
+        X, y, Xv, yv, w = data
         fit = {k: v for k, v in run.state().items() if k not in ("rng", "best_state")}
         state = [(k, _layout(v)) for k, v in self.model.state_dict().items()]
         return {"X": _layout(X), "y": _layout(y), "X_val": _layout(Xv), "y_val": _layout(yv),
-                "training data values (sampled rows)": _fingerprint(X, y),
+                "sample_weight": _layout(w),
+                "training data values (sampled rows)": _fingerprint(X, y, w),
                 "validation data values (sampled rows)": _fingerprint(Xv, yv),
                 "fit arguments": fit, "model parameters and buffers": state,
                 "optimizer": repr(self.optimizer), "loss": repr(self.loss),
@@ -196,13 +197,30 @@ class DataParallel:
         most one row; a rank's part is empty when n < size)."""
         return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
 
-    def batch_totals(self, loss, correct, local, batch, failure=None):
-        """The global batch's (mean loss, correct predictions), from this rank's loss
-        (the mean over its `local` rows of the `batch`) and correct predictions.
-        failure: the exception this rank's forward raised, or None; when any rank has
-        one, every rank raises (see `fastnn.distributed.mpi.raise_failures`)."""
+    def part(self, loss, yb, wb):
+        """(this rank's rows of the global batch as a slice, the row weights to give the
+        loss for them (None without row weights), their share of the batch's total
+        weight): the factor that makes this rank's mean loss its part of the batch's
+        mean. The weights are the loss's (`Loss.row_weights`: row weights wb times class
+        weights); a part whose rows weigh nothing is computed with unit row weights and
+        counts nothing (share 0), so every rank runs the same layers."""
+        part = self.rows(len(yb))
+        weights = self.loss.row_weights(yb, wb)
+        if weights is None:
+            return part, None, (part.stop - part.start) / len(yb)
+        mine = float(weights[part].sum())
+        w = None if wb is None else wb[part]
+        if mine == 0 and w is not None:
+            w = np.ones_like(w)
+        return part, w, mine / float(weights.sum())
+
+    def batch_totals(self, loss, correct, share, failure=None):
+        """The global batch's (mean loss, correct predictions), from this rank's mean
+        loss, its `share` (see `part`) and its correct predictions. failure: the
+        exception this rank's forward raised, or None; when any rank has one, every
+        rank raises (see `fastnn.distributed.mpi.raise_failures`)."""
         t = self._totals
-        t[0] = loss * local / batch if local else 0.0
+        t[0] = loss * share if share else 0.0
         t[1] = correct
         t[2] = failure is not None
         self.comm.Allreduce(self._in_place, t)
@@ -210,11 +228,14 @@ class DataParallel:
             raise_failures(self.comm, failure)
         return float(t[0]), float(t[1])
 
-    def scaled(self, dout, local, batch):
-        """dout * local / batch, in a buffer of its own: the gradient of this rank's part
-        of the global batch's mean loss."""
+    def scaled(self, dout, share):
+        """dout * share, in a buffer of its own: the gradient of this rank's part of the
+        global batch's mean loss."""
         buf = self._ws.get("dout", dout.shape, dout.dtype)
-        np.multiply(dout, local / batch, out=buf)
+        if share:
+            np.multiply(dout, share, out=buf)
+        else:
+            buf.fill(0)
         return buf
 
     def forward(self, x):

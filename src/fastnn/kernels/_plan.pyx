@@ -7,14 +7,17 @@ when this thread is recording, also appends a copy to the `Recorder`. A `Program
 from a recording replays the calls with no Python in between: the per-call cost of the
 wrappers (argument parsing, checks, about 0.5-1 us each) is paid once, at recording.
 
+This module only runs op lists: it reads no layer and writes no attribute of any Python
+object. What a replay means for the layers (their caches, the model's last output) is
+`fastnn.layers.replay`'s business.
+
 Safety: a Program holds references to every array whose memory the calls touch
-(`fastnn.layers.plan` checks that each recorded pointer is the data of an array it holds,
-or a patched slot), so replaying can never touch freed memory; whether the recording is
-still *meaningful* (same parameters, modes, thread counts) is decided by
-`fastnn.layers.plan` before each replay.
+(`fastnn.layers.replay` checks that each recorded pointer is the data of an array it
+holds, or a patched input slot), so replaying can never touch freed memory. Whether a
+recording is still *meaningful* is told by version stamps (`fastnn.core.generation`):
+the Program keeps the stamps it was given and their values, and `current()` compares.
 """
-from libc.stdlib cimport free, realloc
-from cpython.object cimport PyObject_GenericSetAttr
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove
 
 import numpy as np
@@ -29,7 +32,12 @@ cdef extern from *:
     void *fastnn_plan_recorder
 
 cdef enum:
-    MAX_OPS = 64          # longest replayable program (each op is copied to the stack)
+    OPS_LIMIT = 64        # longest replayable program (each op is copied to the stack)
+    INPUTS_LIMIT = 4      # arrays patched in per replay
+    DIMS_LIMIT = 4        # dimensions of each of them
+
+#: the longest program `Program` accepts (longer recordings are run, never replayed)
+MAX_OPS = OPS_LIMIT
 
 
 cdef int submit(PlanOp *op) except -1:
@@ -90,54 +98,95 @@ cdef class Recorder:
 
 
 cdef class Program:
-    """A recording made replayable: `run(inputs)` patches the slots listed in `patches`
+    """A recording made replayable: `run(*inputs)` patches the slots listed in `patches`
     with the data of the given arrays and runs every call in order, without the GIL.
 
     patches: [(call index, slot, input number)]; specs: per input number, the
     (dtype, shape) the array must have (C-contiguous). `keep` holds every array the
-    calls touch, for as long as the Program lives."""
+    calls touch, for as long as the Program lives. `stamps`: 1-D C-contiguous int64
+    arrays (version stamps) whose values at construction `current()` compares with."""
     cdef PlanOp *ops
     cdef Py_ssize_t n
     cdef int[:, ::1] patch
     cdef Py_ssize_t nin
-    cdef int typenum[4]
-    cdef int ndim[4]
-    cdef Py_ssize_t dims[4][4]
+    cdef int typenum[INPUTS_LIMIT]
+    cdef int ndim[INPUTS_LIMIT]
+    cdef Py_ssize_t dims[INPUTS_LIMIT][DIMS_LIMIT]
     cdef tuple specs
     cdef object keep
+    cdef tuple stamps
+    cdef cnp.int64_t **watched      # every element of every stamp ...
+    cdef cnp.int64_t *seen          # ... and its value at construction
+    cdef Py_ssize_t nwatched
 
-    def __cinit__(self, Recorder rec, patches, specs, keep):
-        if rec.n > MAX_OPS:
-            raise ValueError("fastnn.kernels: program too long (%d calls)" % rec.n)
-        self.ops = <PlanOp *>realloc(NULL, max(rec.n, 1) * sizeof(PlanOp))
+    def __cinit__(self, Recorder rec, patches, specs, keep, stamps=()):
+        if rec.n > OPS_LIMIT:
+            raise ValueError("fastnn.kernels: program too long (%d calls, at most %d)"
+                             % (rec.n, OPS_LIMIT))
+        self.ops = <PlanOp *>malloc(max(rec.n, 1) * sizeof(PlanOp))
         if self.ops == NULL:
             raise MemoryError()
         memcpy(self.ops, rec.ops, rec.n * sizeof(PlanOp))
         self.n = rec.n
+        self._set_inputs(patches, specs)
+        self._watch(stamps)
+        self.keep = keep
+
+    cdef _set_inputs(self, patches, specs):
         arr = np.zeros((len(patches), 3), np.intc)
         for i, (k, s, j) in enumerate(patches):
-            if not (0 <= k < rec.n and 0 <= s < PLAN_SLOTS and 0 <= j < len(specs)):
+            if not (0 <= k < self.n and 0 <= s < PLAN_SLOTS and 0 <= j < len(specs)):
                 raise ValueError("fastnn.kernels: bad patch %r" % ((k, s, j),))
             arr[i] = (k, s, j)
         self.patch = arr
         self.specs = tuple((np.dtype(dt), tuple(shape)) for dt, shape in specs)
-        if len(self.specs) > 4:
-            raise ValueError("fastnn.kernels: at most 4 program inputs")
+        if len(self.specs) > INPUTS_LIMIT:
+            raise ValueError("fastnn.kernels: at most %d program inputs" % INPUTS_LIMIT)
         self.nin = len(self.specs)
         for i, (dt, shape) in enumerate(self.specs):
-            if len(shape) > 4:
-                raise ValueError("fastnn.kernels: program inputs have at most 4 dimensions")
+            if len(shape) > DIMS_LIMIT:
+                raise ValueError("fastnn.kernels: program inputs have at most %d dimensions"
+                                 % DIMS_LIMIT)
             self.typenum[i] = dt.num
             self.ndim[i] = len(shape)
             for d in range(len(shape)):
                 self.dims[i][d] = shape[d]
-        self.keep = keep
+
+    cdef _watch(self, stamps):
+        cdef cnp.ndarray s
+        cdef Py_ssize_t i, k = 0
+        self.stamps = tuple(stamps)
+        for s in self.stamps:
+            if (cnp.PyArray_TYPE(s) != cnp.NPY_INT64 or cnp.PyArray_NDIM(s) != 1
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(s)):
+                raise ValueError("fastnn.kernels: a stamp must be a 1-D int64 array, got %r"
+                                 % (s,))
+            k += cnp.PyArray_DIMS(s)[0]
+        self.watched = <cnp.int64_t **>malloc(max(k, 1) * sizeof(cnp.int64_t *))
+        self.seen = <cnp.int64_t *>malloc(max(k, 1) * sizeof(cnp.int64_t))
+        if self.watched == NULL or self.seen == NULL:
+            raise MemoryError()
+        for s in self.stamps:
+            for i in range(cnp.PyArray_DIMS(s)[0]):
+                self.watched[self.nwatched] = (<cnp.int64_t *>cnp.PyArray_DATA(s)) + i
+                self.seen[self.nwatched] = self.watched[self.nwatched][0]
+                self.nwatched += 1
 
     def __dealloc__(self):
         free(self.ops)
+        free(self.watched)
+        free(self.seen)
 
     def __len__(self):
         return self.n
+
+    cpdef bint current(self):
+        """Whether every stamp still has its value of construction time."""
+        cdef Py_ssize_t i
+        for i in range(self.nwatched):
+            if self.watched[i][0] != self.seen[i]:
+                return False
+        return True
 
     cdef bint _fits(self, object x, Py_ssize_t i):
         cdef cnp.ndarray a
@@ -154,7 +203,8 @@ cdef class Program:
         return True
 
     def run(self, *inputs):
-        """Replay with `inputs` (each checked against its spec) in the patched slots."""
+        """Replay with `inputs` (each checked against its spec) in the patched slots,
+        whether or not the Program is `current()` (the caller decides)."""
         cdef Py_ssize_t m = len(inputs)
         if m != self.nin:
             raise TypeError("fastnn.kernels: Program.run expects %d arrays, got %d"
@@ -162,8 +212,8 @@ cdef class Program:
         self._run(inputs)
 
     cdef int _run(self, tuple inputs) except -1:
-        cdef PlanOp local[MAX_OPS]
-        cdef void *data[4]
+        cdef PlanOp local[OPS_LIMIT]
+        cdef void *data[INPUTS_LIMIT]
         cdef Py_ssize_t k, i
         cdef int rc = 0
         for i in range(self.nin):
@@ -185,48 +235,16 @@ cdef class Program:
             raise MemoryError("fastnn.kernels: out of memory for kernel scratch space")
         return 0
 
-
-cdef class ForwardReplay:
-    """A recorded forward of a Sequential and what replaying it means to the layers: the
-    array it returns (`out`) and the cache it leaves in each layer (`caches`, the first
-    naming the recorded input). `fastnn.layers.plan` decides when it is current (`gen`);
-    this class only runs it, in C, since at batch 1 the Python around a replay costs as
-    much as the replay."""
-    cdef readonly Program program
-    cdef readonly object gen, out
-    cdef readonly tuple layers, caches
-
-    def __cinit__(self, Program program, gen, out, layers, caches):
-        self.program, self.gen, self.out = program, gen, out
-        self.layers, self.caches = tuple(layers), tuple(caches)
-        if len(self.layers) != len(self.caches) or not self.layers:
-            raise ValueError("fastnn.kernels: one cache per layer expected")
-
-    cpdef object run(self, x, plans, key):
-        """Replay on x (the recorded shape and dtype, C-contiguous); restore the layers'
-        caches (another forward may have replaced them since; the first names x); note
-        x, key and the first cache as `plans`' last forward. Returns `out`."""
-        cdef Py_ssize_t i
-        self.program._run((x,))
-        c = self.caches[0]
-        if c.x is not x:
-            c = c._replace(x=x)
-        PyObject_GenericSetAttr(self.layers[0], "_cache", c)
-        for i in range(1, len(self.layers)):
-            PyObject_GenericSetAttr(self.layers[i], "_cache", self.caches[i])
-        plans.last_x = x
-        plans.last_key = key
-        plans.last_cache = c
-        return self.out
-
-    def public(self, seq, plans, key, x, buf):
-        """Sequential.forward's work when x is an ndarray of exactly the dtype (byte
-        order included) and shape of `buf`, seq's input buffer for this replay (else
-        None): under seq's lock, copy x into buf, replay, and return a fresh copy of the
-        output (noting its shape and dtype as seq._out)."""
-        cdef cnp.ndarray xa, ba = <cnp.ndarray?>buf, out
+    def copy_run(self, x, buf, out):
+        """The public forward's replay, in one call since at batch 1 the Python around a
+        replay costs as much as the replay: when the Program is `current()` and x is an
+        ndarray of exactly the dtype (byte order included) and shape of `buf` (this
+        one-input Program's input), copy x into buf, replay on buf and return a fresh
+        C-order copy of `out` (the array the recording returned). Otherwise None, and
+        nothing is run."""
+        cdef cnp.ndarray xa, ba = <cnp.ndarray?>buf
         cdef int d
-        if not isinstance(x, cnp.ndarray):
+        if not isinstance(x, cnp.ndarray) or not self.current():
             return None
         xa = <cnp.ndarray>x
         if (cnp.PyArray_NDIM(xa) != cnp.PyArray_NDIM(ba)
@@ -236,15 +254,9 @@ cdef class ForwardReplay:
         for d in range(cnp.PyArray_NDIM(xa)):
             if cnp.PyArray_DIMS(xa)[d] != cnp.PyArray_DIMS(ba)[d]:
                 return None
-        lock = seq._lock
-        lock.acquire()
-        try:
-            if cnp.PyArray_IS_C_CONTIGUOUS(xa):     # same dtype and shape: plain bytes
-                memmove(cnp.PyArray_DATA(ba), cnp.PyArray_DATA(xa), cnp.PyArray_NBYTES(ba))
-            else:
-                cnp.PyArray_CopyInto(ba, xa)
-            out = cnp.PyArray_NewCopy(<cnp.ndarray?>self.run(ba, plans, key), cnp.NPY_CORDER)
-            PyObject_GenericSetAttr(seq, "_out", ((<object>out).shape, out.dtype))
-        finally:
-            lock.release()
-        return out
+        if cnp.PyArray_IS_C_CONTIGUOUS(xa):     # same dtype and shape: plain bytes
+            memmove(cnp.PyArray_DATA(ba), cnp.PyArray_DATA(xa), cnp.PyArray_NBYTES(ba))
+        else:
+            cnp.PyArray_CopyInto(ba, xa)
+        self._run((ba,))
+        return cnp.PyArray_NewCopy(<cnp.ndarray?>out, cnp.NPY_CORDER)

@@ -8,12 +8,13 @@ Each works on inputs of 1 to 4 dimensions and keeps the input's dtype; the math 
 >>> LeakyReLU(0.1)(np.array([[-1.0, 2.0]], np.float32))
 array([[-0.1,  2. ]], dtype=float32)
 """
+import math
+
 import numpy as np
 
 from .. import ops
 from ..ops.activations import (resolve_activation, run_activation_backward,
                                run_activation_forward)
-from .replay import plannable
 from ..core.validation import FLOAT_DTYPES, check_dtype, check_float, check_int, describe
 from .base import Module, Parameter, register
 
@@ -22,6 +23,7 @@ class _Activation(Module):
     """Base of the elementwise activations: `_op` is the ops name, `_kw()` its keywords."""
 
     _op = None
+    recordable = True
 
     def __init__(self):
         super().__init__()
@@ -29,6 +31,17 @@ class _Activation(Module):
 
     def _kw(self):
         return {}
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def train_memory(self, input_shape, itemsize, first):
+        """Kept: the output; gradients: the input's."""
+        return (math.prod(input_shape) * itemsize,
+                self._input_grad_nbytes(input_shape, itemsize, first))
+
+    def watch_kind(self):
+        return self._op if self._op in ("relu", "sigmoid", "tanh") else None
 
     def _forward(self, x):
         if not 1 <= x.ndim <= 4:
@@ -58,28 +71,24 @@ class _Activation(Module):
 
 
 @register
-@plannable
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-x))."""
     _op = "sigmoid"
 
 
 @register
-@plannable
 class Tanh(_Activation):
     """y = tanh(x)."""
     _op = "tanh"
 
 
 @register
-@plannable
 class ReLU(_Activation):
     """y = max(x, 0)."""
     _op = "relu"
 
 
 @register
-@plannable
 class LeakyReLU(_Activation):
     """y = x if x > 0 else negative_slope * x."""
     _op = "leaky_relu"
@@ -93,7 +102,6 @@ class LeakyReLU(_Activation):
 
 
 @register
-@plannable
 class ELU(_Activation):
     """y = x if x > 0 else alpha * (exp(x) - 1)."""
     _op = "elu"
@@ -107,7 +115,6 @@ class ELU(_Activation):
 
 
 @register
-@plannable
 class GELU(_Activation):
     """y = x * Phi(x) (approximate="none", exact erf) or its tanh approximation
     (approximate="tanh"), as torch.nn.GELU."""
@@ -124,14 +131,12 @@ class GELU(_Activation):
 
 
 @register
-@plannable
 class SiLU(_Activation):
     """y = x * sigmoid(x)."""
     _op = "silu"
 
 
 @register
-@plannable
 class Swish(_Activation):
     """y = x * sigmoid(beta * x) (beta=1 is SiLU)."""
     _op = "swish"
@@ -191,6 +196,9 @@ class PReLU(Module):
             self.alpha.grad[...] = dalpha
         self._mark_grads()
         return dx
+
+    output_shape = _Activation.output_shape
+    train_memory = _Activation.train_memory
 
     def extra_repr(self):
         s = "num_parameters=%d, init=%r" % (self.num_parameters, self.init)

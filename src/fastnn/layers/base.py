@@ -1,4 +1,4 @@
-"""Parameter, Module and Sequential: the containers every fastnn layer builds on.
+"""Parameter and Module: what every fastnn layer and container builds on.
 
 Copy semantics (why there are two forward/backward paths)
 ----------------------------------------------------------
@@ -8,9 +8,12 @@ on the next call, and each `Parameter.grad` is bound into the workspace so the k
 write the gradient straight into it.
 
 * `_forward(x)` / `_backward(dy, need_dx=True)` are the internal, no-copy path used by
-  containers (`Sequential`) and training loops. They return workspace arrays that stay
-  valid only until the same module's next `_forward` / `_backward`. `_forward` expects
-  a C-contiguous array of the module's dtype (what the previous layer produced);
+  containers (`fastnn.layers.Sequential`) and training loops. They return workspace
+  arrays that stay valid only until the same module's next `_forward` / `_backward`
+  (a workspace keeps the arrays of its last few input shapes,
+  `fastnn.core.workspace.SHAPES_KEPT`, so memory stays bounded whatever the batch
+  sizes). `_forward` expects a C-contiguous array of the module's dtype (what the
+  previous layer produced);
   `_backward(..., need_dx=False)` may skip the input gradient (returns None) when the
   caller does not need it, e.g. for the first Dense of a network.
 * `forward(x)` / `__call__` / `backward(dy)` are the public path: they validate and
@@ -42,16 +45,15 @@ object inputs raise TypeError.
 >>> sorted(model.state_dict())
 ['0.bias', '0.weight', '2.bias', '2.weight']
 """
-import numbers
+import math
 import threading
 
 import numpy as np
 
-from ..core import generation as _generation
+from ..core import generation
 from ..core.validation import (FLOAT_DTYPES, as_user_float, check_bool, check_dtype,
                                describe)
 from ..core.workspace import Workspace
-from . import replay as plan
 
 # byte-swapped float32/float64 inputs keep their precision
 _NATIVE_FLOAT = {("f", 4): np.dtype(np.float32), ("f", 8): np.dtype(np.float64)}
@@ -69,6 +71,13 @@ def register(cls):
 #: attributes the layers set on every call (what the last call cached), which never
 #: change what a recorded kernel program (fastnn.layers.replay) computes
 _PER_CALL = frozenset(("_cache",))
+
+#: a subclass defining one of these computes something else than its base, so it is
+#: recordable only if it says so itself (see Module.recordable)
+_COMPUTATION = ("forward", "backward", "_forward", "_backward")
+
+#: element of a Module's version stamp mirroring its train/eval mode
+_MODE = 1
 
 
 # --------------------------------------------------------------------------- Parameter
@@ -95,6 +104,12 @@ class Parameter:
         self.name = name
         # the flat buffer (an optimizer's) that .data is a view of, or None
         self._storage = None
+        self._stamp = generation.stamp()     # changes when .data / .grad are rebound
+
+    def mark_changed(self):
+        """Recorded kernel programs using this parameter are stale (call after rebinding
+        its arrays, as an optimizer's flat buffer does)."""
+        generation.bump_stamp(self._stamp)
 
     @property
     def data(self):
@@ -130,7 +145,7 @@ class Parameter:
             self._data = self._data.astype(dtype)
             self._grad = self._grad.astype(dtype)
             self._storage = None      # no longer a view of an optimizer's flat buffer
-            _generation.bump()
+            self.mark_changed()
 
     @property
     def shape(self):
@@ -175,9 +190,36 @@ class Module:
     used inside containers too). Attributes holding a `Parameter` or a `Module` are
     registered automatically (in assignment order); buffers (non-learnable state such
     as BatchNorm's running statistics) with `register_buffer`.
+
+    Facts about a layer live on its type, and tools ask them instead of testing for
+    classes (each built-in layer overrides what differs from these defaults):
+
+    * `recordable` (class attribute, False): the layer's `_forward` / `_backward` do
+      nothing but validated compiled-kernel calls into its workspaces, so a Sequential
+      made only of recordable layers may record and replay them
+      (`fastnn.layers.replay`). A subclass that defines `forward`, `backward`,
+      `_forward` or `_backward` is recordable only if it sets `recordable` itself.
+    * `stochastic` (class attribute, False): the layer draws random numbers in training
+      mode (Dropout); a gradient check runs it in eval mode.
+    * `output_shape(input_shape)`, `train_memory(input_shape, itemsize, first)`,
+      `watch_kind()`, `flat_layers()`: see each method.
+
+    Recorded programs notice changes through a version stamp (`fastnn.core.generation`):
+    assigning an attribute, `train()` / `eval()`, `.to()` and `register_buffer` update
+    it; code that changes a module's state some other way calls `mark_changed()`.
     """
 
+    recordable = False
+    stochastic = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "recordable" not in cls.__dict__ and any(n in cls.__dict__ for n in _COMPUTATION):
+            cls.recordable = False
+
     def __init__(self):
+        object.__setattr__(self, "_stamp", generation.stamp(2))   # [changes, training]
+        self._stamp[_MODE] = 1
         object.__setattr__(self, "_param_names", [])
         object.__setattr__(self, "_module_names", [])
         object.__setattr__(self, "_buffer_names", [])
@@ -191,7 +233,7 @@ class Module:
         """copy.deepcopy / pickle: everything but the lock (not copyable)."""
         state = dict(self.__dict__)
         state.pop("_lock", None)
-        state.pop("_plan_state", None)      # recorded kernel programs: per process
+        state.pop("_replays", None)      # recorded kernel programs: per process
         return state
 
     def __setstate__(self, state):
@@ -204,7 +246,10 @@ class Module:
             raise RuntimeError("%s: call Module.__init__() before assigning attributes"
                                % type(self).__name__)
         if name not in _PER_CALL:
-            _generation.bump()      # may change what a recorded program computes
+            generation.bump_stamp(d["_stamp"])      # may change what a recorded program computes
+        if name == "training":
+            value = check_bool(value, self._label(), "training")
+            d["_stamp"][_MODE] = value
         if isinstance(value, Parameter):
             old = d.get(name)
             if isinstance(old, Parameter) and (old.shape != value.shape
@@ -251,7 +296,12 @@ class Module:
         if name not in self._buffer_names:
             self._buffer_names.append(name)
         object.__setattr__(self, name, arr)
-        _generation.bump()
+        self.mark_changed()
+
+    def mark_changed(self):
+        """Recorded kernel programs using this module are stale (for changes made behind
+        the attributes' back; assignments, modes and dtypes are noticed already)."""
+        generation.bump_stamp(self._stamp)
 
     # ------------------------------------------------------------- naming and errors
     def _label(self):
@@ -268,6 +318,39 @@ class Module:
     def __repr__(self):
         return "%s(%s)" % (type(self).__name__, self.extra_repr())
 
+    # ------------------------------------------------------------------------ facts
+    def output_shape(self, input_shape):
+        """The output shape (batch first) for an input of `input_shape`; ValueError
+        naming the layer when that input does not fit it."""
+        raise TypeError("%s does not declare its output shape" % type(self).__name__)
+
+    def train_memory(self, input_shape, itemsize, first):
+        """(kept, grads) in bytes for a training step on an input of `input_shape` with
+        elements of `itemsize` bytes: what the layer keeps for its backward (its output
+        and whatever else its backward reads) and the activation gradients it allocates
+        (its input gradient unless it is the `first` layer, plus internal ones)."""
+        raise TypeError("%s does not declare its training memory" % type(self).__name__)
+
+    def watch_kind(self):
+        """What the diagnostics monitor checks at this layer's output: "relu" (dead
+        units), "sigmoid" or "tanh" (saturation), or None."""
+        return None
+
+    def flat_layers(self):
+        """The leaf layers this module applies, in order ([self] for a leaf)."""
+        return [self]
+
+    def _check_features(self, shape, features, got):
+        """ValueError naming the layer unless `shape` is (N, features); `got` says what
+        was given."""
+        if len(shape) != 2 or shape[1] != features:
+            raise self._error(ValueError, "expected input of shape (N, %d), got %s"
+                              % (features, got))
+
+    def _input_grad_nbytes(self, input_shape, itemsize, first):
+        """Bytes of the input gradient the layer's backward allocates (none when first)."""
+        return 0 if first else math.prod(input_shape) * itemsize
+
     # ------------------------------------------------------------------ computation
     def _forward(self, x):
         if type(self).forward is not Module.forward:     # a user's subclass
@@ -283,11 +366,14 @@ class Module:
         """y = module(x): a fresh array (see the module docstring). Thread-safe: holds
         this module's lock."""
         with self._lock:
-            x = self._prepare_input(x)
-            y = self._forward(x)
-            out = np.array(y, order="C", copy=True)
+            out = self._public_forward(x)
             object.__setattr__(self, "_out", (out.shape, out.dtype))
             return out
+
+    def _public_forward(self, x):
+        """forward's work under the lock: the user's x validated and copied into the
+        input buffer, the internal forward, a fresh copy of its output."""
+        return np.array(self._forward(self._prepare_input(x)), order="C", copy=True)
 
     def __call__(self, x):
         return self.forward(x)
@@ -417,7 +503,7 @@ class Module:
         mode = check_bool(mode, "%s.train" % type(self).__name__, "mode")
         for m in self._iter_modules():
             object.__setattr__(m, "training", mode)
-        _generation.bump()
+            m._stamp[_MODE] = mode
         return self
 
     def eval(self):
@@ -451,7 +537,7 @@ class Module:
             m._ws.clear()
             m._set_dtype(dt)
             m._reset_cache()
-        _generation.bump()
+            m.mark_changed()
         return self
 
     def double(self):
@@ -495,140 +581,3 @@ class Module:
 
 def _join(prefix, name):
     return name if not prefix else prefix + "." + name
-
-
-# -------------------------------------------------------------------------- Sequential
-@register
-class Sequential(Module):
-    """Modules applied in order; indexable (`model[0]`, slices give a Sequential sharing
-    the modules) and sized (`len(model)`). State-dict keys are "<index>.<name>".
-
-    All parameters must share one dtype (float32 or float64; use `.to(dtype)`).
-
-    >>> import numpy as np
-    >>> from fastnn.layers import Sequential, Dense, ReLU
-    >>> model = Sequential(Dense(2, 8, rng=0), ReLU(), Dense(8, 3, rng=1))
-    >>> len(model), type(model[0]).__name__
-    (3, 'Dense')
-    >>> model(np.zeros((4, 2), np.float32)).shape
-    (4, 3)
-    """
-
-    def __init__(self, *modules):
-        super().__init__()
-        if len(modules) == 1 and isinstance(modules[0], (list, tuple)):
-            modules = tuple(modules[0])
-        for i, m in enumerate(modules):
-            if not isinstance(m, Module):
-                raise TypeError("Sequential: argument %d must be a fastnn Module, got %s"
-                                % (i, type(m).__name__))
-            setattr(self, str(i), m)
-            object.__setattr__(m, "_path", "Sequential[%d]" % i)
-        self._check_one_dtype()
-
-    def _check_one_dtype(self):
-        dtypes = {}
-        for name, p in self.named_parameters():
-            dtypes.setdefault(p.dtype, name)
-        for name, b in self.named_buffers():
-            dtypes.setdefault(b.dtype, name)
-        if len(dtypes) > 1:
-            raise TypeError("Sequential: all layers must have one dtype, got %s; pass the "
-                            "same dtype= to every layer or call .to(dtype)"
-                            % ", ".join("%s (%s)" % (dt, n) for dt, n in dtypes.items()))
-
-    @property
-    def layers(self):
-        return [getattr(self, n) for n in self._module_names]
-
-    def __len__(self):
-        return len(self._module_names)
-
-    def __iter__(self):
-        return iter(self.layers)
-
-    def __getitem__(self, index):
-        layers = self.layers
-        if isinstance(index, slice):
-            sub = Sequential.__new__(Sequential)
-            Module.__init__(sub)
-            for i, m in enumerate(layers[index]):
-                setattr(sub, str(i), m)
-            return sub
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, numbers.Integral):
-            raise TypeError("Sequential indices must be integers or slices, got %s"
-                            % type(index).__name__)
-        if not -len(layers) <= index < len(layers):
-            raise IndexError("Sequential index %d out of range for %d layers"
-                             % (index, len(layers)))
-        return layers[index]
-
-    def append(self, module):
-        if not isinstance(module, Module):
-            raise TypeError("Sequential.append: expected a fastnn Module, got %s"
-                            % type(module).__name__)
-        i = len(self)
-        setattr(self, str(i), module)
-        object.__setattr__(module, "_path", "Sequential[%d]" % i)
-        try:
-            self._check_one_dtype()
-        except TypeError:
-            self._module_names.pop()
-            object.__delattr__(self, str(i))
-            raise
-        return self
-
-    def forward(self, x):
-        plans = self.__dict__.get("_plan_state")
-        if plans is not None:
-            out = plan.public_forward(self, plans, x)
-            if out is not None:
-                return out
-        out = Module.forward(self, x)
-        plans = self.__dict__.get("_plan_state")
-        if plans is not None:
-            plan.note_public(self, plans)
-        return out
-
-    forward.__doc__ = Module.forward.__doc__
-
-    def _forward(self, x):
-        layers = self.layers
-        if plan.eligible(layers):     # the compiled backend replays recorded kernel calls
-            if not x.flags.c_contiguous:
-                x = np.ascontiguousarray(x)
-            return plan.forward(self, layers, x, self._plans())
-        self.__dict__.pop("_plan_state", None)
-        for m in layers:
-            x = m._forward(x)
-        return x
-
-    def _backward(self, dy, need_dx=True):
-        layers = self.layers
-        plans = self.__dict__.get("_plan_state")
-        if plans is not None and plan.eligible(layers):
-            dx = plan.backward(self, layers, dy, need_dx, plans)
-            if dx is not plan.NOT_PLANNED:
-                return dx
-        for i in range(len(layers) - 1, -1, -1):
-            dy = layers[i]._backward(dy, need_dx=need_dx or i > 0)
-        return dy
-
-    def _plans(self):
-        plans = self.__dict__.get("_plan_state")
-        if plans is None:
-            plans = plan.Plans()
-            object.__setattr__(self, "_plan_state", plans)
-        return plans
-
-    def __repr__(self):
-        if not len(self):
-            return "Sequential()"
-        lines = ["  (%d): %s" % (i, repr(m).replace("\n", "\n  ")) for i, m in enumerate(self)]
-        return "Sequential(\n%s\n)" % "\n".join(lines)
-
-    def _label(self):
-        return "Sequential" if self._path is None else "%s Sequential" % self._path
-
-    def _config(self):
-        return {}

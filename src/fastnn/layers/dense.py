@@ -4,12 +4,15 @@ import numpy as np
 from .. import init as _init
 from .. import ops
 from ..core.rng import as_rng
-from ..core.validation import as_float_array, check_shape
+from ..core.validation import (Bool, Dtype, Integer, NoneOr, InstanceOf, as_float_array,
+                               check, check_all, check_shape, describe)
 from ..ops.activations import resolve_activation, run_maxout_backward, run_maxout_forward
 from ..ops.dense import run_dense_backward, run_dense_forward
-from .replay import plannable
-from ..core.validation import check_bool, check_dtype, check_int, describe
 from .base import Module, Parameter, register
+
+#: what the diagnostics monitor watches at a Dense output with these fused activations
+_WATCHED = ("relu", "sigmoid", "tanh")
+_ACTIVATION_KW = NoneOr(InstanceOf(dict, "a dict"))
 
 
 def _make_weight(init, shape, rng, dtype, fn):
@@ -23,9 +26,7 @@ def _make_weight(init, shape, rng, dtype, fn):
 
 
 def _check_input(layer, x, features):
-    if x.ndim != 2 or x.shape[1] != features:
-        raise layer._error(ValueError, "expected input of shape (N, %d), got %s"
-                           % (features, describe(x)))
+    layer._check_features(x.shape, features, describe(x))
     if x.dtype != layer.weight.dtype:
         raise layer._error(TypeError, "expected a %s input (the layer's dtype), got %s"
                            % (layer.weight.dtype, describe(x)))
@@ -44,9 +45,16 @@ def _init_name(init):
     return init if isinstance(init, str) else None
 
 
+class _Linear(Module):
+    """What Dense and Maxout share: the output shape of an (N, in_features) input."""
+
+    def output_shape(self, input_shape):
+        self._check_features(input_shape, self.in_features, "shape %s" % (input_shape,))
+        return (input_shape[0], self.out_features)
+
+
 @register
-@plannable
-class Dense(Module):
+class Dense(_Linear):
     """Fully connected layer y = act(x @ weight + bias), the activation fused into the
     kernel.
 
@@ -54,7 +62,9 @@ class Dense(Module):
     (initialised by `init`, a `fastnn.init` name or a callable f(shape, rng, dtype));
     `bias` is (out_features,), zeros, or None when bias=False. `activation` is None or an
     `ops.activation_forward` name ("relu", "tanh", "leaky_relu", "gelu", ...), with its
-    keywords in `activation_kw`.
+    keywords in `activation_kw`. Both may be assigned later (`layer.activation = "tanh"`):
+    the assignment is validated and changes what the layer computes (reading
+    `activation_kw` gives a copy; assign a new dict to change it).
 
     >>> import numpy as np
     >>> from fastnn.layers import Dense
@@ -64,26 +74,51 @@ class Dense(Module):
     (3, 2)
     """
 
+    recordable = True
+    CONSTRAINTS = {"in_features": Integer(1), "out_features": Integer(1), "bias": Bool(),
+                   "dtype": Dtype()}
+
     def __init__(self, in_features, out_features, bias=True, activation=None,
                  init="he_normal", dtype=np.float32, rng=None, activation_kw=None):
         super().__init__()
         fn = "Dense"
-        self.in_features = check_int(in_features, fn, "in_features")
-        self.out_features = check_int(out_features, fn, "out_features")
-        bias = check_bool(bias, fn, "bias")
-        if activation_kw is not None and not isinstance(activation_kw, dict):
-            raise TypeError("Dense: activation_kw must be a dict or None, got %r"
-                            % (activation_kw,))
-        self._act = resolve_activation(activation, activation_kw, fn)   # (code, p), checked
-        self.activation = None if activation == "identity" else activation
-        self.activation_kw = dict(activation_kw) if activation_kw else None
-        dt = check_dtype(dtype, fn)
-        self._dtype = dt
+        kw = check_all(fn, self.CONSTRAINTS, in_features=in_features,
+                       out_features=out_features, bias=bias, dtype=dtype)
+        self.in_features, self.out_features = kw["in_features"], kw["out_features"]
+        self._set_activation(activation, activation_kw, fn)
+        dt = self._dtype = kw["dtype"]
         self.init = _init_name(init)
         w = _make_weight(init, (self.in_features, self.out_features), rng, dt, fn)
         self.weight = Parameter(w, "weight")
-        self.bias = Parameter(np.zeros(self.out_features, dt), "bias") if bias else None
+        self.bias = Parameter(np.zeros(self.out_features, dt), "bias") if kw["bias"] else None
         self._cache = None
+
+    @property
+    def activation(self):
+        """The fused activation's name, or None (identity)."""
+        return self._activation
+
+    @activation.setter
+    def activation(self, name):
+        self._set_activation(name, self._activation_kw, self._label())
+
+    @property
+    def activation_kw(self):
+        """A copy of the activation's keywords (a dict), or None."""
+        kw = self._activation_kw
+        return None if kw is None else dict(kw)
+
+    @activation_kw.setter
+    def activation_kw(self, kw):
+        self._set_activation(self._activation, kw, self._label())
+
+    def _set_activation(self, name, kw, where):
+        """Validate and install an activation and its keywords together (the fused
+        kernel's code and parameter follow; recorded programs become stale)."""
+        kw = check(where, "activation_kw", kw, _ACTIVATION_KW)
+        self._act = resolve_activation(name, kw, where)       # (code, p), checked
+        self._activation = None if name == "identity" else name
+        self._activation_kw = dict(kw) if kw else None
 
     def _forward(self, x):
         _check_input(self, x, self.in_features)
@@ -120,6 +155,18 @@ class Dense(Module):
         self._mark_grads()
         return dx
 
+    def train_memory(self, input_shape, itemsize, first):
+        """Kept: the output, and with a fused activation its input z too; gradients: the
+        input's, and with a fused activation dz."""
+        out = self.output_shape(input_shape)[0] * self.out_features * itemsize
+        dx = self._input_grad_nbytes(input_shape, itemsize, first)
+        if self.activation is None:
+            return out, dx
+        return 2 * out, dx + out
+
+    def watch_kind(self):
+        return self.activation if self.activation in _WATCHED else None
+
     def extra_repr(self):
         s = "in_features=%d, out_features=%d, bias=%s" % (
             self.in_features, self.out_features, self.bias is not None)
@@ -149,7 +196,7 @@ class Dense(Module):
 
 
 @register
-class Maxout(Module):
+class Maxout(_Linear):
     """Maxout (Goodfellow et al.): y[:, j] = max_k (x @ W_k + b_k)[:, j] over `pieces`
     affine maps.
 
@@ -165,21 +212,22 @@ class Maxout(Module):
     (5, 3)
     """
 
+    CONSTRAINTS = dict(Dense.CONSTRAINTS, pieces=Integer(1))
+
     def __init__(self, in_features, out_features, pieces=2, bias=True, init="he_normal",
                  dtype=np.float32, rng=None):
         super().__init__()
         fn = "Maxout"
-        self.in_features = check_int(in_features, fn, "in_features")
-        self.out_features = check_int(out_features, fn, "out_features")
-        self.pieces = check_int(pieces, fn, "pieces")
-        bias = check_bool(bias, fn, "bias")
-        dt = check_dtype(dtype, fn)
-        self._dtype = dt
+        kw = check_all(fn, self.CONSTRAINTS, in_features=in_features,
+                       out_features=out_features, pieces=pieces, bias=bias, dtype=dtype)
+        self.in_features, self.out_features = kw["in_features"], kw["out_features"]
+        self.pieces = kw["pieces"]
+        dt = self._dtype = kw["dtype"]
         self.init = _init_name(init)
         width = self.out_features * self.pieces
         self.weight = Parameter(_make_weight(init, (self.in_features, width), rng, dt, fn),
                                 "weight")
-        self.bias = Parameter(np.zeros(width, dt), "bias") if bias else None
+        self.bias = Parameter(np.zeros(width, dt), "bias") if kw["bias"] else None
         self._cache = None
 
     def _forward(self, x):
@@ -206,6 +254,15 @@ class Maxout(Module):
             self.bias.grad[...] = db
         self._mark_grads()
         return dx
+
+    def train_memory(self, input_shape, itemsize, first):
+        """Kept: every piece's z, the output and the winning pieces' indices; gradients:
+        the input's and dz."""
+        out = self.output_shape(input_shape)[0] * self.out_features
+        z = out * self.pieces * itemsize
+        winners = out * np.dtype(np.intp).itemsize
+        return z + out * itemsize + winners, self._input_grad_nbytes(
+            input_shape, itemsize, first) + z
 
     def extra_repr(self):
         s = "in_features=%d, out_features=%d, pieces=%d" % (

@@ -1,8 +1,10 @@
 """Inverted dropout."""
+import math
+
 import numpy as np
 
 from ..core.rng import as_rng, global_rng
-from ..core.validation import check_float
+from ..core.validation import Real, check
 from .base import Module, register
 
 
@@ -25,9 +27,11 @@ class Dropout(Module):
     array([[1., 1.]], dtype=float32)
     """
 
+    stochastic = True
+
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        self.p = check_float(p, "Dropout", "p", low=0.0, high=1.0)
+        self.p = check("Dropout", "p", p, Real(0, 1))
         self._rng = None if rng is None else as_rng(rng, "Dropout")
         self._cache = None
 
@@ -71,6 +75,17 @@ class Dropout(Module):
         dx = self._ws.get("dx", shape, dy.dtype)
         np.multiply(dy, mask, out=dx)
         return dx
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def train_memory(self, input_shape, itemsize, first):
+        """Kept: the mask and the output (nothing when p == 0: the input passes through);
+        gradients: the input's."""
+        if self.p == 0.0:
+            return 0, 0
+        kept = 2 * math.prod(input_shape) * itemsize
+        return kept, self._input_grad_nbytes(input_shape, itemsize, first)
 
     def extra_repr(self):
         return "p=%r" % self.p

@@ -3,13 +3,11 @@ import numpy as np
 
 from .. import ops
 from ..ops.batchnorm import BatchNormCache, run_batchnorm_backward, run_batchnorm_forward
-from .replay import plannable
-from ..core.validation import check_bool, check_dtype, check_float, check_int, describe
+from ..core.validation import Bool, Dtype, Integer, Real, check_all, describe
 from .base import Module, Parameter, register
 
 
 @register
-@plannable
 class BatchNorm1d(Module):
     """Batch normalisation of (N, num_features) inputs, as torch.nn.BatchNorm1d.
 
@@ -28,21 +26,27 @@ class BatchNorm1d(Module):
     ['beta', 'gamma', 'running_mean', 'running_var']
     """
 
+    CONSTRAINTS = {"num_features": Integer(1), "eps": Real(0, closed="right"),
+                   "momentum": Real(0, 1), "affine": Bool(), "dtype": Dtype()}
     #: None, or (during a `Trainer(..., sync_batchnorm=True)` fit) the object that
     #: normalises training batches with the statistics of the global batch of all the
     #: ranks (fastnn.distributed): forward(layer, x, gamma, beta) -> (out, cache), the
     #: cache's backward(layer, dy) -> (dx, dgamma, dbeta)
     batch_stats = None
 
+    @property
+    def recordable(self):
+        """Recordable unless synchronised: then Python talks to the other ranks
+        between the kernels."""
+        return self.batch_stats is None
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
         super().__init__()
-        fn = "BatchNorm1d"
-        self.num_features = c = check_int(num_features, fn, "num_features")
-        self.eps = check_float(eps, fn, "eps", low=0.0, low_open=True)
-        self.momentum = check_float(momentum, fn, "momentum", low=0.0, high=1.0)
-        self.affine = check_bool(affine, fn, "affine")
-        dt = check_dtype(dtype, fn)
-        self._dtype = dt
+        kw = check_all("BatchNorm1d", self.CONSTRAINTS, num_features=num_features, eps=eps,
+                       momentum=momentum, affine=affine, dtype=dtype)
+        self.num_features = c = kw["num_features"]
+        self.eps, self.momentum, self.affine = kw["eps"], kw["momentum"], kw["affine"]
+        dt = self._dtype = kw["dtype"]
         if self.affine:
             self.gamma = Parameter(np.ones(c, dt), "gamma")
             self.beta = Parameter(np.zeros(c, dt), "beta")
@@ -61,11 +65,20 @@ class BatchNorm1d(Module):
         zeros.fill(0)
         return ones, zeros
 
+    def output_shape(self, input_shape):
+        self._check_features(input_shape, self.num_features, "shape %s" % (input_shape,))
+        return tuple(input_shape)
+
+    def train_memory(self, input_shape, itemsize, first):
+        """Kept: the output, and the batch mean and inverse std per feature; gradients:
+        the input's."""
+        n, c = self.output_shape(input_shape)
+        return (n * c + 2 * c) * itemsize, self._input_grad_nbytes(input_shape, itemsize,
+                                                                    first)
+
     def _forward(self, x):
         c = self.num_features
-        if x.ndim != 2 or x.shape[1] != c:
-            raise self._error(ValueError, "expected input of shape (N, %d), got %s"
-                              % (c, describe(x)))
+        self._check_features(x.shape, c, describe(x))
         if x.dtype != self.running_mean.dtype:
             raise self._error(TypeError, "expected a %s input (the layer's dtype), got %s"
                               % (self.running_mean.dtype, describe(x)))

@@ -1,4 +1,6 @@
 """Shape layers."""
+import math
+
 from ..core.validation import describe
 from .base import Module, register
 
@@ -18,10 +20,22 @@ class Flatten(Module):
         super().__init__()
         self._cache = None
 
-    def _forward(self, x):
-        if x.ndim < 2:
+    def _check_ndim(self, shape, got):
+        if len(shape) < 2:
             raise self._error(ValueError, "expected an input (N, ...) of at least 2 "
-                              "dimensions, got %s" % describe(x))
+                              "dimensions, got %s" % got)
+
+    def output_shape(self, input_shape):
+        self._check_ndim(input_shape, "shape %s" % (input_shape,))
+        return (input_shape[0], math.prod(input_shape[1:]))
+
+    def train_memory(self, input_shape, itemsize, first):
+        """Nothing: the output and the gradient are views."""
+        self.output_shape(input_shape)
+        return 0, 0
+
+    def _forward(self, x):
+        self._check_ndim(x.shape, describe(x))
         self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 

@@ -312,7 +312,7 @@ class _FlatParams:
             view_g[...] = p._grad.reshape(-1)
             p._data, p._grad = view_d.reshape(p.shape), view_g.reshape(p.shape)
             p._storage = self.data
-        _generation.bump()
+        _generation.changed(params)
 
     @classmethod
     def build(cls, params):

@@ -304,7 +304,7 @@ def fastnn_step_fn(widths, batch, backend):
         model = fastnn_model(widths)
         trainer = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
                                  fastnn.optim.Adam(model.parameters(), lr=1e-3), verbose=0)
-    return lambda: trainer._train_step(x, y)
+    return trainer.stepper(x, y)
 
 
 def fastnn_infer_fn(widths):
@@ -361,6 +361,36 @@ def sklearn_epoch_fn(widths, batch, n_batches):
     return lambda: clf.partial_fit(x, y)
 
 
+def sklearn_fit(library, dataset, epochs, dtype=np.float64):
+    """A call fitting a fresh MLPClassifier of `library` ("fastnn": fastnn.sklearn's,
+    "sklearn": scikit-learn's) with scikit-learn's default hyperparameters for exactly
+    `epochs` epochs (tol=0: no early stop) on `dataset`: "digits" (1797 x 64, scaled to
+    [0, 1]) or "synthetic" (make_classification, 100,000 x 64, 10 classes), as `dtype`.
+    The call returns the fitted estimator (its `score` on the training data is the
+    accuracy the comparison reports)."""
+    import warnings
+    from sklearn.datasets import load_digits, make_classification
+    if library == "fastnn":
+        from fastnn.sklearn import MLPClassifier
+    else:
+        from sklearn.neural_network import MLPClassifier
+    if dataset == "digits":
+        X, y = load_digits(return_X_y=True)
+        X = X / 16.0
+    else:
+        X, y = make_classification(100_000, 64, n_informative=32, n_classes=10,
+                                   random_state=0)
+    X = X.astype(dtype)
+
+    def fit():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")        # ConvergenceWarning: epochs are fixed
+            return MLPClassifier(max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1,
+                                 random_state=0).fit(X, y)
+    fit.data = (X, y)
+    return fit
+
+
 def fastnn_epoch_fn(widths, batch, n_batches):
     """fastnn on the scikit-learn comparison: same architecture without BN, Adam."""
     import fastnn
@@ -370,12 +400,12 @@ def fastnn_epoch_fn(widths, batch, n_batches):
     model = fastnn.Sequential(*layers, fastnn.Dense(widths[-2], widths[-1], rng=0))
     trainer = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
                              fastnn.optim.Adam(model.parameters(), lr=1e-3), verbose=0)
-    batches = [(x[k * batch:(k + 1) * batch], y[k * batch:(k + 1) * batch])
-               for k in range(n_batches)]
+    steps = [trainer.stepper(x[k * batch:(k + 1) * batch], y[k * batch:(k + 1) * batch])
+             for k in range(n_batches)]
 
     def epoch():
-        for xb, yb in batches:
-            trainer._train_step(xb, yb)
+        for step in steps:
+            step()
     return epoch
 
 

@@ -26,10 +26,14 @@ Scope: the counter sees NumPy array data only -- not the array objects themselve
 reductions, nor BLAS's internal buffers.
 """
 import gc
-import numbers
+import math
 import threading
 
 import numpy as np
+
+from ..core.validation import FLOAT_DTYPES, InstanceOf, Integer, check
+from ..layers import Module
+from ..optim import Optimizer
 
 try:
     from ..kernels import _memtrack
@@ -165,61 +169,36 @@ def track_allocations():
 
 
 # ------------------------------------------------------------------- analytic need
-def _flat_layers(model):
-    from ..layers import Sequential
-    if isinstance(model, Sequential):
-        out = []
-        for m in model:
-            out.extend(_flat_layers(m))
-        return out
-    return [model]
+def _layer_needs(model, shape, itemsize, fn):
+    """[(kept, grads)] per leaf layer of `model` on an input of `shape`, and the output
+    shape, from the facts each layer declares (`train_memory`, `output_shape`)."""
+    needs = []
+    for k, layer in enumerate(model.flat_layers()):
+        try:
+            needs.append(layer.train_memory(shape, itemsize, k == 0))
+            shape = layer.output_shape(shape)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)("%s: %s" % (fn, exc)) from None
+    return needs, shape
 
 
-def _layer_need(layer, shape, itemsize, first):
-    """(activation bytes, activation-gradient bytes, output shape) of one layer on an
-    input of `shape`, in training mode."""
-    from .. import layers as L
-    from ..layers.activations import _Activation
-    n = shape[0]
-    size = int(np.prod(shape))
-    dx = 0 if first else size * itemsize              # gradient of this layer's input
-    name = "step_need: layer %s" % type(layer).__name__
-    if isinstance(layer, (L.Dense, L.Maxout)):
-        if len(shape) != 2 or shape[1] != layer.in_features:
-            raise ValueError("%s expects inputs (N, %d), the network gives it %s"
-                             % (name, layer.in_features, shape))
-        if isinstance(layer, L.Dense):
-            o = n * layer.out_features
-            fused = layer.activation is not None
-            # z (and the activation's output); dz when the activation is fused
-            return ((2 if fused else 1) * o * itemsize, dx + (o * itemsize if fused else 0),
-                    (n, layer.out_features))
-        z = n * layer.out_features * layer.pieces
-        o = n * layer.out_features
-        idx = o * np.dtype(np.intp).itemsize
-        return (z + o) * itemsize + idx, dx + z * itemsize, (n, layer.out_features)
-    if isinstance(layer, L.BatchNorm1d):
-        if len(shape) != 2 or shape[1] != layer.num_features:
-            raise ValueError("%s expects inputs (N, %d), the network gives it %s"
-                             % (name, layer.num_features, shape))
-        # the output, and the batch mean and inverse std per feature
-        return (size + 2 * shape[1]) * itemsize, dx, shape
-    if isinstance(layer, (_Activation, L.PReLU)):
-        return size * itemsize, dx, shape
-    if isinstance(layer, L.Dropout):
-        if layer.p == 0.0:
-            return 0, 0, shape
-        return 2 * size * itemsize, dx, shape      # the mask and the output
-    if isinstance(layer, L.Flatten):
-        return 0, 0, (n, size // n)                # views of the input / gradient
-    raise TypeError("%s: no memory model for this layer type (built-in layers only)" % name)
+def _check_input_shape(input_shape, fn):
+    if not isinstance(input_shape, (tuple, list)):
+        raise TypeError("%s: input_shape must be a tuple (N, features...), got %r"
+                        % (fn, input_shape))
+    if len(input_shape) < 2:
+        raise ValueError("%s: input_shape must be (N, features...), got %r"
+                         % (fn, input_shape))
+    return tuple(check(fn, "input_shape[%d]" % i, d, Integer(1))
+                 for i, d in enumerate(input_shape))
 
 
 def step_need(model, optimizer, input_shape):
     """What one training step needs, analytically, in bytes.
 
-    model: a fastnn Sequential (or a single layer) of built-in layers; optimizer: a
-    fastnn.optim optimizer; input_shape: the batch's shape, e.g. (N, features).
+    model: a fastnn Module whose layers declare their facts (`Module.train_memory`,
+    `Module.output_shape`: every built-in layer does, and so may a user's); optimizer:
+    a fastnn.optim optimizer; input_shape: the batch's shape, e.g. (N, features).
     Returns a dict:
 
     * ``params``, ``grads``: the parameters and their gradients;
@@ -241,41 +220,83 @@ def step_need(model, optimizer, input_shape):
     * ``output_shape``.
     """
     fn = "step_need"
-    from ..layers.base import Module
-    if not isinstance(model, Module):
-        raise TypeError("%s: model must be a fastnn Module, got %s" % (fn, type(model).__name__))
-    if not hasattr(optimizer, "params") or not hasattr(optimizer, "step"):
-        raise TypeError("%s: optimizer must be a fastnn.optim optimizer, got %r"
-                        % (fn, optimizer))
-    if not isinstance(input_shape, (tuple, list)) or len(input_shape) < 2 or any(
-            isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1
-            for d in input_shape):
-        raise ValueError("%s: input_shape must be (N, features...) of positive ints, got %r"
-                         % (fn, input_shape))
-    shape = tuple(int(d) for d in input_shape)
+    check(fn, "model", model, InstanceOf(Module, "a fastnn Module"))
+    check(fn, "optimizer", optimizer, InstanceOf(Optimizer, "a fastnn.optim optimizer"))
+    shape = _check_input_shape(input_shape, fn)
     params = model.parameters()
     itemsize = (params[0].dtype if params else np.dtype(model.dtype or np.float32)).itemsize
-    acts = []
-    grads = []
-    for k, layer in enumerate(_flat_layers(model)):
-        a, g, shape = _layer_need(layer, shape, itemsize, first=(k == 0))
-        acts.append(a)
-        grads.append(g)
-    loss_grad = int(np.prod(shape)) * itemsize
-    grads.append(loss_grad)
+    needs, shape = _layer_needs(model, shape, itemsize, fn)
+    grads = [g for _, g in needs] + [math.prod(shape) * itemsize]    # + the loss gradient
     pbytes = sum(p.data.nbytes for p in params)
     res = {"params": pbytes, "grads": pbytes,
            "buffers": sum(b.nbytes for _, b in model.named_buffers()),
            "optimizer_state": optimizer.state_nbytes(),
-           "activations": sum(acts), "activation_grads": sum(grads),
+           "activations": sum(a for a, _ in needs), "activation_grads": sum(grads),
            "activation_grads_min": sum(sorted(grads)[-2:]), "output_shape": shape}
     res["need"] = sum(res[k] for k in ("params", "grads", "buffers", "optimizer_state",
-                                            "activations", "activation_grads"))
+                                       "activations", "activation_grads"))
     res["need_min"] = res["need"] - res["activation_grads"] + res["activation_grads_min"]
     return res
 
 
 # ---------------------------------------------------------------------- measurement
+def _step_batch(x, y, fn):
+    """x as a C-contiguous float batch (N, ...) and y as int64 labels or float targets
+    of x's dtype, checked."""
+    x = np.asarray(x)
+    if x.dtype not in FLOAT_DTYPES or x.ndim < 2 or x.shape[0] < 1:
+        raise TypeError("%s: x must be a float32 or float64 batch of shape (N, ...), got %s "
+                        "of shape %s" % (fn, x.dtype, x.shape))
+    y = np.asarray(y)
+    if len(y) != len(x):
+        raise ValueError("%s: x and y must have the same number of samples, got %d and %d"
+                         % (fn, len(x), len(y)))
+    if y.dtype.kind in "iu":
+        y = np.ascontiguousarray(y, dtype=np.int64)
+    elif y.dtype.kind in "fb":
+        y = np.ascontiguousarray(y, dtype=x.dtype)
+    else:
+        raise TypeError("%s: y must be integer labels or float targets, got %s" % (fn, y.dtype))
+    return np.ascontiguousarray(x), y
+
+
+def _build_trainer(build, x, fn):
+    """A Trainer of what build() returns, checked against x's dtype."""
+    from ..train.trainer import Trainer
+    built = build()
+    if not isinstance(built, (tuple, list)) or len(built) != 3:
+        raise TypeError("%s: build() must return (model, loss, optimizer), got %r"
+                        % (fn, built))
+    model, loss, optimizer = built
+    trainer = Trainer(model, loss, optimizer, verbose=0)
+    if trainer.dtype != x.dtype:
+        raise TypeError("%s: x is %s but the model is %s; pass x in the model's "
+                        "dtype" % (fn, x.dtype, trainer.dtype))
+    model.train()
+    return trainer
+
+
+def _measure_step(build, x, y, warmup, fn):
+    """(trainer, live bytes before the measured step, setup peak, the step's
+    AllocationStats), all counted from before build(); the garbage collector paused."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        with track_allocations() as total:
+            trainer = _build_trainer(build, x, fn)
+            step = trainer.stepper(x, y)
+            for _ in range(warmup):
+                step()
+            setup_peak, before = total.peak, total.live
+            with track_allocations() as counted:
+                step()
+    finally:
+        if was_enabled:
+            gc.enable()
+    return trainer, before, setup_peak, counted
+
+
 def step_memory(build, x, y, warmup=2, backend=None):
     """Measured peak memory of a steady-state training step against `step_need`.
 
@@ -301,53 +322,12 @@ def step_memory(build, x, y, warmup=2, backend=None):
     if not callable(build):
         raise TypeError("%s: build must be a callable returning (model, loss, optimizer), "
                         "got %r" % (fn, build))
-    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 1:
-        raise ValueError("%s: warmup must be an int >= 1, got %r" % (fn, warmup))
-    x = np.asarray(x)
-    if x.dtype not in (np.dtype(np.float32), np.dtype(np.float64)) or x.ndim < 2 \
-            or x.shape[0] < 1:
-        raise TypeError("%s: x must be a float32 or float64 batch of shape (N, ...), got %s "
-                        "of shape %s" % (fn, x.dtype, x.shape))
-    x = np.ascontiguousarray(x)
-    y = np.asarray(y)
-    if len(y) != len(x):
-        raise ValueError("%s: x and y must have the same number of samples, got %d and %d"
-                         % (fn, len(x), len(y)))
-    if y.dtype.kind in "iu":
-        y = np.ascontiguousarray(y, dtype=np.int64)
-    elif y.dtype.kind in "fb":
-        y = np.ascontiguousarray(y, dtype=x.dtype)
-    else:
-        raise TypeError("%s: y must be integer labels or float targets, got %s" % (fn, y.dtype))
-
+    warmup = check(fn, "warmup", warmup, Integer(1))
+    x, y = _step_batch(x, y, fn)
     from ..core.backend import use_backend, get_backend
-    from ..train.trainer import Trainer
-    was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        with use_backend(backend or get_backend()):
-            with track_allocations() as total:
-                built = build()
-                if not isinstance(built, (tuple, list)) or len(built) != 3:
-                    raise TypeError("%s: build() must return (model, loss, optimizer), got %r"
-                                    % (fn, built))
-                model, loss, optimizer = built
-                trainer = Trainer(model, loss, optimizer, verbose=0)
-                if trainer.dtype != x.dtype:
-                    raise TypeError("%s: x is %s but the model is %s; pass x in the model's "
-                                    "dtype" % (fn, x.dtype, trainer.dtype))
-                model.train()
-                for _ in range(warmup):
-                    trainer._train_step(x, y)
-                setup_peak = total.peak
-                before = total.live
-                with track_allocations() as step:
-                    trainer._train_step(x, y)
-    finally:
-        if was_enabled:
-            gc.enable()
-    res = step_need(model, optimizer, x.shape)
+    with use_backend(backend or get_backend()):
+        trainer, before, setup_peak, step = _measure_step(build, x, y, warmup, fn)
+    res = step_need(trainer.model, trainer.optimizer, x.shape)
     res["peak"] = before + step.peak
     res["ratio"] = res["peak"] / res["need"]
     res["ratio_min"] = res["peak"] / res["need_min"]

@@ -144,10 +144,10 @@ def plot_activation_histograms(model, X, path=None, bins=50, mode="eval", layers
     the model's state is left unchanged). layers: "all" or "activations" (only ReLU /
     Tanh / Sigmoid outputs, including Dense layers with a fused one). Returns the
     Figure; saves a PNG to `path` when given."""
-    from ..train.diagnostics import _kind, layer_outputs
+    from ..train.diagnostics import layer_outputs
     outs = layer_outputs(model, X, mode=mode)
     if layers == "activations":
-        outs = [t for t in outs if _kind(t[1]) is not None]
+        outs = [t for t in outs if t[1].watch_kind() is not None]
     elif layers != "all":
         raise ValueError('plot_activation_histograms: layers must be "all" or "activations"')
     if not outs:

@@ -31,42 +31,31 @@ rate, momentum / Adam scaling and weight decay included; cs231n's rule of thumb 
 >>> print(report)                                                   # doctest: +SKIP
 """
 import math
+from collections import defaultdict
 
 import numpy as np
 
+from ..layers import Module
+
 __all__ = ["Monitor", "Report", "inspect", "check_history", "layer_outputs"]
 
-_KINDS = {"ReLU": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
+
+def _named_layers(model):
+    """[(name, layer)] of the leaf layers `model` applies in order (`flat_layers`), each
+    named by its qualified name in the model ("0", "2.1", ...); a model that is its own
+    only layer (or no fastnn Module) is named by its type."""
+    layers = model.flat_layers() if isinstance(model, Module) else [model]
+    if len(layers) == 1 and layers[0] is model:
+        return [(type(model).__name__, model)]
+    names = defaultdict(list)            # a module used twice has two names, in order
+    for name, m in model.named_modules():
+        names[id(m)].append(name)
+    return [(names[id(m)].pop(0), m) for m in layers]
 
 
-def _kind(module):
-    """"relu" / "sigmoid" / "tanh" when the module's output is that activation."""
-    kind = _KINDS.get(type(module).__name__)
-    if kind is None:
-        act = getattr(module, "activation", None)
-        if isinstance(act, str) and act in ("relu", "sigmoid", "tanh"):
-            kind = act
-    return kind
-
-
-def _is_sequential(module):
-    try:
-        from ..layers import Sequential
-    except ImportError:  # pragma: no cover - the layers are part of the package
-        return False
-    return isinstance(module, Sequential)
-
-
-def _flatten(model, prefix=""):
-    """[(name, module)] of the layers a Sequential applies in order (nested Sequentials
-    expanded); a non-Sequential module counts as one layer."""
-    if not _is_sequential(model):
-        return [(prefix or type(model).__name__, model)]
-    out = []
-    for i, m in enumerate(model):
-        name = str(i) if not prefix else "%s.%d" % (prefix, i)
-        out.extend(_flatten(m, name) if _is_sequential(m) else [(name, m)])
-    return out
+def _watch_kind(layer):
+    """What to watch at the layer's output (Module.watch_kind; None for other objects)."""
+    return layer.watch_kind() if isinstance(layer, Module) else None
 
 
 def _fwd(module):
@@ -112,7 +101,7 @@ def layer_outputs(model, X, mode="eval"):
     with _ModelState(model, mode):
         x = _as_model_input(model, X)
         outs = []
-        for name, m in _flatten(model):
+        for name, m in _named_layers(model):
             x = _fwd(m)(x)
             outs.append((name, m, np.array(x, copy=True)))
     return outs
@@ -249,9 +238,10 @@ class Monitor:
     def attach(self, model, loss=None):
         """Bind to a model (and optionally its loss, for the initial-loss check)."""
         self.model = model
-        self.loss_name = type(loss).__name__ if loss is not None else None
-        self.layerwise = _is_sequential(model)
-        self.layers = [(name, m, _kind(m)) for name, m in _flatten(model)]
+        self.loss = loss
+        named = _named_layers(model)
+        self.layerwise = not (len(named) == 1 and named[0][1] is model)
+        self.layers = [(name, m, _watch_kind(m)) for name, m in named]
         self.layer_names = {id(m): (name, type(m).__name__) for name, m, _ in self.layers}
         # parameters with their layer: (qualified name, Parameter, layer name, layer type)
         self.params = []
@@ -324,17 +314,13 @@ class Monitor:
         if self._initial_loss_checked:
             return
         self._initial_loss_checked = True
-        expected = None
-        if self.loss_name == "SoftmaxCrossEntropy" and out.ndim == 2 and out.shape[1] > 1:
-            expected, what = math.log(out.shape[1]), "ln(%d)" % out.shape[1]
-        elif self.loss_name == "BCEWithLogits":
-            expected, what = math.log(2.0), "ln(2)"
+        expected = self.loss.chance_loss(out.shape[1:]) if self.loss is not None else None
         if expected is not None and loss > 3.0 * expected + 0.5:
             self._warn(1, ("initial", None),
-                       "initial loss %.3g is far above the %.3g (%s) of a freshly "
-                       "initialised classifier: initial weights are probably too large "
-                       "(use He/Xavier init) or the inputs are not standardized"
-                       % (loss, expected, what))
+                       "initial loss %.3g is far above the %.3g of a freshly initialised "
+                       "classifier (outputs favouring no class): initial weights are "
+                       "probably too large (use He/Xavier init) or the inputs are not "
+                       "standardized" % (loss, expected))
 
     def backward(self, dy):
         """Backward of the model (layer by layer when possible), recording the RMS of
@@ -576,7 +562,7 @@ def inspect(model, X, y=None, loss=None, mode="train", **monitor_kw):
                 y_arr = np.asarray(y)
                 loss = (SoftmaxCrossEntropy() if y_arr.dtype.kind in "iu" and y_arr.ndim == 1
                         else MSE())
-                mon.loss_name = type(loss).__name__
+                mon.loss = loss
             value = loss(out, y)
             mon.record_loss(value, out)
             mon.backward(loss.backward())

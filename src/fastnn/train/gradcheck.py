@@ -40,7 +40,12 @@ import math
 
 import numpy as np
 
+from ..core.validation import Options, Real, check_all
+
 __all__ = ["gradcheck", "GradcheckResult"]
+
+_CONSTRAINTS = {"eps": Real(0, closed="neither"), "threshold": Real(0, closed="neither"),
+                "mode": Options("train", "eval")}
 
 # absolute round-off of f(v + eps) - f(v - eps), in units of |f| * machine epsilon
 _ROUNDOFF = 16 * np.finfo(np.float64).eps
@@ -111,9 +116,11 @@ def _float64_copy(module):
     return m
 
 
-def _dropouts_off(m):
-    for _, sub in getattr(m, "named_modules", lambda: [("", m)])():
-        if type(sub).__name__ == "Dropout":
+def _stochastic_off(m):
+    """Random layers (Module.stochastic: Dropout) to eval mode: a random mask per call
+    makes finite differences meaningless."""
+    for sub in getattr(m, "modules", lambda: [m])():
+        if getattr(sub, "stochastic", False):
             sub.eval()
 
 
@@ -157,6 +164,79 @@ def _compare(name, arr, analytic, f, eps, threshold, max_checks, rng):
             "numeric": float(num[worst]) if len(rel) else 0.0}
 
 
+def _as_target(y):
+    """Labels / targets for a loss: float targets in float64, labels as they are."""
+    if y is None:
+        return None
+    target = np.asarray(y)
+    return target.astype(np.float64) if target.dtype.kind == "f" else target
+
+
+def _check_module(module, x64, y, loss, mode, check_input, compare, rng):
+    """({tensor name: details}, title) for a Module: dLoss/dx and every parameter's
+    gradient, on a float64 copy (see the module docstring)."""
+    m = _float64_copy(module)
+    m.train(mode == "train")
+    _stochastic_off(m)
+    crit = loss if loss is not None else (_default_loss(y) if y is not None else None)
+    target = _as_target(y)
+    out0 = m.forward(x64)
+    if np.asarray(out0).dtype != np.float64:
+        raise TypeError("gradcheck: %s still computes in %s after conversion to float64; "
+                        "build it with dtype=np.float64" % (type(module).__name__,
+                                                            np.asarray(out0).dtype))
+    R = rng.standard_normal(out0.shape) if crit is None else None
+
+    def f():
+        out = m.forward(x64)
+        return float(np.sum(out * R)) if crit is None else float(crit(out, target))
+
+    f()
+    dx = m.backward(R if crit is None else crit.backward())
+    grads = [(name, p, np.array(p.grad, dtype=np.float64)) for name, p in m.named_parameters()]
+    details = {"x": compare("x", x64, dx, f)} if check_input else {}
+    for name, p, g in grads:
+        details[name] = compare(name, p.data, g, f)
+    title = "gradcheck %r" % (module,)
+    if crit is not None:
+        title += " with %s" % type(crit).__name__
+    return details, title
+
+
+def _check_loss(crit, x64, y, compare):
+    """({"x": details}, title) for a loss object: loss(x, y) against loss.backward()."""
+    target = _as_target(y)
+
+    def f():
+        return float(crit(x64, target))
+
+    f()
+    return {"x": compare("x", x64, crit.backward(), f)}, "gradcheck %s" % type(crit).__name__
+
+
+def _check_function(fn, x64, y, compare):
+    """({"x": details}, title) for fn(x[, y]) -> (value, grad_wrt_x)."""
+    args = () if y is None else (y,)
+
+    def call():
+        res = fn(x64, *args)
+        if not (isinstance(res, tuple) and len(res) == 2):
+            raise TypeError("gradcheck: a function must return (value, grad_wrt_x), got %r"
+                            % (type(res).__name__,))
+        return res
+
+    _, dx = call()
+    dx = np.array(dx, dtype=np.float64)
+    if dx.shape != x64.shape:
+        raise ValueError("gradcheck: the returned gradient has shape %s, x has %s"
+                         % (dx.shape, x64.shape))
+
+    def f():
+        return float(call()[0])
+
+    return {"x": compare("x", x64, dx, f)}, "gradcheck %s" % getattr(fn, "__name__", repr(fn))
+
+
 def gradcheck(module_or_fn, x, y=None, loss=None, eps=1e-6, threshold=1e-6, mode="train",
               max_checks=256, seed=0, check_input=True):
     """Check the gradients of a Module, a loss object or a function by central
@@ -168,83 +248,21 @@ def gradcheck(module_or_fn, x, y=None, loss=None, eps=1e-6, threshold=1e-6, mode
     that passes. mode: "train" or "eval" (Modules). max_checks: entries sampled per
     tensor (None: all). check_input: also check dLoss/dx (Modules).
     """
-    if not (isinstance(eps, float) and eps > 0):
-        raise ValueError("gradcheck: eps must be a positive float, got %r" % (eps,))
-    if mode not in ("train", "eval"):
-        raise ValueError('gradcheck: mode must be "train" or "eval", got %r' % (mode,))
+    eps, threshold, mode = check_all("gradcheck", _CONSTRAINTS, eps=eps, threshold=threshold,
+                                     mode=mode).values()
     rng = np.random.default_rng(seed)
     x64 = _as64(x, "x")
-    details = {}
+
+    def compare(name, arr, analytic, f):
+        return _compare(name, arr, analytic, f, eps, threshold, max_checks, rng)
 
     if _is_module(module_or_fn):
-        module = module_or_fn
-        m = _float64_copy(module)
-        m.train(mode == "train")
-        _dropouts_off(m)
-        crit = loss if loss is not None else (_default_loss(y) if y is not None else None)
-        target = None
-        if y is not None:
-            target = np.asarray(y)
-            if target.dtype.kind == "f":
-                target = target.astype(np.float64)
-        out0 = m.forward(x64)
-        if np.asarray(out0).dtype != np.float64:
-            raise TypeError("gradcheck: %s still computes in %s after conversion to float64; "
-                            "build it with dtype=np.float64" % (type(module).__name__,
-                                                                np.asarray(out0).dtype))
-        R = rng.standard_normal(out0.shape) if crit is None else None
-
-        def f():
-            out = m.forward(x64)
-            if crit is None:
-                return float(np.sum(out * R))
-            return float(crit(out, target))
-
-        f()
-        dy = R if crit is None else crit.backward()
-        dx = m.backward(dy)
-        grads = [(name, p, np.array(p.grad, dtype=np.float64)) for name, p in m.named_parameters()]
-        if check_input:
-            details["x"] = _compare("x", x64, dx, f, eps, threshold, max_checks, rng)
-        for name, p, g in grads:
-            details[name] = _compare(name, p.data, g, f, eps, threshold, max_checks, rng)
-        title = "gradcheck %r" % (module,)
-        if crit is not None:
-            title += " with %s" % type(crit).__name__
+        details, title = _check_module(module_or_fn, x64, y, loss, mode, check_input, compare,
+                                       rng)
     elif _is_loss(module_or_fn):
-        crit = module_or_fn
-        target = np.asarray(y) if y is not None else None
-        if target is not None and target.dtype.kind == "f":
-            target = target.astype(np.float64)
-
-        def f():
-            return float(crit(x64, target))
-
-        f()
-        details["x"] = _compare("x", x64, crit.backward(), f, eps, threshold, max_checks, rng)
-        title = "gradcheck %s" % type(crit).__name__
+        details, title = _check_loss(module_or_fn, x64, y, compare)
     elif callable(module_or_fn):
-        fn = module_or_fn
-        args = () if y is None else (y,)
-
-        def call():
-            res = fn(x64, *args)
-            if not (isinstance(res, tuple) and len(res) == 2):
-                raise TypeError("gradcheck: a function must return (value, grad_wrt_x), got %r"
-                                % (type(res).__name__,))
-            return res
-
-        value, dx = call()
-        dx = np.array(dx, dtype=np.float64)
-        if dx.shape != x64.shape:
-            raise ValueError("gradcheck: the returned gradient has shape %s, x has %s"
-                             % (dx.shape, x64.shape))
-
-        def f():
-            return float(call()[0])
-
-        details["x"] = _compare("x", x64, dx, f, eps, threshold, max_checks, rng)
-        title = "gradcheck %s" % getattr(fn, "__name__", repr(fn))
+        details, title = _check_function(module_or_fn, x64, y, compare)
     else:
         raise TypeError("gradcheck: expected a fastnn Module, a loss object or a function, "
                         "got %s" % type(module_or_fn).__name__)

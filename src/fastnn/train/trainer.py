@@ -41,6 +41,7 @@ Behaviour worth knowing:
   set (also on ``trainer.history``). ``Trainer(..., reraise_interrupt=True)`` re-raises
   the KeyboardInterrupt after doing the same.
 """
+import functools
 import math
 import os
 import time
@@ -48,8 +49,8 @@ import time
 import numpy as np
 
 from ..core.rng import as_rng
-from ..core.validation import (Bool, InstanceOf, Integer, NoneOr, Options, Real, check,
-                               check_all, describe)
+from ..core.validation import (Bool, InstanceOf, Integer, NoneOr, Options, Real,
+                               as_weights, check, check_all, describe)
 from ..core.workspace import Workspace
 from ..layers.base import Module
 from ..losses import Loss
@@ -227,33 +228,54 @@ class Trainer:
         self._run = FitRun.from_state(state["fit"]) if state["fit"] is not None else None
 
     # ------------------------------------------------------------------- steps
-    def _train_step(self, xb, yb):
-        """One optimisation step on a batch; returns (loss, number of correct
-        predictions). Raises NonFiniteError (via _bad_loss) on a non-finite loss."""
+    def stepper(self, X, y, sample_weight=None):
+        """A callable making one optimisation step on this batch per call (forward, loss,
+        backward, optimizer update), what `fit` runs for each batch, with no checks per
+        call: X, y (and sample_weight) are validated and converted once, here. Returns
+        `step() -> (loss, correct predictions)`; for benchmarks and memory measurements.
+
+        >>> import numpy as np, fastnn
+        >>> model = fastnn.Sequential(fastnn.Dense(4, 3, rng=0))
+        >>> trainer = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
+        ...                          fastnn.optim.SGD(model.parameters(), lr=0.1), verbose=0)
+        >>> step = trainer.stepper(np.ones((8, 4), np.float32), np.zeros(8, np.int64))
+        >>> loss, correct = step()
+        """
+        X, y = self._prepare(X, y, "stepper")
+        self._check_targets(y, self._output_shape(X), "stepper")
+        wb = None if sample_weight is None else as_weights(
+            sample_weight, len(X), "Trainer.stepper", dtype=self.dtype)
+        return functools.partial(self._train_step, X, y, wb)
+
+    def _train_step(self, xb, yb, wb=None):
+        """One optimisation step on a batch (wb: its row weights or None); returns (loss,
+        number of correct predictions). Raises NonFiniteError (via _bad_loss) on a
+        non-finite loss."""
         out = self._forward(xb)
-        loss, correct = self._loss_and_count(out, yb)
+        loss, correct = self._loss_and_count(out, yb, wb)
         if not math.isfinite(loss):
             self._bad_loss(loss, xb)
         self._backward(self._loss_grad(), False)
         self.optimizer.step()
         return loss, correct
 
-    def _loss_and_count(self, out, yb):
-        """(loss, correct predictions) of a batch: in one pass when the loss has one
-        (`Loss.loss_and_hits`; a step's Python between kernels runs on caches the GEMMs
-        just flushed, so every call saved counts), else the loss then the count."""
-        if self._fused_loss is not None:
+    def _loss_and_count(self, out, yb, wb=None):
+        """(loss, correct predictions) of a batch (weighted by wb when given): in one
+        pass when the loss has one (`Loss.loss_and_hits`; a step's Python between
+        kernels runs on caches the GEMMs just flushed, so every call saved counts), else
+        the loss then the count."""
+        if self._fused_loss is not None and wb is None:
             res = self._fused_loss(out, yb)
             if res is not None:
                 return res
-        loss = self.loss(out, yb)
+        loss = self.loss(out, yb) if wb is None else self.loss(out, yb, sample_weight=wb)
         return loss, (self._count(out, yb) if self._count is not None else 0)
 
-    def _diag_step(self, xb, yb):
+    def _diag_step(self, xb, yb, wb=None):
         """`_train_step` with the diagnostics monitor recording along the way."""
         mon = self.monitor
         out = mon.forward(xb)
-        loss = self.loss(out, yb)
+        loss = self.loss(out, yb) if wb is None else self.loss(out, yb, sample_weight=wb)
         if not math.isfinite(loss):
             self._bad_loss(loss, xb)
         mon.record_loss(loss, out)
@@ -264,28 +286,27 @@ class Trainer:
         mon.after_update(self.global_step)
         return loss, correct
 
-    def _sync_step(self, xb, yb, mon=None):
+    def _sync_step(self, xb, yb, wb=None, mon=None):
         """A data-parallel step (distributed=True): this rank trains on its rows of the
-        global batch (xb, yb), through the diagnostics monitor `mon` when given, and the
-        gradients are summed over the ranks before the update. Returns the global
-        batch's (loss, correct predictions)."""
+        global batch (xb, yb; row weights wb or None), through the diagnostics monitor
+        `mon` when given, and the gradients are summed over the ranks before the update.
+        Returns the global batch's (loss, correct predictions)."""
         sync = self._sync
-        part = sync.rows(len(xb))
+        part, w, share = sync.part(self.loss, yb, wb)
         x, t = xb[part], yb[part]
-        n = len(x)
         loss, correct, failure = 0.0, 0, None
-        if n:
+        if len(x):
             try:
                 out = sync.forward(x) if mon is None else mon.forward(x)
-                loss, correct = self._loss_and_count(out, t)
+                loss, correct = self._loss_and_count(out, t, w)
             except Exception as exc:    # raised on every rank, by batch_totals
                 failure = exc
             if mon is not None and failure is None:
                 mon.record_loss(loss, out)
-        loss, correct = sync.batch_totals(loss, correct, n, len(xb), failure)
+        loss, correct = sync.batch_totals(loss, correct, share, failure)
         if not math.isfinite(loss):
             self._bad_loss(loss, xb)
-        sync.backward(sync.scaled(self._loss_grad(), n, len(xb)) if n else None,
+        sync.backward(sync.scaled(self._loss_grad(), share) if len(x) else None,
                       None if mon is None else mon.backward)
         if mon is not None:
             mon.before_update()
@@ -436,7 +457,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------ fit
     def fit(self, X, y, validation_data=None, epochs=10, batch_size=32, shuffle=True,
-            seed=None, checkpoint=None, resume=None):
+            seed=None, checkpoint=None, resume=None, sample_weight=None):
         """Train for `epochs` epochs; returns the `History` of this call (also kept on
         ``trainer.history``).
 
@@ -445,7 +466,11 @@ class Trainer:
         validation_data: None or (X_val, y_val), evaluated after every epoch.
         batch_size: mini-batch size (the last batch may be smaller). shuffle: a new
         order each epoch, drawn from `seed` (an int or a numpy Generator; None uses
-        fastnn's global generator, which `fastnn.seed` resets).
+        fastnn's global generator, which `fastnn.seed` resets). sample_weight: None or
+        (N,) non-negative row weights, shuffled with the rows and passed to the loss
+        with every batch (`Loss.__call__`'s sample_weight): the epoch's loss is their
+        weighted mean; accuracy and validation stay unweighted; a batch whose weights
+        are all zero is skipped.
 
         checkpoint: a path; a checkpoint (`fastnn.train.checkpoint.save_checkpoint`: model,
         optimizer, scheduler, history, best-epoch tracking, every random state) is
@@ -463,7 +488,8 @@ class Trainer:
         kw = check_all("Trainer.fit", _FIT_CONSTRAINTS, epochs=epochs, batch_size=batch_size,
                        shuffle=shuffle)
         with _QUIET_FP():
-            data = self._everywhere(self._fit_data, X, y, validation_data, kw["batch_size"])
+            data = self._everywhere(self._fit_data, X, y, validation_data, kw["batch_size"],
+                                    sample_weight)
             run = self._everywhere(lambda: self._begin(data, seed, resume, **kw))
             checkpoint = None if checkpoint is None else os.fspath(checkpoint)
             if self._sync is None:
@@ -476,18 +502,21 @@ class Trainer:
         any rank, it raises on all (none is left waiting for the others)."""
         return fn(*args) if self._sync is None else self._sync.together(fn, *args)
 
-    def _fit_data(self, X, y, validation_data, batch_size):
-        """(X, y, X_val, y_val) checked and converted; the validation pair is None."""
+    def _fit_data(self, X, y, validation_data, batch_size, sample_weight=None):
+        """(X, y, X_val, y_val, weights) checked and converted; the validation pair
+        and the weights may be None."""
         X, y = self._prepare(X, y, "fit")
+        weights = None if sample_weight is None else as_weights(
+            sample_weight, len(X), "Trainer.fit", dtype=self.dtype)
         out_shape = self._output_shape(X[:batch_size])
         self._check_targets(y, out_shape, "fit")
         if validation_data is None:
-            return X, y, None, None
+            return X, y, None, None, weights
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("Trainer.fit: validation_data must be (X_val, y_val)")
         Xv, yv = self._prepare(validation_data[0], validation_data[1], "fit (validation)")
         self._check_targets(yv, out_shape, "fit (validation)")
-        return X, y, Xv, yv
+        return X, y, Xv, yv, weights
 
     def _begin(self, data, seed, resume, **kw):
         """The FitRun of this call (kw: its checked epochs, batch_size and shuffle): a
@@ -547,7 +576,8 @@ class Trainer:
         ended them (gracefully, see `_interrupted`)."""
         history = self.history
         # the epoch's shuffled copy of the training data, filled in place every epoch
-        order = (np.empty_like(data[0]), np.empty_like(data[1])) if run.shuffle else None
+        order = tuple(np.empty_like(a) if a is not None else None
+                      for a in (data[0], data[1], data[4])) if run.shuffle else None
         self.model.train()
         try:
             for epoch in range(self.epochs_done + 1, run.last_epoch + 1):
@@ -587,7 +617,8 @@ class Trainer:
         lr = self.optimizer.lr
         progress.start_epoch(epoch, run.last_epoch, run.steps)
         try:
-            total_loss, total_correct = self._train_batches(run, data, order, progress.bar)
+            total_loss, total_weight, total_correct = self._train_batches(run, data, order,
+                                                                          progress.bar)
             self._check_params_finite()
             if self._sync is not None:      # rank 0's running statistics on every rank
                 self._sync.broadcast_buffers()
@@ -597,7 +628,8 @@ class Trainer:
             self.history.stop_reason = "non_finite"
             exc.history = self.history
             raise
-        row = {"epoch": epoch, "loss": total_loss / run.n, "lr": lr,
+        row = {"epoch": epoch, "loss": total_loss / total_weight if total_weight else 0.0,
+               "lr": lr,
                "accuracy": None if self._count is None else total_correct / run.n}
         if run.validation:
             ev = self._evaluate_prepared(data[2], data[3])
@@ -611,33 +643,41 @@ class Trainer:
 
     def _train_batches(self, run, data, order, bar):
         """The epoch's optimisation steps over a pass of the training data (shuffled into
-        `order`'s arrays when given); returns (sum of batch losses times batch sizes,
-        correct predictions)."""
-        X, y = data[0], data[1]
+        `order`'s arrays when given); returns (sum of batch losses times batch weights,
+        sum of the weights (the batch sizes without row weights), correct predictions).
+        A batch whose row weights are all zero holds no sample: it is skipped."""
+        X, y, w = data[0], data[1], data[4]
         if order is not None:
             perm = run.rng.permutation(run.n)
             X, y = np.take(X, perm, axis=0, out=order[0]), np.take(y, perm, axis=0, out=order[1])
+            if w is not None:
+                w = np.take(w, perm, out=order[2])
         mon, bs = self.monitor, run.batch_size
         if mon is not None:
             mon.start_epoch()
         every = mon.interval(run.steps) if mon is not None else 0
-        total_loss, total_correct = 0.0, 0
+        total_loss, total_weight, total_correct = 0.0, 0.0, 0
         for s in range(run.steps):
             self._step = s + 1
             xb, yb = X[s * bs:(s + 1) * bs], y[s * bs:(s + 1) * bs]
+            wb = None if w is None else w[s * bs:(s + 1) * bs]
+            weight = len(xb) if wb is None else float(wb.sum())
+            if weight == 0.0:
+                continue
+            diag = every and s % every == 0
             if self._sync is not None:
-                loss, correct = self._sync_step(xb, yb, mon if every and s % every == 0
-                                                else None)
-            elif every and s % every == 0:
-                loss, correct = self._diag_step(xb, yb)
+                loss, correct = self._sync_step(xb, yb, wb, mon if diag else None)
             else:
-                loss, correct = self._train_step(xb, yb)
-            total_loss += loss * len(xb)
+                step = self._diag_step if diag else self._train_step
+                # unweighted batches call the step as (xb, yb), its long-standing form
+                loss, correct = step(xb, yb) if wb is None else step(xb, yb, wb)
+            total_loss += loss * weight
+            total_weight += weight
             total_correct += correct
             self.global_step += 1
             if bar is not None:
                 bar.update()
-        return total_loss, total_correct
+        return total_loss, total_weight, total_correct
 
     def _track_best(self, run, row):
         """Best-epoch bookkeeping after an epoch with validation; True when it improved."""
@@ -758,20 +798,25 @@ class Trainer:
         return X, y
 
     def _evaluate_prepared(self, X, y):
-        """Loss (and accuracy) of prepared data; in distributed training each rank
-        evaluates its part of the rows and the sums are reduced."""
+        """Loss (and accuracy) of prepared data: the batches' losses weighted by their
+        total weight (`Loss.row_weights`: class weights; rows without), so the result
+        is the mean over all of X whatever the batches; in distributed training each
+        rank evaluates its part of the rows and the sums are reduced."""
         if self._sync is not None:
             part = self._sync.rows(len(X))
             X, y = X[part], y[part]
-        total, correct, n = 0.0, 0, len(X)
+        total, weight, correct, n = 0.0, 0.0, 0, len(X)
         with _QUIET_FP():
             for a, b, out in self._outputs(X):
                 loss, hits = self._loss_and_count(out, y[a:b])
-                total += loss * (b - a)
+                rows = self.loss.row_weights(y[a:b])
+                w = b - a if rows is None else float(rows.sum())
+                total += loss * w
+                weight += w
                 correct += hits
         if self._sync is not None:
-            total, correct, n = self._sync.sum(total, correct, n)
-        res = {"loss": total / n}
+            total, weight, correct, n = self._sync.sum(total, weight, correct, n)
+        res = {"loss": total / weight}
         if self._count is not None:
             res["accuracy"] = correct / n
         return res
