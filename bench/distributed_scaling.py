@@ -2,8 +2,9 @@
 
     python bench/distributed_scaling.py measure [--case L XL] [--seconds 2] [--rounds 3]
         On this machine: a training step of the reference cases (fastnn.tools.bench.CASES,
-        float32, Dense-BatchNorm-ReLU, Adam) with 2 ranks x 1 thread (mpiexec -n 2) against
-        1 rank x 2 threads, the Allreduce of the gradient buffer against the compute of a
+        float32, Dense-BatchNorm-ReLU, Adam; sync BatchNorm when distributed), timed over
+        epochs of `Trainer.fit`, with 2 ranks x 1 thread (mpiexec -n 2) against 1 rank x
+        2 threads, the Allreduce of the gradient buffer against the compute of a
         step, and how much of the Allreduce the overlap hides. The launches alternate
         round by round (the machine may be shared); medians are printed.
     python bench/distributed_scaling.py model [--per-sample L=SECONDS XL=SECONDS]
@@ -90,38 +91,43 @@ def measure_per_sample(cases, seconds=1.0):
 
 
 # ------------------------------------------------------------------ measurements
-def worker(case, seconds, overlap):
-    """Under mpiexec: time this case's distributed step (K > 1) or ordinary step (K = 1)
-    on every rank, plus (K > 1) its parts; rank 0 prints one JSON line."""
+#: steps per timed epoch in the measurements
+STEPS = 16
+
+
+def worker(case, seconds, overlap, sync_bn):
+    """Under mpiexec: per rank, time an epoch of STEPS steps of this case with
+    `Trainer.fit` (distributed when K > 1) and, with K > 1, its parts: the compute of
+    one rank's rows alone and the Allreduce of the gradient buffer alone. Rank 0 prints
+    one JSON line of seconds per step."""
     import fastnn
     from fastnn import distributed
+    from fastnn.distributed.data_parallel import DataParallel
     from fastnn.tools.bench import CASES, _data, fastnn_model
     from mpi4py import MPI
-    from fastnn.distributed.data_parallel import DataParallel
     name, widths, batch = next(c for c in CASES if c[0] == case)
     comm, k = MPI.COMM_WORLD, distributed.world_size()
     DataParallel.overlap = overlap
-    x, y = _data(widths, batch)
-    model = fastnn_model(widths)
-    trainer = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
-                             fastnn.optim.Adam(model.parameters(), lr=1e-3), verbose=0,
-                             distributed=k > 1, sync_batchnorm=k > 1)
-    result = {"case": name, "ranks": k, "threads": fastnn.get_num_threads()}
-    if k == 1:
-        result["step"] = _timed(comm, lambda: trainer._train_step(x, y), seconds)
-    else:
-        trainer.fit(x, y, epochs=1, batch_size=batch, shuffle=False)   # sets the ranks up
-        sync = trainer._sync
-        result["buckets"] = repr(sync._buckets)
-        result["step"] = _timed(comm, lambda: trainer._sync_step(x, y), seconds)
-        grads = np.zeros(sum(p.size for p in model.parameters()), np.float32)
+    x, y = _data(widths, batch, STEPS)
+
+    def trainer(distributed):
+        model = fastnn_model(widths)
+        return fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
+                              fastnn.optim.Adam(model.parameters(), lr=1e-3), verbose=0,
+                              distributed=distributed,
+                              sync_batchnorm=distributed and sync_bn)
+    main = trainer(k > 1)
+    result = {"case": name, "ranks": k, "threads": fastnn.get_num_threads(),
+              "step": _timed(comm, lambda: main.fit(x, y, epochs=1, batch_size=batch,
+                                                    shuffle=False), seconds) / STEPS}
+    if k > 1:
+        rank = distributed.rank()
+        part = slice(rank * batch // k, (rank + 1) * batch // k)
+        step = trainer(False).stepper(x[part], y[part])
+        result["compute"] = _timed(comm, step, seconds / 2)
+        grads = np.zeros(sum(p.size for p in main.model.parameters()), np.float32)
         result["allreduce"] = _timed(comm, lambda: comm.Allreduce(MPI.IN_PLACE, grads),
                                      seconds / 2)
-        part = sync.rows(batch)
-        alone = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
-                               fastnn.optim.Adam(model.parameters(), lr=1e-3), verbose=0)
-        result["compute"] = _timed(comm, lambda: alone._train_step(x[part], y[part]),
-                                   seconds / 2)
     if comm.Get_rank() == 0:
         print(json.dumps(result), flush=True)
 
@@ -149,34 +155,43 @@ def _max():
     return MPI.MAX
 
 
-def launch(case, ranks, threads, seconds, overlap=True):
+def launch(case, ranks, threads, seconds, overlap=True, sync_bn=True):
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     env = dict(os.environ, FASTNN_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                PYTHONPATH=SRC, MPIR_CVAR_CH4_NETMOD="ofi", FI_PROVIDER="tcp",
                FI_TCP_IFACE="lo")
     out = subprocess.run([mpiexec, "-iface", "lo", "-n", str(ranks), sys.executable, HERE,
-                          "worker", case, str(seconds), str(int(overlap))], env=env,
+                          "worker", case, str(seconds), str(int(overlap)),
+                          str(int(sync_bn))], env=env,
                          capture_output=True, text=True, timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+#: the launches compared: name -> (ranks, threads, overlap, sync BatchNorm)
+LAUNCHES = {"1 rank x 2 threads": (1, 2, True, False),
+            "2 ranks x 1 thread": (2, 1, True, True),
+            "  without overlap": (2, 1, False, True),
+            "  local BatchNorm": (2, 1, True, False)}
 
 
 def measure(cases, seconds, rounds):
     """Alternate the launches round by round; print the medians per case."""
     for case in cases:
-        runs = {"1x2": [], "2x1": [], "2x1 no overlap": []}
+        runs = {name: [] for name in LAUNCHES}
         for _ in range(rounds):
-            runs["1x2"].append(launch(case, 1, 2, seconds))
-            runs["2x1"].append(launch(case, 2, 1, seconds))
-            runs["2x1 no overlap"].append(launch(case, 2, 1, seconds, overlap=False))
-        med = {k: {f: float(np.median([r[f] for r in v])) for f in v[0]
-                   if isinstance(v[0][f], float)} for k, v in runs.items()}
-        one, two, plain = med["1x2"]["step"], med["2x1"]["step"], med["2x1 no overlap"]
-        print("%s: step 1 rank x 2 threads %.2f ms, 2 ranks x 1 thread %.2f ms (%.2fx); "
-              "per rank: compute %.2f ms, Allreduce %.2f ms alone (%.0f%% of compute); "
-              "step without overlap %.2f ms, so the overlap hides %.2f ms"
-              % (case, one * 1e3, two * 1e3, one / two, plain["compute"] * 1e3,
-                 plain["allreduce"] * 1e3, 100 * plain["allreduce"] / plain["compute"],
-                 plain["step"] * 1e3, (plain["step"] - two) * 1e3), flush=True)
+            for name, (ranks, threads, overlap, sync_bn) in LAUNCHES.items():
+                runs[name].append(launch(case, ranks, threads, seconds, overlap, sync_bn))
+        med = {name: {f: float(np.median([r[f] for r in v])) for f in v[0]
+                      if isinstance(v[0][f], float)} for name, v in runs.items()}
+        one = med["1 rank x 2 threads"]["step"]
+        print("%s (medians of %d rounds, ms per step):" % (case, rounds))
+        for name, m in med.items():
+            line = "  %-20s step %7.2f  (%.2fx the one-rank step)" % (name, m["step"] * 1e3,
+                                                                      m["step"] / one)
+            if "compute" in m:
+                line += "; a rank's compute alone %.2f, Allreduce alone %.2f" % (
+                    m["compute"] * 1e3, m["allreduce"] * 1e3)
+            print(line, flush=True)
 
 
 def main(argv=None):
@@ -184,7 +199,7 @@ def main(argv=None):
     if argv is None:
         argv = sys.argv[1:]
     if argv and argv[0] == "worker":
-        return worker(argv[1], float(argv[2]), argv[3] == "1")
+        return worker(argv[1], float(argv[2]), argv[3] == "1", argv[4] == "1")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("measure")

@@ -300,6 +300,7 @@ def test_errors_are_raised_on_every_rank_and_nothing_hangs(tmp_path):
         assert "expected more than 1 value per channel" in r["one_row"][1]
         assert r["sync_rows"][0] == "ValueError"
         assert "sync_batchnorm needs every rank to get rows of every batch" in r["sync_rows"][1]
+        assert "stepper: not available with distributed=True" in r["stepper"][1]
     assert "rank 1 of 2 failed" in report[0]["label"][1]
     assert "rank 0 of 2 failed" in report[1]["one_row"][1]
     assert report[0]["diverged"][1] == report[1]["diverged"][1]       # the same step
@@ -435,6 +436,10 @@ def run_errors(out):
     attempt("one_row", X, y, batch_size=3)      # rank 0 gets 1 row: BatchNorm refuses
     trainer = build(0, bn=True, distributed=True, sync_batchnorm=True)
     attempt("sync_rows", X, y, batch_size=27)   # the last batch of 1 row
+    try:
+        trainer.stepper(X[:BATCH], y[:BATCH])
+    except ValueError as exc:
+        report["stepper"] = ["ValueError", str(exc)]
     with open(os.path.join(out, "errors-rank%d.json" % r), "w") as f:
         json.dump(report, f)
 

@@ -241,6 +241,9 @@ class Trainer:
         >>> step = trainer.stepper(np.ones((8, 4), np.float32), np.zeros(8, np.int64))
         >>> loss, correct = step()
         """
+        if self._sync is not None:       # its steps need the ranks' agreement of a fit
+            raise ValueError("Trainer.stepper: not available with distributed=True; time "
+                             "or measure Trainer.fit instead")
         X, y = self._prepare(X, y, "stepper")
         self._check_targets(y, self._output_shape(X), "stepper")
         wb = None if sample_weight is None else as_weights(
