@@ -91,15 +91,16 @@ def measure_per_sample(cases, seconds=1.0):
 
 
 # ------------------------------------------------------------------ measurements
-#: steps per timed epoch in the measurements
-STEPS = 16
+#: steps per timed epoch in the measurements; samples per launch
+STEPS, SAMPLES = 16, 5
 
 
-def worker(case, seconds, overlap, sync_bn):
-    """Under mpiexec: per rank, time an epoch of STEPS steps of this case with
-    `Trainer.fit` (distributed when K > 1) and, with K > 1, its parts: the compute of
-    one rank's rows alone and the Allreduce of the gradient buffer alone. Rank 0 prints
-    one JSON line of seconds per step."""
+def worker(case, seconds):
+    """Under mpiexec: per rank, time epochs of STEPS steps of this case with
+    `Trainer.fit` (distributed when K > 1: sync BatchNorm with overlap, without
+    overlap, and local BatchNorm, interleaved sample by sample) and, with K > 1, a
+    rank's compute alone and the Allreduce of the gradient buffer alone. Rank 0 prints
+    one JSON line of medians, seconds per step."""
     import fastnn
     from fastnn import distributed
     from fastnn.distributed.data_parallel import DataParallel
@@ -107,27 +108,38 @@ def worker(case, seconds, overlap, sync_bn):
     from mpi4py import MPI
     name, widths, batch = next(c for c in CASES if c[0] == case)
     comm, k = MPI.COMM_WORLD, distributed.world_size()
-    DataParallel.overlap = overlap
     x, y = _data(widths, batch, STEPS)
 
-    def trainer(distributed):
+    def trainer(distributed, sync_bn=False):
         model = fastnn_model(widths)
         return fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
                               fastnn.optim.Adam(model.parameters(), lr=1e-3), verbose=0,
-                              distributed=distributed,
-                              sync_batchnorm=distributed and sync_bn)
-    main = trainer(k > 1)
-    result = {"case": name, "ranks": k, "threads": fastnn.get_num_threads(),
-              "step": _timed(comm, lambda: main.fit(x, y, epochs=1, batch_size=batch,
-                                                    shuffle=False), seconds) / STEPS}
+                              distributed=distributed, sync_batchnorm=sync_bn)
+
+    def epoch(t, overlap):
+        def run():
+            DataParallel.overlap = overlap
+            t.fit(x, y, epochs=1, batch_size=batch, shuffle=False)
+        return run
+    if k == 1:
+        variants = {"step": epoch(trainer(False), True)}
+    else:
+        synced = trainer(True, True)
+        variants = {"step": epoch(synced, True), "no overlap": epoch(synced, False),
+                    "local BatchNorm": epoch(trainer(True), True)}
+    samples = {v: [] for v in variants}
+    for _ in range(SAMPLES):
+        for v, fn in variants.items():
+            samples[v].append(_timed(comm, fn, seconds / SAMPLES) / STEPS)
+    result = {v: float(np.median(t)) for v, t in samples.items()}
     if k > 1:
         rank = distributed.rank()
         part = slice(rank * batch // k, (rank + 1) * batch // k)
-        step = trainer(False).stepper(x[part], y[part])
-        result["compute"] = _timed(comm, step, seconds / 2)
-        grads = np.zeros(sum(p.size for p in main.model.parameters()), np.float32)
-        result["allreduce"] = _timed(comm, lambda: comm.Allreduce(MPI.IN_PLACE, grads),
-                                     seconds / 2)
+        result["compute alone"] = _timed(comm, trainer(False).stepper(x[part], y[part]),
+                                         seconds / 2)
+        grads = np.zeros(sum(p.size for p in synced.model.parameters()), np.float32)
+        result["Allreduce alone"] = _timed(comm, lambda: comm.Allreduce(MPI.IN_PLACE, grads),
+                                           seconds / 2)
     if comm.Get_rank() == 0:
         print(json.dumps(result), flush=True)
 
@@ -155,43 +167,37 @@ def _max():
     return MPI.MAX
 
 
-def launch(case, ranks, threads, seconds, overlap=True, sync_bn=True):
+def launch(case, ranks, threads, seconds):
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     env = dict(os.environ, FASTNN_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                PYTHONPATH=SRC, MPIR_CVAR_CH4_NETMOD="ofi", FI_PROVIDER="tcp",
                FI_TCP_IFACE="lo")
     out = subprocess.run([mpiexec, "-iface", "lo", "-n", str(ranks), sys.executable, HERE,
-                          "worker", case, str(seconds), str(int(overlap)),
-                          str(int(sync_bn))], env=env,
-                         capture_output=True, text=True, timeout=300, check=True)
+                          "worker", case, str(seconds)], env=env, capture_output=True,
+                         text=True, timeout=600, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-#: the launches compared: name -> (ranks, threads, overlap, sync BatchNorm)
-LAUNCHES = {"1 rank x 2 threads": (1, 2, True, False),
-            "2 ranks x 1 thread": (2, 1, True, True),
-            "  without overlap": (2, 1, False, True),
-            "  local BatchNorm": (2, 1, True, False)}
-
-
 def measure(cases, seconds, rounds):
-    """Alternate the launches round by round; print the medians per case."""
+    """Alternate the one-rank and two-rank launches round by round; print the medians
+    per case (milliseconds per step)."""
     for case in cases:
-        runs = {name: [] for name in LAUNCHES}
+        one, two = [], []
         for _ in range(rounds):
-            for name, (ranks, threads, overlap, sync_bn) in LAUNCHES.items():
-                runs[name].append(launch(case, ranks, threads, seconds, overlap, sync_bn))
-        med = {name: {f: float(np.median([r[f] for r in v])) for f in v[0]
-                      if isinstance(v[0][f], float)} for name, v in runs.items()}
-        one = med["1 rank x 2 threads"]["step"]
-        print("%s (medians of %d rounds, ms per step):" % (case, rounds))
-        for name, m in med.items():
-            line = "  %-20s step %7.2f  (%.2fx the one-rank step)" % (name, m["step"] * 1e3,
-                                                                      m["step"] / one)
-            if "compute" in m:
-                line += "; a rank's compute alone %.2f, Allreduce alone %.2f" % (
-                    m["compute"] * 1e3, m["allreduce"] * 1e3)
-            print(line, flush=True)
+            one.append(launch(case, 1, 2, seconds))
+            two.append(launch(case, 2, 1, seconds))
+        one = float(np.median([r["step"] for r in one]))
+        med = {k: float(np.median([r[k] for r in two])) for k in two[0]}
+        print("%s, ms per step (medians of %d rounds):" % (case, rounds))
+        print("  1 rank x 2 threads      %7.2f" % (one * 1e3))
+        print("  2 ranks x 1 thread      %7.2f  (%.2fx), sync BatchNorm, overlap"
+              % (med["step"] * 1e3, med["step"] / one))
+        print("    without overlap       %7.2f  (the overlap hides %.2f)"
+              % (med["no overlap"] * 1e3, (med["no overlap"] - med["step"]) * 1e3))
+        print("    local BatchNorm       %7.2f" % (med["local BatchNorm"] * 1e3))
+        print("    a rank's compute alone %6.2f, the gradient Allreduce alone %.2f (%.0f%%)"
+              % (med["compute alone"] * 1e3, med["Allreduce alone"] * 1e3,
+                 100 * med["Allreduce alone"] / med["compute alone"]), flush=True)
 
 
 def main(argv=None):
@@ -199,7 +205,7 @@ def main(argv=None):
     if argv is None:
         argv = sys.argv[1:]
     if argv and argv[0] == "worker":
-        return worker(argv[1], float(argv[2]), argv[3] == "1", argv[4] == "1")
+        return worker(argv[1], float(argv[2]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("measure")
