@@ -7,10 +7,11 @@
         2 threads, the Allreduce of the gradient buffer against the compute of a
         step, and how much of the Allreduce the overlap hides. The launches alternate
         round by round (the machine may be shared); medians are printed.
-    python bench/distributed_scaling.py model [--per-sample L=SECONDS XL=SECONDS]
+    python bench/distributed_scaling.py model [--per-sample L=SECONDS XL=SECONDS] [--cores N]
         On paper: efficiency of K = 2..64 ranks at 10 and 100 Gbit/s from the compute time
-        per sample (measured here by default, one thread) and the ring Allreduce's cost,
-        and the global batch each needs for more than 80 % efficiency.
+        per sample (measured here by default, one thread; --cores N divides it by N, for
+        ranks that each use N cores as well as one uses one) and the ring Allreduce's
+        cost, and the global batch each needs for more than 80 % efficiency.
 
 The model: a step of global batch B on K ranks takes t_sample * B / K of compute plus
 one ring Allreduce of the G gradient bytes, 2 (K - 1) / K * G / bandwidth + 2 (K - 1) *
@@ -56,17 +57,17 @@ def batch_for(per_sample, nbytes, k, bandwidth, latency, target=TARGET):
     return int(np.floor(target / (1 - target) * k * a / per_sample)) + 1
 
 
-def model_table(cases, per_sample):
+def model_table(cases, per_sample, cores=1):
     """The scaling table as text: per case and network, efficiency at the case's batch
     and the global batch (and per-rank batch) needed for > 80 %."""
     from fastnn.tools.bench import fastnn_model
     lines = []
     for name, widths, batch in cases:
         nbytes = sum(p.data.nbytes for p in fastnn_model(widths).parameters())
-        t = per_sample[name]
-        lines.append("%s %s, gradient %.2f MB, compute %.1f us/sample (one thread), "
-                     "batch %d" % (name, "-".join(map(str, widths)), nbytes / 1e6, t * 1e6,
-                                   batch))
+        t = per_sample[name] / cores
+        lines.append("%s %s, gradient %.2f MB, compute %.1f us/sample (a rank of %d "
+                     "core%s), batch %d" % (name, "-".join(map(str, widths)), nbytes / 1e6,
+                                            t * 1e6, cores, "s" if cores > 1 else "", batch))
         lines.append("  %-11s %3s  %11s  %10s  %18s" % ("network", "K", "Allreduce",
                                                         "efficiency", "batch for >80%"))
         for net, bw, lat in NETWORKS:
@@ -215,6 +216,8 @@ def main(argv=None):
     p = sub.add_parser("model")
     p.add_argument("--per-sample", nargs="+", metavar="CASE=SECONDS",
                    help="compute seconds per sample (default: measured, one thread)")
+    p.add_argument("--cores", type=int, default=1,
+                   help="cores per rank: the per-sample time is divided by it (default 1)")
     args = parser.parse_args(argv)
     cases = [c for c in CASES if c[0] in ("L", "XL")]
     if args.command == "measure":
@@ -223,7 +226,7 @@ def main(argv=None):
         per_sample = {k: float(v) for k, v in (a.split("=") for a in args.per_sample)}
     else:
         per_sample = measure_per_sample(cases)
-    print(model_table(cases, per_sample))
+    print(model_table(cases, per_sample, args.cores))
 
 
 if __name__ == "__main__":
