@@ -4,7 +4,8 @@ Every rank holds the whole training set and the same model. Before the first ste
 ranks check that they were given the same data and arguments, and take rank 0's
 parameters, buffers and shuffling generator. Each global batch (the same shuffle on
 every rank) is split into consecutive, nearly equal parts, one per rank; a rank's loss
-gradient is weighted by its share of the rows, so one Allreduce (a sum) over the
+gradient is weighted by its share of the batch's weight (of its rows, or of the row and
+class weights the loss takes), so one Allreduce (a sum) over the
 optimizer's flat gradient buffer leaves every rank with the gradient of the global
 batch's mean loss, and the identical update keeps the ranks identical. A model large
 enough is cut into buckets whose Allreduces run while the earlier layers' backward
@@ -170,7 +171,7 @@ class DataParallel:
 
     def _check_same(self, fn, facts):
         everyone = self.comm.allgather(facts)
-        for name, mine in facts.items():
+        for name in facts:
             for r, theirs in enumerate(everyone):
                 if theirs[name] != everyone[0][name]:
                     raise ValueError("%s (distributed): every rank must be given the same %s;"
@@ -197,13 +198,14 @@ class DataParallel:
         most one row; a rank's part is empty when n < size)."""
         return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
 
-    def part(self, loss, yb, wb):
+    def part(self, yb, wb):
         """(this rank's rows of the global batch as a slice, the row weights to give the
         loss for them (None without row weights), their share of the batch's total
         weight): the factor that makes this rank's mean loss its part of the batch's
         mean. The weights are the loss's (`Loss.row_weights`: row weights wb times class
         weights); a part whose rows weigh nothing is computed with unit row weights and
-        counts nothing (share 0), so every rank runs the same layers."""
+        counts nothing (share 0), so every rank runs the same layers (when its class
+        weights alone make it weigh nothing, the loss refuses it, on every rank)."""
         part = self.rows(len(yb))
         weights = self.loss.row_weights(yb, wb)
         if weights is None:

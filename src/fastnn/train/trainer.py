@@ -295,7 +295,7 @@ class Trainer:
         `mon` when given, and the gradients are summed over the ranks before the update.
         Returns the global batch's (loss, correct predictions)."""
         sync = self._sync
-        part, w, share = sync.part(self.loss, yb, wb)
+        part, w, share = sync.part(yb, wb)
         x, t = xb[part], yb[part]
         loss, correct, failure = 0.0, 0, None
         if len(x):
