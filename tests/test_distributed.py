@@ -196,6 +196,32 @@ def test_sync_batchnorm_needs_distributed():
         Trainer(model, SoftmaxCrossEntropy(), Adam(model.parameters()), distributed="yes")
 
 
+def test_a_synchronised_batchnorm_is_never_replayed(backend):
+    """While a BatchNorm has batch_stats, a Sequential runs it (and the layers around it)
+    every time instead of replaying recorded kernel calls; without, it records again."""
+    class Counting:                       # batch_stats computing local statistics
+        calls = 0
+
+        def forward(self, layer, x, gamma, beta):
+            Counting.calls += 1
+            mean, var = x.mean(axis=0), x.var(axis=0)
+            return ((x - mean) / np.sqrt(var + layer.eps) * gamma + beta), None
+
+    model = Sequential(Dense(4, 5, dtype=F64), BatchNorm1d(5, dtype=F64), ReLU())
+    bn = model[1]
+    x = np.random.default_rng(0).normal(size=(8, 4))
+    plain = model(x)
+    bn.batch_stats = Counting()
+    assert not bn.recordable and BatchNorm1d.recordable
+    for _ in range(3):
+        np.testing.assert_allclose(model(x), plain, rtol=1e-12, atol=1e-12)
+    assert Counting.calls == 3
+    bn.batch_stats = None
+    assert bn.recordable
+    np.testing.assert_array_equal(model(x), plain)
+    assert Counting.calls == 3
+
+
 def test_evaluation_in_parts_weighs_each_part_by_its_class_weights():
     """What lets the ranks evaluate parts of the validation rows: the mean over parts
     (here eval batches) is weighted by each part's weight, not its row count."""

@@ -28,17 +28,25 @@ class BatchNorm1d(Module):
 
     CONSTRAINTS = {"num_features": Integer(1), "eps": Real(0, closed="right"),
                    "momentum": Real(0, 1), "affine": Bool(), "dtype": Dtype()}
-    #: None, or (during a `Trainer(..., sync_batchnorm=True)` fit) the object that
-    #: normalises training batches with the statistics of the global batch of all the
-    #: ranks (fastnn.distributed): forward(layer, x, gamma, beta) -> (out, cache), the
-    #: cache's backward(layer, dy) -> (dx, dgamma, dbeta)
-    batch_stats = None
+    recordable = True
 
     @property
-    def recordable(self):
-        """Recordable unless synchronised: then Python talks to the other ranks
-        between the kernels."""
-        return self.batch_stats is None
+    def batch_stats(self):
+        """None, or (during a `Trainer(..., sync_batchnorm=True)` fit) the object that
+        normalises training batches with the statistics of the global batch of all the
+        ranks (fastnn.distributed): forward(layer, x, gamma, beta) -> (out, cache), the
+        cache's backward(layer, dy) -> (dx, dgamma, dbeta). A layer that has one is not
+        recordable: it talks to the other ranks between its kernels."""
+        return self.__dict__.get("_batch_stats")
+
+    @batch_stats.setter
+    def batch_stats(self, stats):
+        d = self.__dict__
+        d["_batch_stats"] = stats
+        if stats is None:
+            d.pop("recordable", None)
+        else:
+            d["recordable"] = False
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
         super().__init__()
