@@ -26,9 +26,9 @@ class BatchNorm1d(Module):
     ['beta', 'gamma', 'running_mean', 'running_var']
     """
 
+    recordable = True
     CONSTRAINTS = {"num_features": Integer(1), "eps": Real(0, closed="right"),
                    "momentum": Real(0, 1), "affine": Bool(), "dtype": Dtype()}
-    recordable = True
 
     @property
     def batch_stats(self):
