@@ -23,7 +23,7 @@ from .train import GradcheckResult, History, NonFiniteError, Trainer, gradcheck
 _LAZY = {"bench": "fastnn.tools.bench", "memory": "fastnn.tools.memory",
          "plots": "fastnn.tools.plots", "cli": "fastnn.tools.cli",
          "checkpoint": "fastnn.train.checkpoint", "diagnostics": "fastnn.train.diagnostics",
-         "search": "fastnn.train.search"}
+         "search": "fastnn.train.search", "distributed": "fastnn.distributed"}
 
 
 def __getattr__(name):

@@ -63,6 +63,12 @@ class Loss:
         raise ValueError("%s: its outputs are not probabilities; use the outputs "
                          "themselves (or predictions)" % type(self).__name__)
 
+    def row_weights(self, target, sample_weight=None):
+        """The weights r_i of a batch's rows in its weighted mean (the module
+        docstring) as a float64 (N,) array, or None when every row counts the same
+        (data-parallel training splits a batch's gradient by them)."""
+        return None if sample_weight is None else np.asarray(sample_weight, np.float64)
+
     def loss_and_hits(self, pred, target):
         """For training loops: (loss, number of correct predictions) of a batch in one
         pass, the gradient kept as after `self(pred, target)`; or None when this loss
@@ -138,6 +144,14 @@ class SoftmaxCrossEntropy(Loss):
                                  "of class weights, got %s" % describe(arr))
             weight = as_weights(arr, arr.size, "SoftmaxCrossEntropy", "weight")
         self.weight = weight
+
+    def row_weights(self, target, sample_weight=None):
+        """Row weights times the class weights of the rows' labels."""
+        rows = super().row_weights(target, sample_weight)
+        if self.weight is None:
+            return rows
+        by_class = np.asarray(self.weight, np.float64)[target]
+        return by_class if rows is None else by_class * rows
 
     def chance_loss(self, output_shape):
         """ln(C): the cross-entropy of uniform class probabilities."""

@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import ops
-from ..ops.batchnorm import run_batchnorm_backward, run_batchnorm_forward
+from ..ops.batchnorm import BatchNormCache, run_batchnorm_backward, run_batchnorm_forward
 from ..core.validation import Bool, Dtype, Integer, Real, check_all, describe
 from .base import Module, Parameter, register
 
@@ -29,6 +29,24 @@ class BatchNorm1d(Module):
     recordable = True
     CONSTRAINTS = {"num_features": Integer(1), "eps": Real(0, closed="right"),
                    "momentum": Real(0, 1), "affine": Bool(), "dtype": Dtype()}
+
+    @property
+    def batch_stats(self):
+        """None, or (during a `Trainer(..., sync_batchnorm=True)` fit) the object that
+        normalises training batches with the statistics of the global batch of all the
+        ranks (fastnn.distributed): forward(layer, x, gamma, beta) -> (out, cache), the
+        cache's backward(layer, dy) -> (dx, dgamma, dbeta). A layer that has one is not
+        recordable: it talks to the other ranks between its kernels."""
+        return self.__dict__.get("_batch_stats")
+
+    @batch_stats.setter
+    def batch_stats(self, stats):
+        d = self.__dict__
+        d["_batch_stats"] = stats
+        if stats is None:
+            d.pop("recordable", None)
+        else:
+            d["recordable"] = False
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
         super().__init__()
@@ -72,6 +90,9 @@ class BatchNorm1d(Module):
         if x.dtype != self.running_mean.dtype:
             raise self._error(TypeError, "expected a %s input (the layer's dtype), got %s"
                               % (self.running_mean.dtype, describe(x)))
+        if self.training and self.batch_stats is not None:
+            out, self._cache = self.batch_stats.forward(self, x, *self._affine_arrays(x.dtype))
+            return out
         if self.training and x.shape[0] < 2:
             raise self._error(ValueError, "expected more than 1 value per channel when "
                               "training, got input of shape %s" % (x.shape,))
@@ -97,7 +118,9 @@ class BatchNorm1d(Module):
         if self.affine:
             ws.bind("dgamma", self.gamma.grad)
             ws.bind("dbeta", self.beta.grad)
-        if dy.shape != cache.x.shape or dy.dtype != cache.x.dtype \
+        if not isinstance(cache, BatchNormCache):      # a synchronised forward's
+            dx, dgamma, dbeta = cache.backward(self, dy)
+        elif dy.shape != cache.x.shape or dy.dtype != cache.x.dtype \
                 or not dy.flags.c_contiguous:        # internal callers pass exact arrays
             dx, dgamma, dbeta = ops.batchnorm_backward(dy, cache, workspace=ws)
         else:

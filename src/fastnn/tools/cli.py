@@ -4,8 +4,10 @@ Commands: ``info`` (build configuration), ``demo`` (MLP on the bundled digits),
 ``train`` (a CSV / IDX / NPZ data file, architecture from a short spec), ``predict``
 (a saved model on a data file), ``search`` (random search over learning rate and weight
 decay). ``fastnn --version`` prints the version; ``fastnn <command> --help`` lists the
-options. Bad arguments and unreadable or malformed files print one line on stderr and
-exit with status 2; a diverging run exits with 1; Ctrl-C with 130.
+options. ``train`` and ``search`` take ``--distributed`` to run on the MPI ranks of
+``mpiexec -n K fastnn ...`` (rank 0 prints and writes the files; an error on any rank
+ends them all). Bad arguments and unreadable or malformed files print one line on stderr
+and exit with status 2; a diverging run exits with 1; Ctrl-C with 130.
 
 Class labels may be integers or names (strings, in a CSV's target column or an .npz's
 ``y``): names are numbered in sorted order, printed, and saved with the model
@@ -23,6 +25,7 @@ Example: ``256-bn-relu,128-relu-dropout0.2,10``. An activation right after the w
 fused into the Dense layer; tanh / sigmoid layers get Xavier init, the rest He init.
 """
 import argparse
+import contextlib
 import csv
 import os
 import sys
@@ -457,7 +460,7 @@ def cmd_train(args):
     from ..core import rng as _random
     from ..train.trainer import Trainer
     for path, option in ((args.out, "--out"), (args.plot, "--plot")):
-        if path:
+        if path and _writes(args):
             _check_writable(path, option)
     d = _prepare_training(args)
     _random.seed(args.seed)
@@ -474,15 +477,16 @@ def cmd_train(args):
         if d["classes"]:
             print("classes: " + ", ".join("%d %s" % kv for kv in enumerate(d["classes"])))
     trainer = Trainer(model, loss, opt, diagnostics=args.diagnostics, verbose=verbose,
-                      patience=args.patience)
+                      patience=args.patience, distributed=args.distributed,
+                      sync_batchnorm=args.distributed)
     history = trainer.fit(d["X"], d["y"], validation_data=(d["Xv"], d["yv"]),
                           epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     res = trainer.evaluate(d["Xv"], d["yv"])
     print("validation: " + "  ".join("%s %.4f" % kv for kv in res.items())
           + "  (best epoch %s)" % history.best_epoch)
-    if args.out:
+    if args.out and _writes(args):
         _save_model(model, args.out, d)
-    if args.plot:
+    if args.plot and _writes(args):
         _plot_curves(history, args.plot, "fastnn train: %s" % d["desc"], quiet=args.quiet)
     return 0
 
@@ -594,7 +598,8 @@ def cmd_search(args):
                                     "weight_decay": loguniform(wlo, whi)},
                             d["X"], d["y"], d["Xv"], d["yv"], n_trials=args.trials,
                             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                            halving=args.halving, verbose=0 if args.quiet else 1)
+                            halving=args.halving, verbose=0 if args.quiet else 1,
+                            distributed=args.distributed)
     print(results)
     best = results.best
     print("best: lr %.3g, weight decay %.3g" % (best["lr"], best["weight_decay"]))
@@ -673,6 +678,8 @@ def _add_train(sub):
     p.add_argument("--verbose", action="store_true", help="also print diagnostics tables")
     p.add_argument("--out", metavar="PATH", help="save the trained model (.npz, eval mode)")
     p.add_argument("--plot", metavar="PATH", help="write a learning-curve PNG")
+    _add_distributed_arg(p, "train data-parallel on the MPI ranks (mpiexec -n K fastnn "
+                         "train ... --distributed; BatchNorm uses the global batch)")
     p.set_defaults(func=cmd_train)
 
 
@@ -705,6 +712,8 @@ def _add_search(sub):
     p.add_argument("--wd-range", type=POSITIVE_FLOAT, nargs=2, default=(1e-6, 1e-2),
                    metavar=("LOW", "HIGH"), help="default 1e-6 1e-2")
     p.add_argument("--halving", action="store_true", help="successive halving")
+    _add_distributed_arg(p, "spread the trials over the MPI ranks (mpiexec -n K fastnn "
+                         "search ... --distributed)")
     p.set_defaults(func=cmd_search)
 
 
@@ -732,6 +741,30 @@ def build_parser():
     return parser
 
 
+# ----------------------------------------------------------------- distributed
+def _add_distributed_arg(p, text):
+    p.add_argument("--distributed", action="store_true", help=text + "; needs mpi4py")
+
+
+def _writes(args):
+    """Whether this process prints and writes files: yes, except on the ranks other than
+    0 of a --distributed run."""
+    if not getattr(args, "distributed", False):
+        return True
+    from ..distributed import rank
+    return rank() == 0
+
+
+def _abort_ranks(status):
+    """A --distributed command failed on this rank: end every rank with `status` (the
+    others may be waiting for this one in a collective call)."""
+    from ..distributed import world_size
+    if world_size() > 1:
+        from mpi4py import MPI
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(status)
+
+
 def _one_line(exc):
     if isinstance(exc, OSError) and exc.filename is not None:
         text = "cannot read %r: %s" % (exc.filename, exc.strerror or exc)
@@ -749,9 +782,20 @@ def main(argv=None):
         print("fastnn: error: missing COMMAND, one of %s (see --help)"
               % ", ".join(sub.choices), file=sys.stderr)
         return 2
+    status = _run(args)
+    if status and getattr(args, "distributed", False):
+        _abort_ranks(status)
+    return status
+
+
+def _run(args):
+    """Run the parsed command; returns the exit status (errors printed as one line)."""
     from ..train.trainer import NonFiniteError
     prog = "fastnn %s" % args.command
     try:
+        if not _writes(args):               # ranks other than 0 print nothing
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except CLIError as exc:
         print("%s: error: %s" % (prog, _one_line(exc)), file=sys.stderr)
@@ -759,7 +803,7 @@ def main(argv=None):
     except NonFiniteError as exc:
         print("%s: error: %s" % (prog, _one_line(exc)), file=sys.stderr)
         return 1
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         if os.environ.get("FASTNN_DEBUG"):
             raise
         print("%s: error: %s" % (prog, _one_line(exc)), file=sys.stderr)

@@ -31,7 +31,8 @@ __all__ = ["loguniform", "uniform", "choice", "randint", "sample", "random_searc
 
 #: random_search's scalar arguments: name -> constraint
 _CONSTRAINTS = {"n_trials": Integer(1), "epochs": Integer(1), "eta": Integer(2),
-                "batch_size": Integer(1), "halving": Bool(), "verbose": Options(0, 1)}
+                "batch_size": Integer(1), "halving": Bool(), "verbose": Options(0, 1),
+                "distributed": Bool()}
 
 
 class _Spec:
@@ -175,6 +176,9 @@ class _Trial:
     """One hyperparameter draw: its trainer (built at its first rung), metrics and
     status."""
 
+    #: what `result` reports and `take` sets
+    RESULT = ("score", "metrics", "status", "time", "epochs")
+
     def __init__(self, index, params, seed):
         self.index, self.params, self.seed = index, params, seed
         self.trainer = None
@@ -184,10 +188,21 @@ class _Trial:
         self.status = "ok"
         self.time = 0.0
         self.rung = 0
+        self.epochs = 0
 
-    @property
-    def epochs(self):
-        return self.trainer.epochs_done if self.trainer is not None else 0
+    def build(self, build_fn):
+        """This trial's trainer, built with fastnn's global generator seeded for it."""
+        random_state.seed(self.seed)
+        return _make_trainer(build_fn(**self.params))
+
+    def result(self):
+        """The outcome so far, as plain values (what a distributed search exchanges)."""
+        return {k: getattr(self, k) for k in self.RESULT}
+
+    def take(self, result):
+        """Adopt the outcome of this trial trained on another rank."""
+        for k in self.RESULT:
+            setattr(self, k, result[k])
 
     def train(self, build_fn, data, budget, batch_size):
         """Train until `budget` epochs are done (building the trainer first, with
@@ -196,8 +211,7 @@ class _Trial:
         X, y, X_val, y_val = data
         t0 = time.perf_counter()
         if self.trainer is None:
-            random_state.seed(self.seed)
-            self.trainer = _make_trainer(build_fn(**self.params))
+            self.trainer = self.build(build_fn)
             self.rng = np.random.default_rng(self.seed)
         more = budget - self.trainer.epochs_done
         if more > 0:
@@ -210,6 +224,7 @@ class _Trial:
                 self.score = _score(self.trainer, self.metrics)
             except NonFiniteError:
                 self.status, self.score, self.metrics = "diverged", None, {}
+        self.epochs = self.trainer.epochs_done
         self.time += time.perf_counter() - t0
 
     def line(self):
@@ -248,7 +263,7 @@ def _budgets(n_trials, epochs, halving, eta):
 
 
 def random_search(build_fn, space, X, y, X_val, y_val, n_trials=10, epochs=5, batch_size=64,
-                  seed=0, halving=False, eta=3, verbose=0):
+                  seed=0, halving=False, eta=3, verbose=0, distributed=False):
     """Train `n_trials` briefly, each with hyperparameters drawn from `space`, and rank
     them by validation score (val accuracy, ties by val loss; val loss for regression).
 
@@ -262,11 +277,22 @@ def random_search(build_fn, space, X, y, X_val, y_val, n_trials=10, epochs=5, ba
     at least 1), keeping the best 1/eta of the trials after each rung, until the
     survivors have trained `epochs`. verbose: 1 prints a line per trial and rung. Each
     trial keeps its best-epoch parameters. Returns `SearchResults`.
+
+    distributed: spread the trials over the MPI ranks this program was started on
+    (``mpiexec -n K``; needs mpi4py): trial i trains on rank i % K, and every rank
+    returns the same results as a one-process search with the same seed (times
+    aside), ``best_model`` included; only rank 0 prints. Collective: every rank calls
+    it with the same arguments. (`build_fn` builds ordinary, one-process trainers.)
     """
     kw = check_all("random_search", _CONSTRAINTS, n_trials=n_trials, epochs=epochs, eta=eta,
-                   batch_size=batch_size, halving=halving, verbose=verbose)
+                   batch_size=batch_size, halving=halving, verbose=verbose,
+                   distributed=distributed)
     if not callable(build_fn):
         raise TypeError("random_search: build_fn must be callable")
+    spread = None
+    if kw["distributed"]:
+        from ..distributed.trials import trial_spread     # loaded on use (mpi4py)
+        spread = trial_spread("random_search")
     rng = np.random.default_rng(seed)
     draws = [sample(space, rng) for _ in range(kw["n_trials"])]
     seeds = [int(s.generate_state(1)[0])
@@ -275,25 +301,29 @@ def random_search(build_fn, space, X, y, X_val, y_val, n_trials=10, epochs=5, ba
     budgets = _budgets(kw["n_trials"], kw["epochs"], kw["halving"], kw["eta"])
     saved_rng = random_state.global_rng()
     try:
-        _run_rungs(trials, budgets, build_fn, (X, y, X_val, y_val), kw)
+        _run_rungs(trials, budgets, build_fn, (X, y, X_val, y_val), kw, spread)
+        best = min(trials, key=_Trial.sort_key)
+        model = best.trainer.model if spread is None else _best_model(best, build_fn, spread)
     finally:
         random_state.set_global_rng(saved_rng)
     ordered = sorted(trials, key=_Trial.sort_key)
-    best = ordered[0]
     return SearchResults([t.row(rank) for rank, t in enumerate(ordered, 1)], list(space),
-                         best.trainer.model if best.trainer else None)
+                         model)
 
 
-def _run_rungs(trials, budgets, build_fn, data, kw):
-    """Successive rungs: every live trial trains to the rung's budget, then the best
-    1/eta go on to the next rung."""
+def _run_rungs(trials, budgets, build_fn, data, kw, spread):
+    """Successive rungs: every live trial trains to the rung's budget (on its own rank
+    when `spread` over several), then the best 1/eta go on to the next rung."""
     alive = list(trials)
     for k, budget in enumerate(budgets):
         for t in alive:
             t.rung = k
-            t.train(build_fn, data, budget, kw["batch_size"])
-            if kw["verbose"]:
-                print(t.line(), flush=True)
+        if spread is None:
+            _train_all(alive, build_fn, data, budget, kw)
+        else:       # a failing trial raises on every rank, none waits for it
+            spread.together(_train_all, [t for t in alive if spread.owns(t.index)],
+                            build_fn, data, budget, dict(kw, verbose=0))
+            _share(alive, spread, kw["verbose"])
         if k < len(budgets) - 1:
             ranked = sorted((t for t in alive if t.status == "ok"),
                             key=lambda t: t.score, reverse=True)
@@ -301,6 +331,35 @@ def _run_rungs(trials, budgets, build_fn, data, kw):
             for t in ranked[keep:]:
                 t.status = "stopped@%d" % t.epochs
             alive = ranked[:keep]
+
+
+def _train_all(trials, build_fn, data, budget, kw):
+    for t in trials:
+        t.train(build_fn, data, budget, kw["batch_size"])
+        if kw["verbose"]:
+            print(t.line(), flush=True)
+
+
+def _share(trials, spread, verbose):
+    """Every rank takes the results of the trials the other ranks trained; rank 0
+    prints the rung's lines (verbose)."""
+    results = spread.share({t.index: t.result() for t in trials if spread.owns(t.index)})
+    for t in trials:
+        t.take(results[t.index])
+        if verbose and spread.rank == 0:
+            print(t.line(), flush=True)
+
+
+def _best_model(best, build_fn, spread):
+    """The best trial's trained model on every rank: its owner's, and elsewhere a model
+    built like it that takes the owner's parameters and buffers."""
+    owns = spread.owns(best.index)
+    state = spread.from_owner(best.index, best.trainer.model.state_dict() if owns else None)
+    if owns:
+        return best.trainer.model
+    model = best.build(build_fn).model
+    model.load_state_dict(state)
+    return model
 
 
 def _fmt(v):

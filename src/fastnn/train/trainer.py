@@ -71,7 +71,7 @@ _CONSTRAINTS = {
     "restore_best": NoneOr(Bool()), "monitor": Options("auto", "val_accuracy", "val_loss"),
     "min_delta": Real(0), "task": NoneOr(Options("multiclass", "binary", "regression")),
     "eval_batch_size": Integer(1), "progress": Options("auto", "tqdm", "plain"),
-    "reraise_interrupt": Bool()}
+    "reraise_interrupt": Bool(), "distributed": Bool(), "sync_batchnorm": Bool()}
 #: fit's scalar arguments: name -> constraint
 _FIT_CONSTRAINTS = {"epochs": Integer(1), "batch_size": Integer(1), "shuffle": Bool()}
 
@@ -139,19 +139,27 @@ class Trainer:
     callables ``f(trainer, epoch, row)`` run after every epoch (row: that epoch's
     History entry as a dict); returning True stops training.
 
+    distributed: data-parallel training over the MPI ranks this program was started on
+    (``mpiexec -n K``; needs mpi4py): see `fastnn.distributed`. `fit` and `evaluate`
+    are then collective (every rank calls them with the same arguments); only rank 0
+    prints and writes checkpoints. sync_batchnorm: BatchNorm layers use the global
+    batch's statistics (needs distributed=True).
+
     Run state (what checkpoints save): `run_state()` / `load_run_state(state)`.
     """
 
     def __init__(self, model, loss, optimizer, scheduler=None, diagnostics=False, verbose=1,
                  patience=None, restore_best=None, monitor="auto", min_delta=0.0, task=None,
                  eval_batch_size=1024, progress="auto", callbacks=(), reraise_interrupt=False,
-                 stream=None):
+                 stream=None, distributed=False, sync_batchnorm=False):
         kw = check_all("Trainer", _CONSTRAINTS, model=model, loss=loss, optimizer=optimizer,
                        scheduler=scheduler, verbose=verbose, patience=patience,
                        restore_best=restore_best, monitor=monitor, min_delta=min_delta,
                        task=task, eval_batch_size=eval_batch_size, progress=progress,
-                       reraise_interrupt=reraise_interrupt)
+                       reraise_interrupt=reraise_interrupt, distributed=distributed,
+                       sync_batchnorm=sync_batchnorm)
         monitor, task = kw.pop("monitor"), kw.pop("task")
+        distributed, sync_batchnorm = kw.pop("distributed"), kw.pop("sync_batchnorm")
         self.__dict__.update(kw)
         self.task = task if task is not None else loss.task
         if monitor == "auto":
@@ -175,6 +183,16 @@ class Trainer:
         self._count = {"multiclass": self._count_multiclass, "binary": self._count_binary,
                        "regression": None}[self.task]
         self._fused_loss = loss.loss_and_hits if self.task == "multiclass" else None
+        self._sync = self._data_parallel(distributed, sync_batchnorm)
+
+    def _data_parallel(self, distributed, sync_batchnorm):
+        """The `DataParallel` that distributed training goes through, or None."""
+        if not distributed:
+            if sync_batchnorm:
+                raise ValueError("Trainer: sync_batchnorm=True needs distributed=True")
+            return None
+        from ..distributed.data_parallel import data_parallel   # loaded on use (mpi4py)
+        return data_parallel(self.model, self.loss, self.optimizer, sync_batchnorm)
 
     def __repr__(self):
         n_params = sum(p.size for p in self.model.parameters())
@@ -223,6 +241,9 @@ class Trainer:
         >>> step = trainer.stepper(np.ones((8, 4), np.float32), np.zeros(8, np.int64))
         >>> loss, correct = step()
         """
+        if self._sync is not None:       # its steps need the ranks' agreement of a fit
+            raise ValueError("Trainer.stepper: not available with distributed=True; time "
+                             "or measure Trainer.fit instead")
         X, y = self._prepare(X, y, "stepper")
         self._check_targets(y, self._output_shape(X), "stepper")
         wb = None if sample_weight is None else as_weights(
@@ -266,6 +287,35 @@ class Trainer:
         mon.before_update()
         self.optimizer.step()
         mon.after_update(self.global_step)
+        return loss, correct
+
+    def _sync_step(self, xb, yb, wb=None, mon=None):
+        """A data-parallel step (distributed=True): this rank trains on its rows of the
+        global batch (xb, yb; row weights wb or None), through the diagnostics monitor
+        `mon` when given, and the gradients are summed over the ranks before the update.
+        Returns the global batch's (loss, correct predictions)."""
+        sync = self._sync
+        part, w, share = sync.part(yb, wb)
+        x, t = xb[part], yb[part]
+        loss, correct, failure = 0.0, 0, None
+        if len(x):
+            try:
+                out = sync.forward(x) if mon is None else mon.forward(x)
+                loss, correct = self._loss_and_count(out, t, w)
+            except Exception as exc:    # raised on every rank, by batch_totals
+                failure = exc
+            if mon is not None and failure is None:
+                mon.record_loss(loss, out)
+        loss, correct = sync.batch_totals(loss, correct, share, failure)
+        if not math.isfinite(loss):
+            self._bad_loss(loss, xb)
+        sync.backward(sync.scaled(self._loss_grad(), share) if len(x) else None,
+                      None if mon is None else mon.backward)
+        if mon is not None:
+            mon.before_update()
+        self.optimizer.step()
+        if mon is not None:
+            mon.after_update(self.global_step)
         return loss, correct
 
     def _count_multiclass(self, out, yb):
@@ -441,9 +491,19 @@ class Trainer:
         kw = check_all("Trainer.fit", _FIT_CONSTRAINTS, epochs=epochs, batch_size=batch_size,
                        shuffle=shuffle)
         with _QUIET_FP():
-            data = self._fit_data(X, y, validation_data, kw["batch_size"], sample_weight)
-            run = self._begin(data, seed, resume, **kw)
-            return self._loop(run, data, None if checkpoint is None else os.fspath(checkpoint))
+            data = self._everywhere(self._fit_data, X, y, validation_data, kw["batch_size"],
+                                    sample_weight)
+            run = self._everywhere(lambda: self._begin(data, seed, resume, **kw))
+            checkpoint = None if checkpoint is None else os.fspath(checkpoint)
+            if self._sync is None:
+                return self._loop(run, data, checkpoint)
+            with self._sync.fitting("Trainer.fit", data, run):
+                return self._loop(run, data, checkpoint)
+
+    def _everywhere(self, fn, *args):
+        """fn(*args); in distributed training on every rank as one step: when it fails on
+        any rank, it raises on all (none is left waiting for the others)."""
+        return fn(*args) if self._sync is None else self._sync.together(fn, *args)
 
     def _fit_data(self, X, y, validation_data, batch_size, sample_weight=None):
         """(X, y, X_val, y_val, weights) checked and converted; the validation pair
@@ -501,7 +561,8 @@ class Trainer:
         """Train the run's remaining epochs (none when a resumed run had already ended),
         then put back the best epoch's parameters when asked to."""
         history = self.history
-        progress = Progress(self.verbose, self.progress, self.stream)
+        speaks = self._sync is None or self._sync.rank == 0     # only rank 0 prints
+        progress = Progress(self.verbose if speaks else 0, self.progress, self.stream)
         if history.stop_reason not in ("early_stopping", "callback"):
             history.stop_reason, history.interrupted = None, False
             if not self._epochs(run, data, checkpoint, progress):
@@ -531,7 +592,10 @@ class Trainer:
                 self._decide_stop(run, epoch, row, progress)
                 if checkpoint is not None:
                     from .checkpoint import save_checkpoint   # loaded on use
-                    save_checkpoint(checkpoint, self)
+                    if self._sync is None:
+                        save_checkpoint(checkpoint, self)
+                    else:                                     # written by rank 0 only
+                        self._sync.on_root(save_checkpoint, checkpoint, self)
                 if history.stop_reason is not None:
                     break
             else:
@@ -559,6 +623,8 @@ class Trainer:
             total_loss, total_weight, total_correct = self._train_batches(run, data, order,
                                                                           progress.bar)
             self._check_params_finite()
+            if self._sync is not None:      # rank 0's running statistics on every rank
+                self._sync.broadcast_buffers()
         except NonFiniteError as exc:
             progress.close()
             self.model.load_state_dict(good_state)
@@ -601,9 +667,13 @@ class Trainer:
             weight = len(xb) if wb is None else float(wb.sum())
             if weight == 0.0:
                 continue
-            step = self._diag_step if every and s % every == 0 else self._train_step
-            # unweighted batches call the step as (xb, yb), its long-standing form
-            loss, correct = step(xb, yb) if wb is None else step(xb, yb, wb)
+            diag = every and s % every == 0
+            if self._sync is not None:
+                loss, correct = self._sync_step(xb, yb, wb, mon if diag else None)
+            else:
+                step = self._diag_step if diag else self._train_step
+                # unweighted batches call the step as (xb, yb), its long-standing form
+                loss, correct = step(xb, yb) if wb is None else step(xb, yb, wb)
             total_loss += loss * weight
             total_weight += weight
             total_correct += correct
@@ -628,7 +698,10 @@ class Trainer:
 
     def _decide_stop(self, run, epoch, row, progress):
         """Callbacks, then early stopping: sets history.stop_reason when training ends."""
-        stop = any([cb(self, epoch, dict(row)) for cb in self.callbacks])
+        stop = self._everywhere(lambda: any([cb(self, epoch, dict(row))
+                                             for cb in self.callbacks]))
+        if self._sync is not None:      # one rank's callback stops every rank
+            stop = self._sync.any(stop)
         if self.patience is not None and run.bad_epochs >= self.patience:
             self.history.stop_reason = "early_stopping"
             progress.write("early stopping: no improvement of %s for %d epochs"
@@ -712,27 +785,43 @@ class Trainer:
         of `batch_size` (default: eval_batch_size); the previous train/eval mode is
         restored. Returns {"loss": float, "accuracy": float} (no "accuracy" for
         regression)."""
-        X, y = self._prepare(X, y, "evaluate")
-        saved_bs = self.eval_batch_size
         if batch_size is not None:
-            self.eval_batch_size = check("Trainer.evaluate", "batch_size", batch_size,
-                                         Integer(1))
+            batch_size = check("Trainer.evaluate", "batch_size", batch_size, Integer(1))
+        saved_bs = self.eval_batch_size
+        self.eval_batch_size = batch_size or saved_bs
         try:
-            self._check_targets(y, self._output_shape(X[:self.eval_batch_size]), "evaluate")
+            X, y = self._everywhere(self._evaluation_data, X, y)
             return self._evaluate_prepared(X, y)
         finally:
             self.eval_batch_size = saved_bs
 
+    def _evaluation_data(self, X, y):
+        X, y = self._prepare(X, y, "evaluate")
+        self._check_targets(y, self._output_shape(X[:self.eval_batch_size]), "evaluate")
+        return X, y
+
     def _evaluate_prepared(self, X, y):
-        total, correct = 0.0, 0
+        """Loss (and accuracy) of prepared data: the batches' losses weighted by their
+        total weight (`Loss.row_weights`: class weights; rows without), so the result
+        is the mean over all of X whatever the batches; in distributed training each
+        rank evaluates its part of the rows and the sums are reduced."""
+        if self._sync is not None:
+            part = self._sync.rows(len(X))
+            X, y = X[part], y[part]
+        total, weight, correct, n = 0.0, 0.0, 0, len(X)
         with _QUIET_FP():
             for a, b, out in self._outputs(X):
                 loss, hits = self._loss_and_count(out, y[a:b])
-                total += loss * (b - a)
+                rows = self.loss.row_weights(y[a:b])
+                w = b - a if rows is None else float(rows.sum())
+                total += loss * w
+                weight += w
                 correct += hits
-        res = {"loss": total / len(X)}
+        if self._sync is not None:
+            total, weight, correct, n = self._sync.sum(total, weight, correct, n)
+        res = {"loss": total / weight}
         if self._count is not None:
-            res["accuracy"] = correct / len(X)
+            res["accuracy"] = correct / n
         return res
 
     def decision_function(self, X):
