@@ -7,12 +7,17 @@ Environment switches:
   FASTNN_DEBUG=1           -O0 -g, bounds checks back on (for sanitizer runs).
   FASTNN_SANITIZE=address  build with -fsanitize=address (see tools/asan-tests.sh).
   FASTNN_ONLY=_dense,...   development: build only these kernel modules (in place).
+
+The modules are compiled in parallel, one per core (`build_ext --parallel N` or
+FASTNN_BUILD_JOBS=N to choose), each reporting one line when it is done.
 """
 import glob
 import os
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -30,6 +35,7 @@ STRICT = os.environ.get("FASTNN_REQUIRE_OPENMP", "0") not in ("", "0")
 NATIVE = os.environ.get("FASTNN_NATIVE", "0") not in ("", "0")
 DEBUG = os.environ.get("FASTNN_DEBUG", "0") not in ("", "0")
 SANITIZE = os.environ.get("FASTNN_SANITIZE", "")
+JOBS = int(os.environ.get("FASTNN_BUILD_JOBS", "0")) or os.cpu_count() or 1
 
 OPENMP_PROBE = textwrap.dedent("""
     #include <omp.h>
@@ -52,7 +58,25 @@ def openmp_flags(compiler_type):
 
 
 class BuildExt(build_ext):
-    """build_ext that probes OpenMP, falls back cleanly, and records what it did."""
+    """build_ext that probes OpenMP, falls back cleanly, records what it did, compiles
+    the modules in parallel and reports each one."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = JOBS
+        self._done = 0
+        self._done_lock = threading.Lock()
+
+    def build_extension(self, ext):
+        start = time.perf_counter()
+        super().build_extension(ext)
+        with self._done_lock:
+            self._done += 1
+            print("fastnn: built %s (%d/%d, %.1f s)" % (ext.name, self._done,
+                                                         len(self.extensions),
+                                                         time.perf_counter() - start),
+                  file=sys.stderr, flush=True)
 
     def _probe_openmp(self, cflags, lflags):
         with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +150,8 @@ def extensions():
         exts.append(Extension(name, [pyx], include_dirs=[numpy.get_include()],
                               define_macros=[("NPY_NO_DEPRECATED_API",
                                               "NPY_1_7_API_VERSION")]))
-    return cythonize(exts, compiler_directives=directives, include_path=["src"], quiet=True)
+    return cythonize(exts, compiler_directives=directives, include_path=["src"], quiet=True,
+                     nthreads=JOBS if len(exts) > 1 else 0)
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
