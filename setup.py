@@ -142,12 +142,14 @@ def extensions():
                       cdivision=True, initializedcheck=DEBUG, nonecheck=False)
     only = [n for n in os.environ.get("FASTNN_ONLY", "").split(",") if n]  # dev: a subset
     exts = []
+    headers = sorted(glob.glob("src/fastnn/kernels/*.h"))    # recompile when they change
     for pyx in sorted(glob.glob("src/fastnn/kernels/_*.pyx")):
         stem = os.path.splitext(os.path.basename(pyx))[0]
         if only and stem not in only:
             continue
         name = "fastnn.kernels." + stem
         exts.append(Extension(name, [pyx], include_dirs=[numpy.get_include()],
+                              depends=headers,
                               define_macros=[("NPY_NO_DEPRECATED_API",
                                               "NPY_1_7_API_VERSION")]))
     return cythonize(exts, compiler_directives=directives, include_path=["src"], quiet=True,

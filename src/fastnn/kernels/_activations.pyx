@@ -19,7 +19,8 @@ from . import activation_table as table
 
 cnp.import_array()
 
-if ([m.name for m in ActCode][:-1] != ["ACT_" + k.name.upper() for k in table.KERNELS]
+if ([m.name for m in ActCode] != ["ACT_" + k.name.upper() for k in table.KERNELS]
+                                 + ["ACT_NUM_CODES"]
         or (SQRT_2_OVER_PI, INV_SQRT_2, INV_SQRT_2PI, GELU_C) != (
             table.SQRT_2_OVER_PI, table.INV_SQRT_2, table.INV_SQRT_2PI,
             table.GELU_C)):  # pragma: no cover

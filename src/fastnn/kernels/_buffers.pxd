@@ -19,7 +19,7 @@ cdef inline object _shape_of(Py_ssize_t d0, Py_ssize_t d1):
     return (d0, d1)
 
 
-cdef inline str _describe(cnp.ndarray a):
+cdef inline str _describe(object a):
     from fastnn.core.validation import layout_faults
     faults = layout_faults(a)
     return "%s %s%s" % (a.dtype.str, a.shape, " (%s)" % ", ".join(faults) if faults else "")
@@ -46,7 +46,7 @@ cdef inline void *array_data(object a, int typenum, Py_ssize_t d0, Py_ssize_t d1
         raise ValueError("fastnn.kernels: %s must be an aligned C-contiguous%s %s array of "
                          "shape %s, got %s" % (name, " writeable" if writable else "",
                                                cnp.PyArray_DescrFromType(typenum),
-                                               _shape_of(d0, d1), _describe(arr)))
+                                               _shape_of(d0, d1), _describe(a)))
     return cnp.PyArray_DATA(arr)
 
 

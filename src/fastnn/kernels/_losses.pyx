@@ -11,7 +11,9 @@ association depends only on the length).
 
 exp and log1p: softmax and BCE need exp(x) for x <= 0 and log1p(e) for e in [0, 1]; they
 use _common.h's branch-free versions (a few ulp from libm, vectorised by GCC, unlike
-libm calls). exp(-inf) = 0 and NaN propagates.
+libm calls). exp flushes to exactly 0 below -87 (float32) / -708 (float64), where libm
+would return a number too small to change any of these sums; exp(-inf) = 0 and NaN
+propagates.
 
 bce_with_logits and mse accept arrays of any shape (C-contiguous, all the same shape):
 they are processed as flat arrays. Labels are int64 already range-checked by the caller
@@ -27,7 +29,7 @@ from libc.string cimport memset
 
 from ._activations cimport sigmoid_from_exp
 from ._buffers cimport array_data, float_type, run_op
-from ._common cimport fabs_, fexp, flog1p01, nblocks, run_tasks, sel, task_fn
+from ._common cimport fabs_, fexp_neg, flog1p01, nblocks, run_tasks, sel, task_fn
 from ._plan cimport PlanOp
 from ._reduce cimport lane_sum, seq_sum, vmax
 
@@ -118,7 +120,7 @@ cdef double _softmax_ce_row(const floating* z, floating* dz, Py_ssize_t c, int64
     cdef floating ey, kk
     cdef double s, r
     for j in range(c):
-        dz[j] = fexp(z[j] - m)
+        dz[j] = fexp_neg(z[j] - m)
     s = lane_sum(dz, c)
     ey = dz[y]
     r = 1.0 / s
@@ -269,7 +271,7 @@ cdef double _bce_block(const floating* x, const floating* t, floating* dx, Py_ss
         for k in range(m):
             xi = x[i + k]
             ti = t[i + k]
-            e = fexp(-fabs_(xi))
+            e = fexp_neg(-fabs_(xi))
             buf[k] = (sel(xi > 0, xi, <floating>0) - xi * ti) + flog1p01(e)
             dx[i + k] = (sigmoid_from_exp(xi, e) - ti) / size
         acc += lane_sum(buf, m)
