@@ -20,19 +20,21 @@ Passes over N x D data (float32 bytes moved per element in brackets):
 The tile kernels are AVX-512F / AVX2 / SSE2 clones picked at load (`simd_clones_void`;
 identical bits): the double-precision sums vectorise 4 or 8 wide instead of SSE2's 2.
 
-Statistics, in one pass, in double: s0 = sum x gives the mean (as the reference's double
-mean: no bits of a large shift are lost, [1e20, -1e20, 0, 1] has mean 0.25); the
-variance comes from sums shifted by one sample of the column, K = x[0, j] (or 0 when
-that sample is not finite): s1 = sum(x - K), s2 = sum((x - K)^2), var = s2/N - (s1/N)^2.
-For float32 input every x - K and (x - K)^2 is exact in double, and the subtraction
-cannot cancel catastrophically: s2/N = var + (mean - K)^2 and, K being one of the
-samples, (mean - K)^2 <= N var, so the rounding error of s2 is amplified by at most
-N + 1 (typically ~2) -- even when |mean| >> std, where the unshifted E[x^2] - E[x]^2
-loses everything. Against an exact two-pass this saves one full read of x; the tests
-check |mean| / std up to 1e5 against an exact (fsum) reference.
+Statistics, in one pass, in double: s0 = sum x gives the mean (the reference's double
+mean: [1e20, -1e20, 0, 1] has mean 0.25), and the variance comes from sums shifted by
+one sample of the column, K = x[0, j] (0 when that sample is not finite):
+s1 = sum(x - K), s2 = sum((x - K)^2), var = s2/N - (s1/N)^2. For float32 input every
+x - K and (x - K)^2 is exact in double (unless the column spans more than 2^29 in
+magnitude: then only tiny samples lose bits, which the variance cannot notice and the
+mean, from s0, does not use), and the subtraction cannot cancel catastrophically:
+s2/N = var + (mean - K)^2 and, K being one of the samples, (mean - K)^2 <= N var, so the
+rounding error of s2 is amplified by at most N + 1 (typically ~2) -- even when
+|mean| >> std, where the unshifted E[x^2] - E[x]^2 loses everything. Against an exact
+two-pass this saves one full read of x; the tests check |mean| / std up to 1e5 against
+an exact (fsum) reference.
 dgamma / dbeta: sums of dout and dout * xhat, xhat = (x - mean) * invstd as the
-reference forms it, each four-row group formed in the input precision and accumulated
-in double.
+reference forms it (so no term overflows where the reference's does not), each
+four-row group formed in the input precision and accumulated in double.
 """
 from cython cimport floating
 
@@ -73,8 +75,8 @@ cdef simd_clones_void _stat_sums(
         const floating* x, Py_ssize_t ld, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0,
         Py_ssize_t c1, const double* shift, double* s0, double* s1,
         double* s2) noexcept nogil:
-    """s0[j] = sum_i x[i,j], s1[j] = sum_i (x[i,j] - shift[j]), s2[j] = sum_i (x[i,j] -
-    shift[j])^2 over the tile's rows (double). Rows are taken four at a time
+    """s0[j] = sum_i x[i,j], s1[j] = sum_i (x[i,j] - shift[j]) and s2[j] = sum_i
+    (x[i,j] - shift[j])^2 over the tile's rows (double). Rows are taken four at a time
     ((t0 + t1) + (t2 + t3) added to the accumulator: a fixed association, since tiles
     start at multiples of RB); leftover rows are added one by one."""
     cdef Py_ssize_t i = r0, j
@@ -169,10 +171,12 @@ cdef simd_clones_void _affine(
 cdef simd_clones_void _dx_train(
         const floating* dout, const floating* x, floating* dx, Py_ssize_t ld,
         Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1, const floating* mean,
-        const floating* invstd, const floating* k, const floating* db,
-        const floating* dg, floating n) noexcept nogil:
-    """dx = k * ((n dout - dbeta) - xhat dgamma) with k = gamma * invstd / n: the
-    reference's training-mode formula, in its order."""
+        const floating* invstd, const floating* ca, const floating* cb,
+        const floating* cc) noexcept nogil:
+    """dx = ca * dout + cb * xhat + cc with xhat = (x - mean) * invstd: the training-mode
+    gamma * invstd / N * (N dout - dbeta - xhat dgamma) with per-feature coefficients
+    (xhat formed as the reference forms it, so no intermediate overflows where its
+    does not)."""
     cdef Py_ssize_t i, j
     cdef const floating* drow
     cdef const floating* xrow
@@ -182,7 +186,7 @@ cdef simd_clones_void _dx_train(
         xrow = x + i * ld
         orow = dx + i * ld
         for j in range(c0, c1):
-            orow[j] = k[j] * ((n * drow[j] - db[j]) - ((xrow[j] - mean[j]) * invstd[j]) * dg[j])
+            orow[j] = ca[j] * drow[j] + cb[j] * ((xrow[j] - mean[j]) * invstd[j]) + cc[j]
 
 
 cdef simd_clones_void _dx_eval(
@@ -199,16 +203,15 @@ cdef simd_clones_void _dx_eval(
             orow[j] = drow[j] * ca[j]
 
 
-cdef void _combine(const double* part, Py_ssize_t nrb, Py_ssize_t d, int nsums,
-                   double* acc) noexcept nogil:
-    """acc[s, j] = sum over row blocks rb of part[rb, s, j], in rb order (part is laid
-    out (nrb, nsums, d), acc (nsums, d))."""
-    cdef Py_ssize_t rb, j
-    for j in range(nsums * d):
+cdef void _combine(const Pass *ps, Py_ssize_t nrb, double* acc) noexcept nogil:
+    """acc[s, j] = sum over row blocks rb of the partials [rb, s, j], in rb order (laid
+    out (nrb, nsums, d); acc (nsums, d))."""
+    cdef Py_ssize_t rb, j, m = ps.nsums * ps.d
+    for j in range(m):
         acc[j] = 0.0
     for rb in range(nrb):
-        for j in range(nsums * d):
-            acc[j] += part[rb * nsums * d + j]
+        for j in range(m):
+            acc[j] += ps.part[rb * m + j]
 
 
 # ----------------------------------------------------------------------------------
@@ -218,7 +221,7 @@ cdef enum:
     PASS_STATS = 0         # s0, s1, s2 of x into the partials
     PASS_AFFINE = 1        # out = (x - mean) * c0 + c1
     PASS_GRAD_SUMS = 2     # dbeta / dgamma partial sums of dout, xhat (c0 = invstd)
-    PASS_DX_TRAIN = 3      # out = c1 * ((n dout - c2) - xhat * c3)       (c0 = invstd)
+    PASS_DX_TRAIN = 3      # out = c1 * dout + c2 * xhat + c3              (c0 = invstd)
     PASS_DX_EVAL_SUMS = 4  # out = dout * c1, and the dbeta / dgamma partial sums
     PASS_DX_EVAL = 5       # out = dout * c1
 
@@ -227,6 +230,7 @@ ctypedef struct Pass:
     int kind
     bint flt
     Py_ssize_t n, d, rpb, ncb
+    int nsums              # sums per column in the partials: 3 (statistics) or 2
     const void *x
     const void *dout
     void *out
@@ -241,8 +245,7 @@ cdef void _pass_tile(const Pass *ps, Tile tl, const floating* x, const floating*
                      const floating* c1, const floating* c2,
                      const floating* c3) noexcept nogil:
     cdef Py_ssize_t d = ps.d
-    cdef double* p = ps.part + tl.rb * (3 if ps.kind == PASS_STATS else 2) * d \
-        if ps.part != NULL else NULL
+    cdef double* p = ps.part + tl.rb * ps.nsums * d if ps.part != NULL else NULL
     if ps.kind == PASS_STATS:
         _stat_sums(x, d, tl.r0, tl.r1, tl.c0, tl.c1, ps.shift, p, p + d, p + 2 * d)
     elif ps.kind == PASS_AFFINE:
@@ -250,8 +253,7 @@ cdef void _pass_tile(const Pass *ps, Tile tl, const floating* x, const floating*
     elif ps.kind == PASS_GRAD_SUMS:
         _grad_sums(dout, x, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c0, p, p + d)
     elif ps.kind == PASS_DX_TRAIN:
-        _dx_train(dout, x, out, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c0, c1, c2, c3,
-                  <floating>ps.n)
+        _dx_train(dout, x, out, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c0, c1, c2, c3)
     elif ps.kind == PASS_DX_EVAL_SUMS:
         # the sums first, then dx while the tile's dout is in cache (same sums as
         # training mode: bit-identical dgamma / dbeta)
@@ -282,6 +284,7 @@ cdef void _pass_task(const void *ctx, Py_ssize_t t) noexcept nogil:
 
 cdef void _run_pass(Pass *ps, int kind, int nthreads) noexcept nogil:
     ps.kind = kind
+    ps.nsums = 3 if kind == PASS_STATS else 2
     ps.rpb = _rows_per_block(ps.n)
     ps.ncb = nblocks(ps.d, CB)
     run_tasks(_pass_task, ps, nblocks(ps.n, ps.rpb) * ps.ncb, nthreads)
@@ -322,9 +325,9 @@ cdef int _forward_train(const PlanOp *op, const floating* x, const floating* gam
     _new_pass(&ps, op, x, NULL, NULL)
     ps.shift, ps.part = shift, work + 4 * d
     _run_pass(&ps, PASS_STATS, op.nthreads)
-    _combine(ps.part, nrb, d, 3, sums)
+    _combine(&ps, nrb, sums)
     for j in range(d):
-        dm = sums[d + j] / dn
+        dm = sums[d + j] / dn                 # mean - K
         var = sums[2 * d + j] / dn - dm * dm
         if var < 0.0:        # rounding only; NaN passes through
             var = 0.0
@@ -442,7 +445,7 @@ cdef int _backward(const PlanOp *op, const floating* gamma, const floating* invs
     cdef bint sums = op.code or dgamma != NULL or dbeta != NULL
     cdef Pass ps
     # scratch: sums (2, d) | partials (nrb, 2, d)   (double)
-    #          k / gamma * invstd, dbeta, dgamma (3 d)  (floating)
+    #          ca = gamma * invstd, cb, cc (3 d)         (floating)
     cdef double* work = <double*>malloc((2 + (2 * nrb if sums else 0)) * d * sizeof(double))
     cdef floating* coef = <floating*>malloc(3 * d * sizeof(floating))
     if work == NULL or coef == NULL:
@@ -450,26 +453,27 @@ cdef int _backward(const PlanOp *op, const floating* gamma, const floating* invs
         free(coef)
         return -1
     cdef floating* ca = coef
-    cdef floating* db = coef + d
-    cdef floating* dg = coef + 2 * d
+    cdef floating* cb = coef + d
+    cdef floating* cc = coef + 2 * d
+    cdef floating dg, db
     _new_pass(&ps, op, op.ptr[1], op.ptr[0], op.ptr[5])
     ps.mean, ps.c[0], ps.c[1], ps.part = op.ptr[3], invstd, ca, work + 2 * d
     for j in range(d):
         ca[j] = gamma[j] * invstd[j]
     if sums:      # dbeta, dgamma (eval mode: with dx in the same pass)
         _run_pass(&ps, PASS_GRAD_SUMS if op.code else PASS_DX_EVAL_SUMS, op.nthreads)
-        _combine(ps.part, nrb, d, 2, work)
+        _combine(&ps, nrb, work)
         for j in range(d):
-            db[j] = <floating>work[j]
-            dg[j] = <floating>work[d + j]
+            db = <floating>work[j]
+            dg = <floating>work[d + j]
+            cb[j] = -ca[j] * dg / <floating>n
+            cc[j] = -ca[j] * db / <floating>n
             if dbeta != NULL:
-                dbeta[j] = db[j]
+                dbeta[j] = db
             if dgamma != NULL:
-                dgamma[j] = dg[j]
+                dgamma[j] = dg
     if op.code:
-        for j in range(d):
-            ca[j] = ca[j] / <floating>n
-        ps.c[2], ps.c[3] = db, dg
+        ps.c[2], ps.c[3] = cb, cc
         _run_pass(&ps, PASS_DX_TRAIN, op.nthreads)
     elif not sums:
         _run_pass(&ps, PASS_DX_EVAL, op.nthreads)
