@@ -68,6 +68,13 @@ cdef inline Py_ssize_t _rows_per_block(Py_ssize_t n) noexcept nogil:
     return r if r > RB else RB
 
 
+cdef inline void *_scratch(Py_ssize_t doubles, Py_ssize_t items,
+                           size_t itemsize) noexcept nogil:
+    """One block of `doubles` doubles followed by `items` items of `itemsize` bytes
+    (NULL when out of memory; free() it)."""
+    return malloc(doubles * sizeof(double) + items * itemsize)
+
+
 # ----------------------------------------------------------------------------------
 # tile kernels (rows r0..r1, columns c0..c1 of row-major arrays with row stride ld)
 # ----------------------------------------------------------------------------------
@@ -310,14 +317,11 @@ cdef int _forward_train(const PlanOp *op, const floating* x, const floating* gam
     cdef floating keep = <floating>(1.0 - op.arg[0]), mom = <floating>op.arg[0]
     cdef floating unbias = <floating>(dn / (dn - 1.0))   # N > 1 (inf for N = 1)
     cdef Pass ps
-    # scratch: shift (d) | sums (3, d) | partials (nrb, 3, d)   (double)
-    #          scale (d)                                         (floating)
-    cdef double* work = <double*>malloc((4 + 3 * nrb) * d * sizeof(double))
-    cdef floating* scale = <floating*>malloc(d * sizeof(floating))
-    if work == NULL or scale == NULL:
-        free(work)
-        free(scale)
+    # scratch: shift (d) | sums (3, d) | partials (nrb, 3, d) (double) | scale (d)
+    cdef double* work = <double*>_scratch((4 + 3 * nrb) * d, d, sizeof(floating))
+    if work == NULL:
         return -1
+    cdef floating* scale = <floating*>(work + (4 + 3 * nrb) * d)
     cdef double* shift = work
     cdef double* sums = work + d
     for j in range(d):
@@ -342,7 +346,6 @@ cdef int _forward_train(const PlanOp *op, const floating* x, const floating* gam
     ps.mean, ps.c[0], ps.c[1] = mean, scale, op.ptr[2]
     _run_pass(&ps, PASS_AFFINE, op.nthreads)
     free(work)
-    free(scale)
     return 0
 
 
@@ -444,17 +447,14 @@ cdef int _backward(const PlanOp *op, const floating* gamma, const floating* invs
     cdef Py_ssize_t nrb = nblocks(n, _rows_per_block(n))
     cdef bint sums = op.code or dgamma != NULL or dbeta != NULL
     cdef Pass ps
-    # scratch: sums (2, d) | partials (nrb, 2, d)   (double)
-    #          ca = gamma * invstd, cb, cc (3 d)         (floating)
-    cdef double* work = <double*>malloc((2 + (2 * nrb if sums else 0)) * d * sizeof(double))
-    cdef floating* coef = <floating*>malloc(3 * d * sizeof(floating))
-    if work == NULL or coef == NULL:
-        free(work)
-        free(coef)
+    # scratch: sums (2, d) | partials (nrb, 2, d) (double) | ca, cb, cc (3 d)
+    cdef Py_ssize_t nd = (2 + (2 * nrb if sums else 0)) * d
+    cdef double* work = <double*>_scratch(nd, 3 * d, sizeof(floating))
+    if work == NULL:
         return -1
-    cdef floating* ca = coef
-    cdef floating* cb = coef + d
-    cdef floating* cc = coef + 2 * d
+    cdef floating* ca = <floating*>(work + nd)
+    cdef floating* cb = ca + d
+    cdef floating* cc = ca + 2 * d
     cdef floating dg, db
     _new_pass(&ps, op, op.ptr[1], op.ptr[0], op.ptr[5])
     ps.mean, ps.c[0], ps.c[1], ps.part = op.ptr[3], invstd, ca, work + 2 * d
@@ -478,7 +478,6 @@ cdef int _backward(const PlanOp *op, const floating* gamma, const floating* invs
     elif not sums:
         _run_pass(&ps, PASS_DX_EVAL, op.nthreads)
     free(work)
-    free(coef)
     return 0
 
 

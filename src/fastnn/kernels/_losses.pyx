@@ -96,15 +96,21 @@ cdef object _run_loss(PlanOp *op, Py_ssize_t size, bint count):
     return loss
 
 
-cdef void *_labels(labels, Py_ssize_t n) except NULL:
-    return array_data(labels, cnp.NPY_INT64, n, -1, False, "labels")
-
-
-cdef Py_ssize_t _columns(a, str name) except -1:
-    """The column count of a 2-D array (array_data checks the rest)."""
-    if cnp.PyArray_NDIM(<cnp.ndarray?>a) != 2:
-        raise ValueError("fastnn.kernels: %s must be 2-D, got shape %s" % (name, a.shape))
-    return a.shape[1]
+cdef object _row_loss(PlanOp *op, scores, labels, grad, int nthreads, bint count,
+                      str sname, str gname):
+    """Check and pack a per-row loss call: scores and grad (N, C) of one float dtype,
+    labels (N,) int64; then run it (op.run and any argument already set)."""
+    cdef int tn = float_type(scores)
+    if cnp.PyArray_NDIM(<cnp.ndarray>scores) != 2:
+        raise ValueError("fastnn.kernels: %s must be 2-D, got shape %s"
+                         % (sname, scores.shape))
+    cdef Py_ssize_t n = scores.shape[0], c = scores.shape[1]
+    op.ptr[0] = array_data(scores, tn, n, c, False, sname)
+    op.ptr[1] = array_data(labels, cnp.NPY_INT64, n, -1, False, "labels")
+    op.ptr[2] = array_data(grad, tn, n, c, True, gname)
+    op.dim[0], op.dim[1] = n, c
+    op.flt, op.code, op.nthreads = tn == cnp.NPY_DOUBLE, count, nthreads
+    return _run_loss(op, n if c > 0 else 0, count)
 
 
 # ----------------------------------------------------------------------------------
@@ -173,17 +179,10 @@ cdef int _softmax_op(const PlanOp *op) noexcept nogil:
 def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1, bint count=False):
     """logits (N, C), labels (N,) int64 in [0, C) -> loss; writes dlogits (N, C). With
     count, -> (loss, number of rows whose argmax is their label)."""
-    cdef int tn = float_type(logits)
-    cdef Py_ssize_t c = _columns(logits, "logits"), n = logits.shape[0]
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
-    op.ptr[0] = array_data(logits, tn, n, c, False, "logits")
-    op.ptr[1] = _labels(labels, n)
-    op.ptr[2] = array_data(dlogits, tn, n, c, True, "dlogits")
-    op.dim[0], op.dim[1] = n, c
-    op.flt, op.code, op.nthreads = tn == cnp.NPY_DOUBLE, count, nthreads
     op.run = _softmax_op
-    return _run_loss(&op, n if c > 0 else 0, count)
+    return _row_loss(&op, logits, labels, dlogits, nthreads, count, "logits", "dlogits")
 
 
 # ----------------------------------------------------------------------------------
@@ -241,17 +240,10 @@ cdef int _hinge_op(const PlanOp *op) noexcept nogil:
 def multiclass_hinge(scores, labels, double margin, dscores, int nthreads=1):
     """scores (N, C), labels (N,) int64 -> loss; writes dscores (N, C).
     As the reference, a NaN margin is inactive (contributes 0 loss and 0 gradient)."""
-    cdef int tn = float_type(scores)
-    cdef Py_ssize_t c = _columns(scores, "scores"), n = scores.shape[0]
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
-    op.ptr[0] = array_data(scores, tn, n, c, False, "scores")
-    op.ptr[1] = _labels(labels, n)
-    op.ptr[2] = array_data(dscores, tn, n, c, True, "dscores")
-    op.dim[0], op.dim[1] = n, c
-    op.flt, op.nthreads, op.arg[0] = tn == cnp.NPY_DOUBLE, nthreads, margin
-    op.run = _hinge_op
-    return _run_loss(&op, n if c > 0 else 0, False)
+    op.run, op.arg[0] = _hinge_op, margin
+    return _row_loss(&op, scores, labels, dscores, nthreads, False, "scores", "dscores")
 
 
 # ----------------------------------------------------------------------------------
