@@ -70,12 +70,16 @@ class BuildExt(build_ext):
 
     def build_extension(self, ext):
         start = time.perf_counter()
+        target = self.get_ext_fullpath(ext.name)
+        before = os.path.getmtime(target) if os.path.exists(target) else None
         super().build_extension(ext)
+        built = os.path.exists(target) and os.path.getmtime(target) != before
         with self._done_lock:
             self._done += 1
-            print("fastnn: built %s (%d/%d, %.1f s)" % (ext.name, self._done,
-                                                         len(self.extensions),
-                                                         time.perf_counter() - start),
+            print("fastnn: %s %s (%d/%d%s)" % ("compiled" if built else "up to date:",
+                                               ext.name, self._done, len(self.extensions),
+                                               ", %.0f s" % (time.perf_counter() - start)
+                                               if built else ""),
                   file=sys.stderr, flush=True)
 
     def _probe_openmp(self, cflags, lflags):
