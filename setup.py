@@ -118,9 +118,11 @@ class BuildExt(build_ext):
         else:
             base = ["-O3"]
         if ctype != "msvc":
-            # the kernels never read errno (without this GCC will not vectorise sqrt); no
+            # the kernels never read errno (without this GCC will not vectorise sqrt) nor
+            # the floating-point exception flags (without this GCC keeps `c ? a : b`
+            # around float arithmetic as a branch and clamps as compare-and-blend); no
             # fused multiply-adds, so every SIMD clone and -march gives the same bits
-            base += ["-fno-math-errno", "-ffp-contract=off"]
+            base += ["-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
         if NATIVE and ctype != "msvc":
             base.append("-march=native")
         for ext in self.extensions:

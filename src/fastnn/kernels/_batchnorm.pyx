@@ -23,7 +23,9 @@ identical bits): the double-precision sums vectorise 4 or 8 wide instead of SSE2
 Statistics, in one pass, in double: s0 = sum x gives the mean (the reference's double
 mean: [1e20, -1e20, 0, 1] has mean 0.25), and the variance comes from sums shifted by
 one sample of the column, K = x[0, j] (0 when that sample is not finite):
-s1 = sum(x - K), s2 = sum((x - K)^2), var = s2/N - (s1/N)^2. For float32 input every
+s2 = sum((x - K)^2), var = s2/N - (mean - K)^2, with mean - K = s1/N, s1 = sum(x - K),
+for float64 input (float32 input takes s0/N - K: its rounding is far below what float32
+results can show, and the pass keeps one accumulator fewer). For float32 input every
 x - K and (x - K)^2 is exact in double (unless the column spans more than 2^29 in
 magnitude: then only tiny samples lose bits, which the variance cannot notice and the
 mean, from s0, does not use), and the subtraction cannot cancel catastrophically:
@@ -82,12 +84,16 @@ cdef simd_clones_void _stat_sums(
         const floating* x, Py_ssize_t ld, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0,
         Py_ssize_t c1, const double* shift, double* s0, double* s1,
         double* s2) noexcept nogil:
-    """s0[j] = sum_i x[i,j], s1[j] = sum_i (x[i,j] - shift[j]) and s2[j] = sum_i
-    (x[i,j] - shift[j])^2 over the tile's rows (double). Rows are taken four at a time
-    ((t0 + t1) + (t2 + t3) added to the accumulator: a fixed association, since tiles
-    start at multiples of RB); leftover rows are added one by one."""
+    """s0[j] = sum_i x[i,j], s1[j] = sum_i (x[i,j] - shift[j]) (float64 input only: see
+    _forward_train) and s2[j] = sum_i (x[i,j] - shift[j])^2 over the tile's rows
+    (double). Rows are taken four at a time ((t0 + t1) + (t2 + t3) added to the
+    accumulator: a fixed association, since tiles start at multiples of RB); leftover
+    rows are added one by one."""
     cdef Py_ssize_t i = r0, j
     cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* x3
     cdef double k, v0, v1, v2, v3, t0, t1, t2, t3
     for j in range(c0, c1):
         s0[j] = 0.0
@@ -95,18 +101,22 @@ cdef simd_clones_void _stat_sums(
         s2[j] = 0.0
     while i + 4 <= r1:
         x0 = x + i * ld
+        x1 = x0 + ld
+        x2 = x1 + ld
+        x3 = x2 + ld
         for j in range(c0, c1):
             k = shift[j]
             v0 = x0[j]
-            v1 = x0[ld + j]
-            v2 = x0[2 * ld + j]
-            v3 = x0[3 * ld + j]
+            v1 = x1[j]
+            v2 = x2[j]
+            v3 = x3[j]
             t0 = v0 - k
             t1 = v1 - k
             t2 = v2 - k
             t3 = v3 - k
             s0[j] += (v0 + v1) + (v2 + v3)
-            s1[j] += (t0 + t1) + (t2 + t3)
+            if floating is double:
+                s1[j] += (t0 + t1) + (t2 + t3)
             s2[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
         i += 4
     while i < r1:
@@ -115,7 +125,8 @@ cdef simd_clones_void _stat_sums(
             v0 = x0[j]
             t0 = v0 - shift[j]
             s0[j] += v0
-            s1[j] += t0
+            if floating is double:
+                s1[j] += t0
             s2[j] += t0 * t0
         i += 1
 
@@ -331,7 +342,12 @@ cdef int _forward_train(const PlanOp *op, const floating* x, const floating* gam
     _run_pass(&ps, PASS_STATS, op.nthreads)
     _combine(&ps, nrb, sums)
     for j in range(d):
-        dm = sums[d + j] / dn                 # mean - K
+        # mean - K: for float32 input, from s0 (its rounding is far below float32's);
+        # for float64 input, s1 keeps the bits a shifted sum does not lose
+        if floating is float:
+            dm = sums[j] / dn - shift[j]
+        else:
+            dm = sums[d + j] / dn
         var = sums[2 * d + j] / dn - dm * dm
         if var < 0.0:        # rounding only; NaN passes through
             var = 0.0

@@ -51,10 +51,11 @@ static inline int omp_get_num_procs(void) { return 1; }
 
 /* ------------------------------------------------------------ branch-free select
  * c ? a : b as a bit blend under a mask; both operands are always evaluated. Loops write
- * their blends this way, not with ?: -- gcc keeps `c ? a : b` as a branch, sinks an
- * operand's computation into it or threads jumps through consecutive blends, and a
- * floating-point operation left inside a branch blocks if-conversion (it "may trap"):
- * the loop is then not vectorised. */
+ * their blends this way, not with ?: -- gcc may keep `c ? a : b` as a branch, sink an
+ * operand's computation into it or thread jumps through consecutive blends, and then the
+ * loop is not vectorised (with the default -ftrapping-math, any floating-point operation
+ * left inside a branch blocks if-conversion; the build passes -fno-trapping-math, but
+ * the blend must not depend on a flag). */
 typedef union { float f; uint32_t u; } fastnn_f32bits;
 typedef union { double f; uint64_t u; } fastnn_f64bits;
 
@@ -84,7 +85,7 @@ static inline double fastnn_seld(int c, double a, double b)
 #define FASTNN_LN2_LO_F 1.42860682030941723e-6f
 #define FASTNN_ROUND_F 12582912.0f              /* 1.5 * 2^23: t = v + M rounds v to an int */
 
-/* 2^n for an integer -126 <= n <= 127, built in the exponent field. */
+/* 2^n for an integer -126 <= n <= 127, built in the exponent field (+0 for -127). */
 static inline float fastnn_pow2if(uint32_t n)
 {
     fastnn_f32bits b;
@@ -111,14 +112,6 @@ static inline float fastnn_expqf(float xc, uint32_t *n)
     return r + (r * r) * p;
 }
 
-/* 2^n (1 + q) as 2^n1 * 2^n2 (n1 = floor(n / 2)): both factors are normal floats, so the
-   only rounding after 1 + q is the final one (gradual underflow below 2^-126). */
-static inline float fastnn_scalef(float one_plus_q, uint32_t n)
-{
-    uint32_t n1 = (uint32_t)((int32_t)n >> 1);
-    return (one_plus_q * fastnn_pow2if(n1)) * fastnn_pow2if(n - n1);
-}
-
 /* exp(x), any x: 0 below ln(2^-150) (gradual underflow above), +inf above ln(FLT_MAX). */
 static inline float fastnn_expf(float x)
 {
@@ -126,19 +119,23 @@ static inline float fastnn_expf(float x)
     xc = fastnn_self(xc > 88.72283f, 88.72283f, xc);
     uint32_t n;                          /* n in [-150, 128] */
     float q = fastnn_expqf(xc, &n);
-    float res = fastnn_scalef(1.0f + q, n);
+    /* 2^n (1 + q) as 2^n1 * 2^n2 (n1 = floor(n / 2)): both factors are normal floats, so
+       the only rounding after 1 + q is the final one (gradual underflow below 2^-126) */
+    uint32_t n1 = (uint32_t)((int32_t)n >> 1);
+    float res = ((1.0f + q) * fastnn_pow2if(n1)) * fastnn_pow2if(n - n1);
     return fastnn_self(x > 88.72283f, (float)INFINITY, res);
 }
 
-/* exp(x) for x <= 0, flushed to 0 below -87 (where exp(x) < 2^-125: no sum of
+/* exp(x) for x <= 0, flushed to 0 below about -87.7 (where exp(x) < 2^-126: no sum of
    exponentials that includes exp(0) = 1, as the stable softmax and logistic terms do,
-   can notice): one scaling instead of two, ~1.5x faster than fastnn_expf. */
+   can notice). The clamp at -88 makes n = -127, whose 2^n bit pattern is +0: the
+   flush needs no select, and one scaling does (~1.5x faster than fastnn_expf). */
 static inline float fastnn_expf_neg(float x)
 {
-    float xc = fastnn_self(x < -87.0f, -87.0f, x);
-    uint32_t n;                          /* n in [-126, 0] */
+    float xc = fastnn_self(x < -88.0f, -88.0f, x);
+    uint32_t n;                          /* n in [-127, 0] */
     float q = fastnn_expqf(xc, &n);
-    return fastnn_self(x < -87.0f, 0.0f, (1.0f + q) * fastnn_pow2if(n));
+    return (1.0f + q) * fastnn_pow2if(n);
 }
 
 /* expm1(x) for x <= 88 (larger x returns +inf): -1 below -87 (what expm1 rounds to). */
@@ -153,10 +150,12 @@ static inline float fastnn_expm1f(float x)
     return fastnn_self(x > 88.0f, (float)INFINITY, res);
 }
 
-/* tanh(x), from e = exp(-2|x|) with x's sign: -expm1(-2|x|) / (2 + expm1(-2|x|)) below
+/* tanh(x) with x's sign, from e = exp(-2|x|): -expm1(-2|x|) / (2 + expm1(-2|x|)) below
    |x| = 0.55 (exact near 0), 1 - 2e / (1 + e) above (where expm1 would round e away:
    correctly rounded up to |x| ~ 9, where tanh leaves the last float below 1). One range
-   reduction serves both forms. Never overflows; NaN -> NaN. */
+   reduction serves both forms (-2|x| is clamped at -87, so 2^n is a normal float) and
+   one division: the forms' numerators and denominators are selected first. Never
+   overflows; NaN -> NaN. */
 static inline float fastnn_tanhf(float x)
 {
     float a = -2.0f * fabsf(x);
@@ -165,10 +164,10 @@ static inline float fastnn_tanhf(float x)
     float q = fastnn_expqf(ac, &n);
     float s = fastnn_pow2if(n);
     float em1 = s * q + (s - 1.0f);                  /* expm1(a) */
-    float e = fastnn_scalef(1.0f + q, n);            /* exp(a) */
-    float small = -em1 / (2.0f + em1);
-    float large = 1.0f - (2.0f * e) / (1.0f + e);
-    return copysignf(fastnn_self(a > -1.1f, small, large), x);
+    float e = (1.0f + q) * s;                        /* exp(a) */
+    int small = a > -1.1f;
+    float t = fastnn_self(small, -em1, 2.0f * e) / fastnn_self(small, 2.0f + em1, 1.0f + e);
+    return copysignf(fastnn_self(small, t, 1.0f - t), x);
 }
 
 /* ------------------------------------------------------------------ float64 exp */
@@ -177,7 +176,7 @@ static inline float fastnn_tanhf(float x)
 #define FASTNN_LN2_LO 1.9082149292705877e-10
 #define FASTNN_ROUND 6755399441055744.0          /* 1.5 * 2^52 */
 
-/* 2^n for an integer -1022 <= n <= 1023, built in the exponent field. */
+/* 2^n for an integer -1022 <= n <= 1023, built in the exponent field (+0 for -1023). */
 static inline double fastnn_pow2i(int64_t n)
 {
     fastnn_f64bits b;
@@ -185,15 +184,15 @@ static inline double fastnn_pow2i(int64_t n)
     return b.f;
 }
 
-/* exp(x) for x <= 0, flushed to 0 below -708 (where exp(x) < 2^-1021), as
-   fastnn_expf_neg. */
+/* exp(x) for x <= 0, flushed to 0 below about -708.7 (where exp(x) < 2^-1022), as
+   fastnn_expf_neg: the clamp at -709 makes n = -1023, whose 2^n bit pattern is +0. */
 static inline double fastnn_exp_neg(double x)
 {
-    double xc = fastnn_seld(x < -708.0, -708.0, x);
+    double xc = fastnn_seld(x < -709.0, -709.0, x);
     fastnn_f64bits t;
     t.f = xc * FASTNN_LOG2E + FASTNN_ROUND;
     double nf = t.f - FASTNN_ROUND;
-    int64_t n = (int64_t)(t.u - 0x4338000000000000ull);   /* n in [-1021, 0] */
+    int64_t n = (int64_t)(t.u - 0x4338000000000000ull);   /* n in [-1023, 0] */
     double r = (xc - nf * FASTNN_LN2_HI) - nf * FASTNN_LN2_LO;
     double p = 1.0 / 6227020800.0;
     p = p * r + 1.0 / 479001600.0;
@@ -208,7 +207,7 @@ static inline double fastnn_exp_neg(double x)
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
     double q = r + (r * r) * p;
-    return fastnn_seld(x < -708.0, 0.0, (1.0 + q) * fastnn_pow2i(n));
+    return (1.0 + q) * fastnn_pow2i(n);
 }
 
 /* ----------------------------------------------------------- log1p on [0, 1]

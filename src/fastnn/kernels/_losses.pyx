@@ -11,9 +11,9 @@ association depends only on the length).
 
 exp and log1p: softmax and BCE need exp(x) for x <= 0 and log1p(e) for e in [0, 1]; they
 use _common.h's branch-free versions (a few ulp from libm, vectorised by GCC, unlike
-libm calls). exp flushes to exactly 0 below -87 (float32) / -708 (float64), where libm
-would return a number too small to change any of these sums; exp(-inf) = 0 and NaN
-propagates.
+libm calls). exp flushes to exactly 0 below about -87.7 (float32) / -708.7 (float64),
+where libm would return a number too small to change any of these sums; exp(-inf) = 0
+and NaN propagates.
 
 bce_with_logits and mse accept arrays of any shape (C-contiguous, all the same shape):
 they are processed as flat arrays. Labels are int64 already range-checked by the caller
