@@ -1,7 +1,6 @@
 """The kernel registry is per operation: an operation without a compiled twin runs its
 NumPy reference on the "cython" backend while every other operation stays compiled, and
 show_config() says which operations run NumPy code."""
-import builtins
 import importlib
 
 import numpy as np

@@ -18,6 +18,8 @@ import types
 import numpy as np
 
 from . import threads as _threads
+# the thread settings live in core.threads; the ops, layers and optimizers take them
+# from here with the backend they run on
 from .threads import get_num_threads, set_num_threads, threads_for  # noqa: F401
 from ..kernels import ref as kernel_ref
 
@@ -123,13 +125,16 @@ def backend():
 
 
 def _blas_name():
+    """The BLAS libraries loaded, in a stable order (by file name)."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:  # pragma: no cover
         return "unknown"
-    libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    libs = sorted((i for i in threadpool_info() if i.get("user_api") == "blas"),
+                  key=lambda i: os.path.basename(i.get("filepath", "")))
     return ", ".join("%s %s (%s, %s)" % (i.get("internal_api"), i.get("version"),
-                                         i.get("architecture"), os.path.basename(i.get("filepath", "")))
+                                         i.get("architecture"),
+                                         os.path.basename(i.get("filepath", "")))
                      for i in libs) or "unknown"
 
 

@@ -11,7 +11,7 @@ from cython cimport floating
 cimport numpy as cnp
 from libc.string cimport memset
 
-from ._buffers cimport array_data, float_type, optional_data
+from ._buffers cimport array_data, float_type, rows
 from ._common cimport nblocks, run_tasks, sel
 from ._plan cimport PlanOp, submit
 
@@ -378,14 +378,12 @@ cdef _maxout(wide, small, idx, int nthreads, bint backward):
     """Check the arrays in C: small and idx (N, O), wide (N, O * P) with P >= 1, one
     float dtype, idx intp (written by the forward); then run."""
     cdef int tn = float_type(small)
-    cdef cnp.ndarray w = <cnp.ndarray?>wide, s = <cnp.ndarray>small
-    cdef Py_ssize_t n, o, p = 0
-    if cnp.PyArray_NDIM(s) == 2 and cnp.PyArray_NDIM(w) == 2 and s.shape[1] > 0:
-        p = w.shape[1] // s.shape[1]
+    cdef Py_ssize_t o, n = rows(small, "dout" if backward else "out", &o), wide_cols
+    rows(wide, "dz" if backward else "z", &wide_cols)
+    cdef Py_ssize_t p = wide_cols // o if o > 0 else 0
     if p < 1:
         raise ValueError("fastnn.kernels: inconsistent arrays %s, %s, %s"
                          % (wide.shape, small.shape, idx.shape))
-    n, o = s.shape[0], s.shape[1]
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.ptr[0] = array_data(wide, tn, n, o * p, backward, "dz" if backward else "z")

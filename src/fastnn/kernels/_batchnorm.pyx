@@ -45,7 +45,7 @@ from libc.math cimport isfinite, sqrt
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-from ._buffers cimport array_data, float_type, optional_data
+from ._buffers cimport array_data, float_type, optional_data, rows
 from ._common cimport fsqrt, nblocks, run_tasks, simd_clones_void
 from ._plan cimport PlanOp, submit
 
@@ -381,7 +381,7 @@ def bn_forward_train(x, gamma, beta, running_mean, running_var, double momentum,
     """Write out (N, D), mean (D,), invstd (D,); update running_mean/var (D,) in place
     (either may be None: no tracking). Requires N > 1."""
     cdef int tn = float_type(x)
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    cdef Py_ssize_t d, n = rows(x, "x", &d)
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.ptr[0] = array_data(x, tn, n, d, False, "x")
@@ -436,7 +436,7 @@ def bn_forward_eval(x, gamma, beta, running_mean, running_var, double eps, out, 
     """Normalise with the running statistics; also write mean = running_mean and
     invstd = 1/sqrt(running_var + eps) (D,) for the backward."""
     cdef int tn = float_type(x)
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    cdef Py_ssize_t d, n = rows(x, "x", &d)
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.ptr[0] = array_data(x, tn, n, d, False, "x")
@@ -516,7 +516,7 @@ def bn_backward(dout, x, gamma, mean, invstd, bint training, dx, dgamma, dbeta,
                 int nthreads=1):
     """Write dx (N, D), dgamma (D,), dbeta (D,) (dgamma/dbeta may be None)."""
     cdef int tn = float_type(x)
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    cdef Py_ssize_t d, n = rows(x, "x", &d)
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.ptr[0] = array_data(dout, tn, n, d, False, "dout")

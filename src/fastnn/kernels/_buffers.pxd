@@ -58,6 +58,15 @@ cdef inline void *optional_data(object a, int typenum, Py_ssize_t d0, Py_ssize_t
     return array_data(a, typenum, d0, d1, writable, name)
 
 
+cdef inline Py_ssize_t rows(object a, str name, Py_ssize_t *cols) except -1:
+    """The row count of 2-D ndarray `a` (its column count into *cols); ValueError for
+    another rank (array_data checks the rest)."""
+    if cnp.PyArray_NDIM(<cnp.ndarray?>a) != 2:
+        raise ValueError("fastnn.kernels: %s must be 2-D, got shape %s" % (name, a.shape))
+    cols[0] = cnp.PyArray_DIMS(<cnp.ndarray>a)[1]
+    return cnp.PyArray_DIMS(<cnp.ndarray>a)[0]
+
+
 cdef inline int float_type(object a) except -1:
     """cnp.NPY_DOUBLE for a float64 array, cnp.NPY_FLOAT otherwise (array_data checks)."""
     return cnp.NPY_DOUBLE if cnp.PyArray_TYPE(<cnp.ndarray?>a) == cnp.NPY_DOUBLE \

@@ -37,7 +37,7 @@ from libc.string cimport memset
 from ._activations cimport (ACT_IDENTITY, ACT_NUM_CODES, act_backward_span,
                             act_forward_span)
 from ._blas cimport gemm
-from ._buffers cimport array_data, float_type, optional_data
+from ._buffers cimport array_data, float_type, optional_data, rows
 from ._common cimport nblocks, omp_get_num_procs, run_tasks, simd_clones_void
 from ._plan cimport PlanOp, submit
 
@@ -221,7 +221,8 @@ def dense_forward(x, w, b, z, out, int code, double p, int nthreads=1):
     if code < 0 or code >= ACT_NUM_CODES:
         raise ValueError("fastnn.kernels: unknown activation code %r" % (code,))
     cdef int tn = float_type(x)
-    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1]
+    cdef Py_ssize_t I, O, N = rows(x, "x", &I)
+    rows(w, "w", &O)
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.ptr[0] = array_data(x, tn, N, I, False, "x")
@@ -343,7 +344,8 @@ def dense_backward(dout, x, w, z, out, dz, dx, dw, db, int code, double p,
     if code < 0 or code >= ACT_NUM_CODES:
         raise ValueError("fastnn.kernels: unknown activation code %r" % (code,))
     cdef int tn = float_type(x)
-    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[1]
+    cdef Py_ssize_t I, O, N = rows(x, "x", &I)
+    rows(w, "w", &O)
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.ptr[0] = array_data(dout, tn, N, O, False, "dout")

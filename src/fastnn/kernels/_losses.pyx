@@ -28,7 +28,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from ._activations cimport sigmoid_from_exp
-from ._buffers cimport array_data, float_type, run_op
+from ._buffers cimport array_data, float_type, rows, run_op
 from ._common cimport fabs_, fexp_neg, flog1p01, nblocks, run_tasks, sel, task_fn
 from ._plan cimport PlanOp
 from ._reduce cimport lane_sum, seq_sum, vmax
@@ -101,10 +101,7 @@ cdef object _row_loss(PlanOp *op, scores, labels, grad, int nthreads, bint count
     """Check and pack a per-row loss call: scores and grad (N, C) of one float dtype,
     labels (N,) int64; then run it (op.run and any argument already set)."""
     cdef int tn = float_type(scores)
-    if cnp.PyArray_NDIM(<cnp.ndarray>scores) != 2:
-        raise ValueError("fastnn.kernels: %s must be 2-D, got shape %s"
-                         % (sname, scores.shape))
-    cdef Py_ssize_t n = scores.shape[0], c = scores.shape[1]
+    cdef Py_ssize_t c, n = rows(scores, sname, &c)
     op.ptr[0] = array_data(scores, tn, n, c, False, sname)
     op.ptr[1] = array_data(labels, cnp.NPY_INT64, n, -1, False, "labels")
     op.ptr[2] = array_data(grad, tn, n, c, True, gname)
