@@ -254,7 +254,7 @@ cdef int _prelu_backward_op(const PlanOp *op) noexcept nogil:
     return 0
 
 
-cdef Py_ssize_t _prelu_channels(x, alpha, int tn) except -1:
+cdef Py_ssize_t _prelu_channels(x, alpha) except -1:
     """The channel count C of alpha (C,), checked against x: (N, C), or any shape when
     C == 1."""
     cdef Py_ssize_t c = cnp.PyArray_SIZE(<cnp.ndarray?>alpha)
@@ -268,7 +268,7 @@ cdef Py_ssize_t _prelu_channels(x, alpha, int tn) except -1:
 def prelu_forward(x, alpha, out, int nthreads=1):
     """out = x if x > 0 else alpha * x; x: (N, C) or (N,), alpha: (1,) or (C,)."""
     cdef int tn = float_type(x)
-    cdef Py_ssize_t c = _prelu_channels(x, alpha, tn)
+    cdef Py_ssize_t c = _prelu_channels(x, alpha)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
@@ -285,7 +285,7 @@ def prelu_backward(dout, x, alpha, dx, dalpha, int nthreads=1):
     """dx = dout * (1 if x > 0 else alpha); dalpha = sum(dout * x where x <= 0), reduced
     over every axis but the channel one (to shape (1,) when alpha is shared)."""
     cdef int tn = float_type(x)
-    cdef Py_ssize_t c = _prelu_channels(x, alpha, tn)
+    cdef Py_ssize_t c = _prelu_channels(x, alpha)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
