@@ -59,7 +59,9 @@ def test_batchnorm_float32_extremes_match_the_reference(backend):
     assert not np.isnan(want[1]).all() and not np.isnan(want[2]).all()
     for g, w in zip(got, want):
         np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
-        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-5)
+        scale = np.nanmax(np.abs(w), axis=0)        # per column: the extreme ones are tiny
+        np.testing.assert_allclose(g, w, rtol=1e-3, atol=0)
+        assert (np.abs(g - w) <= 1e-3 * scale + 1e-44).all()
 
 
 def _bn_round_trip(x, dout):

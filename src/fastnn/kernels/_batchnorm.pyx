@@ -41,12 +41,13 @@ four-row group formed in the input precision and accumulated in double.
 from cython cimport floating
 
 cimport numpy as cnp
+from libc.float cimport DBL_MIN, FLT_MIN
 from libc.math cimport isfinite, sqrt
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from ._buffers cimport array_data, float_type, optional_data, rows
-from ._common cimport fsqrt, nblocks, run_tasks, simd_clones_void
+from ._common cimport fabs_, fsqrt, nblocks, run_tasks, simd_clones_void
 from ._plan cimport PlanOp, submit
 
 cnp.import_array()
@@ -192,9 +193,8 @@ cdef simd_clones_void _dx_train(
         const floating* invstd, const floating* ca, const floating* cb,
         const floating* cc) noexcept nogil:
     """dx = ca * dout + cb * xhat + cc with xhat = (x - mean) * invstd: the training-mode
-    gamma * invstd / N * (N dout - dbeta - xhat dgamma) with per-feature coefficients
-    (xhat formed as the reference forms it, so no intermediate overflows where its
-    does not)."""
+    gamma * invstd / N * (N dout - dbeta - xhat dgamma) with per-feature coefficients.
+    invstd NULL: cb already holds cb * invstd (see _backward), one multiply less."""
     cdef Py_ssize_t i, j
     cdef const floating* drow
     cdef const floating* xrow
@@ -203,8 +203,12 @@ cdef simd_clones_void _dx_train(
         drow = dout + i * ld
         xrow = x + i * ld
         orow = dx + i * ld
-        for j in range(c0, c1):
-            orow[j] = ca[j] * drow[j] + cb[j] * ((xrow[j] - mean[j]) * invstd[j]) + cc[j]
+        if invstd == NULL:
+            for j in range(c0, c1):
+                orow[j] = ca[j] * drow[j] + cb[j] * (xrow[j] - mean[j]) + cc[j]
+        else:
+            for j in range(c0, c1):
+                orow[j] = ca[j] * drow[j] + cb[j] * ((xrow[j] - mean[j]) * invstd[j]) + cc[j]
 
 
 cdef simd_clones_void _dx_eval(
@@ -239,7 +243,7 @@ cdef enum:
     PASS_STATS = 0         # s0, s1, s2 of x into the partials
     PASS_AFFINE = 1        # out = (x - mean) * c0 + c1
     PASS_GRAD_SUMS = 2     # dbeta / dgamma partial sums of dout, xhat (c0 = invstd)
-    PASS_DX_TRAIN = 3      # out = c1 * dout + c2 * xhat + c3              (c0 = invstd)
+    PASS_DX_TRAIN = 3      # out = c1 * dout + c2 * xhat + c3   (c0 = invstd, or NULL)
     PASS_DX_EVAL_SUMS = 4  # out = dout * c1, and the dbeta / dgamma partial sums
     PASS_DX_EVAL = 5       # out = dout * c1
 
@@ -457,6 +461,22 @@ def bn_forward_eval(x, gamma, beta, running_mean, running_var, double eps, out, 
 # backward: ptr = (dout, x, gamma, mean, invstd, dx, dgamma, dbeta); dim = (N, D);
 # code = training
 # ----------------------------------------------------------------------------------
+cdef bint _fold_invstd(floating* cb, const floating* invstd, Py_ssize_t d) noexcept nogil:
+    """cb *= invstd (rounded once, from double) when every product keeps its precision
+    (a normal number, or zero because cb is), so that the dx pass skips forming xhat;
+    otherwise (huge variances: invstd^2 underflows) leave cb alone and return False."""
+    cdef Py_ssize_t j
+    cdef floating f
+    cdef floating tiny = FLT_MIN if floating is float else DBL_MIN
+    for j in range(d):
+        f = <floating>(<double>cb[j] * invstd[j])
+        if not (fabs_(f) >= tiny and isfinite(f)) and cb[j] != 0 and cb[j] == cb[j]:
+            return False
+    for j in range(d):
+        cb[j] = <floating>(<double>cb[j] * invstd[j])
+    return True
+
+
 cdef int _backward(const PlanOp *op, const floating* gamma, const floating* invstd,
                    floating* dgamma, floating* dbeta) noexcept nogil:
     cdef Py_ssize_t n = op.dim[0], d = op.dim[1], j
@@ -489,6 +509,8 @@ cdef int _backward(const PlanOp *op, const floating* gamma, const floating* invs
             if dgamma != NULL:
                 dgamma[j] = dg
     if op.code:
+        if _fold_invstd(cb, invstd, d):
+            ps.c[0] = NULL
         ps.c[2], ps.c[3] = cb, cc
         _run_pass(&ps, PASS_DX_TRAIN, op.nthreads)
     elif not sums:
