@@ -79,6 +79,36 @@ static inline double fastnn_seld(int c, double a, double b)
     return r.f;
 }
 
+/* Clamps, NaN kept (every comparison with NaN is false, so NaN falls through): with
+   -fno-trapping-math (__NO_TRAPPING_MATH__) gcc compiles `x < lo ? lo : x` to one min /
+   max instruction; otherwise it is a bit blend. */
+static inline float fastnn_atleastf(float x, float lo)
+{
+#ifdef __NO_TRAPPING_MATH__
+    return x < lo ? lo : x;
+#else
+    return fastnn_self(x < lo, lo, x);
+#endif
+}
+
+static inline float fastnn_atmostf(float x, float hi)
+{
+#ifdef __NO_TRAPPING_MATH__
+    return x > hi ? hi : x;
+#else
+    return fastnn_self(x > hi, hi, x);
+#endif
+}
+
+static inline double fastnn_atleast(double x, double lo)
+{
+#ifdef __NO_TRAPPING_MATH__
+    return x < lo ? lo : x;
+#else
+    return fastnn_seld(x < lo, lo, x);
+#endif
+}
+
 /* ------------------------------------------------------------------ float32 exp */
 #define FASTNN_LOG2E_F 1.44269504088896341f
 #define FASTNN_LN2_HI_F 0.693145751953125f      /* 0x3f317200: n * LN2_HI exact, |n| < 512 */
@@ -115,8 +145,7 @@ static inline float fastnn_expqf(float xc, uint32_t *n)
 /* exp(x), any x: 0 below ln(2^-150) (gradual underflow above), +inf above ln(FLT_MAX). */
 static inline float fastnn_expf(float x)
 {
-    float xc = fastnn_self(x < -104.0f, -104.0f, x);
-    xc = fastnn_self(xc > 88.72283f, 88.72283f, xc);
+    float xc = fastnn_atmostf(fastnn_atleastf(x, -104.0f), 88.72283f);
     uint32_t n;                          /* n in [-150, 128] */
     float q = fastnn_expqf(xc, &n);
     /* 2^n (1 + q) as 2^n1 * 2^n2 (n1 = floor(n / 2)): both factors are normal floats, so
@@ -132,7 +161,7 @@ static inline float fastnn_expf(float x)
    flush needs no select, and one scaling does (~1.5x faster than fastnn_expf). */
 static inline float fastnn_expf_neg(float x)
 {
-    float xc = fastnn_self(x < -88.0f, -88.0f, x);
+    float xc = fastnn_atleastf(x, -88.0f);
     uint32_t n;                          /* n in [-127, 0] */
     float q = fastnn_expqf(xc, &n);
     return (1.0f + q) * fastnn_pow2if(n);
@@ -141,8 +170,7 @@ static inline float fastnn_expf_neg(float x)
 /* expm1(x) for x <= 88 (larger x returns +inf): -1 below -87 (what expm1 rounds to). */
 static inline float fastnn_expm1f(float x)
 {
-    float xc = fastnn_self(x < -87.0f, -87.0f, x);
-    xc = fastnn_self(xc > 88.0f, 88.0f, xc);
+    float xc = fastnn_atmostf(fastnn_atleastf(x, -87.0f), 88.0f);
     uint32_t n;
     float q = fastnn_expqf(xc, &n);
     float s = fastnn_pow2if(n);
@@ -159,7 +187,7 @@ static inline float fastnn_expm1f(float x)
 static inline float fastnn_tanhf(float x)
 {
     float a = -2.0f * fabsf(x);
-    float ac = fastnn_self(a < -87.0f, -87.0f, a);
+    float ac = fastnn_atleastf(a, -87.0f);
     uint32_t n;
     float q = fastnn_expqf(ac, &n);
     float s = fastnn_pow2if(n);
@@ -188,7 +216,7 @@ static inline double fastnn_pow2i(int64_t n)
    fastnn_expf_neg: the clamp at -709 makes n = -1023, whose 2^n bit pattern is +0. */
 static inline double fastnn_exp_neg(double x)
 {
-    double xc = fastnn_seld(x < -709.0, -709.0, x);
+    double xc = fastnn_atleast(x, -709.0);
     fastnn_f64bits t;
     t.f = xc * FASTNN_LOG2E + FASTNN_ROUND;
     double nf = t.f - FASTNN_ROUND;
