@@ -7,12 +7,17 @@ Environment switches:
   FASTNN_DEBUG=1           -O0 -g, bounds checks back on (for sanitizer runs).
   FASTNN_SANITIZE=address  build with -fsanitize=address (see tools/asan-tests.sh).
   FASTNN_ONLY=_dense,...   development: build only these kernel modules (in place).
+
+The modules are compiled in parallel, one per core (`build_ext --parallel N` or
+FASTNN_BUILD_JOBS=N to choose), each reporting one line when it is done.
 """
 import glob
 import os
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -30,6 +35,7 @@ STRICT = os.environ.get("FASTNN_REQUIRE_OPENMP", "0") not in ("", "0")
 NATIVE = os.environ.get("FASTNN_NATIVE", "0") not in ("", "0")
 DEBUG = os.environ.get("FASTNN_DEBUG", "0") not in ("", "0")
 SANITIZE = os.environ.get("FASTNN_SANITIZE", "")
+JOBS = int(os.environ.get("FASTNN_BUILD_JOBS", "0")) or os.cpu_count() or 1
 
 OPENMP_PROBE = textwrap.dedent("""
     #include <omp.h>
@@ -52,7 +58,29 @@ def openmp_flags(compiler_type):
 
 
 class BuildExt(build_ext):
-    """build_ext that probes OpenMP, falls back cleanly, and records what it did."""
+    """build_ext that probes OpenMP, falls back cleanly, records what it did, compiles
+    the modules in parallel and reports each one."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = JOBS
+        self._done = 0
+        self._done_lock = threading.Lock()
+
+    def build_extension(self, ext):
+        start = time.perf_counter()
+        target = self.get_ext_fullpath(ext.name)
+        before = os.path.getmtime(target) if os.path.exists(target) else None
+        super().build_extension(ext)
+        built = os.path.exists(target) and os.path.getmtime(target) != before
+        with self._done_lock:
+            self._done += 1
+            print("fastnn: %s %s (%d/%d%s)" % ("compiled" if built else "up to date:",
+                                               ext.name, self._done, len(self.extensions),
+                                               ", %.0f s" % (time.perf_counter() - start)
+                                               if built else ""),
+                  file=sys.stderr, flush=True)
 
     def _probe_openmp(self, cflags, lflags):
         with tempfile.TemporaryDirectory() as tmp:
@@ -90,9 +118,11 @@ class BuildExt(build_ext):
         else:
             base = ["-O3"]
         if ctype != "msvc":
-            # the kernels never read errno (without this GCC will not vectorise sqrt); no
+            # the kernels never read errno (without this GCC will not vectorise sqrt) nor
+            # the floating-point exception flags (without this GCC keeps `c ? a : b`
+            # around float arithmetic as a branch and clamps as compare-and-blend); no
             # fused multiply-adds, so every SIMD clone and -march gives the same bits
-            base += ["-fno-math-errno", "-ffp-contract=off"]
+            base += ["-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
         if NATIVE and ctype != "msvc":
             base.append("-march=native")
         for ext in self.extensions:
@@ -118,15 +148,18 @@ def extensions():
                       cdivision=True, initializedcheck=DEBUG, nonecheck=False)
     only = [n for n in os.environ.get("FASTNN_ONLY", "").split(",") if n]  # dev: a subset
     exts = []
+    headers = sorted(glob.glob("src/fastnn/kernels/*.h"))    # recompile when they change
     for pyx in sorted(glob.glob("src/fastnn/kernels/_*.pyx")):
         stem = os.path.splitext(os.path.basename(pyx))[0]
         if only and stem not in only:
             continue
         name = "fastnn.kernels." + stem
         exts.append(Extension(name, [pyx], include_dirs=[numpy.get_include()],
+                              depends=headers,
                               define_macros=[("NPY_NO_DEPRECATED_API",
                                               "NPY_1_7_API_VERSION")]))
-    return cythonize(exts, compiler_directives=directives, include_path=["src"], quiet=True)
+    return cythonize(exts, compiler_directives=directives, include_path=["src"], quiet=True,
+                     nthreads=JOBS if len(exts) > 1 else 0)
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

@@ -13,7 +13,7 @@ import pytest
 
 A = pytest.importorskip("fastnn.kernels._activations")
 
-from fastnn.kernels import codes  # noqa: E402
+from fastnn.kernels.activation_table import CODES  # noqa: E402
 from fastnn.kernels import ref as R  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
@@ -21,19 +21,19 @@ TOL = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-14)}
 
 # every activation code, with its parameter (several values for the parametrized ones)
 CASES = [
-    ("identity", codes.IDENTITY, 0.0),
-    ("sigmoid", codes.SIGMOID, 0.0),
-    ("tanh", codes.TANH, 0.0),
-    ("relu", codes.RELU, 0.0),
-    ("leaky_relu", codes.LEAKY_RELU, 0.01),
-    ("leaky_relu_0.2", codes.LEAKY_RELU, 0.2),
-    ("elu", codes.ELU, 1.0),
-    ("elu_0.5", codes.ELU, 0.5),
-    ("gelu", codes.GELU, 0.0),
-    ("gelu_tanh", codes.GELU_TANH, 0.0),
-    ("silu", codes.SILU, 0.0),
-    ("swish", codes.SWISH, 1.0),
-    ("swish_1.7", codes.SWISH, 1.7),
+    ("identity", CODES["identity"], 0.0),
+    ("sigmoid", CODES["sigmoid"], 0.0),
+    ("tanh", CODES["tanh"], 0.0),
+    ("relu", CODES["relu"], 0.0),
+    ("leaky_relu", CODES["leaky_relu"], 0.01),
+    ("leaky_relu_0.2", CODES["leaky_relu"], 0.2),
+    ("elu", CODES["elu"], 1.0),
+    ("elu_0.5", CODES["elu"], 0.5),
+    ("gelu", CODES["gelu"], 0.0),
+    ("gelu_tanh", CODES["gelu_tanh"], 0.0),
+    ("silu", CODES["silu"], 0.0),
+    ("swish", CODES["swish"], 1.0),
+    ("swish_1.7", CODES["swish"], 1.7),
 ]
 CASE_IDS = [c[0] for c in CASES]
 SMALL_SHAPES = [(1, 1), (1, 37), (29, 1), (7, 13), (13,)]
@@ -222,11 +222,11 @@ def test_relu_exact_and_nan():
     zero), NaN kept."""
     x = np.array([np.nan, -np.inf, -1.0, -0.0, 0.0, 2.0, np.inf], np.float32)
     y = np.empty_like(x)
-    A.act_forward(x, y, codes.RELU, 0.0, 1)
+    A.act_forward(x, y, CODES["relu"], 0.0, 1)
     np.testing.assert_array_equal(y, [np.nan, 0, 0, 0, 0, 2, np.inf])
     dout = np.array([1, 1, np.nan, 1, 1, np.nan, 2], np.float32)
     dx = np.empty_like(x)
-    A.act_backward(dout, x, y, dx, codes.RELU, 0.0, 1)
+    A.act_backward(dout, x, y, dx, CODES["relu"], 0.0, 1)
     np.testing.assert_array_equal(dx, [0, 0, np.nan, 0, 0, np.nan, 2])
 
 
@@ -336,7 +336,7 @@ def test_maxout_kernels_check_their_shapes():
                         (ok[0].astype(np.float64), ok[1], ok[2])]:
         with pytest.raises(ValueError, match="fastnn.kernels"):
             A.maxout_forward(z, out, idx)
-    with pytest.raises(ValueError, match="inconsistent arrays"):
+    with pytest.raises(ValueError, match="fastnn.kernels: idx"):
         A.maxout_backward(np.zeros((3, 2), f32), np.zeros((3, 3), np.intp),
                           np.zeros((3, 4), f32))
     with pytest.raises(ValueError):                       # wrong idx dtype

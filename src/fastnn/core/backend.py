@@ -1,4 +1,14 @@
-"""Backend registry, thread settings and build report (`fastnn.show_config`)."""
+"""The kernel registry (which implementation runs each operation), backend selection and
+the build report (`fastnn.show_config`).
+
+Every operation has a NumPy reference (`fastnn.kernels.ref.<family>`) and, usually, a
+compiled twin in `fastnn.kernels._<family>` with the same name and signature. The
+registry is per operation (Thinc's Ops pattern): the "cython" backend runs each
+operation's compiled kernel where one exists and its NumPy reference where none does
+(a family whose module failed to build, or a kernel written in NumPy only), so one
+missing kernel never disables the others. `show_config()` lists the operations that
+run NumPy code on the "cython" backend.
+"""
 import contextlib
 import importlib
 import os
@@ -6,43 +16,64 @@ import threading
 import types
 
 import numpy as np
-import scipy
 
-from . import generation as _generation
+from . import threads as _threads
+# the thread settings live in core.threads; the ops, layers and optimizers take them
+# from here with the backend they run on
+from .threads import get_num_threads, set_num_threads, threads_for  # noqa: F401
 from ..kernels import ref as kernel_ref
 
-_KERNEL_NAMES = tuple(kernel_ref.__all__)
-_CYTHON_MODULES = ("_activations", "_dense", "_batchnorm", "_losses", "_updates")
 
-# Work (elements touched) below which a kernel runs on one thread: waking a second
-# thread costs more than it saves on small arrays.
-PARALLEL_MIN_WORK = 1 << 15
-# set_num_threads' upper bound: more threads than this never helps, and libgomp aborts
-# the whole process (it does not raise) when the OS refuses to create a thread.
-MAX_THREADS = 1024
-
-
-def _load_cython_backend():
-    """Collect the compiled kernels into one namespace, or return (None, reason)."""
-    funcs = {}
+def _family_kernels(family):
+    """{op name: (NumPy function, compiled function or None)} of one kernel family, and
+    why its compiled module is missing (None when it loaded)."""
+    ref = importlib.import_module("fastnn.kernels.ref." + family)
     try:
-        for mod in _CYTHON_MODULES:
-            m = importlib.import_module("fastnn.kernels." + mod)
-            funcs.update({k: getattr(m, k) for k in dir(m) if k in _KERNEL_NAMES})
-        runtime = importlib.import_module("fastnn.kernels._runtime")
+        compiled, error = importlib.import_module("fastnn.kernels._" + family), None
     except ImportError as exc:
-        return None, None, str(exc)
-    missing = sorted(set(_KERNEL_NAMES) - set(funcs))
-    if missing:
-        return None, None, "compiled kernels missing: " + ", ".join(missing)
-    return types.SimpleNamespace(name="cython", **funcs), runtime, None
+        compiled, error = None, "fastnn.kernels._%s: %s" % (family, exc)
+    return {name: (getattr(ref, name), getattr(compiled, name, None))
+            for name in ref.__all__}, error
 
 
-_NUMPY = types.SimpleNamespace(name="numpy", **{k: getattr(kernel_ref, k) for k in _KERNEL_NAMES})
-_CYTHON, _RUNTIME, _CYTHON_ERROR = _load_cython_backend()
-_BACKENDS = {"numpy": _NUMPY}
-if _CYTHON is not None:
-    _BACKENDS["cython"] = _CYTHON
+def _load_registry():
+    kernels, errors = {}, []
+    for family in kernel_ref.FAMILIES:
+        ops, error = _family_kernels(family)
+        kernels.update(ops)
+        if error is not None:
+            errors.append(error)
+    return kernels, errors
+
+
+#: op name -> (NumPy reference, compiled kernel or None)
+KERNELS, _COMPILE_ERRORS = _load_registry()
+
+
+def register_kernel(name, numpy_fn, compiled_fn=None):
+    """Register (or replace) operation `name`: its NumPy reference and, optionally, its
+    compiled twin (same signature). The backends see it at once."""
+    KERNELS[name] = (numpy_fn, compiled_fn)
+    _rebuild()
+
+
+def _rebuild():
+    global _NUMPY, _CYTHON
+    _NUMPY = types.SimpleNamespace(name="numpy", **{k: v[0] for k, v in KERNELS.items()})
+    _CYTHON = types.SimpleNamespace(name="cython", **{k: v[1] or v[0]
+                                                     for k, v in KERNELS.items()})
+
+
+def numpy_ops():
+    """The operations that run NumPy code on the "cython" backend (no compiled twin)."""
+    return sorted(k for k, v in KERNELS.items() if v[1] is None)
+
+
+_NUMPY = _CYTHON = None
+_rebuild()
+#: the compiled backend exists when any compiled kernel does
+_HAVE_CYTHON = any(v[1] is not None for v in KERNELS.values())
+
 
 class _ThreadState(threading.local):
     """Per-thread settings. The class attribute is every thread's default, so reading it
@@ -52,48 +83,7 @@ class _ThreadState(threading.local):
 
 
 _state = _ThreadState()
-_default_backend = "cython" if _CYTHON is not None else "numpy"
-
-
-def _env_threads():
-    for var in ("FASTNN_NUM_THREADS", "OMP_NUM_THREADS"):
-        val = os.environ.get(var, "")
-        if val.isdigit() and int(val) > 0:
-            return int(val)
-    if _RUNTIME is not None:
-        return _RUNTIME.max_threads()
-    return os.cpu_count() or 1
-
-
-_num_threads = _env_threads()
-
-
-def _apply_blas_limits(all_libraries=True):
-    """One thread pool per backend. The Cython kernels split their GEMMs across their own
-    OpenMP team, so the BLAS library they call runs single-threaded (two pools spinning
-    on each other's cores made steps up to 10x slower); other BLAS libraries (NumPy's,
-    which the NumPy backend uses) get the configured thread count once the user sets
-    one with set_num_threads."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        return
-    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
-        if _is_kernel_blas(lib.filepath):
-            lib.set_num_threads(1)
-        elif all_libraries:
-            lib.set_num_threads(_num_threads)
-
-
-def _is_kernel_blas(path):
-    """True for the BLAS that scipy.linalg.cython_blas (the kernels' GEMMs) calls: the one
-    shipped inside SciPy's distribution (scipy.libs/, scipy/.dylibs, scipy_openblas32/).
-    A system BLAS shared with NumPy is left multi-threaded."""
-    return _CYTHON is not None and os.path.realpath(path).startswith(_SCIPY_ROOT)
-
-
-_SCIPY_ROOT = os.path.dirname(os.path.realpath(scipy.__file__))   # .../site-packages/scipy
-_apply_blas_limits(all_libraries=False)   # importing fastnn leaves NumPy's BLAS alone
+_default_backend = "cython" if _HAVE_CYTHON else "numpy"
 
 
 def set_backend(name):
@@ -124,70 +114,18 @@ def use_backend(name):
 def _check_backend(name, fn):
     if name not in ("cython", "numpy"):
         raise ValueError('%s: backend must be "cython" or "numpy", got %r' % (fn, name))
-    if name not in _BACKENDS:
+    if name == "cython" and not _HAVE_CYTHON:
         raise RuntimeError("%s: the cython backend is not available (%s); reinstall with "
-                           "a working C compiler" % (fn, _CYTHON_ERROR))
+                           "a working C compiler" % (fn, "; ".join(_COMPILE_ERRORS)))
 
 
 def backend():
-    """The active backend's kernel namespace (functions of `kernels.ref.__all__`)."""
-    return _BACKENDS[get_backend()]
-
-
-def set_num_threads(n):
-    """Use n threads (1 <= n <= MAX_THREADS) in the Cython kernels (OpenMP; their GEMMs
-    are split across these threads over a single-threaded BLAS) and in NumPy's BLAS."""
-    global _num_threads
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError("set_num_threads: expected a positive int, got %r" % (n,))
-    if n > MAX_THREADS:
-        raise ValueError("set_num_threads: expected at most %d threads, got %d (the OpenMP "
-                         "runtime aborts the process when it cannot create a thread)"
-                         % (MAX_THREADS, n))
-    _num_threads = int(n)
-    _generation.bump()
-    _apply_blas_limits()
-
-
-def get_num_threads():
-    """Number of threads OpenMP kernels use."""
-    return _num_threads
-
-
-def threads_for(work):
-    """Thread count for a kernel touching `work` elements: 1 for small work, and 1 in a
-    process forked after this one ran a multi-threaded kernel (see _after_fork_in_child)."""
-    global _pool_started
-    if work < PARALLEL_MIN_WORK or _num_threads == 1 or _forked_child:
-        return 1
-    _pool_started = True
-    return _num_threads
-
-
-# Fork safety. GNU libgomp is not fork-safe: once a parallel region has run, the runtime
-# keeps a pool of worker threads, and a child created by fork() (multiprocessing's "fork"
-# start method) inherits the pool's bookkeeping but not its threads, so its next
-# multi-threaded region waits forever for them. A one-thread region does not use the pool
-# (verified by tests/test_concurrency.py), so a child forked after this process ran a
-# multi-threaded kernel runs every kernel on one thread, whatever set_num_threads says.
-# BLAS (OpenBLAS) resets its own pool at fork and keeps its threads. A child forked
-# before any multi-threaded kernel ran, or a "spawn"/"forkserver" child, is unaffected.
-_pool_started = False    # threads_for handed out > 1 thread: libgomp's pool may exist
-_forked_child = False    # forked after that: OpenMP kernels stay on one thread
-
-
-def _after_fork_in_child():
-    global _forked_child
-    if _pool_started:
-        _forked_child = True
-        _generation.bump()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    """The active backend's kernel namespace: one function per registered operation."""
+    return _CYTHON if get_backend() == "cython" else _NUMPY
 
 
 def _blas_name():
+    """The BLAS libraries loaded, in a stable order (by file name)."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:  # pragma: no cover
@@ -195,7 +133,8 @@ def _blas_name():
     libs = sorted((i for i in threadpool_info() if i.get("user_api") == "blas"),
                   key=lambda i: os.path.basename(i.get("filepath", "")))   # a stable order
     return ", ".join("%s %s (%s, %s)" % (i.get("internal_api"), i.get("version"),
-                                         i.get("architecture"), os.path.basename(i.get("filepath", "")))
+                                         i.get("architecture"),
+                                         os.path.basename(i.get("filepath", "")))
                      for i in libs) or "unknown"
 
 
@@ -204,20 +143,23 @@ def show_config(print_=True):
     from .. import __version__
     import scipy.linalg  # noqa: F401  (load scipy's BLAS so threadpoolctl sees it)
 
+    runtime = _threads._RUNTIME
     cfg = {
         "version": __version__,
         "backend": get_backend(),
-        "cython": _CYTHON is not None,
-        "openmp": bool(_RUNTIME.openmp_enabled()) if _RUNTIME is not None else False,
-        "num_threads": _num_threads,
+        "cython": _HAVE_CYTHON,
+        "numpy_ops": numpy_ops() if _HAVE_CYTHON else "all",
+        "openmp": bool(runtime.openmp_enabled()) if runtime is not None else False,
+        "num_threads": get_num_threads(),
         "blas": _blas_name(),
-        "compile_args": _RUNTIME.compile_args() if _RUNTIME is not None else [],
+        "compile_args": runtime.compile_args() if runtime is not None else [],
         "numpy": np.__version__,
     }
-    if _CYTHON is None:
-        cfg["cython_error"] = _CYTHON_ERROR
+    if _COMPILE_ERRORS:
+        cfg["cython_error"] = "; ".join(_COMPILE_ERRORS)
     if print_:
         width = max(len(k) for k in cfg)
         for k, v in cfg.items():
-            print("%-*s : %s" % (width, k, " ".join(v) if isinstance(v, list) else v))
+            print("%-*s : %s" % (width, k, (" ".join(v) or "(none)") if isinstance(v, list)
+                                 else v))
     return cfg

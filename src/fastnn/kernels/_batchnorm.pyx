@@ -1,56 +1,61 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Batch normalisation over the batch axis of (N, D) inputs: Cython twin of
-`ref/batchnorm.py` (same names, positional arguments and outputs).
+"""Batch normalisation over the batch axis of (N, D) inputs: compiled twin of
+`ref/batchnorm.py` (same names, positional arguments and outputs, same formulas in the
+same order: every edge the reference has -- inf, NaN, float32 overflow -- this has).
 
 Work decomposition and determinism: the (N, D) array is cut into tiles of R rows x CB
 columns, where R = RB (64), or more for very tall inputs (at most MAX_BLOCKS row blocks);
-R depends on N only, never on the thread count. `prange(schedule="static")` hands out
-tiles. Per-feature column sums are accumulated in double per tile, rows in order (four
-rows per step, see _shifted_sums), into a (row block, column) partial array; the partials
-of a column are then added in row-block order. Every sum has the same association for
-any team size, so all outputs are bit-identical for nthreads = 1, 2, 3, ...
+R depends on N only, never on the thread count. `run_tasks` hands out tiles. Per-feature
+column sums are accumulated in double per tile, rows in order (four rows per step, see
+_stat_sums), into a (row block, sum, column) partial array; the partials of a column
+are then added in row-block order. Every sum has the same association for any team
+size, so all outputs are bit-identical for nthreads = 1, 2, 3, ...
 
 Passes over N x D data (float32 bytes moved per element in brackets):
-  forward, train:  stats pass reads x [4]; output pass reads x, writes out [8]
+  forward, train:  statistics pass reads x [4]; output pass reads x, writes out [8]
   forward, eval:   one pass reads x, writes out [8]
   backward, train: sums pass reads dout, x [8]; dx pass reads dout, x, writes dx [12]
   backward, eval:  one pass: dx = dout * gamma * invstd [8], fused with the dgamma /
                    dbeta sums tile by tile when those are wanted (reads x too [12])
-Training forward + backward: 8 N D elements moved (128 MiB at (4096, 1024) float32);
-the NumPy twin makes ~20 passes with temporaries. The tile kernels are compiled as
-AVX-512F / AVX2 / SSE2 clones picked at load (`simd_clones_void`; identical bits): the
-double-precision sums vectorise 4 or 8 wide instead of SSE2's 2.
+The tile kernels are AVX-512F / AVX2 / SSE2 clones picked at load (`simd_clones_void`;
+identical bits): the double-precision sums vectorise 4 or 8 wide instead of SSE2's 2.
 
-Variance: shifted one-pass sums in double. With the shift K_j = x[0, j] (one sample of
-the column), s1 = sum(x - K), s2 = sum((x - K)^2), mean = K + s1/N and
-var = s2/N - (s1/N)^2. For float32 input every x - K and (x - K)^2 is exact in double.
-The subtraction cannot cancel catastrophically: s2/N = var + (mean - K)^2 and, K being
-one of the samples, (mean - K)^2 <= N var, so the rounding error of s2 is amplified by
-at most N + 1 (typically ~2) -- even when |mean| >> std, where the unshifted
-E[x^2] - E[x]^2 loses everything. Against an exact two-pass this saves one full read of
-x; the tests check |mean| / std up to 1e5 against an exact (fsum) reference.
-dgamma / dbeta: sums of dout and dout * (x - mean), each four-row group formed in the
-input precision and accumulated in double (absolute error ~1e-7 sum |terms| in float32,
-less than the reference's own float32 sums; nothing there for a shift to protect).
+Statistics, in one pass, in double: s0 = sum x gives the mean (the reference's double
+mean: [1e20, -1e20, 0, 1] has mean 0.25), and the variance comes from sums shifted by
+one sample of the column, K = x[0, j] (0 when that sample is not finite):
+s2 = sum((x - K)^2), var = s2/N - (mean - K)^2, with mean - K = s1/N, s1 = sum(x - K),
+for float64 input (float32 input takes s0/N - K: its rounding is far below what float32
+results can show, and the pass keeps one accumulator fewer). For float32 input every
+x - K and (x - K)^2 is exact in double (unless the column spans more than 2^29 in
+magnitude: then only tiny samples lose bits, which the variance cannot notice and the
+mean, from s0, does not use), and the subtraction cannot cancel catastrophically:
+s2/N = var + (mean - K)^2 and, K being one of the samples, (mean - K)^2 <= N var, so the
+rounding error of s2 is amplified by at most N + 1 (typically ~2) -- even when
+|mean| >> std, where the unshifted E[x^2] - E[x]^2 loses everything. Against an exact
+two-pass this saves one full read of x; the tests check |mean| / std up to 1e5 against
+an exact (fsum) reference.
+dgamma / dbeta: sums of dout and dout * xhat, xhat = (x - mean) * invstd as the
+reference forms it (so no term overflows where the reference's does not), each
+four-row group formed in the input precision and accumulated in double.
 """
 from cython cimport floating
+
 cimport numpy as cnp
-from cython.parallel cimport prange
-from libc.math cimport sqrt
+from libc.float cimport DBL_MIN, FLT_MIN
+from libc.math cimport isfinite, sqrt
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-from ._actfuncs cimport simd_clones_void
-from ._buffers cimport array_data, float_type, optional_data
+from ._buffers cimport array_data, float_type, optional_data, rows
+from ._common cimport fabs_, fsqrt, nblocks, run_tasks, simd_clones_void
 from ._plan cimport PlanOp, submit
-from ._reduce cimport f_sqrt, nblocks
-
-cdef enum:
-    RB = 64          # rows per tile (at least; see _rows_per_block)
-    MAX_BLOCKS = 256  # row blocks at most: bounds the partial-sum scratch to 4 KiB x D
-    CB = 2048        # columns per tile (contiguous run of one row inside a tile)
 
 cnp.import_array()
+
+cdef enum:
+    RB = 64           # rows per tile (at least; see _rows_per_block)
+    MAX_BLOCKS = 256  # row blocks at most: bounds the partial-sum scratch to 6 KiB x D
+    CB = 2048         # columns per tile (contiguous run of one row inside a tile)
 
 
 cdef struct Tile:
@@ -61,41 +66,38 @@ cdef inline Py_ssize_t _rows_per_block(Py_ssize_t n) noexcept nogil:
     """Rows per tile: RB, or more for very tall inputs so that there are at most
     MAX_BLOCKS row blocks. A function of N only (never of the thread count), rounded up to
     a multiple of 4 (the row grouping of the sums)."""
-    cdef Py_ssize_t r = (n + MAX_BLOCKS - 1) // MAX_BLOCKS
+    cdef Py_ssize_t r = nblocks(n, MAX_BLOCKS)
     r = (r + 3) // 4 * 4
     return r if r > RB else RB
 
 
-cdef inline Tile _tile(Py_ssize_t t, Py_ssize_t ncb, Py_ssize_t rpb, Py_ssize_t n,
-                       Py_ssize_t d) noexcept nogil:
-    """Bounds of tile t (row-block major: consecutive tiles walk along a row block)."""
-    cdef Tile tl
-    tl.rb = t // ncb
-    tl.r0 = tl.rb * rpb
-    tl.r1 = tl.r0 + rpb if tl.r0 + rpb < n else n
-    tl.c0 = (t - tl.rb * ncb) * CB
-    tl.c1 = tl.c0 + CB if tl.c0 + CB < d else d
-    return tl
+cdef inline void *_scratch(Py_ssize_t doubles, Py_ssize_t items,
+                           size_t itemsize) noexcept nogil:
+    """One block of `doubles` doubles followed by `items` items of `itemsize` bytes
+    (NULL when out of memory; free() it)."""
+    return malloc(doubles * sizeof(double) + items * itemsize)
 
 
 # ----------------------------------------------------------------------------------
 # tile kernels (rows r0..r1, columns c0..c1 of row-major arrays with row stride ld)
 # ----------------------------------------------------------------------------------
-
-cdef simd_clones_void _shifted_sums(
+cdef simd_clones_void _stat_sums(
         const floating* x, Py_ssize_t ld, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0,
-        Py_ssize_t c1, const double* shift, double* s1, double* s2) noexcept nogil:
-    """s1[j] = sum_i (x[i,j] - shift[j]), s2[j] = sum_i (x[i,j] - shift[j])^2 over the
-    tile's rows (double). Rows are taken four at a time ((t0 + t1) + (t2 + t3) added to
-    the accumulator: a fixed association, since tiles start at multiples of RB), which
-    quarters the accumulator loads/stores; leftover rows are added one by one."""
+        Py_ssize_t c1, const double* shift, double* s0, double* s1,
+        double* s2) noexcept nogil:
+    """s0[j] = sum_i x[i,j], s1[j] = sum_i (x[i,j] - shift[j]) (float64 input only: see
+    _forward_train) and s2[j] = sum_i (x[i,j] - shift[j])^2 over the tile's rows
+    (double). Rows are taken four at a time ((t0 + t1) + (t2 + t3) added to the
+    accumulator: a fixed association, since tiles start at multiples of RB); leftover
+    rows are added one by one."""
     cdef Py_ssize_t i = r0, j
     cdef const floating* x0
     cdef const floating* x1
     cdef const floating* x2
     cdef const floating* x3
-    cdef double k, t0, t1, t2, t3
+    cdef double k, v0, v1, v2, v3, t0, t1, t2, t3
     for j in range(c0, c1):
+        s0[j] = 0.0
         s1[j] = 0.0
         s2[j] = 0.0
     while i + 4 <= r1:
@@ -105,47 +107,60 @@ cdef simd_clones_void _shifted_sums(
         x3 = x2 + ld
         for j in range(c0, c1):
             k = shift[j]
-            t0 = <double>x0[j] - k
-            t1 = <double>x1[j] - k
-            t2 = <double>x2[j] - k
-            t3 = <double>x3[j] - k
-            s1[j] += (t0 + t1) + (t2 + t3)
+            v0 = x0[j]
+            v1 = x1[j]
+            v2 = x2[j]
+            v3 = x3[j]
+            t0 = v0 - k
+            t1 = v1 - k
+            t2 = v2 - k
+            t3 = v3 - k
+            s0[j] += (v0 + v1) + (v2 + v3)
+            if floating is double:
+                s1[j] += (t0 + t1) + (t2 + t3)
             s2[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
         i += 4
     while i < r1:
         x0 = x + i * ld
         for j in range(c0, c1):
-            t0 = <double>x0[j] - shift[j]
-            s1[j] += t0
+            v0 = x0[j]
+            t0 = v0 - shift[j]
+            s0[j] += v0
+            if floating is double:
+                s1[j] += t0
             s2[j] += t0 * t0
         i += 1
 
 
-cdef simd_clones_void _grad_acc(
+cdef simd_clones_void _grad_sums(
         const floating* dout, const floating* x, Py_ssize_t ld, Py_ssize_t r0,
-        Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1, const floating* mean, double* sdb,
-        double* sdg) noexcept nogil:
-    """sdb[j] += sum_i dout[i,j], sdg[j] += sum_i dout[i,j] * (x[i,j] - mean[j]).
-    Rows four at a time from r0: the four-term group ((a0 + a1) + (a2 + a3)) is formed in
-    the input precision and added to the double accumulator (no cancellation here: the
-    float32 group error is ~1e-7 of the terms, below the float32 results' rounding),
-    leftover rows one by one. Fixed association (tiles start at multiples of RB)."""
+        Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1, const floating* mean,
+        const floating* invstd, double* sdb, double* sdg) noexcept nogil:
+    """sdb[j] = sum_i dout[i,j], sdg[j] = sum_i dout[i,j] * xhat[i,j] with
+    xhat = (x - mean) * invstd. Rows four at a time from r0: the four-term group
+    ((a0 + a1) + (a2 + a3)) is formed in the input precision and added to the double
+    accumulator, leftover rows one by one (fixed association)."""
     cdef Py_ssize_t i = r0, j
     cdef const floating* d0
     cdef const floating* x0
-    cdef floating mu, g0, g1, g2, g3
+    cdef floating mu, iv, g0, g1, g2, g3
+    for j in range(c0, c1):
+        sdb[j] = 0.0
+        sdg[j] = 0.0
     while i + 4 <= r1:
         d0 = dout + i * ld
         x0 = x + i * ld
         for j in range(c0, c1):
             mu = mean[j]
+            iv = invstd[j]
             g0 = d0[j]
             g1 = d0[ld + j]
             g2 = d0[2 * ld + j]
             g3 = d0[3 * ld + j]
             sdb[j] += <double>((g0 + g1) + (g2 + g3))
-            sdg[j] += <double>((g0 * (x0[j] - mu) + g1 * (x0[ld + j] - mu))
-                               + (g2 * (x0[2 * ld + j] - mu) + g3 * (x0[3 * ld + j] - mu)))
+            sdg[j] += <double>((g0 * ((x0[j] - mu) * iv) + g1 * ((x0[ld + j] - mu) * iv))
+                               + (g2 * ((x0[2 * ld + j] - mu) * iv)
+                                  + g3 * ((x0[3 * ld + j] - mu) * iv)))
         i += 4
     while i < r1:
         d0 = dout + i * ld
@@ -153,19 +168,8 @@ cdef simd_clones_void _grad_acc(
         for j in range(c0, c1):
             g0 = d0[j]
             sdb[j] += <double>g0
-            sdg[j] += <double>(g0 * (x0[j] - mean[j]))
+            sdg[j] += <double>(g0 * ((x0[j] - mean[j]) * invstd[j]))
         i += 1
-
-
-cdef void _grad_sums(const floating* dout, const floating* x, Py_ssize_t ld,
-                     Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1,
-                     const floating* mean, double* sdb, double* sdg) noexcept nogil:
-    """sdb[j] = sum_i dout[i,j], sdg[j] = sum_i dout[i,j] * (x[i,j] - mean[j])."""
-    cdef Py_ssize_t j
-    for j in range(c0, c1):
-        sdb[j] = 0.0
-        sdg[j] = 0.0
-    _grad_acc(dout, x, ld, r0, r1, c0, c1, mean, sdb, sdg)
 
 
 cdef simd_clones_void _affine(
@@ -185,10 +189,12 @@ cdef simd_clones_void _affine(
 
 cdef simd_clones_void _dx_train(
         const floating* dout, const floating* x, floating* dx, Py_ssize_t ld,
-        Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1,
-        const floating* mean, const floating* ca, const floating* cb, const floating* cc) noexcept nogil:
-    """dx = ca * dout + cb * (x - mean) + cc: the training-mode formula
-    gamma*invstd/N * (N dout - dbeta - xhat dgamma) with per-feature coefficients."""
+        Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1, const floating* mean,
+        const floating* invstd, const floating* ca, const floating* cb,
+        const floating* cc) noexcept nogil:
+    """dx = ca * dout + cb * xhat + cc with xhat = (x - mean) * invstd: the training-mode
+    gamma * invstd / N * (N dout - dbeta - xhat dgamma) with per-feature coefficients.
+    invstd NULL: cb already holds cb * invstd (see _backward), one multiply less."""
     cdef Py_ssize_t i, j
     cdef const floating* drow
     cdef const floating* xrow
@@ -197,8 +203,12 @@ cdef simd_clones_void _dx_train(
         drow = dout + i * ld
         xrow = x + i * ld
         orow = dx + i * ld
-        for j in range(c0, c1):
-            orow[j] = ca[j] * drow[j] + cb[j] * (xrow[j] - mean[j]) + cc[j]
+        if invstd == NULL:
+            for j in range(c0, c1):
+                orow[j] = ca[j] * drow[j] + cb[j] * (xrow[j] - mean[j]) + cc[j]
+        else:
+            for j in range(c0, c1):
+                orow[j] = ca[j] * drow[j] + cb[j] * ((xrow[j] - mean[j]) * invstd[j]) + cc[j]
 
 
 cdef simd_clones_void _dx_eval(
@@ -215,104 +225,159 @@ cdef simd_clones_void _dx_eval(
             orow[j] = drow[j] * ca[j]
 
 
-cdef void _dx_eval_sums(const floating* dout, const floating* x, floating* dx,
-                        Py_ssize_t ld, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0,
-                        Py_ssize_t c1, const floating* ca, const floating* mean,
-                        double* sdb, double* sdg) noexcept nogil:
-    """Eval-mode dx = dout * ca and the dbeta / dgamma partial sums of one tile: the
-    sums first, then dx while the tile's dout is still in cache (a tile is RB rows, at
-    most CB columns). Same sums as training mode (bit-identical dgamma / dbeta)."""
-    _grad_sums(dout, x, ld, r0, r1, c0, c1, mean, sdb, sdg)
-    _dx_eval(dout, dx, ld, r0, r1, c0, c1, ca)
-
-
-cdef void _combine(const double* part, Py_ssize_t nrb, Py_ssize_t d, double* acc1,
-                   double* acc2) noexcept nogil:
-    """acc1[j] = sum_rb part[rb, 0, j], acc2[j] = sum_rb part[rb, 1, j], in rb order
-    (part is laid out (nrb, 2, d))."""
-    cdef Py_ssize_t rb, j
-    cdef const double* p
-    for j in range(d):
-        acc1[j] = 0.0
-        acc2[j] = 0.0
+cdef void _combine(const Pass *ps, Py_ssize_t nrb, double* acc) noexcept nogil:
+    """acc[s, j] = sum over row blocks rb of the partials [rb, s, j], in rb order (laid
+    out (nrb, nsums, d); acc (nsums, d))."""
+    cdef Py_ssize_t rb, j, m = ps.nsums * ps.d
+    for j in range(m):
+        acc[j] = 0.0
     for rb in range(nrb):
-        p = part + rb * 2 * d
-        for j in range(d):
-            acc1[j] += p[j]
-            acc2[j] += p[d + j]
+        for j in range(m):
+            acc[j] += ps.part[rb * m + j]
 
 
-cdef inline int _team(int nthreads, Py_ssize_t ntiles) noexcept nogil:
-    if nthreads < 1:
-        return 1
-    if ntiles < nthreads:
-        return <int>ntiles
-    return nthreads
-
-
-cdef enum:    # the passes over (N, D) tiles
-    PASS_SUMS = 0          # shifted sums of x into the partials
-    PASS_AFFINE = 1        # out = (x - mean) * c1 + c2
-    PASS_GRAD_SUMS = 2     # dbeta / dgamma partial sums of dout, x
-    PASS_DX_TRAIN = 3      # out = c1 * dout + c2 * (x - mean) + c3
+# ----------------------------------------------------------------------------------
+# passes: every tile of an (N, D) pass, shared out by run_tasks
+# ----------------------------------------------------------------------------------
+cdef enum:
+    PASS_STATS = 0         # s0, s1, s2 of x into the partials
+    PASS_AFFINE = 1        # out = (x - mean) * c0 + c1
+    PASS_GRAD_SUMS = 2     # dbeta / dgamma partial sums of dout, xhat (c0 = invstd)
+    PASS_DX_TRAIN = 3      # out = c1 * dout + c2 * xhat + c3   (c0 = invstd, or NULL)
     PASS_DX_EVAL_SUMS = 4  # out = dout * c1, and the dbeta / dgamma partial sums
     PASS_DX_EVAL = 5       # out = dout * c1
 
 
-cdef void _pass_tile(int kind, Tile tl, Py_ssize_t d, const floating* x,
-                     const floating* dout, floating* out, const floating* mean,
-                     const floating* c1, const floating* c2, const floating* c3,
-                     const double* shift, double* part) noexcept nogil:
-    cdef double* p1 = part + tl.rb * 2 * d if part != NULL else NULL
-    cdef double* p2 = p1 + d if part != NULL else NULL
-    if kind == PASS_SUMS:
-        _shifted_sums(x, d, tl.r0, tl.r1, tl.c0, tl.c1, shift, p1, p2)
-    elif kind == PASS_AFFINE:
-        _affine(x, out, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c1, c2)
-    elif kind == PASS_GRAD_SUMS:
-        _grad_sums(dout, x, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, p1, p2)
-    elif kind == PASS_DX_TRAIN:
-        _dx_train(dout, x, out, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c1, c2, c3)
-    elif kind == PASS_DX_EVAL_SUMS:
-        _dx_eval_sums(dout, x, out, d, tl.r0, tl.r1, tl.c0, tl.c1, c1, mean, p1, p2)
+ctypedef struct Pass:
+    int kind
+    bint flt
+    Py_ssize_t n, d, rpb, ncb
+    int nsums              # sums per column in the partials: 3 (statistics) or 2
+    const void *x
+    const void *dout
+    void *out
+    const void *mean
+    const void *c[4]       # per-feature coefficients (see the pass kinds)
+    const double *shift
+    double *part           # (row blocks, sums, D)
+
+
+cdef void _pass_tile(const Pass *ps, Tile tl, const floating* x, const floating* dout,
+                     floating* out, const floating* mean, const floating* c0,
+                     const floating* c1, const floating* c2,
+                     const floating* c3) noexcept nogil:
+    cdef Py_ssize_t d = ps.d
+    cdef double* p = ps.part + tl.rb * ps.nsums * d if ps.part != NULL else NULL
+    if ps.kind == PASS_STATS:
+        _stat_sums(x, d, tl.r0, tl.r1, tl.c0, tl.c1, ps.shift, p, p + d, p + 2 * d)
+    elif ps.kind == PASS_AFFINE:
+        _affine(x, out, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c0, c1)
+    elif ps.kind == PASS_GRAD_SUMS:
+        _grad_sums(dout, x, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c0, p, p + d)
+    elif ps.kind == PASS_DX_TRAIN:
+        _dx_train(dout, x, out, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c0, c1, c2, c3)
+    elif ps.kind == PASS_DX_EVAL_SUMS:
+        # the sums first, then dx while the tile's dout is in cache (same sums as
+        # training mode: bit-identical dgamma / dbeta)
+        _grad_sums(dout, x, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c0, p, p + d)
+        _dx_eval(dout, out, d, tl.r0, tl.r1, tl.c0, tl.c1, c1)
     else:
         _dx_eval(dout, out, d, tl.r0, tl.r1, tl.c0, tl.c1, c1)
 
 
-cdef void _run_pass(int kind, Py_ssize_t n, Py_ssize_t d, int nthreads, const floating* x,
-                    const floating* dout, floating* out, const floating* mean,
-                    const floating* c1, const floating* c2, const floating* c3,
-                    const double* shift, double* part) noexcept nogil:
-    """Every tile of a pass, handed out by prange on the team -- or in a plain loop when
-    the team is one thread: an OpenMP region costs ~0.7 us even then, and small batches
-    make a dozen of them per step. Unused arrays are NULL."""
-    cdef Py_ssize_t rpb = _rows_per_block(n)
-    cdef Py_ssize_t ncb = nblocks(d, CB), ntiles = nblocks(n, rpb) * ncb, t
-    cdef int nt = _team(nthreads, ntiles)
-    if nt <= 1:
-        for t in range(ntiles):
-            _pass_tile(kind, _tile(t, ncb, rpb, n, d), d, x, dout, out, mean, c1, c2, c3,
-                       shift, part)
-        return
-    for t in prange(ntiles, schedule="static", num_threads=nt):
-        _pass_tile(kind, _tile(t, ncb, rpb, n, d), d, x, dout, out, mean, c1, c2, c3,
-                   shift, part)
+cdef void _pass_task(const void *ctx, Py_ssize_t t) noexcept nogil:
+    cdef const Pass *ps = <const Pass *>ctx
+    cdef Tile tl
+    tl.rb = t // ps.ncb
+    tl.r0 = tl.rb * ps.rpb
+    tl.r1 = min(tl.r0 + ps.rpb, ps.n)
+    tl.c0 = (t - tl.rb * ps.ncb) * CB
+    tl.c1 = min(tl.c0 + CB, ps.d)
+    if ps.flt:
+        _pass_tile(ps, tl, <const double *>ps.x, <const double *>ps.dout,
+                   <double *>ps.out, <const double *>ps.mean, <const double *>ps.c[0],
+                   <const double *>ps.c[1], <const double *>ps.c[2],
+                   <const double *>ps.c[3])
+    else:
+        _pass_tile(ps, tl, <const float *>ps.x, <const float *>ps.dout, <float *>ps.out,
+                   <const float *>ps.mean, <const float *>ps.c[0], <const float *>ps.c[1],
+                   <const float *>ps.c[2], <const float *>ps.c[3])
+
+
+cdef void _run_pass(Pass *ps, int kind, int nthreads) noexcept nogil:
+    ps.kind = kind
+    ps.nsums = 3 if kind == PASS_STATS else 2
+    ps.rpb = _rows_per_block(ps.n)
+    ps.ncb = nblocks(ps.d, CB)
+    run_tasks(_pass_task, ps, nblocks(ps.n, ps.rpb) * ps.ncb, nthreads)
+
+
+cdef void _new_pass(Pass *ps, const PlanOp *op, const void *x, const void *dout,
+                    void *out) noexcept nogil:
+    memset(ps, 0, sizeof(Pass))
+    ps.flt, ps.n, ps.d = op.flt, op.dim[0], op.dim[1]
+    ps.x, ps.dout, ps.out = x, dout, out
 
 
 # ----------------------------------------------------------------------------------
-# public kernels
+# forward, training: ptr = (x, gamma, beta, running_mean, running_var, out, mean,
+# invstd); dim = (N, D); arg = (momentum, eps)
 # ----------------------------------------------------------------------------------
+cdef int _forward_train(const PlanOp *op, const floating* x, const floating* gamma,
+                        floating* running_mean, floating* running_var, floating* mean,
+                        floating* invstd) noexcept nogil:
+    cdef Py_ssize_t n = op.dim[0], d = op.dim[1], j
+    cdef Py_ssize_t nrb = nblocks(n, _rows_per_block(n))
+    cdef double dm, var, dn = <double>n
+    cdef floating keep = <floating>(1.0 - op.arg[0]), mom = <floating>op.arg[0]
+    cdef floating unbias = <floating>(dn / (dn - 1.0))   # N > 1 (inf for N = 1)
+    cdef Pass ps
+    # scratch: shift (d) | sums (3, d) | partials (nrb, 3, d) (double) | scale (d)
+    cdef double* work = <double*>_scratch((4 + 3 * nrb) * d, d, sizeof(floating))
+    if work == NULL:
+        return -1
+    cdef floating* scale = <floating*>(work + (4 + 3 * nrb) * d)
+    cdef double* shift = work
+    cdef double* sums = work + d
+    for j in range(d):
+        shift[j] = x[j] if isfinite(x[j]) else 0.0
+    _new_pass(&ps, op, x, NULL, NULL)
+    ps.shift, ps.part = shift, work + 4 * d
+    _run_pass(&ps, PASS_STATS, op.nthreads)
+    _combine(&ps, nrb, sums)
+    for j in range(d):
+        # mean - K: for float32 input, from s0 (its rounding is far below float32's);
+        # for float64 input, s1 keeps the bits a shifted sum does not lose
+        if floating is float:
+            dm = sums[j] / dn - shift[j]
+        else:
+            dm = sums[d + j] / dn
+        var = sums[2 * d + j] / dn - dm * dm
+        if var < 0.0:        # rounding only; NaN passes through
+            var = 0.0
+        mean[j] = <floating>(sums[j] / dn)
+        invstd[j] = <floating>(1.0 / sqrt(var + op.arg[1]))
+        scale[j] = invstd[j] * gamma[j]
+        if running_mean != NULL:
+            running_mean[j] = running_mean[j] * keep + mom * mean[j]
+        if running_var != NULL:
+            running_var[j] = running_var[j] * keep + mom * <floating>var * unbias
+    _new_pass(&ps, op, x, NULL, op.ptr[5])
+    ps.mean, ps.c[0], ps.c[1] = mean, scale, op.ptr[2]
+    _run_pass(&ps, PASS_AFFINE, op.nthreads)
+    free(work)
+    return 0
+
 
 cdef int _forward_train_op(const PlanOp *op) noexcept nogil:
+    if op.dim[0] == 0 or op.dim[1] == 0:
+        return 0
     if op.flt:
-        return _bn_forward_train_impl[double](
-            <double*>op.ptr[0], <double*>op.ptr[1], <double*>op.ptr[2], <double*>op.ptr[3],
-            <double*>op.ptr[4], op.arg[0], op.arg[1], <double*>op.ptr[5],
-            <double*>op.ptr[6], <double*>op.ptr[7], op.dim[0], op.dim[1], op.nthreads)
-    return _bn_forward_train_impl[float](
-        <float*>op.ptr[0], <float*>op.ptr[1], <float*>op.ptr[2], <float*>op.ptr[3],
-        <float*>op.ptr[4], op.arg[0], op.arg[1], <float*>op.ptr[5], <float*>op.ptr[6],
-        <float*>op.ptr[7], op.dim[0], op.dim[1], op.nthreads)
+        return _forward_train(op, <double*>op.ptr[0], <double*>op.ptr[1],
+                              <double*>op.ptr[3], <double*>op.ptr[4], <double*>op.ptr[6],
+                              <double*>op.ptr[7])
+    return _forward_train(op, <float*>op.ptr[0], <float*>op.ptr[1], <float*>op.ptr[3],
+                          <float*>op.ptr[4], <float*>op.ptr[6], <float*>op.ptr[7])
 
 
 def bn_forward_train(x, gamma, beta, running_mean, running_var, double momentum,
@@ -320,7 +385,7 @@ def bn_forward_train(x, gamma, beta, running_mean, running_var, double momentum,
     """Write out (N, D), mean (D,), invstd (D,); update running_mean/var (D,) in place
     (either may be None: no tracking). Requires N > 1."""
     cdef int tn = float_type(x)
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    cdef Py_ssize_t d, n = rows(x, "x", &d)
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.ptr[0] = array_data(x, tn, n, d, False, "x")
@@ -337,69 +402,37 @@ def bn_forward_train(x, gamma, beta, running_mean, running_var, double momentum,
     submit(&op)
 
 
-cdef int _bn_forward_train_impl(const floating* x, const floating* gamma,
-                                const floating* beta, floating* running_mean,
-                                floating* running_var, double momentum, double eps,
-                                floating* out, floating* mean, floating* invstd,
-                                Py_ssize_t n, Py_ssize_t d, int nthreads) noexcept nogil:
-    if n == 0 or d == 0:
-        return 0
-    cdef Py_ssize_t nrb = nblocks(n, _rows_per_block(n)), j
-    cdef bint track_mean = running_mean != NULL
-    cdef bint track_var = running_var != NULL
-    cdef const floating* px = x
-    cdef floating* pout = out
-    cdef double dm, var, dn = <double>n
-    cdef floating keep = <floating>(1.0 - momentum), mom = <floating>momentum
-    cdef floating unbias = <floating>(dn / (dn - 1.0))   # N > 1 (inf for N = 1)
-    cdef floating var_f
-    # scratch: shift (d) | acc1 (d) | acc2 (d) | partials (nrb, 2, d)   (double)
-    #          scale (d)                                                   (floating)
-    cdef double* work = <double*>malloc((3 + 2 * nrb) * d * sizeof(double))
+# ----------------------------------------------------------------------------------
+# forward, eval: as training, arg[1] = eps
+# ----------------------------------------------------------------------------------
+cdef int _forward_eval(const PlanOp *op, const floating* gamma,
+                       const floating* running_mean, const floating* running_var,
+                       floating* mean, floating* invstd) noexcept nogil:
+    cdef Py_ssize_t j, d = op.dim[1]
+    cdef floating eps = <floating>op.arg[1]
+    cdef Pass ps
     cdef floating* scale = <floating*>malloc(d * sizeof(floating))
-    if work == NULL or scale == NULL:
-        free(work)
-        free(scale)
+    if scale == NULL:
         return -1
-    cdef double* shift = work
-    cdef double* acc1 = work + d
-    cdef double* acc2 = work + 2 * d
-    cdef double* part = work + 3 * d
     for j in range(d):
-        shift[j] = px[j]
-    _run_pass(PASS_SUMS, n, d, nthreads, px, NULL, NULL, NULL, NULL, NULL, NULL, shift,
-              part)
-    _combine(part, nrb, d, acc1, acc2)
-    for j in range(d):
-        dm = acc1[j] / dn
-        var = acc2[j] / dn - dm * dm
-        if var < 0.0:        # rounding only; NaN passes through
-            var = 0.0
-        mean[j] = <floating>(shift[j] + dm)
-        invstd[j] = <floating>(1.0 / sqrt(var + eps))
+        mean[j] = running_mean[j]
+        invstd[j] = <floating>1 / fsqrt(running_var[j] + eps)
         scale[j] = invstd[j] * gamma[j]
-        if track_mean:
-            running_mean[j] = running_mean[j] * keep + mom * mean[j]
-        if track_var:
-            var_f = <floating>var
-            running_var[j] = running_var[j] * keep + mom * var_f * unbias
-    _run_pass(PASS_AFFINE, n, d, nthreads, px, NULL, pout, mean, scale, beta, NULL, NULL,
-              NULL)
-    free(work)
+    _new_pass(&ps, op, op.ptr[0], NULL, op.ptr[5])
+    ps.mean, ps.c[0], ps.c[1] = mean, scale, op.ptr[2]
+    _run_pass(&ps, PASS_AFFINE, op.nthreads)
     free(scale)
     return 0
 
 
 cdef int _forward_eval_op(const PlanOp *op) noexcept nogil:
+    if op.dim[0] == 0 or op.dim[1] == 0:
+        return 0
     if op.flt:
-        return _bn_forward_eval_impl[double](
-            <double*>op.ptr[0], <double*>op.ptr[1], <double*>op.ptr[2], <double*>op.ptr[3],
-            <double*>op.ptr[4], op.arg[1], <double*>op.ptr[5], <double*>op.ptr[6],
-            <double*>op.ptr[7], op.dim[0], op.dim[1], op.nthreads)
-    return _bn_forward_eval_impl[float](
-        <float*>op.ptr[0], <float*>op.ptr[1], <float*>op.ptr[2], <float*>op.ptr[3],
-        <float*>op.ptr[4], op.arg[1], <float*>op.ptr[5], <float*>op.ptr[6],
-        <float*>op.ptr[7], op.dim[0], op.dim[1], op.nthreads)
+        return _forward_eval(op, <double*>op.ptr[1], <double*>op.ptr[3],
+                             <double*>op.ptr[4], <double*>op.ptr[6], <double*>op.ptr[7])
+    return _forward_eval(op, <float*>op.ptr[1], <float*>op.ptr[3], <float*>op.ptr[4],
+                         <float*>op.ptr[6], <float*>op.ptr[7])
 
 
 def bn_forward_eval(x, gamma, beta, running_mean, running_var, double eps, out, mean,
@@ -407,7 +440,7 @@ def bn_forward_eval(x, gamma, beta, running_mean, running_var, double eps, out, 
     """Normalise with the running statistics; also write mean = running_mean and
     invstd = 1/sqrt(running_var + eps) (D,) for the backward."""
     cdef int tn = float_type(x)
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    cdef Py_ssize_t d, n = rows(x, "x", &d)
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.ptr[0] = array_data(x, tn, n, d, False, "x")
@@ -424,47 +457,88 @@ def bn_forward_eval(x, gamma, beta, running_mean, running_var, double eps, out, 
     submit(&op)
 
 
-cdef int _bn_forward_eval_impl(const floating* x, const floating* gamma,
-                               const floating* beta, const floating* running_mean,
-                               const floating* running_var, double eps, floating* out,
-                               floating* mean, floating* invstd, Py_ssize_t n,
-                               Py_ssize_t d, int nthreads) noexcept nogil:
-    if n == 0 or d == 0:
-        return 0
+# ----------------------------------------------------------------------------------
+# backward: ptr = (dout, x, gamma, mean, invstd, dx, dgamma, dbeta); dim = (N, D);
+# code = training
+# ----------------------------------------------------------------------------------
+cdef bint _fold_invstd(floating* cb, const floating* invstd, Py_ssize_t d) noexcept nogil:
+    """cb *= invstd (rounded once, from double) when every product keeps its precision
+    (a normal number, or zero because cb is), so that the dx pass skips forming xhat;
+    otherwise (huge variances: invstd^2 underflows) leave cb alone and return False."""
     cdef Py_ssize_t j
-    cdef const floating* px = x
-    cdef floating* pout = out
-    cdef floating one = 1, eps_f = <floating>eps
-    cdef floating* scale = <floating*>malloc(d * sizeof(floating))
-    if scale == NULL:
-        return -1
+    cdef floating f
+    cdef floating tiny = FLT_MIN if floating is float else DBL_MIN
     for j in range(d):
-        mean[j] = running_mean[j]
-        invstd[j] = one / f_sqrt(running_var[j] + eps_f)
-        scale[j] = invstd[j] * gamma[j]
-    _run_pass(PASS_AFFINE, n, d, nthreads, px, NULL, pout, mean, scale, beta, NULL, NULL,
-              NULL)
-    free(scale)
+        f = <floating>(<double>cb[j] * invstd[j])
+        if not (fabs_(f) >= tiny and isfinite(f)) and cb[j] != 0 and cb[j] == cb[j]:
+            return False
+    for j in range(d):
+        cb[j] = <floating>(<double>cb[j] * invstd[j])
+    return True
+
+
+cdef int _backward(const PlanOp *op, const floating* gamma, const floating* invstd,
+                   floating* dgamma, floating* dbeta) noexcept nogil:
+    cdef Py_ssize_t n = op.dim[0], d = op.dim[1], j
+    cdef Py_ssize_t nrb = nblocks(n, _rows_per_block(n))
+    cdef bint sums = op.code or dgamma != NULL or dbeta != NULL
+    cdef Pass ps
+    # scratch: sums (2, d) | partials (nrb, 2, d) (double) | ca, cb, cc (3 d)
+    cdef Py_ssize_t nd = (2 + (2 * nrb if sums else 0)) * d
+    cdef double* work = <double*>_scratch(nd, 3 * d, sizeof(floating))
+    if work == NULL:
+        return -1
+    cdef floating* ca = <floating*>(work + nd)
+    cdef floating* cb = ca + d
+    cdef floating* cc = ca + 2 * d
+    cdef floating dg, db
+    _new_pass(&ps, op, op.ptr[1], op.ptr[0], op.ptr[5])
+    ps.mean, ps.c[0], ps.c[1], ps.part = op.ptr[3], invstd, ca, work + 2 * d
+    for j in range(d):
+        ca[j] = gamma[j] * invstd[j]
+    if sums:      # dbeta, dgamma (eval mode: with dx in the same pass)
+        _run_pass(&ps, PASS_GRAD_SUMS if op.code else PASS_DX_EVAL_SUMS, op.nthreads)
+        _combine(&ps, nrb, work)
+        for j in range(d):
+            db = <floating>work[j]
+            dg = <floating>work[d + j]
+            cb[j] = -ca[j] * dg / <floating>n
+            cc[j] = -ca[j] * db / <floating>n
+            if dbeta != NULL:
+                dbeta[j] = db
+            if dgamma != NULL:
+                dgamma[j] = dg
+    if op.code:
+        if _fold_invstd(cb, invstd, d):
+            ps.c[0] = NULL
+        ps.c[2], ps.c[3] = cb, cc
+        _run_pass(&ps, PASS_DX_TRAIN, op.nthreads)
+    elif not sums:
+        _run_pass(&ps, PASS_DX_EVAL, op.nthreads)
+    free(work)
     return 0
 
 
 cdef int _backward_op(const PlanOp *op) noexcept nogil:
+    cdef size_t itemsize = sizeof(double) if op.flt else sizeof(float)
+    if op.dim[0] == 0 or op.dim[1] == 0:
+        if op.ptr[6] != NULL:
+            memset(op.ptr[6], 0, op.dim[1] * itemsize)
+        if op.ptr[7] != NULL:
+            memset(op.ptr[7], 0, op.dim[1] * itemsize)
+        return 0
     if op.flt:
-        return _bn_backward_impl[double](
-            <double*>op.ptr[0], <double*>op.ptr[1], <double*>op.ptr[2], <double*>op.ptr[3],
-            <double*>op.ptr[4], op.code, <double*>op.ptr[5], <double*>op.ptr[6],
-            <double*>op.ptr[7], op.dim[0], op.dim[1], op.nthreads)
-    return _bn_backward_impl[float](
-        <float*>op.ptr[0], <float*>op.ptr[1], <float*>op.ptr[2], <float*>op.ptr[3],
-        <float*>op.ptr[4], op.code, <float*>op.ptr[5], <float*>op.ptr[6],
-        <float*>op.ptr[7], op.dim[0], op.dim[1], op.nthreads)
+        return _backward(op, <double*>op.ptr[2], <double*>op.ptr[4], <double*>op.ptr[6],
+                         <double*>op.ptr[7])
+    return _backward(op, <float*>op.ptr[2], <float*>op.ptr[4], <float*>op.ptr[6],
+                     <float*>op.ptr[7])
 
 
 def bn_backward(dout, x, gamma, mean, invstd, bint training, dx, dgamma, dbeta,
                 int nthreads=1):
     """Write dx (N, D), dgamma (D,), dbeta (D,) (dgamma/dbeta may be None)."""
     cdef int tn = float_type(x)
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    cdef Py_ssize_t d, n = rows(x, "x", &d)
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.ptr[0] = array_data(dout, tn, n, d, False, "dout")
@@ -479,77 +553,3 @@ def bn_backward(dout, x, gamma, mean, invstd, bint training, dx, dgamma, dbeta,
     op.flt, op.code, op.nthreads = tn == cnp.NPY_DOUBLE, training, nthreads
     op.run = _backward_op
     submit(&op)
-
-
-cdef int _bn_backward_impl(const floating* dout, const floating* x,
-                           const floating* gamma, const floating* mean,
-                           const floating* invstd, bint training, floating* dx,
-                           floating* dgamma, floating* dbeta, Py_ssize_t n,
-                           Py_ssize_t d, int nthreads) noexcept nogil:
-    cdef Py_ssize_t k
-    if n == 0 or d == 0:
-        for k in range(d):
-            if dgamma != NULL:
-                dgamma[k] = 0
-            if dbeta != NULL:
-                dbeta[k] = 0
-        return 0
-    cdef Py_ssize_t nrb = nblocks(n, _rows_per_block(n)), j
-    cdef bint want_dg = dgamma != NULL
-    cdef bint want_db = dbeta != NULL
-    cdef bint sums = training or want_dg or want_db
-    cdef const floating* pd = dout
-    cdef const floating* px = x
-    cdef floating* pdx = dx
-    cdef double dn = <double>n, inv, gi, dg
-    # scratch: acc1 (d) | acc2 (d) | partials (nrb, 2, d)   (double)
-    #          ca, cb, cc (3 d)                                (floating)
-    cdef double* work = <double*>malloc((2 + (2 * nrb if sums else 0)) * d * sizeof(double))
-    cdef floating* coef = <floating*>malloc(3 * d * sizeof(floating))
-    if work == NULL or coef == NULL:
-        free(work)
-        free(coef)
-        return -1
-    cdef double* acc1 = work
-    cdef double* acc2 = work + d
-    cdef double* part = work + 2 * d
-    cdef floating* ca = coef
-    cdef floating* cb = coef + d
-    cdef floating* cc = coef + 2 * d
-    if training:
-        # pass 1: dbeta / dgamma sums
-        _run_pass(PASS_GRAD_SUMS, n, d, nthreads, px, pd, NULL, mean, NULL, NULL, NULL,
-                  NULL, part)
-        _combine(part, nrb, d, acc1, acc2)
-        for j in range(d):
-            inv = invstd[j]
-            dg = inv * acc2[j]
-            gi = <double>gamma[j] * inv
-            ca[j] = <floating>gi
-            cb[j] = <floating>(-gi * inv * dg / dn)
-            cc[j] = <floating>(-gi * acc1[j] / dn)
-            if want_dg:
-                dgamma[j] = <floating>dg
-            if want_db:
-                dbeta[j] = <floating>acc1[j]
-        # pass 2: dx
-        _run_pass(PASS_DX_TRAIN, n, d, nthreads, px, pd, pdx, mean, ca, cb, cc, NULL, NULL)
-    else:
-        for j in range(d):
-            ca[j] = gamma[j] * invstd[j]
-        if sums:
-            # one pass: dx and the dbeta / dgamma sums
-            _run_pass(PASS_DX_EVAL_SUMS, n, d, nthreads, px, pd, pdx, mean, ca, NULL, NULL,
-                      NULL, part)
-            _combine(part, nrb, d, acc1, acc2)
-            for j in range(d):
-                if want_dg:
-                    dgamma[j] = <floating>(<double>invstd[j] * acc2[j])
-                if want_db:
-                    dbeta[j] = <floating>acc1[j]
-        else:
-            _run_pass(PASS_DX_EVAL, n, d, nthreads, NULL, pd, pdx, NULL, ca, NULL, NULL,
-                      NULL, NULL)
-    free(work)
-    free(coef)
-    return 0

@@ -1,70 +1,118 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Losses: Cython twin of `ref/losses.py` (same names, positional arguments,
-gradient written into the preallocated array, batch-mean loss returned as a float).
+"""Losses: compiled twin of `ref/losses.py` (same names, positional arguments, gradient
+written into the preallocated array, batch-mean loss returned as a float).
 
 Determinism: the loss is a sum of partial values whose boundaries never depend on the
 thread count -- one value per row for softmax_cross_entropy / multiclass_hinge, one per
 fixed block of SUM_BLOCK elements for bce_with_logits / mse -- computed in double by
-whichever thread owns the row / block, stored, then added sequentially in index order.
-Results are bit-identical for any nthreads (sums inside a row / block use _reduce's
-lane_sum, whose association depends only on the length).
+whichever thread owns the row / block, stored, then added in index order. Results are
+bit-identical for any nthreads (sums inside a row / block use _reduce's lane_sum, whose
+association depends only on the length).
 
-exp and log1p: softmax and BCE only need exp(x) for x <= 0 and log1p(e) for e in [0, 1];
-they use _reduce's branch-free polynomial versions (<= 3 ulp from libm, vectorised by
-GCC, unlike libm calls). exp flushes to exactly 0 below -88 (float32) / -709 (float64)
-where libm would return a subnormal; exp(-inf) = 0 and NaN propagates.
+exp and log1p: softmax and BCE need exp(x) for x <= 0 and log1p(e) for e in [0, 1]; they
+use _common.h's branch-free versions (a few ulp from libm, vectorised by GCC, unlike
+libm calls). exp flushes to exactly 0 below about -87.7 (float32) / -708.7 (float64),
+where libm would return a number too small to change any of these sums; exp(-inf) = 0
+and NaN propagates.
 
 bce_with_logits and mse accept arrays of any shape (C-contiguous, all the same shape):
-they are processed as flat views (`a.reshape(-1)`, no copy).
-Labels are int64 already range-checked by the caller; they are used as given.
+they are processed as flat arrays. Labels are int64 already range-checked by the caller
+(`labels_in_range`); the kernels use them as given.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+
+cimport numpy as cnp
 from libc.math cimport log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
-from ._reduce cimport (SUM_BLOCK, f_expneg, f_log1p01, lane_sum, nblocks, seq_sum,
-                      sigmoid_from_exp, vmax)
+from ._activations cimport sigmoid_from_exp
+from ._buffers cimport array_data, float_type, rows, run_op
+from ._common cimport fabs_, fexp_neg, flog1p01, nblocks, run_tasks, sel, task_fn
+from ._plan cimport PlanOp
+from ._reduce cimport lane_sum, seq_sum, vmax
+
+cnp.import_array()
 
 cdef enum:
-    SUB = 256   # elements per stack-buffered sub-block (terms summed with lane_sum)
-
-import numpy as _np
-
-_F64 = _np.dtype(_np.float64)
-
-
-cdef inline int _team(int nthreads, Py_ssize_t nwork) noexcept nogil:
-    if nthreads < 1:
-        return 1
-    if nwork < nthreads:
-        return <int>nwork
-    return nthreads
-
-
-cdef double* _scratch(Py_ssize_t n) except NULL:
-    cdef double* p = <double*>malloc((n if n > 0 else 1) * sizeof(double))
-    if p == NULL:
-        raise MemoryError()
-    return p
+    SUB = 256          # elements per stack-buffered sub-block (terms summed with lane_sum)
+    SUM_BLOCK = 4096   # elements per partial sum of the flat losses (bce, mse)
 
 
 def labels_in_range(labels, Py_ssize_t c):
     """Whether every label (int64, (N,)) is in [0, c): one branch-free scan (with the
     GIL: it is the check made before a kernel uses labels as indices)."""
-    cdef const int64_t[::1] lab = labels
-    cdef Py_ssize_t i
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray?>labels), i
+    cdef const int64_t *lab = <const int64_t *>array_data(labels, cnp.NPY_INT64, n, -1,
+                                                          False, "labels")
     cdef int64_t bad = 0
-    for i in range(lab.shape[0]):
+    for i in range(n):
         bad |= (lab[i] < 0) | (lab[i] >= c)
     return bad == 0
 
 
-# ----------------------------------------------------------------------------------
-# softmax cross-entropy
-# ----------------------------------------------------------------------------------
+# A loss call packed as a PlanOp: ptr = (input, labels or targets, gradient, result);
+# result is double[2]: the loss sum and (softmax with code = 1) the argmax hits;
+# dim = (rows, columns) (flat: elements); arg[0] = the hinge margin / 1 for mse.
+ctypedef struct LossJob:
+    const PlanOp *op
+    double *part       # per task: its loss sum
+    double *hit        # softmax with code: per row, 1.0 when its argmax is its label
 
+
+cdef int _sum_tasks(const PlanOp *op, task_fn task, Py_ssize_t ntasks) noexcept nogil:
+    """Run `task` over ntasks tasks, each writing its loss sum to job.part[t] (and with
+    op.code its hit to job.hit[t]); store the sums added in task order in the result."""
+    cdef double *result = <double *>op.ptr[3]
+    cdef Py_ssize_t t
+    cdef LossJob job
+    job.op = op
+    job.part = <double *>malloc((2 * ntasks + 1) * sizeof(double))
+    if job.part == NULL:
+        return -1
+    job.hit = job.part + ntasks
+    run_tasks(task, &job, ntasks, op.nthreads)
+    result[0] = seq_sum(job.part, ntasks)
+    result[1] = 0
+    if op.code:
+        for t in range(ntasks):
+            result[1] += job.hit[t]
+    free(job.part)
+    return 0
+
+
+cdef object _run_loss(PlanOp *op, Py_ssize_t size, bint count):
+    """Run the packed loss call; -> its mean over `size` elements (rows), or (mean, hits)
+    with count. An empty input has a NaN loss (a mean over nothing)."""
+    cdef double result[2]
+    result[0] = result[1] = 0
+    op.ptr[3] = result
+    if size > 0:
+        run_op(op)
+    loss = result[0] / size if size > 0 else float("nan")
+    if count:
+        return loss, <Py_ssize_t>result[1]
+    return loss
+
+
+cdef object _row_loss(PlanOp *op, scores, labels, grad, int nthreads, bint count,
+                      str sname, str gname):
+    """Check and pack a per-row loss call: scores and grad (N, C) of one float dtype,
+    labels (N,) int64; then run it (op.run and any argument already set)."""
+    cdef int tn = float_type(scores)
+    cdef Py_ssize_t c, n = rows(scores, sname, &c)
+    op.ptr[0] = array_data(scores, tn, n, c, False, sname)
+    op.ptr[1] = array_data(labels, cnp.NPY_INT64, n, -1, False, "labels")
+    op.ptr[2] = array_data(grad, tn, n, c, True, gname)
+    op.dim[0], op.dim[1] = n, c
+    op.flt, op.code, op.nthreads = tn == cnp.NPY_DOUBLE, count, nthreads
+    return _run_loss(op, n if c > 0 else 0, count)
+
+
+# ----------------------------------------------------------------------------------
+# softmax cross-entropy: one task per row
+# ----------------------------------------------------------------------------------
 cdef double _softmax_ce_row(const floating* z, floating* dz, Py_ssize_t c, int64_t y,
                             floating m, double inv_n) noexcept nogil:
     """One row: dz = (softmax(z) - onehot(y)) / N; returns logsumexp(z) - z[y] (double),
@@ -75,7 +123,7 @@ cdef double _softmax_ce_row(const floating* z, floating* dz, Py_ssize_t c, int64
     cdef floating ey, kk
     cdef double s, r
     for j in range(c):
-        dz[j] = f_expneg(z[j] - m)
+        dz[j] = fexp_neg(z[j] - m)
     s = lane_sum(dz, c)
     ey = dz[y]
     r = 1.0 / s
@@ -103,63 +151,40 @@ cdef inline bint _argmax_is(const floating* z, Py_ssize_t c, floating m,
     return first == y
 
 
-cdef void _softmax_ce_rows(const floating* pz, floating* pdz, Py_ssize_t c,
-                           const int64_t* labels, double inv_n, double* rows, double* hit,
-                           bint count, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """Rows [r0, r1): their losses into rows[], and (count) 1.0 / 0.0 into hit[] for
-    whether their argmax is their label."""
-    cdef Py_ssize_t i
-    cdef floating m
-    for i in range(r0, r1):
-        m = vmax(pz + i * c, c)
-        rows[i] = _softmax_ce_row(pz + i * c, pdz + i * c, c, labels[i], m, inv_n)
-        if count:
-            hit[i] = _argmax_is(pz + i * c, c, m, labels[i])
+cdef void _softmax_row(const LossJob *job, Py_ssize_t i, const floating *z,
+                       floating *dz) noexcept nogil:
+    cdef Py_ssize_t n = job.op.dim[0], c = job.op.dim[1]
+    cdef int64_t y = (<const int64_t *>job.op.ptr[1])[i]
+    cdef floating m = vmax(z + i * c, c)
+    job.part[i] = _softmax_ce_row(z + i * c, dz + i * c, c, y, m, 1.0 / <double>n)
+    if job.op.code:
+        job.hit[i] = _argmax_is(z + i * c, c, m, y)
+
+
+cdef void _softmax_task(const void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef const LossJob *job = <const LossJob *>ctx
+    if job.op.flt:
+        _softmax_row(job, i, <const double *>job.op.ptr[0], <double *>job.op.ptr[2])
+    else:
+        _softmax_row(job, i, <const float *>job.op.ptr[0], <float *>job.op.ptr[2])
+
+
+cdef int _softmax_op(const PlanOp *op) noexcept nogil:
+    return _sum_tasks(op, _softmax_task, op.dim[0])
 
 
 def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1, bint count=False):
     """logits (N, C), labels (N,) int64 in [0, C) -> loss; writes dlogits (N, C). With
     count, -> (loss, number of rows whose argmax is their label)."""
-    if logits.dtype == _F64:
-        res = _softmax_cross_entropy_impl[double](logits, labels, dlogits, nthreads, count)
-    else:
-        res = _softmax_cross_entropy_impl[float](logits, labels, dlogits, nthreads, count)
-    return res if count else res[0]
-
-
-cdef tuple _softmax_cross_entropy_impl(const floating[:, ::1] logits,
-                                       const int64_t[::1] labels, floating[:, ::1] dlogits,
-                                       int nthreads, bint count):
-    cdef Py_ssize_t n = logits.shape[0], c = logits.shape[1], i, hits = 0
-    if n == 0 or c == 0:
-        return float("nan"), 0
-    cdef int nt = _team(nthreads, n)
-    cdef double inv_n = 1.0 / <double>n, total
-    cdef const floating* pz = &logits[0, 0]
-    cdef floating* pdz = &dlogits[0, 0]
-    cdef double* rows = _scratch(2 * n if count else n)   # losses | hits (0/1)
-    cdef double* hit = rows + n
-    try:
-        with nogil:
-            if nt <= 1:     # no OpenMP region: ~0.7 us even for one thread
-                _softmax_ce_rows(pz, pdz, c, &labels[0], inv_n, rows, hit, count, 0, n)
-            else:
-                for i in prange(n, schedule="static", num_threads=nt):
-                    _softmax_ce_rows(pz, pdz, c, &labels[0], inv_n, rows, hit, count, i,
-                                     i + 1)
-            total = seq_sum(rows, n)
-            if count:
-                for i in range(n):
-                    hits += <Py_ssize_t>hit[i]
-    finally:
-        free(rows)
-    return total / <double>n, hits
+    cdef PlanOp op
+    memset(&op, 0, sizeof(op))
+    op.run = _softmax_op
+    return _row_loss(&op, logits, labels, dlogits, nthreads, count, "logits", "dlogits")
 
 
 # ----------------------------------------------------------------------------------
-# multiclass hinge (cs231n SVM)
+# multiclass hinge (cs231n SVM): one task per row
 # ----------------------------------------------------------------------------------
-
 cdef double _hinge_span(const floating* s, floating* ds, Py_ssize_t j0, Py_ssize_t j1,
                         floating sy, floating margin, floating g,
                         Py_ssize_t* count) noexcept nogil:
@@ -171,143 +196,93 @@ cdef double _hinge_span(const floating* s, floating* ds, Py_ssize_t j0, Py_ssize
     cdef Py_ssize_t j = j0, k, m, cnt = 0
     cdef double acc = 0.0
     while j < j1:
-        m = SUB if j1 - j > SUB else j1 - j
+        m = min(<Py_ssize_t>SUB, j1 - j)
         for k in range(m):
             mj = (s[j + k] - sy) + margin
-            buf[k] = 0 if mj <= 0 else mj      # NaN margins propagate to the loss
-            ds[j + k] = g if mj > 0 else 0
+            buf[k] = sel(mj <= 0, <floating>0, mj)      # NaN margins propagate to the loss
+            ds[j + k] = sel(mj > 0, g, <floating>0)
         for k in range(m):
-            cnt += 1 if buf[k] > 0 else 0
+            cnt += buf[k] > 0
         acc += lane_sum(buf, m)
         j += SUB
     count[0] += cnt
     return acc
 
 
-cdef double _hinge_row(const floating* s, floating* ds, Py_ssize_t c, int64_t y,
-                       floating margin, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t count = 0
-    cdef floating sy = s[y]
-    cdef floating g = (<floating>1) / <floating>n
-    cdef double acc = _hinge_span(s, ds, 0, y, sy, margin, g, &count)
-    acc += _hinge_span(s, ds, y + 1, c, sy, margin, g, &count)
+cdef void _hinge_row(const LossJob *job, Py_ssize_t i, const floating *scores,
+                     floating *dscores) noexcept nogil:
+    cdef Py_ssize_t n = job.op.dim[0], c = job.op.dim[1], count = 0
+    cdef int64_t y = (<const int64_t *>job.op.ptr[1])[i]
+    cdef const floating *s = scores + i * c
+    cdef floating *ds = dscores + i * c
+    cdef floating g = (<floating>1) / <floating>n, mg = <floating>job.op.arg[0]
+    cdef double acc = _hinge_span(s, ds, 0, y, s[y], mg, g, &count)
+    acc += _hinge_span(s, ds, y + 1, c, s[y], mg, g, &count)
     ds[y] = -(<floating>count) / <floating>n
-    return acc
+    job.part[i] = acc
 
 
-def multiclass_hinge(scores, labels, margin, dscores, int nthreads=1):
+cdef void _hinge_task(const void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef const LossJob *job = <const LossJob *>ctx
+    if job.op.flt:
+        _hinge_row(job, i, <const double *>job.op.ptr[0], <double *>job.op.ptr[2])
+    else:
+        _hinge_row(job, i, <const float *>job.op.ptr[0], <float *>job.op.ptr[2])
+
+
+cdef int _hinge_op(const PlanOp *op) noexcept nogil:
+    return _sum_tasks(op, _hinge_task, op.dim[0])
+
+
+def multiclass_hinge(scores, labels, double margin, dscores, int nthreads=1):
     """scores (N, C), labels (N,) int64 -> loss; writes dscores (N, C).
     As the reference, a NaN margin is inactive (contributes 0 loss and 0 gradient)."""
-    if scores.dtype == _F64:
-        return _multiclass_hinge_impl[double](scores, labels, margin, dscores, nthreads)
-    return _multiclass_hinge_impl[float](scores, labels, margin, dscores, nthreads)
-
-
-cdef object _multiclass_hinge_impl(const floating[:, ::1] scores, const int64_t[::1] labels,
-                                   double margin, floating[:, ::1] dscores, int nthreads=1):
-    cdef Py_ssize_t n = scores.shape[0], c = scores.shape[1], i
-    if n == 0 or c == 0:
-        return float("nan")
-    cdef int nt = _team(nthreads, n)
-    cdef floating mg = <floating>margin
-    cdef double total
-    cdef const floating* ps = &scores[0, 0]
-    cdef floating* pds = &dscores[0, 0]
-    cdef double* rows = _scratch(n)
-    try:
-        with nogil:
-            if nt <= 1:
-                for i in range(n):
-                    rows[i] = _hinge_row(ps + i * c, pds + i * c, c, labels[i], mg, n)
-            else:
-                for i in prange(n, schedule="static", num_threads=nt):
-                    rows[i] = _hinge_row(ps + i * c, pds + i * c, c, labels[i], mg, n)
-            total = seq_sum(rows, n)
-    finally:
-        free(rows)
-    return total / <double>n
+    cdef PlanOp op
+    memset(&op, 0, sizeof(op))
+    op.run, op.arg[0] = _hinge_op, margin
+    return _row_loss(&op, scores, labels, dscores, nthreads, False, "scores", "dscores")
 
 
 # ----------------------------------------------------------------------------------
-# binary cross-entropy with logits, mean squared error (flat, fixed element blocks)
+# binary cross-entropy with logits, mean squared error: flat, fixed element blocks
 # ----------------------------------------------------------------------------------
-
 cdef double _bce_block(const floating* x, const floating* t, floating* dx, Py_ssize_t lo,
                        Py_ssize_t hi, floating size) noexcept nogil:
     """Terms max(x,0) - x t + log1p(exp(-|x|)) summed in double (lane_sum per sub-block
     of SUB); dx = (sigmoid(x) - t) / size. One exp per element, shared by the term and
-    the stable sigmoid; exp and log1p are the vectorisable ones of _reduce."""
+    the stable sigmoid."""
     cdef floating buf[SUB]
-    cdef floating xi, ti, e, zero = 0
+    cdef floating xi, ti, e
     cdef Py_ssize_t i = lo, k, m
     cdef double acc = 0.0
     while i < hi:
-        m = SUB if hi - i > SUB else hi - i
+        m = min(<Py_ssize_t>SUB, hi - i)
         for k in range(m):
             xi = x[i + k]
             ti = t[i + k]
-            e = f_expneg(-xi if xi >= 0 else xi)
-            buf[k] = ((xi if xi > zero else zero) - xi * ti) + f_log1p01(e)
+            e = fexp_neg(-fabs_(xi))
+            buf[k] = (sel(xi > 0, xi, <floating>0) - xi * ti) + flog1p01(e)
             dx[i + k] = (sigmoid_from_exp(xi, e) - ti) / size
         acc += lane_sum(buf, m)
         i += SUB
     return acc
 
 
-def _bce_flat(x, t, dx, nthreads):
-    if x.dtype == _F64:
-        return _bce_flat_impl[double](x, t, dx, nthreads)
-    return _bce_flat_impl[float](x, t, dx, nthreads)
-
-
-cdef object _bce_flat_impl(const floating[::1] x, const floating[::1] t, floating[::1] dx,
-                           int nthreads):
-    cdef Py_ssize_t n = x.shape[0], nb = nblocks(n, SUM_BLOCK), b
-    if n == 0:
-        return float("nan")
-    cdef int nt = _team(nthreads, nb)
-    cdef floating size = <floating>n
-    cdef double total
-    cdef double* parts = _scratch(nb)
-    try:
-        with nogil:
-            if nt <= 1:
-                for b in range(nb):
-                    parts[b] = _bce_block(&x[0], &t[0], &dx[0], b * SUM_BLOCK,
-                                          min((b + 1) * SUM_BLOCK, n), size)
-            else:
-                for b in prange(nb, schedule="static", num_threads=nt):
-                    parts[b] = _bce_block(&x[0], &t[0], &dx[0], b * SUM_BLOCK,
-                                          min((b + 1) * SUM_BLOCK, n), size)
-            total = seq_sum(parts, nb)
-    finally:
-        free(parts)
-    return total / <double>n
-
-
-def bce_with_logits(logits, targets, dlogits, int nthreads=1):
-    """logits, targets: same shape -> loss (mean over all elements); writes dlogits."""
-    return _bce_flat(logits.reshape(-1), targets.reshape(-1), dlogits.reshape(-1),
-                     nthreads)
-
-
 cdef double _mse_block(const floating* p, const floating* t, floating* dp, Py_ssize_t lo,
                        Py_ssize_t hi, floating scale) noexcept nogil:
     """dp = (p - t) * scale; returns sum (p - t)^2 in double. Eight fixed interleaved
-    accumulators (combined in a fixed order) let the loop vectorize deterministically."""
+    accumulators (combined in a fixed order) let the loop vectorise deterministically."""
     cdef Py_ssize_t i, k, m = lo + ((hi - lo) // 8) * 8
     cdef floating di
     cdef double acc[8]
     cdef double s
     for k in range(8):
         acc[k] = 0.0
-    i = lo
-    while i < m:
+    for i in range(lo, m, 8):
         for k in range(8):
             di = p[i + k] - t[i + k]
             acc[k] += <double>di * <double>di
             dp[i + k] = di * scale
-        i += 8
     s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
     for i in range(m, hi):
         di = p[i] - t[i]
@@ -316,37 +291,51 @@ cdef double _mse_block(const floating* p, const floating* t, floating* dp, Py_ss
     return s
 
 
-def _mse_flat(p, t, dp, nthreads):
-    if p.dtype == _F64:
-        return _mse_flat_impl[double](p, t, dp, nthreads)
-    return _mse_flat_impl[float](p, t, dp, nthreads)
+cdef void _flat_block(const LossJob *job, Py_ssize_t b, const floating *x,
+                      const floating *t, floating *g) noexcept nogil:
+    cdef Py_ssize_t n = job.op.dim[0], lo = b * SUM_BLOCK, hi = min(lo + SUM_BLOCK, n)
+    if job.op.arg[0] != 0:     # mse
+        job.part[b] = _mse_block(x, t, g, lo, hi, <floating>(2.0 / <double>n))
+    else:
+        job.part[b] = _bce_block(x, t, g, lo, hi, <floating>n)
 
 
-cdef object _mse_flat_impl(const floating[::1] p, const floating[::1] t, floating[::1] dp,
-                           int nthreads):
-    cdef Py_ssize_t n = p.shape[0], nb = nblocks(n, SUM_BLOCK), b
-    if n == 0:
-        return float("nan")
-    cdef int nt = _team(nthreads, nb)
-    cdef floating scale = <floating>(2.0 / <double>n)
-    cdef double total
-    cdef double* parts = _scratch(nb)
-    try:
-        with nogil:
-            if nt <= 1:
-                for b in range(nb):
-                    parts[b] = _mse_block(&p[0], &t[0], &dp[0], b * SUM_BLOCK,
-                                          min((b + 1) * SUM_BLOCK, n), scale)
-            else:
-                for b in prange(nb, schedule="static", num_threads=nt):
-                    parts[b] = _mse_block(&p[0], &t[0], &dp[0], b * SUM_BLOCK,
-                                          min((b + 1) * SUM_BLOCK, n), scale)
-            total = seq_sum(parts, nb)
-    finally:
-        free(parts)
-    return total / <double>n
+cdef void _flat_task(const void *ctx, Py_ssize_t b) noexcept nogil:
+    cdef const LossJob *job = <const LossJob *>ctx
+    cdef const PlanOp *op = job.op
+    if op.flt:
+        _flat_block(job, b, <const double *>op.ptr[0], <const double *>op.ptr[1],
+                    <double *>op.ptr[2])
+    else:
+        _flat_block(job, b, <const float *>op.ptr[0], <const float *>op.ptr[1],
+                    <float *>op.ptr[2])
+
+
+cdef int _flat_op(const PlanOp *op) noexcept nogil:
+    return _sum_tasks(op, _flat_task, nblocks(op.dim[0], SUM_BLOCK))
+
+
+cdef object _flat_loss(x, t, g, int nthreads, bint is_mse, str xname, str tname,
+                       str gname):
+    cdef int tn = float_type(x)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
+    cdef PlanOp op
+    memset(&op, 0, sizeof(op))
+    op.ptr[0] = array_data(x, tn, n, -2, False, xname)
+    op.ptr[1] = array_data(t, tn, n, -2, False, tname)
+    op.ptr[2] = array_data(g, tn, n, -2, True, gname)
+    op.dim[0], op.dim[1] = n, 1
+    op.flt, op.nthreads, op.arg[0] = tn == cnp.NPY_DOUBLE, nthreads, is_mse
+    op.run = _flat_op
+    return _run_loss(&op, n, False)
+
+
+def bce_with_logits(logits, targets, dlogits, int nthreads=1):
+    """logits, targets: same shape -> loss (mean over all elements); writes dlogits."""
+    return _flat_loss(logits, targets, dlogits, nthreads, False, "logits", "targets",
+                      "dlogits")
 
 
 def mse(pred, target, dpred, int nthreads=1):
     """pred, target: same shape -> loss (mean over all elements); writes dpred."""
-    return _mse_flat(pred.reshape(-1), target.reshape(-1), dpred.reshape(-1), nthreads)
+    return _flat_loss(pred, target, dpred, nthreads, True, "pred", "target", "dpred")

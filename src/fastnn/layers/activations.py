@@ -1,47 +1,51 @@
-"""Activation layers (elementwise, no parameters) and PReLU (a learnable slope).
+"""Activation layers, one per row of the activation table (elementwise, no parameters:
+Sigmoid, Tanh, ReLU, LeakyReLU, ELU, GELU, SiLU, Swish, ...), and PReLU (a learnable
+slope).
 
-Each works on inputs of 1 to 4 dimensions and keeps the input's dtype; the math is
-`fastnn.ops.activation_forward/backward` (and `ops.prelu_*`).
+The elementwise classes are made from `fastnn.kernels.activation_table.ACTIVATIONS`:
+each takes its row's parameter (if any) as its one argument, with the row's default and
+constraint. Each works on inputs of 1 to 4 dimensions and keeps the input's dtype; the
+math is `fastnn.ops.activation_forward/backward` (and `ops.prelu_*`).
 
 >>> import numpy as np
 >>> from fastnn.layers import LeakyReLU
 >>> LeakyReLU(0.1)(np.array([[-1.0, 2.0]], np.float32))
 array([[-0.1,  2. ]], dtype=float32)
 """
-import math
+import inspect
 
 import numpy as np
 
 from .. import ops
-from ..ops.activations import (resolve_activation, run_activation_backward,
-                               run_activation_forward)
-from ..core.validation import FLOAT_DTYPES, check_dtype, check_float, check_int, describe
+from ..core.validation import (FLOAT_DTYPES, Dtype, Integer, Real, check, check_all,
+                               describe)
+from ..kernels.activation_table import ACTIVATIONS
+from ..ops.activations import run_activation_backward, run_activation_forward
 from .base import Module, Parameter, register
 
 
-class _Activation(Module):
-    """Base of the elementwise activations: `_op` is the ops name, `_kw()` its keywords."""
+class Activation(Module):
+    """Base of the elementwise activation layers: `row` is the layer's activation-table
+    row; the parameter it declares (if any) is an attribute of the same name, checked
+    against the row's constraint at construction and at every forward."""
 
-    _op = None
+    row = None
+    #: a Sequential of recordable layers may record and replay their kernel calls
     recordable = True
 
-    def __init__(self):
+    def __init__(self, *args, **kwargs):
         super().__init__()
+        bound = type(self).__signature__.bind(*args, **kwargs)
+        param = self.row.param
+        if param is not None:
+            value = bound.arguments.get(param.name, param.default)
+            setattr(self, param.name, check(self.row.layer, param.name, value,
+                                            param.constraint))
         self._cache = None
 
     def _kw(self):
-        return {}
-
-    def output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def train_memory(self, input_shape, itemsize, first):
-        """Kept: the output; gradients: the input's."""
-        return (math.prod(input_shape) * itemsize,
-                self._input_grad_nbytes(input_shape, itemsize, first))
-
-    def watch_kind(self):
-        return self._op if self._op in ("relu", "sigmoid", "tanh") else None
+        param = self.row.param
+        return {} if param is None else {param.name: getattr(self, param.name)}
 
     def _forward(self, x):
         if not 1 <= x.ndim <= 4:
@@ -52,7 +56,9 @@ class _Activation(Module):
                               % describe(x))
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        code, p = resolve_activation(self._op, self._kw(), self._label())
+        param = self.row.param
+        code, p = self.row.resolve(None if param is None else getattr(self, param.name),
+                                   self._label())
         y, self._cache = run_activation_forward(x, code, p, self._ws)
         return y
 
@@ -63,6 +69,26 @@ class _Activation(Module):
             return ops.activation_backward(dy, cache, workspace=self._ws)
         return run_activation_backward(dy, cache, self._ws)
 
+    # ----------------------------------------------------------------- layer facts
+    def output_shape(self, input_shape):
+        """An elementwise layer's output has its input's shape (1 to 4 dimensions)."""
+        input_shape = tuple(input_shape)
+        if not 1 <= len(input_shape) <= 4:
+            raise self._error(ValueError, "expected an input of 1 to 4 dimensions, got "
+                              "shape %s" % (input_shape,))
+        return input_shape
+
+    def train_memory(self, input_shape, itemsize, first):
+        """(kept, grads) bytes of a training step: the output, and the input gradient
+        unless `first`."""
+        shape = self.output_shape(input_shape)
+        return (int(np.prod(shape)) * itemsize,
+                self._input_grad_nbytes(shape, itemsize, first))
+
+    def watch_kind(self):
+        """What the diagnostics monitor checks at the output (the row's watch kind)."""
+        return self.row.watch
+
     def extra_repr(self):
         return ", ".join("%s=%r" % kv for kv in self._kw().items())
 
@@ -70,83 +96,18 @@ class _Activation(Module):
         return self._kw()
 
 
-@register
-class Sigmoid(_Activation):
-    """y = 1 / (1 + exp(-x))."""
-    _op = "sigmoid"
+def _layer_class(row):
+    """The layer class of an activation-table row, registered for fastnn.load."""
+    params = [] if row.param is None else [inspect.Parameter(
+        row.param.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=row.param.default)]
+    cls = type(row.layer, (Activation,), {
+        "__doc__": row.doc, "__module__": __name__, "__qualname__": row.layer,
+        "row": row, "__signature__": inspect.Signature(params)})
+    return register(cls)
 
 
-@register
-class Tanh(_Activation):
-    """y = tanh(x)."""
-    _op = "tanh"
-
-
-@register
-class ReLU(_Activation):
-    """y = max(x, 0)."""
-    _op = "relu"
-
-
-@register
-class LeakyReLU(_Activation):
-    """y = x if x > 0 else negative_slope * x."""
-    _op = "leaky_relu"
-
-    def __init__(self, negative_slope=0.01):
-        super().__init__()
-        self.negative_slope = check_float(negative_slope, "LeakyReLU", "negative_slope")
-
-    def _kw(self):
-        return {"negative_slope": self.negative_slope}
-
-
-@register
-class ELU(_Activation):
-    """y = x if x > 0 else alpha * (exp(x) - 1)."""
-    _op = "elu"
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = check_float(alpha, "ELU", "alpha")
-
-    def _kw(self):
-        return {"alpha": self.alpha}
-
-
-@register
-class GELU(_Activation):
-    """y = x * Phi(x) (approximate="none", exact erf) or its tanh approximation
-    (approximate="tanh"), as torch.nn.GELU."""
-    _op = "gelu"
-
-    def __init__(self, approximate="none"):
-        super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise ValueError('GELU: approximate must be "none" or "tanh", got %r' % (approximate,))
-        self.approximate = approximate
-
-    def _kw(self):
-        return {"approximate": self.approximate}
-
-
-@register
-class SiLU(_Activation):
-    """y = x * sigmoid(x)."""
-    _op = "silu"
-
-
-@register
-class Swish(_Activation):
-    """y = x * sigmoid(beta * x) (beta=1 is SiLU)."""
-    _op = "swish"
-
-    def __init__(self, beta=1.0):
-        super().__init__()
-        self.beta = check_float(beta, "Swish", "beta")
-
-    def _kw(self):
-        return {"beta": self.beta}
+_LAYERS = [_layer_class(row) for row in ACTIVATIONS.values() if row.layer is not None]
+globals().update((cls.__name__, cls) for cls in _LAYERS)
 
 
 @register
@@ -162,26 +123,28 @@ class PReLU(Module):
     array([[-0.5,  3. ]], dtype=float32)
     """
 
+    #: backward copies dalpha into alpha.grad in Python: not a pure kernel program
+    recordable = False
+    CONSTRAINTS = {"num_parameters": Integer(1), "init": Real(), "dtype": Dtype()}
+
     def __init__(self, num_parameters=1, init=0.25, dtype=np.float32):
         super().__init__()
-        self.num_parameters = check_int(num_parameters, "PReLU", "num_parameters")
-        self.init = check_float(init, "PReLU", "init")
-        dt = check_dtype(dtype, "PReLU")
-        self._dtype = dt
-        self.alpha = Parameter(np.full(self.num_parameters, self.init, dt), "alpha")
+        kw = check_all("PReLU", self.CONSTRAINTS, num_parameters=num_parameters,
+                       init=init, dtype=dtype)
+        self.num_parameters, self.init, self._dtype = (kw["num_parameters"], kw["init"],
+                                                       kw["dtype"])
+        self.alpha = Parameter(np.full(self.num_parameters, self.init, self._dtype),
+                               "alpha")
         self._cache = None
 
+    def _expected(self):
+        """(ndims the input may have, its channel count or None, how to say it)."""
+        if self.num_parameters == 1:
+            return (1, 2), None, "(N,) or (N, C)"
+        return (2,), self.num_parameters, "(N, %d)" % self.num_parameters
+
     def _forward(self, x):
-        c = self.num_parameters
-        if c == 1:
-            ok = x.ndim in (1, 2)
-            want = "(N,) or (N, C)"
-        else:
-            ok = x.ndim == 2 and x.shape[1] == c
-            want = "(N, %d)" % c
-        if not ok:
-            raise self._error(ValueError, "expected input of shape %s, got %s"
-                              % (want, describe(x)))
+        self.output_shape(x.shape)
         if x.dtype != self.alpha.dtype:
             raise self._error(TypeError, "expected a %s input (the layer's dtype), got %s"
                               % (self.alpha.dtype, describe(x)))
@@ -197,8 +160,21 @@ class PReLU(Module):
         self._mark_grads()
         return dx
 
-    output_shape = _Activation.output_shape
-    train_memory = _Activation.train_memory
+    # ----------------------------------------------------------------- layer facts
+    def output_shape(self, input_shape):
+        """The input's shape: (N,) or (N, C) with one slope, (N, num_parameters) else."""
+        input_shape = tuple(input_shape)
+        ndims, channels, want = self._expected()
+        if len(input_shape) not in ndims or (channels is not None
+                                             and input_shape[1] != channels):
+            raise self._error(ValueError, "expected input of shape %s, got shape %s"
+                              % (want, input_shape))
+        return input_shape
+
+    train_memory = Activation.train_memory      # the output; the input gradient
+
+    def watch_kind(self):
+        return None
 
     def extra_repr(self):
         s = "num_parameters=%d, init=%r" % (self.num_parameters, self.init)
@@ -207,3 +183,7 @@ class PReLU(Module):
     def _config(self):
         return {"num_parameters": self.num_parameters, "init": self.init,
                 "dtype": str(self._dtype)}
+
+
+#: the public layers of this module (the base class stays here)
+__all__ = [cls.__name__ for cls in _LAYERS] + ["PReLU"]

@@ -1,13 +1,12 @@
 """Activation functions (fused forward and gradient kernels), PReLU and the maxout max."""
-import numbers
 from collections import namedtuple
 
 import numpy as np
 
 from ..core.backend import backend, threads_for
-from ..core.validation import as_float_array, check_cache, check_shape
+from ..core.validation import Integer, as_float_array, check, check_cache, check_shape
 from ..core.workspace import FRESH
-from ..kernels.codes import ACTIVATIONS, GELU_TANH
+from ..kernels import activation_table
 
 ActivationCache = namedtuple("ActivationCache", "x y code p")
 PReLUCache = namedtuple("PReLUCache", "x alpha")
@@ -16,39 +15,17 @@ _INTP = np.dtype(np.intp)
 
 
 def resolve_activation(name, kw, fn):
-    """(code, p) for an activation name and its keyword arguments; None is identity."""
-    if name is None:
-        name = "identity"
-    if not isinstance(name, str) or name not in ACTIVATIONS:
-        raise ValueError("%s: unknown activation %r; expected one of %s"
-                         % (fn, name, ", ".join(sorted(ACTIVATIONS))))
-    if kw is not None and not isinstance(kw, dict):
-        raise TypeError("%s: activation keywords must be a dict, got %s"
-                        % (fn, type(kw).__name__))
-    kw = dict(kw or {})
-    code, pname, p = ACTIVATIONS[name]
-    if name == "gelu":
-        approximate = kw.pop("approximate", "none")
-        if approximate not in ("none", "tanh"):
-            raise ValueError('%s: gelu approximate must be "none" or "tanh", got %r'
-                             % (fn, approximate))
-        code = GELU_TANH if approximate == "tanh" else code
-    elif pname is not None and pname in kw:
-        p = kw.pop(pname)
-        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-            raise TypeError("%s: %s must be a number, got %r" % (fn, pname, p))
-        p = float(p)
-    if kw:
-        raise TypeError("%s: activation %r got unexpected keyword(s) %s"
-                        % (fn, name, ", ".join(sorted(kw))))
-    return code, p
+    """(kernel code, scalar parameter) for an activation name (None: identity) and its
+    keyword arguments, checked against the activation table."""
+    return activation_table.resolve(name, kw, fn)
 
 
 def activation_forward(x, name, workspace=None, **kw):
     """y = f(x) for the named activation; x: any shape -> (y same shape, cache).
 
-    name: "sigmoid", "tanh", "relu", "leaky_relu" (negative_slope=0.01), "elu"
-    (alpha=1.0), "gelu" (approximate="none" | "tanh"), "silu", "swish" (beta=1.0).
+    name: a name of `fastnn.kernels.activation_table.ACTIVATIONS`: "sigmoid", "tanh",
+    "relu", "leaky_relu" (negative_slope=0.01), "elu" (alpha=1.0), "gelu"
+    (approximate="none" | "tanh"), "silu", "swish" (beta=1.0).
     """
     fn = "activation_forward"
     code, p = resolve_activation(name, kw, fn)
@@ -122,13 +99,11 @@ def maxout_forward(z, pieces, workspace=None):
     propagates."""
     fn = "maxout_forward"
     z = as_float_array(z, fn, "z", ndim=2)
-    if isinstance(pieces, (bool, np.bool_)) or not isinstance(pieces, numbers.Integral) \
-            or pieces < 1:
-        raise ValueError("%s: pieces must be a positive int, got %r" % (fn, pieces))
+    pieces = check(fn, "pieces", pieces, Integer(1))
     if z.shape[1] % pieces:
         raise ValueError("%s: z must have a multiple of pieces=%d columns, got shape %s"
                          % (fn, pieces, z.shape))
-    return run_maxout_forward(z, int(pieces), workspace or FRESH)
+    return run_maxout_forward(z, pieces, workspace or FRESH)
 
 
 def run_maxout_forward(z, pieces, ws):

@@ -4,15 +4,14 @@ from collections import namedtuple
 from ..core.backend import backend, threads_for
 from ..core.validation import as_float_array, check_cache, check_shape
 from ..core.workspace import FRESH
-from ..kernels.codes import IDENTITY
+from ..kernels.activation_table import IDENTITY
 from .activations import resolve_activation
 
+
 def _gemm_threads(x, w):
-    """Threads for a layer's GEMMs: parallel from 512K multiply-adds (the kernels' SPLIT_MIN;
-    the backward's dw and dx also run side by side), or from 64K for a matrix-vector
-    product (batch 1: bandwidth-bound)."""
-    n, (i, o) = x.shape[0], w.shape
-    return threads_for(n * i * o >> (1 if n == 1 or i == 1 or o == 1 else 4))
+    """The team for a layer's products: the kernel decides from the shape how many
+    blocks (hence threads) each product is worth."""
+    return threads_for(x.shape[0] * x.shape[1] * w.shape[1])
 
 
 DenseCache = namedtuple("DenseCache", "x w has_bias z out code p")

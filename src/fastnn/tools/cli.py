@@ -36,13 +36,14 @@ import numpy as np
 
 from .. import __version__
 from ..core.validation import Integer, Real
+from ..kernels.activation_table import ACTIVATIONS, LAYER_NAMES
 
 __all__ = ["main", "build_parser", "build_mlp", "option_type", "PLUGINS", "POSITIVE_INT"]
 
 #: modules that may contribute a subcommand through add_parser(subparsers)
 PLUGINS = ["fastnn.tools.bench"]
 
-_ACTS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "elu", "silu")
+_ACTS = LAYER_NAMES          # the activation table's names that have a layer
 _LOSSES = {"ce": "SoftmaxCrossEntropy", "hinge": "MulticlassHinge", "bce": "BCEWithLogits",
            "mse": "MSE"}
 _OPTIMIZERS = {"sgd": 0.05, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3, "adamw": 1e-3,
@@ -65,10 +66,8 @@ def build_mlp(spec, in_features, dtype=np.float32):
     >>> build_mlp("32-bn-relu,16-tanh-dropout0.1,3", 8)        # doctest: +ELLIPSIS
     Sequential(...)
     """
+    from .. import layers as L
     from ..layers import BatchNorm1d, Dense, Dropout, Sequential
-    from ..layers import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Tanh
-    classes = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid, "gelu": GELU,
-               "leaky_relu": LeakyReLU, "elu": ELU, "silu": SiLU}
     if not isinstance(spec, str) or not spec.strip():
         raise CLIError("--arch: empty architecture spec")
     entries = [e.strip() for e in spec.split(",")]
@@ -98,7 +97,7 @@ def build_mlp(spec, in_features, dtype=np.float32):
             if m == "bn":
                 layers.append(BatchNorm1d(out))
             elif m in _ACTS:
-                layers.append(classes[m]())
+                layers.append(getattr(L, ACTIVATIONS[m].layer)())
             else:
                 p = m[len("dropout"):].lstrip("=:") or "0.5"
                 try:

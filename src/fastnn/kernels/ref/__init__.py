@@ -8,20 +8,15 @@ Calling convention shared with the Cython backend (`fastnn.kernels._*`):
 - reductions (losses) return a Python float;
 - `nthreads` is the OpenMP thread count for the Cython twin (ignored here).
 """
-from .activations import (act_backward, act_forward, maxout_backward, maxout_forward,
-                          prelu_backward, prelu_forward)
-from .batchnorm import bn_backward, bn_forward_eval, bn_forward_train
-from .dense import dense_backward, dense_forward
-from .losses import (bce_with_logits, labels_in_range, mse, multiclass_hinge,
-                     softmax_cross_entropy)
-from .updates import adagrad_step, adam_step, rmsprop_step, sgd_step
+import importlib
 
-__all__ = [
-    "act_forward", "act_backward", "prelu_forward", "prelu_backward",
-    "maxout_forward", "maxout_backward",
-    "dense_forward", "dense_backward",
-    "bn_forward_train", "bn_forward_eval", "bn_backward",
-    "labels_in_range", "softmax_cross_entropy", "multiclass_hinge", "bce_with_logits",
-    "mse",
-    "sgd_step", "adagrad_step", "rmsprop_step", "adam_step",
-]
+#: the kernel families: ref/<family>.py here, its compiled twin kernels/_<family>.pyx;
+#: each lists its kernels in __all__ (fastnn.core.backend registers them by name)
+FAMILIES = ("activations", "batchnorm", "dense", "losses", "updates")
+
+__all__ = []
+for _family in FAMILIES:
+    _module = importlib.import_module("." + _family, __name__)
+    globals().update((name, getattr(_module, name)) for name in _module.__all__)
+    __all__ += _module.__all__
+del _family, _module

@@ -1,89 +1,30 @@
 """Activations: forward y = f(x) and fused gradient dx = dout * f'(x), in NumPy.
 
-`code` is one of `fastnn.kernels.codes`; `p` is the activation's scalar parameter
-(leaky_relu negative_slope, elu alpha, swish beta; ignored otherwise).
-Every formula is finite for any finite input (no overflow warnings at +-1000).
+`code` is a kernel code of `fastnn.kernels.activation_table` (whose rows hold each
+formula); `p` is the activation's scalar parameter (leaky_relu negative_slope, elu
+alpha, swish beta; ignored otherwise).
 """
 import numpy as np
-from scipy.special import erf
 
-from ..codes import ELU, GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SIGMOID, SILU, SWISH, TANH
+from ..activation_table import KERNELS
 
-_SQRT_2_OVER_PI = 0.7978845608028654   # sqrt(2 / pi)
-_INV_SQRT_2 = 0.7071067811865476       # 1 / sqrt(2)
-_INV_SQRT_2PI = 0.3989422804014327     # 1 / sqrt(2 pi)
-_GELU_C = 0.044715
+__all__ = ["act_forward", "act_backward", "prelu_forward", "prelu_backward", "maxout_forward", "maxout_backward"]
 
 
-def sigmoid(x):
-    """Stable logistic function: never evaluates exp of a positive number."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
-
-
-def _gelu_tanh_inner(x):
-    return np.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+def _kernel(code, fn):
+    if not isinstance(code, (int, np.integer)) or not 0 <= code < len(KERNELS):
+        raise ValueError("%s: unknown activation code %r" % (fn, code))
+    return KERNELS[code]
 
 
 def act_forward(x, out, code, p, nthreads=1):
     """out[...] = f(x); x, out: same shape and dtype (may be the same array)."""
-    dt = x.dtype.type
-    if code == IDENTITY:
-        out[...] = x
-    elif code == SIGMOID:
-        out[...] = sigmoid(x)
-    elif code == TANH:
-        np.tanh(x, out=out)
-    elif code == RELU:
-        np.maximum(x, dt(0), out=out)   # maximum propagates NaN
-    elif code == LEAKY_RELU:
-        out[...] = np.where(x > 0, x, dt(p) * x)
-    elif code == ELU:
-        out[...] = np.where(x > 0, x, dt(p) * np.expm1(np.minimum(x, dt(0))))
-    elif code == GELU:
-        out[...] = dt(0.5) * x * (dt(1) + erf(x * dt(_INV_SQRT_2)))
-    elif code == GELU_TANH:
-        out[...] = dt(0.5) * x * (dt(1) + _gelu_tanh_inner(x))
-    elif code == SILU:
-        out[...] = x * sigmoid(x)
-    elif code == SWISH:
-        out[...] = x * sigmoid(dt(p) * x)
-    else:
-        raise ValueError("act_forward: unknown activation code %r" % (code,))
+    _kernel(code, "act_forward").forward(x, x.dtype.type(p), out)
 
 
 def act_backward(dout, x, y, dx, code, p, nthreads=1):
     """dx[...] = dout * f'(x), using the forward's input x and output y = f(x)."""
-    dt = x.dtype.type
-    one = dt(1)
-    if code == IDENTITY:
-        g = one
-    elif code == SIGMOID:
-        g = y * (one - y)
-    elif code == TANH:
-        g = one - y * y
-    elif code == RELU:
-        g = (x > 0).astype(x.dtype)
-    elif code == LEAKY_RELU:
-        g = np.where(x > 0, one, dt(p))
-    elif code == ELU:
-        g = np.where(x > 0, one, dt(p) * np.exp(np.minimum(x, dt(0))))
-    elif code == GELU:
-        cdf = dt(0.5) * (one + erf(x * dt(_INV_SQRT_2)))
-        g = cdf + x * dt(_INV_SQRT_2PI) * np.exp(dt(-0.5) * x * x)
-    elif code == GELU_TANH:
-        t = _gelu_tanh_inner(x)
-        g = dt(0.5) * (one + t) + dt(0.5) * x * (one - t * t) * dt(_SQRT_2_OVER_PI) * (
-            one + dt(3 * _GELU_C) * x * x)
-    elif code == SILU:
-        s = sigmoid(x)
-        g = s * (one + x * (one - s))
-    elif code == SWISH:
-        s = sigmoid(dt(p) * x)
-        g = s + dt(p) * x * s * (one - s)
-    else:
-        raise ValueError("act_backward: unknown activation code %r" % (code,))
-    np.multiply(dout, g, out=dx)
+    np.multiply(dout, _kernel(code, "act_backward").grad(x, y, x.dtype.type(p)), out=dx)
 
 
 def prelu_forward(x, alpha, out, nthreads=1):

@@ -11,6 +11,8 @@ Backward recomputes xhat from x (nothing of size N x D is cached besides x):
 """
 import numpy as np
 
+__all__ = ["bn_forward_train", "bn_forward_eval", "bn_backward"]
+
 
 def bn_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
                      out, mean, invstd, nthreads=1):

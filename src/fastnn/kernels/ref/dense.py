@@ -5,8 +5,10 @@ Backward: dz = dout * f'(z);  dw = x.T @ dz;  db = sum(dz, 0);  dx = dz @ w.T
 """
 import numpy as np
 
-from ..codes import IDENTITY
+from ..activation_table import IDENTITY
 from .activations import act_backward, act_forward
+
+__all__ = ["dense_forward", "dense_backward"]
 
 
 def dense_forward(x, w, b, z, out, code, p, nthreads=1):

@@ -7,7 +7,9 @@ mse:              L = mean((p - t)^2);                               dp = 2 (p -
 """
 import numpy as np
 
-from .activations import sigmoid
+from ..activation_table import sigmoid
+
+__all__ = ["labels_in_range", "softmax_cross_entropy", "multiclass_hinge", "bce_with_logits", "mse"]
 
 
 def labels_in_range(labels, c):

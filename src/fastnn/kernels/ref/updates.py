@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+__all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step"]
+
 
 def sgd_step(p, g, buf, lr, momentum, dampening, nesterov, weight_decay, first,
              nthreads=1):

@@ -1,64 +1,58 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Activation math shared by _activations.pyx and _dense.pyx: the one copy of every
-forward f(x) and gradient f'(x) formula, as `cdef inline ... noexcept nogil` functions
-over the fused `floating` type, plus span drivers that apply them to contiguous memory.
+"""Activation math, compiled: the one copy of every forward f(x) and gradient f'(x), as
+`cdef inline ... noexcept nogil` functions over the fused `floating` type, and the span
+drivers that apply them to contiguous memory (cimported by _activations, _dense and any
+kernel that fuses an activation).
 
-Formulas and the order of the operations follow `fastnn.kernels.ref.activations`
-(every literal is cast to `floating` first, so float32 math stays float32, like NumPy's).
-NaN propagates through every forward: comparisons with NaN are false, so each blend is
-written to fall through to an expression of x (relu is `x < 0 ? 0 : x`, min(x, 0) is
-`x > 0 ? 0 : x`). Backward multiplies dout by the gradient, so NaN in dout propagates
-too (relu backward: dout * (x > 0 ? 1 : 0)). Blends are `sel(c, a, b)` bit selects,
-never `a if c else b`, which keeps gcc from vectorizing the loop (see _actmath.h).
+`ActCode` is the compiled twin of `fastnn.kernels.activation_table.KERNELS` (same names,
+same order; _activations.pyx checks at import). Formulas and the order of operations
+follow the table's NumPy bodies (every literal cast to `floating` first, so float32 math
+stays float32). NaN propagates through every forward: comparisons with NaN are false, so
+each blend falls through to an expression of x (relu is `x < 0 ? 0 : x`). Backward
+multiplies dout by the gradient, so NaN in dout propagates too. Blends are `sel` bit
+selects (see _common.h).
 
-float32 exp/expm1 (hence sigmoid, tanh, elu, silu, swish, gelu_tanh) come from
-_actmath.h: branch-free polynomials, ~1 ulp, that gcc vectorizes without -ffast-math.
-float64 uses libm exp/expm1/tanh. erf is libm's erff/erf (scalar calls) for both: the
-gelu spans call it in a loop of its own and vectorize the rest.
+float32 exp/expm1/tanh (hence sigmoid, tanh, elu, silu, swish, gelu_tanh) are the fast
+ones of _common.h, which vectorise; float64 uses libm exp/expm1/tanh. erf is libm's
+erff/erf in both: the gelu spans call it in a loop of its own and vectorise the rest.
 """
 from cython cimport floating
-from libc.math cimport copysignf, erf, erff, exp, expm1, fabs, fabsf, tanh
+from libc.math cimport erf, erff, exp, expm1, tanh
 from libc.string cimport memcpy
 
-cdef extern from "_actmath.h" nogil:
-    float fastnn_expf(float x) noexcept
-    float fastnn_expm1f(float x) noexcept
-    float fastnn_self(bint c, float a, float b) noexcept
-    double fastnn_seld(bint c, double a, double b) noexcept
-    # `void`, plus (GCC, x86-64 Linux) AVX-512F/AVX2/baseline clones picked at load time
-    ctypedef void simd_clones_void "FASTNN_SIMD_CLONES_VOID"
-    # sqrt(2/pi), 1/sqrt(2), 1/sqrt(2 pi), the gelu-tanh cubic coefficient (as numpy_ref)
+from ._common cimport (fabs_, fastnn_expf, fastnn_expm1f, fastnn_tanhf, sel,
+                       simd_clones_void)
+
+cdef extern from *:
+    """
+    #define FASTNN_SQRT_2_OVER_PI 0.7978845608028654
+    #define FASTNN_INV_SQRT_2 0.7071067811865476
+    #define FASTNN_INV_SQRT_2PI 0.3989422804014327
+    #define FASTNN_GELU_C 0.044715
+    """
+    # the constants of activation_table (checked at import)
     const double SQRT_2_OVER_PI "FASTNN_SQRT_2_OVER_PI"
     const double INV_SQRT_2 "FASTNN_INV_SQRT_2"
     const double INV_SQRT_2PI "FASTNN_INV_SQRT_2PI"
     const double GELU_C "FASTNN_GELU_C"
 
-# Activation codes: must equal fastnn.kernels.codes (the .pyx modules check at import).
-cdef enum:
-    ACT_IDENTITY = 0
-    ACT_SIGMOID = 1
-    ACT_TANH = 2
-    ACT_RELU = 3
-    ACT_LEAKY_RELU = 4
-    ACT_ELU = 5
-    ACT_GELU = 6
-    ACT_GELU_TANH = 7
-    ACT_SILU = 8
-    ACT_SWISH = 9
-    ACT_NUM_CODES = 10
+cpdef enum ActCode:
+    ACT_IDENTITY
+    ACT_SIGMOID
+    ACT_TANH
+    ACT_RELU
+    ACT_LEAKY_RELU
+    ACT_ELU
+    ACT_GELU
+    ACT_GELU_TANH
+    ACT_SILU
+    ACT_SWISH
+    ACT_NUM_CODES
 
 
 # ---------------------------------------------------------------------------------------
 # elementary functions, dispatched on the precision
 # ---------------------------------------------------------------------------------------
-cdef inline floating sel(bint c, floating a, floating b) noexcept nogil:
-    """c ? a : b without a branch (a bit blend; both operands are evaluated)."""
-    if floating is float:
-        return fastnn_self(c, a, b)
-    else:
-        return fastnn_seld(c, a, b)
-
-
 cdef inline floating _exp(floating x) noexcept nogil:
     if floating is float:
         return fastnn_expf(x)
@@ -73,13 +67,6 @@ cdef inline floating _expm1(floating x) noexcept nogil:
         return expm1(x)
 
 
-cdef inline floating _abs(floating x) noexcept nogil:
-    if floating is float:
-        return fabsf(x)
-    else:
-        return fabs(x)
-
-
 cdef inline floating _erf(floating x) noexcept nogil:
     if floating is float:
         return erff(x)
@@ -88,20 +75,20 @@ cdef inline floating _erf(floating x) noexcept nogil:
 
 
 cdef inline floating _tanh(floating x) noexcept nogil:
-    """tanh; float32: -expm1(-2|x|) / (2 + expm1(-2|x|)) with x's sign (exact near 0,
-    1 for large |x|, never overflows); float64: libm."""
-    cdef floating e
     if floating is float:
-        e = fastnn_expm1f(<float>-2 * fabsf(x))
-        return copysignf(-e / (<float>2 + e), x)
+        return fastnn_tanhf(x)
     else:
         return tanh(x)
 
 
-cdef inline floating _sigmoid(floating x) noexcept nogil:
-    """Stable logistic: e = exp(-|x|) <= 1; 1/(1+e) for x >= 0, e/(1+e) otherwise."""
-    cdef floating e = _exp(-_abs(x))
+cdef inline floating sigmoid_from_exp(floating x, floating e) noexcept nogil:
+    """The stable logistic of x given e = exp(-|x|) <= 1: 1/(1+e) for x >= 0, e/(1+e)
+    otherwise (one division, numerator selected; NaN gives NaN)."""
     return sel(x >= 0, <floating>1, e) / (<floating>1 + e)
+
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    return sigmoid_from_exp(x, _exp(-fabs_(x)))
 
 
 cdef inline floating _gelu_tanh_inner(floating x) noexcept nogil:
@@ -111,6 +98,11 @@ cdef inline floating _gelu_tanh_inner(floating x) noexcept nogil:
 cdef inline floating _min0(floating x) noexcept nogil:
     """min(x, 0), NaN-preserving like np.minimum: x > 0 ? 0 : x."""
     return sel(x > 0, <floating>0, x)
+
+
+cdef inline floating _gelu_erf(floating x) noexcept nogil:
+    """erf(x / sqrt(2)), the libm call of the exact gelu."""
+    return _erf(x * <floating>INV_SQRT_2)
 
 
 # ---------------------------------------------------------------------------------------
@@ -129,13 +121,8 @@ cdef inline floating f_elu(floating x, floating p) noexcept nogil:
     return sel(x > 0, x, p * _expm1(_min0(x)))
 
 
-cdef inline floating _gelu_erf(floating x) noexcept nogil:
-    """erf(x / sqrt(2)), the libm call of both gelu formulas."""
-    return _erf(x * <floating>INV_SQRT_2)
-
-
 cdef inline floating f_gelu(floating x, floating e) noexcept nogil:
-    """e = _gelu_erf(x) (computed in a separate scalar loop, so this one vectorizes)."""
+    """e = _gelu_erf(x) (computed in a separate scalar loop, so this one vectorises)."""
     return <floating>0.5 * x * (<floating>1 + e)
 
 
@@ -152,7 +139,7 @@ cdef inline floating f_swish(floating x, floating p) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------
-# scalar gradient f'(x) (x: forward input, y: forward output), as ref.act_backward
+# scalar gradient f'(x) (x: forward input, y: forward output), as the table's bodies
 # ---------------------------------------------------------------------------------------
 cdef inline floating g_sigmoid(floating y) noexcept nogil:
     return y * (<floating>1 - y)
@@ -198,7 +185,7 @@ cdef inline floating g_swish(floating x, floating p) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------
-# span drivers: one switch per span, then a tight (vectorizable) loop
+# span drivers: one switch per span, then a tight (vectorisable) loop
 # ---------------------------------------------------------------------------------------
 cdef enum:
     GELU_CHUNK = 256    # gelu: erf values buffered on the stack per chunk
@@ -207,30 +194,30 @@ cdef enum:
 cdef inline simd_clones_void _gelu_forward_span(const floating *x, floating *y,
                                                 Py_ssize_t n) noexcept nogil:
     """Per chunk, the libm erf calls (a scalar loop) fill a stack buffer, then the rest
-    runs vectorized; the buffer (not y) keeps y == x correct."""
+    runs vectorised; the buffer (not y) keeps y == x correct."""
     cdef floating e[GELU_CHUNK]
-    cdef Py_ssize_t c, j, j0, m
-    for c in range((n + GELU_CHUNK - 1) // GELU_CHUNK):
-        j0 = c * GELU_CHUNK
+    cdef Py_ssize_t j, j0 = 0, m
+    while j0 < n:
         m = min(<Py_ssize_t>GELU_CHUNK, n - j0)
         for j in range(m):
             e[j] = _gelu_erf(x[j0 + j])
         for j in range(m):
             y[j0 + j] = f_gelu(x[j0 + j], e[j])
+        j0 += GELU_CHUNK
 
 
 cdef inline simd_clones_void _gelu_backward_span(const floating *dout, const floating *x,
                                                  floating *dx, Py_ssize_t n) noexcept nogil:
     """As _gelu_forward_span; dx may be dout."""
     cdef floating e[GELU_CHUNK]
-    cdef Py_ssize_t c, j, j0, m
-    for c in range((n + GELU_CHUNK - 1) // GELU_CHUNK):
-        j0 = c * GELU_CHUNK
+    cdef Py_ssize_t j, j0 = 0, m
+    while j0 < n:
         m = min(<Py_ssize_t>GELU_CHUNK, n - j0)
         for j in range(m):
             e[j] = _gelu_erf(x[j0 + j])
         for j in range(m):
             dx[j0 + j] = dout[j0 + j] * g_gelu(x[j0 + j], e[j])
+        j0 += GELU_CHUNK
 
 
 cdef inline simd_clones_void act_forward_span(const floating *x, floating *y, Py_ssize_t n,
