@@ -1,0 +1,246 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""2-d max and average pooling (NCHW): compiled twin of `fastnn.kernels.ref.pooling`
+(same names, arguments and outputs).
+
+Every (n, c) plane is independent: the planes are cut into blocks of PLANE_WORK elements
+or more (by the shapes only) and `run_tasks` shares the blocks out, so results do not
+depend on the thread count. Within a plane, outputs go in row-major order and each
+window is scanned in row-major order over its cells inside the input (padded cells are
+never read: for max they never win, for average they add zero):
+  max:  the first cell is the running winner; a cell replaces it when it is larger, or
+        when it is NaN and the winner is not (ties and later NaNs keep the first);
+        backward adds dout at the kept position (checked to lie in its plane);
+  avg:  the window's sum / (kh kw); backward adds dout / (kh kw) to the window's cells.
+"""
+from cython cimport floating
+
+cimport numpy as cnp
+from libc.string cimport memset
+
+from ._buffers cimport float_type
+from ._common cimport nblocks, run_tasks
+from ._nchw cimport array4_data, window_outputs
+from ._plan cimport PlanOp, submit
+
+cnp.import_array()
+
+cdef enum:
+    PLANE_WORK = 1 << 14   # input elements per task, at least (whole planes)
+
+
+ctypedef struct Pool:
+    Py_ssize_t planes, h, w, oh, ow, kh, kw, sh, sw, ph, pw   # PlanOp.dim, in order
+    Py_ssize_t per_task
+
+
+cdef void _geometry(Pool *pl, const Py_ssize_t *dim) noexcept nogil:
+    pl.planes, pl.h, pl.w, pl.oh, pl.ow = dim[0], dim[1], dim[2], dim[3], dim[4]
+    pl.kh, pl.kw, pl.sh, pl.sw, pl.ph, pl.pw = dim[5], dim[6], dim[7], dim[8], dim[9], dim[10]
+    pl.per_task = max(1, PLANE_WORK // max(1, pl.h * pl.w))
+
+
+cdef inline void _window(const Pool *pl, Py_ssize_t i, Py_ssize_t j, Py_ssize_t *h0,
+                         Py_ssize_t *h1, Py_ssize_t *w0, Py_ssize_t *w1) noexcept nogil:
+    """The cells [h0, h1) x [w0, w1) of output (i, j)'s window inside the input (never
+    empty: the padding is at most half the kernel)."""
+    cdef Py_ssize_t top = i * pl.sh - pl.ph, left = j * pl.sw - pl.pw
+    h0[0], h1[0] = max(0, top), min(pl.h, top + pl.kh)
+    w0[0], w1[0] = max(0, left), min(pl.w, left + pl.kw)
+
+
+# ---------------------------------------------------------------------------------------
+# one plane each; ptr: max forward (x, out, idx), max backward (dout, idx, dx),
+# avg forward (x, out), avg backward (dout, dx);
+# dim = (N C, H, W, OH, OW, kh, kw, sh, sw, ph, pw) (max backward: the sizes only)
+# ---------------------------------------------------------------------------------------
+cdef void _max_forward(const Pool *pl, const floating *x, floating *out,
+                       Py_ssize_t *idx) noexcept nogil:
+    cdef Py_ssize_t i, j, ih, iw, h0, h1, w0, w1, at
+    cdef floating best, v
+    for i in range(pl.oh):
+        for j in range(pl.ow):
+            _window(pl, i, j, &h0, &h1, &w0, &w1)
+            at = h0 * pl.w + w0
+            best = x[at]
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    v = x[ih * pl.w + iw]
+                    if v > best or (v != v and best == best):
+                        best = v
+                        at = ih * pl.w + iw
+            out[i * pl.ow + j] = best
+            idx[i * pl.ow + j] = at
+
+
+cdef void _max_backward(const Pool *pl, const floating *dout, const Py_ssize_t *idx,
+                        floating *dx) noexcept nogil:
+    cdef Py_ssize_t o, at, size = pl.h * pl.w
+    memset(dx, 0, size * sizeof(floating))
+    for o in range(pl.oh * pl.ow):
+        at = idx[o]
+        if 0 <= at < size:          # a position from the forward: always in the plane
+            dx[at] = dx[at] + dout[o]
+
+
+cdef void _avg_forward(const Pool *pl, const floating *x, floating *out) noexcept nogil:
+    cdef Py_ssize_t i, j, ih, iw, h0, h1, w0, w1
+    cdef floating s, area = <floating>(pl.kh * pl.kw)
+    for i in range(pl.oh):
+        for j in range(pl.ow):
+            _window(pl, i, j, &h0, &h1, &w0, &w1)
+            s = 0
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    s = s + x[ih * pl.w + iw]
+            out[i * pl.ow + j] = s / area
+
+
+cdef void _avg_backward(const Pool *pl, const floating *dout, floating *dx) noexcept nogil:
+    cdef Py_ssize_t i, j, ih, iw, h0, h1, w0, w1
+    cdef floating g, area = <floating>(pl.kh * pl.kw)
+    memset(dx, 0, pl.h * pl.w * sizeof(floating))
+    for i in range(pl.oh):
+        for j in range(pl.ow):
+            _window(pl, i, j, &h0, &h1, &w0, &w1)
+            g = dout[i * pl.ow + j] / area
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    dx[ih * pl.w + iw] = dx[ih * pl.w + iw] + g
+
+
+cdef enum:
+    MAX_FORWARD = 0
+    MAX_BACKWARD = 1
+    AVG_FORWARD = 2
+    AVG_BACKWARD = 3
+
+
+ctypedef struct PoolJob:
+    const PlanOp *op
+    Pool pl
+
+
+cdef void _planes(const PoolJob *job, Py_ssize_t t, floating *src) noexcept nogil:
+    """Block t of planes; src: the call's first array (x or dout)."""
+    cdef const Pool *pl = &job.pl
+    cdef void * const *ptr = job.op.ptr
+    cdef Py_ssize_t q, q1 = min(pl.planes, (t + 1) * pl.per_task)
+    cdef Py_ssize_t ins = pl.h * pl.w, outs = pl.oh * pl.ow
+    for q in range(t * pl.per_task, q1):
+        if job.op.code == MAX_FORWARD:
+            _max_forward(pl, src + q * ins, <floating *>ptr[1] + q * outs,
+                         <Py_ssize_t *>ptr[2] + q * outs)
+        elif job.op.code == MAX_BACKWARD:
+            _max_backward(pl, src + q * outs, <Py_ssize_t *>ptr[1] + q * outs,
+                          <floating *>ptr[2] + q * ins)
+        elif job.op.code == AVG_FORWARD:
+            _avg_forward(pl, src + q * ins, <floating *>ptr[1] + q * outs)
+        else:
+            _avg_backward(pl, src + q * outs, <floating *>ptr[1] + q * ins)
+
+
+cdef void _task(const void *ctx, Py_ssize_t t) noexcept nogil:
+    cdef const PoolJob *job = <const PoolJob *>ctx
+    if job.op.flt:
+        _planes(job, t, <double *>job.op.ptr[0])
+    else:
+        _planes(job, t, <float *>job.op.ptr[0])
+
+
+cdef int _pool_op(const PlanOp *op) noexcept nogil:
+    cdef PoolJob job
+    job.op = op
+    _geometry(&job.pl, op.dim)
+    run_tasks(_task, &job, nblocks(job.pl.planes, job.pl.per_task), op.nthreads)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# def wrappers: geometry and every array checked in C
+# ---------------------------------------------------------------------------------------
+cdef void _pack(PlanOp *op, Pool *pl, int kind, Py_ssize_t planes, Py_ssize_t h,
+                Py_ssize_t w, Py_ssize_t oh, Py_ssize_t ow, geom, int tn,
+                int nthreads) except *:
+    """op's call record: sizes, geometry (kh, kw, sh, sw, ph, pw), precision, kind."""
+    memset(op, 0, sizeof(PlanOp))
+    for i, v in enumerate((planes, h, w, oh, ow) + tuple(geom)):
+        op.dim[i] = v
+    _geometry(pl, op.dim)
+    op.flt, op.code, op.nthreads = tn == cnp.NPY_DOUBLE, kind, nthreads
+    op.run = _pool_op
+
+
+cdef void _out_size(x, geom, Py_ssize_t *oh, Py_ssize_t *ow) except *:
+    """The output size of pooling x (N, C, H, W) with geom (kh, kw, sh, sw, ph, pw),
+    checked: padding at most half the kernel (so no window is empty), the kernel within
+    the padded input."""
+    if not isinstance(x, cnp.ndarray) or x.ndim != 4 or len(geom) != 6:
+        raise ValueError("fastnn.kernels: pooling expects a 4-d x and a 6-tuple geometry, "
+                         "got %r, %r" % (getattr(x, "shape", x), geom))
+    kh, kw, sh, sw, ph, pw = geom
+    if ph > kh // 2 or pw > kw // 2:
+        raise ValueError("fastnn.kernels: pooling padding %r exceeds half the kernel %r"
+                         % ((ph, pw), (kh, kw)))
+    oh[0] = window_outputs(x.shape[2], kh, sh, ph, 1)
+    ow[0] = window_outputs(x.shape[3], kw, sw, pw, 1)
+
+
+def maxpool2d_forward(x, out, idx, geom, int nthreads=1):
+    """Write out (N, C, OH, OW) and idx (the same shape, intp): each window's max and
+    the winner's position ih * W + iw in its plane."""
+    cdef PlanOp op
+    cdef Pool pl
+    cdef Py_ssize_t oh, ow
+    cdef int tn = float_type(x)
+    _out_size(x, geom, &oh, &ow)
+    n, c, h, w = x.shape
+    _pack(&op, &pl, MAX_FORWARD, n * c, h, w, oh, ow, geom, tn, nthreads)
+    op.ptr[0] = array4_data(x, tn, n, c, h, w, False, "x")
+    op.ptr[1] = array4_data(out, tn, n, c, oh, ow, True, "out")
+    op.ptr[2] = array4_data(idx, cnp.NPY_INTP, n, c, oh, ow, True, "idx")
+    submit(&op)
+
+
+def maxpool2d_backward(dout, idx, dx, int nthreads=1):
+    """Write dx (N, C, H, W): zero, plus dout at each window's winner (in output order)."""
+    cdef PlanOp op
+    cdef Pool pl
+    cdef int tn = float_type(dout)
+    if dout.ndim != 4 or dx.ndim != 4 or dout.shape[:2] != dx.shape[:2]:
+        raise ValueError("fastnn.kernels: maxpool2d_backward expects 4-d dout and dx of one "
+                         "batch and channel count, got %s, %s" % (dout.shape, dx.shape))
+    n, c, oh, ow = dout.shape
+    h, w = dx.shape[2:]
+    _pack(&op, &pl, MAX_BACKWARD, n * c, h, w, oh, ow, (1, 1, 1, 1, 0, 0), tn, nthreads)
+    op.ptr[0] = array4_data(dout, tn, n, c, oh, ow, False, "dout")
+    op.ptr[1] = array4_data(idx, cnp.NPY_INTP, n, c, oh, ow, False, "idx")
+    op.ptr[2] = array4_data(dx, tn, n, c, h, w, True, "dx")
+    submit(&op)
+
+
+def avgpool2d_forward(x, out, geom, int nthreads=1):
+    """Write out (N, C, OH, OW): each window's mean, padded zeros included."""
+    cdef PlanOp op
+    cdef Pool pl
+    cdef Py_ssize_t oh, ow
+    cdef int tn = float_type(x)
+    _out_size(x, geom, &oh, &ow)
+    n, c, h, w = x.shape
+    _pack(&op, &pl, AVG_FORWARD, n * c, h, w, oh, ow, geom, tn, nthreads)
+    op.ptr[0] = array4_data(x, tn, n, c, h, w, False, "x")
+    op.ptr[1] = array4_data(out, tn, n, c, oh, ow, True, "out")
+    submit(&op)
+
+
+def avgpool2d_backward(dout, dx, geom, int nthreads=1):
+    """Write dx (N, C, H, W): every output's dout / (kh kw) added over its window."""
+    cdef PlanOp op
+    cdef Pool pl
+    cdef Py_ssize_t oh, ow
+    cdef int tn = float_type(dout)
+    _out_size(dx, geom, &oh, &ow)
+    n, c, h, w = dx.shape
+    _pack(&op, &pl, AVG_BACKWARD, n * c, h, w, oh, ow, geom, tn, nthreads)
+    op.ptr[0] = array4_data(dout, tn, n, c, oh, ow, False, "dout")
+    op.ptr[1] = array4_data(dx, tn, n, c, h, w, True, "dx")
+    submit(&op)
