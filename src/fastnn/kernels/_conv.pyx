@@ -132,62 +132,80 @@ def conv2d_scratch_size(x_shape, w_shape, geom):
 # ---------------------------------------------------------------------------------------
 # unfolding: rows [r0, r1) of images n0 .. n0 + nb (L = (r1 - r0) OW columns per image)
 # ---------------------------------------------------------------------------------------
-cdef inline void _gather_row(floating *dst, const floating *src, Py_ssize_t lo,
-                             Py_ssize_t hi, Py_ssize_t ow, Py_ssize_t sw) noexcept nogil:
-    """dst[j] = src[(j - lo) sw] for j in [lo, hi); zeros elsewhere in [0, ow)."""
-    cdef Py_ssize_t j
-    for j in range(lo):
-        dst[j] = 0
-    if sw == 1:
-        for j in range(hi - lo):
-            dst[lo + j] = src[j]
-    else:
-        for j in range(hi - lo):
-            dst[lo + j] = src[j * sw]
-    for j in range(hi, ow):
-        dst[j] = 0
-
-
-cdef inline void _scatter_row(floating *dst, const floating *src, Py_ssize_t n,
+cdef inline void _gather_rows(floating *dst, const floating *src, Py_ssize_t rows,
+                              Py_ssize_t ld, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t ow,
                               Py_ssize_t sw) noexcept nogil:
-    """dst[j sw] += src[j] for j < n (the adjoint of _gather_row)."""
-    cdef Py_ssize_t j
-    if sw == 1:
-        for j in range(n):
-            dst[j] = dst[j] + src[j]
-    else:
-        for j in range(n):
-            dst[j * sw] = dst[j * sw] + src[j]
+    """`rows` rows of ow elements (dst contiguous, src rows ld apart): dst[j] =
+    src[(j - lo) sw] for j in [lo, hi), zeros elsewhere."""
+    cdef Py_ssize_t t, j, n = hi - lo
+    if sw == 1 and lo == 0 and hi == ow:      # no padding in this row: a plain copy
+        for t in range(rows):
+            for j in range(n):
+                dst[t * ow + j] = src[t * ld + j]
+        return
+    for t in range(rows):
+        for j in range(lo):
+            dst[j] = 0
+        if sw == 1:
+            for j in range(n):
+                dst[lo + j] = src[j]
+        else:
+            for j in range(n):
+                dst[lo + j] = src[j * sw]
+        for j in range(hi, ow):
+            dst[j] = 0
+        dst += ow
+        src += ld
+
+
+cdef inline void _scatter_rows(floating *dst, const floating *src, Py_ssize_t rows,
+                               Py_ssize_t ld, Py_ssize_t n, Py_ssize_t ow,
+                               Py_ssize_t sw) noexcept nogil:
+    """The adjoint of _gather_rows on the copied part: dst[t ld + j sw] += src[t ow + j]
+    for j < n (src: the first copied element of the first row)."""
+    cdef Py_ssize_t t, j
+    for t in range(rows):
+        if sw == 1:
+            for j in range(n):
+                dst[j] = dst[j] + src[j]
+        else:
+            for j in range(n):
+                dst[j * sw] = dst[j * sw] + src[j]
+        dst += ld
+        src += ow
 
 
 cdef simd_clones_void _unfold(const Conv *cv, floating *col, floating *x, Py_ssize_t n0,
                               Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1,
                               bint adjoint) noexcept nogil:
     """col (K, nb L), column b L + (i - r0) OW + j, = the windows of x (im2col); or,
-    `adjoint`, x += those windows' entries of col (col2im)."""
-    cdef Py_ssize_t L = (r1 - r0) * cv.ow, ld = nb * L, b, c, u, v, i, ih, lo, hi, off
-    cdef floating *plane
+    `adjoint`, x += those windows' entries of col (col2im). Per kernel offset (u, v) the
+    output rows and columns that read the input (not the padding) are found once."""
+    cdef Py_ssize_t h = cv.h, w = cv.w, ow = cv.ow, kh = cv.kh, kw = cv.kw
+    cdef Py_ssize_t sw = cv.sw, ld = cv.sh * w, L = (r1 - r0) * ow, width = nb * L
+    cdef Py_ssize_t u, v, b, c, ilo, ihi, lo, hi, top, left
     cdef floating *row
-    for b in range(nb):
-        for c in range(cv.c):
-            plane = x + ((n0 + b) * cv.c + c) * cv.h * cv.w
-            for u in range(cv.kh):
-                for v in range(cv.kw):
-                    off = v * cv.dw - cv.pw
-                    valid_outputs(cv.w, cv.ow, cv.sw, off, &lo, &hi)
-                    row = col + ((c * cv.kh + u) * cv.kw + v) * ld + b * L
-                    for i in range(r0, r1):
-                        ih = i * cv.sh - cv.ph + u * cv.dh
-                        if adjoint:
-                            if 0 <= ih < cv.h:
-                                _scatter_row(plane + ih * cv.w + lo * cv.sw + off, row + lo,
-                                             hi - lo, cv.sw)
-                        elif 0 <= ih < cv.h:
-                            _gather_row(row, plane + ih * cv.w + lo * cv.sw + off, lo, hi,
-                                        cv.ow, cv.sw)
-                        else:
-                            memset(row, 0, cv.ow * sizeof(floating))
-                        row += cv.ow
+    cdef floating *img        # the input cell of the chunk's first copied element
+    for u in range(kh):
+        top = u * cv.dh - cv.ph                  # input row of output row 0
+        valid_outputs(h, r1, cv.sh, top, &ilo, &ihi)
+        ilo = max(ilo, r0)
+        ihi = max(ihi, ilo)
+        for v in range(kw):
+            left = v * cv.dw - cv.pw             # input column of output column 0
+            valid_outputs(w, ow, sw, left, &lo, &hi)
+            for b in range(nb):
+                for c in range(cv.c):
+                    row = col + ((c * kh + u) * kw + v) * width + b * L
+                    img = (x + ((n0 + b) * cv.c + c) * h * w + (ilo * cv.sh + top) * w
+                           + lo * sw + left)
+                    if adjoint:
+                        _scatter_rows(img, row + (ilo - r0) * ow + lo, ihi - ilo, ld,
+                                      hi - lo, ow, sw)
+                        continue
+                    memset(row, 0, (ilo - r0) * ow * sizeof(floating))
+                    _gather_rows(row + (ilo - r0) * ow, img, ihi - ilo, ld, lo, hi, ow, sw)
+                    memset(row + (ihi - r0) * ow, 0, (r1 - ihi) * ow * sizeof(floating))
 
 
 # ---------------------------------------------------------------------------------------
