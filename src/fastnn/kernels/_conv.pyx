@@ -82,7 +82,7 @@ cdef void _geometry(Conv *cv, const Py_ssize_t *dim) noexcept nogil:
         # whole images; as many chunks as a multiple of the runs (balanced runs)
         chunks = nblocks(cv.n, max(1, COL_BUDGET // (cv.k * cv.p)))
         runs = max(1, min(GROUPS, cv.n))
-        cv.imgs = max(1, nblocks(cv.n, nblocks(chunks, runs) * runs))
+        cv.imgs = max(1, nblocks(cv.n, max(1, nblocks(chunks, runs) * runs)))
         cv.rows = cv.oh
         cv.units = nblocks(cv.n, cv.imgs)
     else:
