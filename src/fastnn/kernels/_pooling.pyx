@@ -4,12 +4,14 @@
 
 Every (n, c) plane is independent: the planes are cut into blocks of PLANE_WORK elements
 or more (by the shapes only) and `run_tasks` shares the blocks out, so results do not
-depend on the thread count. Within a plane, outputs go in row-major order and each
-window is scanned in row-major order over its cells inside the input (padded cells are
-never read: for max they never win, for average they add zero):
+depend on the thread count. Within a plane, each output's window is scanned in
+row-major order over its cells inside the input (padded cells are never read: for max
+they never win, for average they add zero), a row of outputs at a time:
   max:  the first cell is the running winner; a cell replaces it when it is larger, or
-        when it is NaN and the winner is not (ties and later NaNs keep the first);
-        backward adds dout at the kept position (checked to lie in its plane);
+        when it is NaN and the winner is not (ties and later NaNs keep the first): a
+        branch-free select, vectorised across the outputs of a row;
+        backward adds dout at the kept position (checked to lie in its plane), in
+        output order;
   avg:  the window's sum / (kh kw); backward adds dout / (kh kw) to the window's cells.
 """
 from cython cimport floating
@@ -18,8 +20,8 @@ cimport numpy as cnp
 from libc.string cimport memset
 
 from ._buffers cimport float_type
-from ._common cimport nblocks, run_tasks
-from ._nchw cimport array4_data, window_outputs
+from ._common cimport nblocks, run_tasks, sel, simd_clones_void
+from ._nchw cimport array4_data, valid_outputs, window_outputs
 from ._plan cimport PlanOp, submit
 
 cnp.import_array()
@@ -39,37 +41,49 @@ cdef void _geometry(Pool *pl, const Py_ssize_t *dim) noexcept nogil:
     pl.per_task = max(1, PLANE_WORK // max(1, pl.h * pl.w))
 
 
-cdef inline void _window(const Pool *pl, Py_ssize_t i, Py_ssize_t j, Py_ssize_t *h0,
-                         Py_ssize_t *h1, Py_ssize_t *w0, Py_ssize_t *w1) noexcept nogil:
-    """The cells [h0, h1) x [w0, w1) of output (i, j)'s window inside the input (never
-    empty: the padding is at most half the kernel)."""
-    cdef Py_ssize_t top = i * pl.sh - pl.ph, left = j * pl.sw - pl.pw
+cdef inline void _rows(const Pool *pl, Py_ssize_t i, Py_ssize_t *h0,
+                       Py_ssize_t *h1) noexcept nogil:
+    """The input rows [h0, h1) of output row i's windows (never empty: the padding is
+    at most half the kernel)."""
+    cdef Py_ssize_t top = i * pl.sh - pl.ph
     h0[0], h1[0] = max(0, top), min(pl.h, top + pl.kh)
-    w0[0], w1[0] = max(0, left), min(pl.w, left + pl.kw)
 
 
 # ---------------------------------------------------------------------------------------
-# one plane each; ptr: max forward (x, out, idx), max backward (dout, idx, dx),
-# avg forward (x, out), avg backward (dout, dx);
-# dim = (N C, H, W, OH, OW, kh, kw, sh, sw, ph, pw) (max backward: the sizes only)
+# one plane each, an output row at a time: for each cell (u, v) of the window in
+# row-major order, every output j of the row whose cell is inside the input (a strided,
+# vectorisable loop over j); per output, the cells are thus visited in row-major order.
+# ptr: max forward (x, out, idx), max backward (dout, idx, dx), avg forward (x, out),
+# avg backward (dout, dx); dim = (N C, H, W, OH, OW, kh, kw, sh, sw, ph, pw) (max
+# backward: the sizes only)
 # ---------------------------------------------------------------------------------------
-cdef void _max_forward(const Pool *pl, const floating *x, floating *out,
-                       Py_ssize_t *idx) noexcept nogil:
-    cdef Py_ssize_t i, j, ih, iw, h0, h1, w0, w1, at
-    cdef floating best, v
+cdef simd_clones_void _max_forward(const Pool *pl, const floating *x, floating *out,
+                                   Py_ssize_t *idx) noexcept nogil:
+    """out = the window's max, idx = its position: each output starts from its window's
+    first cell, then every cell (the first again: no change) may take over."""
+    cdef Py_ssize_t w = pl.w, ow = pl.ow, sw = pl.sw, pw = pl.pw
+    cdef Py_ssize_t i, j, ih, v, h0, h1, lo, hi, at, mask
+    cdef floating *best
+    cdef Py_ssize_t *pos
+    cdef floating c, b
     for i in range(pl.oh):
-        for j in range(pl.ow):
-            _window(pl, i, j, &h0, &h1, &w0, &w1)
-            at = h0 * pl.w + w0
-            best = x[at]
-            for ih in range(h0, h1):
-                for iw in range(w0, w1):
-                    v = x[ih * pl.w + iw]
-                    if v > best or (v != v and best == best):
-                        best = v
-                        at = ih * pl.w + iw
-            out[i * pl.ow + j] = best
-            idx[i * pl.ow + j] = at
+        best = out + i * ow
+        pos = idx + i * ow
+        _rows(pl, i, &h0, &h1)
+        for j in range(ow):
+            pos[j] = h0 * w + max(0, j * sw - pw)
+            best[j] = x[pos[j]]
+        for ih in range(h0, h1):
+            for v in range(pl.kw):
+                valid_outputs(w, ow, sw, v - pw, &lo, &hi)
+                for j in range(lo, hi):
+                    at = ih * w + j * sw + v - pw
+                    c = x[at]
+                    b = best[j]
+                    # larger, or the first NaN: 0 or all ones
+                    mask = -<Py_ssize_t>((c > b) | ((c != c) & (b == b)))
+                    best[j] = sel(mask != 0, c, b)
+                    pos[j] = pos[j] ^ ((pos[j] ^ at) & mask)
 
 
 cdef void _max_backward(const Pool *pl, const floating *dout, const Py_ssize_t *idx,
@@ -82,30 +96,41 @@ cdef void _max_backward(const Pool *pl, const floating *dout, const Py_ssize_t *
             dx[at] = dx[at] + dout[o]
 
 
-cdef void _avg_forward(const Pool *pl, const floating *x, floating *out) noexcept nogil:
-    cdef Py_ssize_t i, j, ih, iw, h0, h1, w0, w1
-    cdef floating s, area = <floating>(pl.kh * pl.kw)
+cdef simd_clones_void _avg_forward(const Pool *pl, const floating *x,
+                                   floating *out) noexcept nogil:
+    cdef Py_ssize_t i, j, ih, v, h0, h1, lo, hi, off
+    cdef floating *row
+    cdef floating area = <floating>(pl.kh * pl.kw)
     for i in range(pl.oh):
+        row = out + i * pl.ow
         for j in range(pl.ow):
-            _window(pl, i, j, &h0, &h1, &w0, &w1)
-            s = 0
-            for ih in range(h0, h1):
-                for iw in range(w0, w1):
-                    s = s + x[ih * pl.w + iw]
-            out[i * pl.ow + j] = s / area
+            row[j] = 0
+        _rows(pl, i, &h0, &h1)
+        for ih in range(h0, h1):
+            for v in range(pl.kw):
+                off = ih * pl.w + v - pl.pw
+                valid_outputs(pl.w, pl.ow, pl.sw, v - pl.pw, &lo, &hi)
+                for j in range(lo, hi):
+                    row[j] = row[j] + x[off + j * pl.sw]
+        for j in range(pl.ow):
+            row[j] = row[j] / area
 
 
-cdef void _avg_backward(const Pool *pl, const floating *dout, floating *dx) noexcept nogil:
-    cdef Py_ssize_t i, j, ih, iw, h0, h1, w0, w1
-    cdef floating g, area = <floating>(pl.kh * pl.kw)
+cdef simd_clones_void _avg_backward(const Pool *pl, const floating *dout,
+                                    floating *dx) noexcept nogil:
+    cdef Py_ssize_t i, j, ih, v, h0, h1, lo, hi, off
+    cdef const floating *g
+    cdef floating area = <floating>(pl.kh * pl.kw)
     memset(dx, 0, pl.h * pl.w * sizeof(floating))
     for i in range(pl.oh):
-        for j in range(pl.ow):
-            _window(pl, i, j, &h0, &h1, &w0, &w1)
-            g = dout[i * pl.ow + j] / area
-            for ih in range(h0, h1):
-                for iw in range(w0, w1):
-                    dx[ih * pl.w + iw] = dx[ih * pl.w + iw] + g
+        g = dout + i * pl.ow
+        _rows(pl, i, &h0, &h1)
+        for ih in range(h0, h1):
+            for v in range(pl.kw):
+                off = ih * pl.w + v - pl.pw
+                valid_outputs(pl.w, pl.ow, pl.sw, v - pl.pw, &lo, &hi)
+                for j in range(lo, hi):
+                    dx[off + j * pl.sw] = dx[off + j * pl.sw] + g[j] / area
 
 
 cdef enum:
