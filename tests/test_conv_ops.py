@@ -10,6 +10,7 @@ import fastnn
 from fastnn import ops
 from fastnn.core.workspace import Workspace
 from conftest import BACKENDS
+from test_ops import numgrad, on_both, relerr
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -70,34 +71,6 @@ def assert_close(actual, expected, dtype, what=""):
 def T(a):
     """A float64 torch leaf (the reference runs in float64 for both dtypes)."""
     return torch.tensor(np.asarray(a, np.float64), requires_grad=True)
-
-
-def numgrad(f, x, h=1e-6):
-    """Central differences of the scalar f() with respect to x (modified in place)."""
-    g = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        fp = f()
-        flat[i] = old - h
-        fm = f()
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * h)
-    return g
-
-
-def relerr(a, b):
-    return np.max(np.abs(a - b)) / max(np.max(np.abs(a)), np.max(np.abs(b)), 1e-12)
-
-
-def on_backends(fn):
-    """fn() on every backend, the NumPy one last."""
-    out = []
-    for name in BACKENDS:
-        with fastnn.use_backend(name):
-            out.append(fn())
-    return out
 
 
 def with_threads(n, fn):
@@ -195,7 +168,7 @@ def test_conv2d_backend_parity(xs, ws, stride, padding, dilation, bias, act, dty
     name, kw = ACTS[act][:2]
     out_shape = ops.conv2d_forward(x, w, b, stride, padding, dilation)[0].shape
     dout = rand(out_shape, dtype, 12)
-    res = on_backends(lambda: conv_run(x, w, b, dout, stride, padding, dilation, act))
+    res = on_both(lambda: conv_run(x, w, b, dout, stride, padding, dilation, act))
     for got in res[:-1]:
         for a, r, what in zip(got, res[-1], ("out", "dx", "dw", "db")):
             if r is not None:
@@ -240,7 +213,7 @@ def test_conv2d_property_backends_agree(n, c, f, h, w, kh, kw, sh, sw, ph, pw, d
         return
     out_shape = ops.conv2d_forward(x, wt, b, *geom)[0].shape
     dout = rand(out_shape, dtype, 3)
-    res = on_backends(lambda: conv_run(x, wt, b, dout, *geom, act))
+    res = on_both(lambda: conv_run(x, wt, b, dout, *geom, act))
     for got in res[:-1]:
         for a, r in zip(got, res[-1]):
             if r is not None:
@@ -341,7 +314,7 @@ def test_batchnorm2d_gradcheck(training, backend):
 def test_batchnorm2d_backend_parity(shape, training, dtype):
     x, gamma, beta = bn_data(shape, dtype, seed=3)
     dout = rand(shape, dtype, 4)
-    res = on_backends(lambda: bn_run(x, gamma, beta, dout, training))
+    res = on_both(lambda: bn_run(x, gamma, beta, dout, training))
     for got in res[:-1]:
         for a, r in zip(got, res[-1]):
             assert_close(a, r, dtype)

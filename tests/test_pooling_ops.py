@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import fastnn
 from fastnn import ops
-from test_conv_ops import (T, assert_close, numgrad, on_backends, rand, relerr,
+from test_conv_ops import (T, assert_close, numgrad, on_both, rand, relerr,
                            with_threads)
 from conftest import BACKENDS
 
@@ -131,7 +131,7 @@ def test_pool_backend_parity(kind, xs, k, s, p, dtype):
     x = rand(xs, dtype, 5)
     out_shape = KINDS[kind][0](x, k, s, p)[0].shape
     dout = rand(out_shape, dtype, 6)
-    res = on_backends(lambda: pool_run(kind, x, dout, k, s, p))
+    res = on_both(lambda: pool_run(kind, x, dout, k, s, p))
     for got in res[:-1]:
         for a, r in zip(got, res[-1]):
             assert_close(a, r, dtype)
@@ -168,7 +168,7 @@ def test_pool_property_backends_agree(n, c, h, w, kh, kw, sh, sw, ph, pw, kind, 
         return
     out_shape = KINDS[kind][0](x, *geom)[0].shape
     dout = rand(out_shape, dtype, 1)
-    res = on_backends(lambda: pool_run(kind, x, dout, *geom))
+    res = on_both(lambda: pool_run(kind, x, dout, *geom))
     for got in res[:-1]:
         for a, r in zip(got, res[-1]):
             assert_close(a, r, dtype)

@@ -417,9 +417,10 @@ cdef int _backward_op(const PlanOp *op) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 # def wrappers: every array checked in C (dtype, C-contiguity, shape, writeability)
 # ---------------------------------------------------------------------------------------
-cdef int _pack(PlanOp *op, x, w, geom, int code, double p, int nthreads,
-               Conv *cv) except -1:
-    """The common part of both calls: code, sizes, geometry, precision."""
+cdef int _pack(PlanOp *op, Conv *cv, x, w, z, out, geom, int code, double p,
+               int nthreads, int first, bint backward) except -1:
+    """The part both calls share: code, sizes, geometry, precision; x and w checked into
+    slots `first` and first + 1, z and out into 3 and 4. Returns the dtype number."""
     if code < 0 or code >= ACT_NUM_CODES:
         raise ValueError("fastnn.kernels: unknown activation code %r" % (code,))
     memset(op, 0, sizeof(PlanOp))
@@ -427,9 +428,13 @@ cdef int _pack(PlanOp *op, x, w, geom, int code, double p, int nthreads,
         raise TypeError("fastnn.kernels: conv2d x and w must be ndarrays")
     _conv_dims(x.shape, w.shape, geom, op.dim)
     _geometry(cv, op.dim)
-    op.flt, op.code, op.nthreads, op.arg[0] = float_type(x) == cnp.NPY_DOUBLE, code, \
-        nthreads, p
-    return 0
+    cdef int tn = float_type(x)
+    op.flt, op.code, op.nthreads, op.arg[0] = tn == cnp.NPY_DOUBLE, code, nthreads, p
+    op.ptr[first] = array4_data(x, tn, cv.n, cv.c, cv.h, cv.w, False, "x")
+    op.ptr[first + 1] = array4_data(w, tn, cv.f, cv.c, cv.kh, cv.kw, False, "w")
+    op.ptr[3] = array4_data(z, tn, cv.n, cv.f, cv.oh, cv.ow, not backward, "z")
+    op.ptr[4] = array4_data(out, tn, cv.n, cv.f, cv.oh, cv.ow, not backward, "out")
+    return tn
 
 
 def conv2d_forward(x, w, b, z, out, geom, scratch, int code, double p, int nthreads=1):
@@ -437,13 +442,8 @@ def conv2d_forward(x, w, b, z, out, geom, scratch, int code, double p, int nthre
     code is IDENTITY. scratch: conv2d_scratch_size(x.shape, w.shape, geom) elements."""
     cdef PlanOp op
     cdef Conv cv
-    _pack(&op, x, w, geom, code, p, nthreads, &cv)
-    cdef int tn = float_type(x)
-    op.ptr[0] = array4_data(x, tn, cv.n, cv.c, cv.h, cv.w, False, "x")
-    op.ptr[1] = array4_data(w, tn, cv.f, cv.c, cv.kh, cv.kw, False, "w")
+    cdef int tn = _pack(&op, &cv, x, w, z, out, geom, code, p, nthreads, 0, False)
     op.ptr[2] = optional_data(b, tn, cv.f, -1, False, "b")
-    op.ptr[3] = array4_data(z, tn, cv.n, cv.f, cv.oh, cv.ow, True, "z")
-    op.ptr[4] = array4_data(out, tn, cv.n, cv.f, cv.oh, cv.ow, True, "out")
     op.ptr[5] = array_data(scratch, tn, _scratch_size(&cv), -2, True, "scratch")
     op.run = _forward_op
     submit(&op)
@@ -454,13 +454,8 @@ def conv2d_backward(dout, x, w, z, out, dx, dw, db, geom, scratch, int code, dou
     """Write dw (F, C, KH, KW), db (F,) unless None and dx (N, C, H, W) unless None."""
     cdef PlanOp op
     cdef Conv cv
-    _pack(&op, x, w, geom, code, p, nthreads, &cv)
-    cdef int tn = float_type(x)
+    cdef int tn = _pack(&op, &cv, x, w, z, out, geom, code, p, nthreads, 1, True)
     op.ptr[0] = array4_data(dout, tn, cv.n, cv.f, cv.oh, cv.ow, False, "dout")
-    op.ptr[1] = array4_data(x, tn, cv.n, cv.c, cv.h, cv.w, False, "x")
-    op.ptr[2] = array4_data(w, tn, cv.f, cv.c, cv.kh, cv.kw, False, "w")
-    op.ptr[3] = array4_data(z, tn, cv.n, cv.f, cv.oh, cv.ow, False, "z")
-    op.ptr[4] = array4_data(out, tn, cv.n, cv.f, cv.oh, cv.ow, False, "out")
     if dx is not None:
         op.ptr[5] = array4_data(dx, tn, cv.n, cv.c, cv.h, cv.w, True, "dx")
     op.ptr[6] = array4_data(dw, tn, cv.f, cv.c, cv.kh, cv.kw, True, "dw")

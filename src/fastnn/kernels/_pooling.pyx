@@ -96,41 +96,37 @@ cdef void _max_backward(const Pool *pl, const floating *dout, const Py_ssize_t *
             dx[at] = dx[at] + dout[o]
 
 
-cdef simd_clones_void _avg_forward(const Pool *pl, const floating *x,
-                                   floating *out) noexcept nogil:
+cdef simd_clones_void _avg(const Pool *pl, const floating *src, floating *dst,
+                           bint backward) noexcept nogil:
+    """Forward: dst (out) = the window's sum of src (x) / (kh kw). Backward: dst (dx) =
+    zero, plus every output's src (dout) / (kh kw) over its window's cells."""
     cdef Py_ssize_t i, j, ih, v, h0, h1, lo, hi, off
+    cdef Py_ssize_t ow = pl.ow, sw = pl.sw
     cdef floating *row
-    cdef floating area = <floating>(pl.kh * pl.kw)
-    for i in range(pl.oh):
-        row = out + i * pl.ow
-        for j in range(pl.ow):
-            row[j] = 0
-        _rows(pl, i, &h0, &h1)
-        for ih in range(h0, h1):
-            for v in range(pl.kw):
-                off = ih * pl.w + v - pl.pw
-                valid_outputs(pl.w, pl.ow, pl.sw, v - pl.pw, &lo, &hi)
-                for j in range(lo, hi):
-                    row[j] = row[j] + x[off + j * pl.sw]
-        for j in range(pl.ow):
-            row[j] = row[j] / area
-
-
-cdef simd_clones_void _avg_backward(const Pool *pl, const floating *dout,
-                                    floating *dx) noexcept nogil:
-    cdef Py_ssize_t i, j, ih, v, h0, h1, lo, hi, off
     cdef const floating *g
     cdef floating area = <floating>(pl.kh * pl.kw)
-    memset(dx, 0, pl.h * pl.w * sizeof(floating))
+    if backward:
+        memset(dst, 0, pl.h * pl.w * sizeof(floating))
     for i in range(pl.oh):
-        g = dout + i * pl.ow
+        row = dst + i * ow
+        g = src + i * ow
+        if not backward:
+            for j in range(ow):
+                row[j] = 0
         _rows(pl, i, &h0, &h1)
         for ih in range(h0, h1):
             for v in range(pl.kw):
                 off = ih * pl.w + v - pl.pw
-                valid_outputs(pl.w, pl.ow, pl.sw, v - pl.pw, &lo, &hi)
-                for j in range(lo, hi):
-                    dx[off + j * pl.sw] = dx[off + j * pl.sw] + g[j] / area
+                valid_outputs(pl.w, ow, sw, v - pl.pw, &lo, &hi)
+                if backward:
+                    for j in range(lo, hi):
+                        dst[off + j * sw] = dst[off + j * sw] + g[j] / area
+                else:
+                    for j in range(lo, hi):
+                        row[j] = row[j] + src[off + j * sw]
+        if not backward:
+            for j in range(ow):
+                row[j] = row[j] / area
 
 
 cdef enum:
@@ -159,9 +155,9 @@ cdef void _planes(const PoolJob *job, Py_ssize_t t, floating *src) noexcept nogi
             _max_backward(pl, src + q * outs, <Py_ssize_t *>ptr[1] + q * outs,
                           <floating *>ptr[2] + q * ins)
         elif job.op.code == AVG_FORWARD:
-            _avg_forward(pl, src + q * ins, <floating *>ptr[1] + q * outs)
+            _avg(pl, src + q * ins, <floating *>ptr[1] + q * outs, False)
         else:
-            _avg_backward(pl, src + q * outs, <floating *>ptr[1] + q * ins)
+            _avg(pl, src + q * outs, <floating *>ptr[1] + q * ins, True)
 
 
 cdef void _task(const void *ctx, Py_ssize_t t) noexcept nogil:
@@ -213,17 +209,7 @@ cdef void _out_size(x, geom, Py_ssize_t *oh, Py_ssize_t *ow) except *:
 def maxpool2d_forward(x, out, idx, geom, int nthreads=1):
     """Write out (N, C, OH, OW) and idx (the same shape, intp): each window's max and
     the winner's position ih * W + iw in its plane."""
-    cdef PlanOp op
-    cdef Pool pl
-    cdef Py_ssize_t oh, ow
-    cdef int tn = float_type(x)
-    _out_size(x, geom, &oh, &ow)
-    n, c, h, w = x.shape
-    _pack(&op, &pl, MAX_FORWARD, n * c, h, w, oh, ow, geom, tn, nthreads)
-    op.ptr[0] = array4_data(x, tn, n, c, h, w, False, "x")
-    op.ptr[1] = array4_data(out, tn, n, c, oh, ow, True, "out")
-    op.ptr[2] = array4_data(idx, cnp.NPY_INTP, n, c, oh, ow, True, "idx")
-    submit(&op)
+    _submit(MAX_FORWARD, x, x, out, idx, geom, nthreads)
 
 
 def maxpool2d_backward(dout, idx, dx, int nthreads=1):
@@ -245,27 +231,32 @@ def maxpool2d_backward(dout, idx, dx, int nthreads=1):
 
 def avgpool2d_forward(x, out, geom, int nthreads=1):
     """Write out (N, C, OH, OW): each window's mean, padded zeros included."""
-    cdef PlanOp op
-    cdef Pool pl
-    cdef Py_ssize_t oh, ow
-    cdef int tn = float_type(x)
-    _out_size(x, geom, &oh, &ow)
-    n, c, h, w = x.shape
-    _pack(&op, &pl, AVG_FORWARD, n * c, h, w, oh, ow, geom, tn, nthreads)
-    op.ptr[0] = array4_data(x, tn, n, c, h, w, False, "x")
-    op.ptr[1] = array4_data(out, tn, n, c, oh, ow, True, "out")
-    submit(&op)
+    _submit(AVG_FORWARD, x, x, out, None, geom, nthreads)
 
 
 def avgpool2d_backward(dout, dx, geom, int nthreads=1):
     """Write dx (N, C, H, W): every output's dout / (kh kw) added over its window."""
+    _submit(AVG_BACKWARD, dx, dout, dx, None, geom, nthreads)
+
+
+cdef int _submit(int kind, planes, src, dst, idx, geom, int nthreads) except -1:
+    """Check and run a call with a geometry: `planes` is its (N, C, H, W) side (x, or
+    dx), src -> dst the arrays it reads and writes, idx the max's positions (or None)."""
     cdef PlanOp op
     cdef Pool pl
     cdef Py_ssize_t oh, ow
-    cdef int tn = float_type(dout)
-    _out_size(dx, geom, &oh, &ow)
-    n, c, h, w = dx.shape
-    _pack(&op, &pl, AVG_BACKWARD, n * c, h, w, oh, ow, geom, tn, nthreads)
-    op.ptr[0] = array4_data(dout, tn, n, c, oh, ow, False, "dout")
-    op.ptr[1] = array4_data(dx, tn, n, c, h, w, True, "dx")
+    cdef int tn = float_type(src)
+    cdef bint backward = kind == AVG_BACKWARD
+    _out_size(planes, geom, &oh, &ow)
+    n, c, h, w = planes.shape
+    _pack(&op, &pl, kind, n * c, h, w, oh, ow, geom, tn, nthreads)
+    if backward:
+        op.ptr[0] = array4_data(src, tn, n, c, oh, ow, False, "dout")
+        op.ptr[1] = array4_data(dst, tn, n, c, h, w, True, "dx")
+    else:
+        op.ptr[0] = array4_data(src, tn, n, c, h, w, False, "x")
+        op.ptr[1] = array4_data(dst, tn, n, c, oh, ow, True, "out")
+    if idx is not None:
+        op.ptr[2] = array4_data(idx, cnp.NPY_INTP, n, c, oh, ow, True, "idx")
     submit(&op)
+    return 0
