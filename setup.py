@@ -70,12 +70,16 @@ class BuildExt(build_ext):
 
     def build_extension(self, ext):
         start = time.perf_counter()
+        target = self.get_ext_fullpath(ext.name)
+        before = os.path.getmtime(target) if os.path.exists(target) else None
         super().build_extension(ext)
+        built = os.path.exists(target) and os.path.getmtime(target) != before
         with self._done_lock:
             self._done += 1
-            print("fastnn: built %s (%d/%d, %.1f s)" % (ext.name, self._done,
-                                                         len(self.extensions),
-                                                         time.perf_counter() - start),
+            print("fastnn: %s %s (%d/%d%s)" % ("compiled" if built else "up to date:",
+                                               ext.name, self._done, len(self.extensions),
+                                               ", %.0f s" % (time.perf_counter() - start)
+                                               if built else ""),
                   file=sys.stderr, flush=True)
 
     def _probe_openmp(self, cflags, lflags):
@@ -142,12 +146,14 @@ def extensions():
                       cdivision=True, initializedcheck=DEBUG, nonecheck=False)
     only = [n for n in os.environ.get("FASTNN_ONLY", "").split(",") if n]  # dev: a subset
     exts = []
+    headers = sorted(glob.glob("src/fastnn/kernels/*.h"))    # recompile when they change
     for pyx in sorted(glob.glob("src/fastnn/kernels/_*.pyx")):
         stem = os.path.splitext(os.path.basename(pyx))[0]
         if only and stem not in only:
             continue
         name = "fastnn.kernels." + stem
         exts.append(Extension(name, [pyx], include_dirs=[numpy.get_include()],
+                              depends=headers,
                               define_macros=[("NPY_NO_DEPRECATED_API",
                                               "NPY_1_7_API_VERSION")]))
     return cythonize(exts, compiler_directives=directives, include_path=["src"], quiet=True,

@@ -3,9 +3,10 @@
 (a) One model used from several Python threads at once (eval-mode inference) gives the
     single-threaded predictions: the public forward/backward hold a per-module lock,
     because layers reuse workspace buffers.
-(b) A child made by fork() after the parent ran multi-threaded OpenMP kernels works
-    (GNU libgomp is not fork-safe; fastnn runs the child's kernels on one thread) and
-    never hangs: the scenario runs in a fresh interpreter with timeouts.
+(b) A child made by fork() works and never hangs, whoever ran OpenMP regions in the
+    parent (fastnn, or PyTorch): GNU libgomp is not fork-safe, so a forked child runs
+    its kernels on one thread unless FASTNN_FORK_THREADS=1 opts in (and fastnn did not
+    start its own pool). The scenarios run in fresh interpreters with timeouts.
 (c) An exception raised by validation or by a kernel's Python-visible checks leaves the
     OpenMP runtime and the GIL usable: the next calls work and give the right results.
 """
@@ -23,6 +24,7 @@ import pytest
 
 import fastnn
 from fastnn.core import backend as _config
+from fastnn.core import threads as _threads
 from fastnn import ops
 from fastnn.layers import (BatchNorm1d, Dense, Dropout, Maxout, Module, ReLU, Sequential,
                            Tanh)
@@ -241,7 +243,7 @@ FORK_SCRIPT = textwrap.dedent(r"""
                 "exitcode": p.exitcode}
 
     result = {}
-    # 1. forked before any multi-threaded kernel ran: the child keeps its threads
+    # 1. forked before any multi-threaded fastnn kernel ran
     before = run_child()
     # 2. the parent runs the OpenMP kernels on 2 threads, then forks again
     loss, arrays = workload()
@@ -257,10 +259,11 @@ FORK_SCRIPT = textwrap.dedent(r"""
 """)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-@pytest.mark.parametrize("name", BACKENDS)
-def test_fork_after_openmp_use_works_without_hanging(name):
+def _run_fork_script(name, opt_in):
     env = dict(os.environ, PYTHONPATH=SRC)
+    env.pop("FASTNN_FORK_THREADS", None)
+    if opt_in:
+        env["FASTNN_FORK_THREADS"] = "1"
     try:
         proc = subprocess.run([sys.executable, "-W", "error", "-c", FORK_SCRIPT, name],
                               capture_output=True, text=True, env=env, timeout=240)
@@ -276,27 +279,80 @@ def test_fork_after_openmp_use_works_without_hanging(name):
         # same computation; the child may use another thread count for BLAS / OpenMP
         assert r["max_diff"] <= 1e-4 and r["loss_diff"] <= 1e-5, (key, r)
     assert res["parent_threads"] == 2
-    assert res["before"]["threads"] == 2      # no OpenMP pool yet: threads are safe
-    assert res["after"]["threads"] == 1       # pool inherited broken: one thread
+    return res
 
 
-def test_threads_for_policy_after_fork_flag():
-    """The policy itself, in-process: only a forked child of a process whose OpenMP pool
-    exists is limited to one thread, and set_num_threads cannot override that."""
-    before = (_config._pool_started, _config._forked_child, fastnn.get_num_threads())
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("name", BACKENDS)
+def test_fork_children_run_on_one_thread(name):
+    res = _run_fork_script(name, opt_in=False)
+    assert res["before"]["threads"] == 1      # another library may have used OpenMP
+    assert res["after"]["threads"] == 1       # fastnn's own pool inherited broken
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_fork_opt_in_keeps_threads_until_fastnn_started_its_pool():
+    res = _run_fork_script("cython", opt_in=True)
+    assert res["before"]["threads"] == 2      # opted in, no pool of fastnn's yet
+    assert res["after"]["threads"] == 1       # fastnn's own pool: one thread regardless
+
+
+TORCH_FORK_SCRIPT = textwrap.dedent(r"""
+    import multiprocessing as mp, numpy as np, torch, fastnn
+    def child(): fastnn.Dense(512, 1024, rng=0)(np.ones((512, 512), np.float32))
+    if __name__ == "__main__":
+        a = torch.randn(1000, 1000); (a @ a).sum()
+        p = mp.get_context("fork").Process(target=child); p.start(); p.join(60)
+        print("child hung" if p.is_alive() else "exit %s" % p.exitcode); p.kill()
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_fork_after_another_openmp_user_does_not_hang(tmp_path):
+    """The issue's reproducer: PyTorch runs an OpenMP region (fastnn none), then a forked
+    child runs a large fastnn kernel; before the fix it waited forever in GOMP_parallel."""
+    pytest.importorskip("torch")
+    script = tmp_path / "repro.py"          # a file: the "fork" child needs __main__
+    script.write_text(TORCH_FORK_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=SRC)
+    env.pop("FASTNN_FORK_THREADS", None)
     try:
-        fastnn.set_num_threads(2)
-        _config._pool_started, _config._forked_child = False, False
-        _config._after_fork_in_child()
-        assert _config.threads_for(BIG) == 2 and _config._pool_started
-        assert _config.threads_for(10) == 1
-        _config._after_fork_in_child()
-        assert _config.threads_for(BIG) == 1
-        fastnn.set_num_threads(2)
-        assert _config.threads_for(BIG) == 1
-    finally:
-        _config._pool_started, _config._forked_child = before[0], before[1]
-        fastnn.set_num_threads(before[2])
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              env=env, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the fork scenario hung")
+    assert proc.stdout.strip() == "exit 0", (proc.stdout, proc.stderr[-2000:])
+
+
+@pytest.fixture
+def thread_state():
+    """Save and restore the module state the fork rule works on."""
+    names = ("_requested", "_team", "_pool_started", "_forked_child", "_parent_threads")
+    saved = {k: getattr(_threads, k) for k in names}
+    verified = _threads._verified.team
+    yield
+    for k, v in saved.items():
+        setattr(_threads, k, v)
+    _threads._verified.team = verified
+
+
+@pytest.mark.parametrize("parent_threads,opt_in,pool,want", [
+    (1, False, False, 2),      # a one-thread parent has no OpenMP pool
+    (3, False, False, 1),      # any other parent may have one: one thread
+    (3, True, False, 2),       # unless the user opts in ...
+    (3, True, True, 1),        # ... and fastnn itself did not start its pool
+])
+def test_fork_rule(parent_threads, opt_in, pool, want, thread_state, monkeypatch):
+    """The rule itself, in-process; set_num_threads cannot lift it in the child."""
+    monkeypatch.setenv("FASTNN_FORK_THREADS", "1" if opt_in else "0")
+    _threads._forked_child = False
+    fastnn.set_num_threads(2)
+    _threads._parent_threads, _threads._pool_started = parent_threads, pool
+    _threads._after_fork_in_child()
+    assert _threads.threads_for(BIG) == want and fastnn.get_num_threads() == want
+    assert _threads.threads_for(10) == 1
+    fastnn.set_num_threads(2)
+    assert _threads.threads_for(BIG) == want
 
 
 # ------------------------------------------------------------ (c) errors and state

@@ -201,10 +201,10 @@ def _training_results(dtype):
     return [np.array(losses)] + [p.data.copy() for p in model.parameters()]
 
 
-def _with_threads(n, fn, dtype, pin_blas):
+def _with_threads(n, fn, dtype, pin_blas, backend="cython"):
     fastnn.set_num_threads(n)
     assert fastnn.core.backend.threads_for(N * D) == n
-    with fastnn.use_backend("cython"):
+    with fastnn.use_backend(backend):
         if pin_blas:
             with threadpool_limits(1, user_api="blas"):
                 return fn(dtype)
@@ -284,9 +284,24 @@ def test_kernel_blas_stays_single_threaded(restore_threads):
     for n in (2, 1, 2):
         fastnn.set_num_threads(n)
         kernel_blas = [i for i in threadpool_info() if i.get("user_api") == "blas"
-                       and fastnn.core.backend._is_kernel_blas(i["filepath"])]
+                       and fastnn.core.threads.is_kernel_blas(i["filepath"])]
         assert kernel_blas, "the kernels' BLAS (SciPy's) is not loaded"
         assert all(i["num_threads"] == 1 for i in kernel_blas), kernel_blas
+
+
+@pytest.mark.parametrize("fn", [_kernel_results, _training_results],
+                         ids=["kernels", "training"])
+def test_numpy_backend_thread_counts_agree_to_tolerance(fn, restore_threads):
+    """The NumPy backend's guarantee (documented, not pinned: pinning NumPy's BLAS to one
+    thread would slow the reference down): bit-identical for a fixed thread count, and
+    only to float tolerance between counts, since NumPy's BLAS cuts a product by its
+    thread count."""
+    one = _with_threads(1, fn, np.float32, pin_blas=False, backend="numpy")
+    again = _with_threads(1, fn, np.float32, pin_blas=False, backend="numpy")
+    two = _with_threads(2, fn, np.float32, pin_blas=False, backend="numpy")
+    assert_bit_identical(again, one, "NumPy backend, 1 thread twice")
+    for a, b in zip(two, one):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_thread_count_restored(restore_threads):

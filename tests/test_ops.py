@@ -209,8 +209,11 @@ def test_maxout_threads_bit_identical():
 def test_maxout_bad_input(backend):
     with pytest.raises(ValueError, match="maxout_forward: z must have a multiple of"):
         ops.maxout_forward(np.ones((3, 5), np.float32), 2)
-    for bad in (0, -1, 2.0, True, None):
-        with pytest.raises(ValueError, match="pieces must be a positive int"):
+    for bad in (0, -1):       # the right type, a bad value
+        with pytest.raises(ValueError, match="pieces must be an int >= 1"):
+            ops.maxout_forward(np.ones((3, 4), np.float32), bad)
+    for bad in (2.0, True, None):        # the wrong type
+        with pytest.raises(TypeError, match="pieces must be an int >= 1"):
             ops.maxout_forward(np.ones((3, 4), np.float32), bad)
     with pytest.raises(TypeError):
         ops.maxout_forward(np.ones((3, 4), np.int64), 2)

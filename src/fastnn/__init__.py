@@ -13,8 +13,9 @@ from .core.backend import (get_backend, get_num_threads, set_backend, set_num_th
 from .core.rng import seed
 from . import data, init, io, layers, losses, ops, optim, train
 from .io import load, save
-from .layers import (ELU, GELU, BatchNorm1d, Dense, Dropout, Flatten, LeakyReLU, Maxout,
-                     Module, Parameter, PReLU, ReLU, Sequential, Sigmoid, SiLU, Swish, Tanh)
+from .layers import (BatchNorm1d, Dense, Dropout, Flatten, Maxout, Module, Parameter,
+                     Sequential)
+from .layers.activations import *  # noqa: F401,F403  (every activation layer, PReLU)
 from .losses import MSE, BCEWithLogits, MulticlassHinge, SoftmaxCrossEntropy
 from .train import GradcheckResult, History, NonFiniteError, Trainer, gradcheck
 
@@ -42,9 +43,8 @@ __all__ = [
     "__version__", "get_backend", "set_backend", "use_backend", "get_num_threads",
     "set_num_threads", "show_config", "seed", "save", "load",
     "data", "init", "io", "layers", "losses", "ops", "optim", "train",
-    "Module", "Parameter", "Sequential", "Dense", "Maxout", "Sigmoid", "Tanh", "ReLU",
-    "LeakyReLU", "ELU", "GELU", "SiLU", "Swish", "PReLU", "BatchNorm1d", "Dropout", "Flatten",
+    "Module", "Parameter", "Sequential", "Dense", "Maxout", "BatchNorm1d", "Dropout", "Flatten",
     "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE",
     "Trainer", "History", "NonFiniteError", "gradcheck",
     "GradcheckResult",
-]
+] + layers.activations.__all__

@@ -258,6 +258,15 @@ def describe(x):
     return "%s array of shape %s" % (x.dtype, x.shape)
 
 
+def layout_faults(a):
+    """What keeps ndarray `a` from being handed to a kernel that writes it in place:
+    ["not C-contiguous", "read-only", "unaligned"] or a subset (empty: none)."""
+    flags = a.flags
+    return [what for what, ok in (("not C-contiguous", flags.c_contiguous),
+                                  ("read-only", flags.writeable),
+                                  ("unaligned", flags.aligned)) if not ok]
+
+
 def _as_ndarray(x, fn, name, kind):
     if isinstance(x, np.ndarray):
         return x

@@ -19,10 +19,10 @@ from . import activation_table as table
 
 cnp.import_array()
 
-if ([m.name for m in ActCode][:-1] != ["ACT_" + k.name.upper() for k in table.KERNELS]
-        or (SQRT_2_OVER_PI, INV_SQRT_2, INV_SQRT_2PI, GELU_C) != (
-            table.SQRT_2_OVER_PI, table.INV_SQRT_2, table.INV_SQRT_2PI,
-            table.GELU_C)):  # pragma: no cover
+_TABLE_CODES = ["ACT_" + k.name.upper() for k in table.KERNELS] + ["ACT_NUM_CODES"]
+_TABLE_CONSTANTS = (table.SQRT_2_OVER_PI, table.INV_SQRT_2, table.INV_SQRT_2PI, table.GELU_C)
+if ([m.name for m in ActCode] != _TABLE_CODES or _TABLE_CONSTANTS != (
+        SQRT_2_OVER_PI, INV_SQRT_2, INV_SQRT_2PI, GELU_C)):  # pragma: no cover
     raise ImportError("fastnn.kernels._activations: ActCode / constants differ from "
                       "fastnn.kernels.activation_table; rebuild the extension")
 

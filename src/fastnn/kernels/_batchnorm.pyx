@@ -18,28 +18,32 @@ Passes over N x D data (float32 bytes moved per element in brackets):
   backward, train: sums pass reads dout, x [8]; dx pass reads dout, x, writes dx [12]
   backward, eval:  one pass: dx = dout * gamma * invstd [8], fused with the dgamma /
                    dbeta sums tile by tile when those are wanted (reads x too [12])
+
 2-d inputs, (N, C, S) with S = H W (the bn2d_* functions; PlanOp.dim[2] = S, 0 for
 (N, D)), run the same passes and finishing steps over a different cut: a task is one
 channel of a block of batch rows (SPAN_WORK elements or more, at most MAX_BLOCKS blocks;
 by the shapes only), whose contiguous S-element spans the span kernels walk; their
 sums run in LANES2D double lanes per task (fixed association), then go through the same
 (row block, sum, channel) partials.
+
 The tile kernels are AVX-512F / AVX2 / SSE2 clones picked at load (`simd_clones_void`;
 identical bits): the double-precision sums vectorise 4 or 8 wide instead of SSE2's 2.
 
-Statistics, in one pass, in double: s0 = sum x gives the mean (as the reference's double
-mean: no bits of a large shift are lost, [1e20, -1e20, 0, 1] has mean 0.25); the
-variance comes from sums shifted by one sample of the column, K = x[0, j] (or 0 when
-that sample is not finite): s1 = sum(x - K), s2 = sum((x - K)^2), var = s2/N - (s1/N)^2.
-For float32 input every x - K and (x - K)^2 is exact in double, and the subtraction
-cannot cancel catastrophically: s2/N = var + (mean - K)^2 and, K being one of the
-samples, (mean - K)^2 <= N var, so the rounding error of s2 is amplified by at most
-N + 1 (typically ~2) -- even when |mean| >> std, where the unshifted E[x^2] - E[x]^2
-loses everything. Against an exact two-pass this saves one full read of x; the tests
-check |mean| / std up to 1e5 against an exact (fsum) reference.
+Statistics, in one pass, in double: s0 = sum x gives the mean (the reference's double
+mean: [1e20, -1e20, 0, 1] has mean 0.25), and the variance comes from sums shifted by
+one sample of the column, K = x[0, j] (0 when that sample is not finite):
+s1 = sum(x - K), s2 = sum((x - K)^2), var = s2/N - (s1/N)^2. For float32 input every
+x - K and (x - K)^2 is exact in double (unless the column spans more than 2^29 in
+magnitude: then only tiny samples lose bits, which the variance cannot notice and the
+mean, from s0, does not use), and the subtraction cannot cancel catastrophically:
+s2/N = var + (mean - K)^2 and, K being one of the samples, (mean - K)^2 <= N var, so the
+rounding error of s2 is amplified by at most N + 1 (typically ~2) -- even when
+|mean| >> std, where the unshifted E[x^2] - E[x]^2 loses everything. Against an exact
+two-pass this saves one full read of x; the tests check |mean| / std up to 1e5 against
+an exact (fsum) reference.
 dgamma / dbeta: sums of dout and dout * xhat, xhat = (x - mean) * invstd as the
-reference forms it, each four-row group formed in the input precision and accumulated
-in double.
+reference forms it (so no term overflows where the reference's does not), each
+four-row group formed in the input precision and accumulated in double.
 """
 from cython cimport floating
 
@@ -84,6 +88,13 @@ cdef inline Py_ssize_t _block_rows(Py_ssize_t n, Py_ssize_t s) noexcept nogil:
     return max(max(1, SPAN_WORK // s), nblocks(n, MAX_BLOCKS))
 
 
+cdef inline void *_scratch(Py_ssize_t doubles, Py_ssize_t items,
+                           size_t itemsize) noexcept nogil:
+    """One block of `doubles` doubles followed by `items` items of `itemsize` bytes
+    (NULL when out of memory; free() it)."""
+    return malloc(doubles * sizeof(double) + items * itemsize)
+
+
 # ----------------------------------------------------------------------------------
 # tile kernels (rows r0..r1, columns c0..c1 of row-major arrays with row stride ld)
 # ----------------------------------------------------------------------------------
@@ -91,8 +102,8 @@ cdef simd_clones_void _stat_sums(
         const floating* x, Py_ssize_t ld, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0,
         Py_ssize_t c1, const double* shift, double* s0, double* s1,
         double* s2) noexcept nogil:
-    """s0[j] = sum_i x[i,j], s1[j] = sum_i (x[i,j] - shift[j]), s2[j] = sum_i (x[i,j] -
-    shift[j])^2 over the tile's rows (double). Rows are taken four at a time
+    """s0[j] = sum_i x[i,j], s1[j] = sum_i (x[i,j] - shift[j]) and s2[j] = sum_i
+    (x[i,j] - shift[j])^2 over the tile's rows (double). Rows are taken four at a time
     ((t0 + t1) + (t2 + t3) added to the accumulator: a fixed association, since tiles
     start at multiples of RB); leftover rows are added one by one."""
     cdef Py_ssize_t i = r0, j
@@ -187,10 +198,12 @@ cdef simd_clones_void _affine(
 cdef simd_clones_void _dx_train(
         const floating* dout, const floating* x, floating* dx, Py_ssize_t ld,
         Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1, const floating* mean,
-        const floating* invstd, const floating* k, const floating* db,
-        const floating* dg, floating n) noexcept nogil:
-    """dx = k * ((n dout - dbeta) - xhat dgamma) with k = gamma * invstd / n: the
-    reference's training-mode formula, in its order."""
+        const floating* invstd, const floating* ca, const floating* cb,
+        const floating* cc) noexcept nogil:
+    """dx = ca * dout + cb * xhat + cc with xhat = (x - mean) * invstd: the training-mode
+    gamma * invstd / N * (N dout - dbeta - xhat dgamma) with per-feature coefficients
+    (xhat formed as the reference forms it, so no intermediate overflows where its
+    does not)."""
     cdef Py_ssize_t i, j
     cdef const floating* drow
     cdef const floating* xrow
@@ -200,7 +213,7 @@ cdef simd_clones_void _dx_train(
         xrow = x + i * ld
         orow = dx + i * ld
         for j in range(c0, c1):
-            orow[j] = k[j] * ((n * drow[j] - db[j]) - ((xrow[j] - mean[j]) * invstd[j]) * dg[j])
+            orow[j] = ca[j] * drow[j] + cb[j] * ((xrow[j] - mean[j]) * invstd[j]) + cc[j]
 
 
 cdef simd_clones_void _dx_eval(
@@ -217,16 +230,15 @@ cdef simd_clones_void _dx_eval(
             orow[j] = drow[j] * ca[j]
 
 
-cdef void _combine(const double* part, Py_ssize_t nrb, Py_ssize_t d, int nsums,
-                   double* acc) noexcept nogil:
-    """acc[s, j] = sum over row blocks rb of part[rb, s, j], in rb order (part is laid
-    out (nrb, nsums, d), acc (nsums, d))."""
-    cdef Py_ssize_t rb, j
-    for j in range(nsums * d):
+cdef void _combine(const Pass *ps, Py_ssize_t nrb, double* acc) noexcept nogil:
+    """acc[s, j] = sum over row blocks rb of the partials [rb, s, j], in rb order (laid
+    out (nrb, nsums, d); acc (nsums, d))."""
+    cdef Py_ssize_t rb, j, m = ps.nsums * ps.d
+    for j in range(m):
         acc[j] = 0.0
     for rb in range(nrb):
-        for j in range(nsums * d):
-            acc[j] += part[rb * nsums * d + j]
+        for j in range(m):
+            acc[j] += ps.part[rb * m + j]
 
 
 # ----------------------------------------------------------------------------------
@@ -236,7 +248,7 @@ cdef enum:
     PASS_STATS = 0         # s0, s1, s2 of x into the partials
     PASS_AFFINE = 1        # out = (x - mean) * c0 + c1
     PASS_GRAD_SUMS = 2     # dbeta / dgamma partial sums of dout, xhat (c0 = invstd)
-    PASS_DX_TRAIN = 3      # out = c1 * ((n dout - c2) - xhat * c3)       (c0 = invstd)
+    PASS_DX_TRAIN = 3      # out = c1 * dout + c2 * xhat + c3              (c0 = invstd)
     PASS_DX_EVAL_SUMS = 4  # out = dout * c1, and the dbeta / dgamma partial sums
     PASS_DX_EVAL = 5       # out = dout * c1
 
@@ -247,6 +259,7 @@ ctypedef struct Pass:
     Py_ssize_t n, d, rpb, ncb
     Py_ssize_t s           # 2-d: the span (H W) of a channel; 0: (N, D) input
     Py_ssize_t count       # values per feature / channel: N, or N S
+    int nsums              # sums per column in the partials: 3 (statistics) or 2
     const void *x
     const void *dout
     void *out
@@ -261,8 +274,7 @@ cdef void _pass_tile(const Pass *ps, Tile tl, const floating* x, const floating*
                      const floating* c1, const floating* c2,
                      const floating* c3) noexcept nogil:
     cdef Py_ssize_t d = ps.d
-    cdef double* p = ps.part + tl.rb * (3 if ps.kind == PASS_STATS else 2) * d \
-        if ps.part != NULL else NULL
+    cdef double* p = ps.part + tl.rb * ps.nsums * d if ps.part != NULL else NULL
     if ps.kind == PASS_STATS:
         _stat_sums(x, d, tl.r0, tl.r1, tl.c0, tl.c1, ps.shift, p, p + d, p + 2 * d)
     elif ps.kind == PASS_AFFINE:
@@ -270,8 +282,7 @@ cdef void _pass_tile(const Pass *ps, Tile tl, const floating* x, const floating*
     elif ps.kind == PASS_GRAD_SUMS:
         _grad_sums(dout, x, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c0, p, p + d)
     elif ps.kind == PASS_DX_TRAIN:
-        _dx_train(dout, x, out, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c0, c1, c2, c3,
-                  <floating>ps.count)
+        _dx_train(dout, x, out, d, tl.r0, tl.r1, tl.c0, tl.c1, mean, c0, c1, c2, c3)
     elif ps.kind == PASS_DX_EVAL_SUMS:
         # the sums first, then dx while the tile's dout is in cache (same sums as
         # training mode: bit-identical dgamma / dbeta)
@@ -367,11 +378,11 @@ cdef simd_clones_void _span_grad_sums(
 cdef simd_clones_void _span_map(
         int kind, const floating* x, const floating* dout, floating* out, Py_ssize_t ld,
         Py_ssize_t s, Py_ssize_t r0, Py_ssize_t r1, floating mu, floating iv, floating a,
-        floating b, floating dg, floating n) noexcept nogil:
+        floating b, floating cc) noexcept nogil:
     """The elementwise passes on one channel, in the tile kernels' operation order:
     PASS_AFFINE out = (x - mu) * a + b (a = scale, b = beta); PASS_DX_TRAIN
-    out = a * ((n dout - b) - ((x - mu) * iv) * dg) (a = k, b = dbeta); else (eval)
-    out = dout * a (a = gamma * invstd)."""
+    out = a * dout + b * ((x - mu) * iv) + cc; else (eval) out = dout * a
+    (a = gamma * invstd)."""
     cdef Py_ssize_t i, j
     cdef const floating* xs
     cdef const floating* ds
@@ -385,7 +396,7 @@ cdef simd_clones_void _span_map(
                 os[j] = (xs[j] - mu) * a + b
         elif kind == PASS_DX_TRAIN:
             for j in range(s):
-                os[j] = a * ((n * ds[j] - b) - ((xs[j] - mu) * iv) * dg)
+                os[j] = a * ds[j] + b * ((xs[j] - mu) * iv) + cc
         else:
             for j in range(s):
                 os[j] = ds[j] * a
@@ -397,8 +408,7 @@ cdef void _pass_spans(const Pass *ps, Tile tl, const floating* x, const floating
                       const floating* c3) noexcept nogil:
     """_pass_tile's twin for (N, C, S) inputs: channel tl.c0 of rows tl.r0..tl.r1."""
     cdef Py_ssize_t d = ps.d, c = tl.c0, ld = ps.d * ps.s, at = tl.c0 * ps.s
-    cdef double* p = ps.part + tl.rb * (3 if ps.kind == PASS_STATS else 2) * d + c \
-        if ps.part != NULL else NULL
+    cdef double* p = ps.part + tl.rb * ps.nsums * d + c if ps.part != NULL else NULL
     cdef floating mu = mean[c] if mean != NULL else 0
     if ps.kind == PASS_STATS:
         _span_stats(x + at, ld, ps.s, tl.r0, tl.r1, ps.shift[c], p, p + d, p + 2 * d)
@@ -407,13 +417,13 @@ cdef void _pass_spans(const Pass *ps, Tile tl, const floating* x, const floating
         _span_grad_sums(dout + at, x + at, ld, ps.s, tl.r0, tl.r1, mu, c0[c], p, p + d)
     if ps.kind == PASS_AFFINE:
         _span_map(PASS_AFFINE, x + at, NULL, out + at, ld, ps.s, tl.r0, tl.r1, mu, 0,
-                  c0[c], c1[c], 0, 0)
+                  c0[c], c1[c], 0)
     elif ps.kind == PASS_DX_TRAIN:
         _span_map(PASS_DX_TRAIN, x + at, dout + at, out + at, ld, ps.s, tl.r0, tl.r1, mu,
-                  c0[c], c1[c], c2[c], c3[c], <floating>ps.count)
+                  c0[c], c1[c], c2[c], c3[c])
     elif ps.kind != PASS_GRAD_SUMS:
         _span_map(PASS_DX_EVAL, NULL, dout + at, out + at, ld, ps.s, tl.r0, tl.r1, 0, 0,
-                  c1[c], 0, 0, 0)
+                  c1[c], 0, 0)
 
 
 cdef void _pass_task(const void *ctx, Py_ssize_t t) noexcept nogil:
@@ -450,6 +460,7 @@ cdef void _pass_task(const void *ctx, Py_ssize_t t) noexcept nogil:
 
 cdef void _run_pass(Pass *ps, int kind, int nthreads) noexcept nogil:
     ps.kind = kind
+    ps.nsums = 3 if kind == PASS_STATS else 2
     ps.rpb = _block_rows(ps.n, ps.s)
     ps.ncb = ps.d if ps.s else nblocks(ps.d, CB)
     run_tasks(_pass_task, ps, nblocks(ps.n, ps.rpb) * ps.ncb, nthreads)
@@ -476,14 +487,11 @@ cdef int _forward_train(const PlanOp *op, const floating* x, const floating* gam
     cdef floating keep = <floating>(1.0 - op.arg[0]), mom = <floating>op.arg[0]
     cdef floating unbias = <floating>(dn / (dn - 1.0))   # N > 1 (inf for N = 1)
     cdef Pass ps
-    # scratch: shift (d) | sums (3, d) | partials (nrb, 3, d)   (double)
-    #          scale (d)                                         (floating)
-    cdef double* work = <double*>malloc((4 + 3 * nrb) * d * sizeof(double))
-    cdef floating* scale = <floating*>malloc(d * sizeof(floating))
-    if work == NULL or scale == NULL:
-        free(work)
-        free(scale)
+    # scratch: shift (d) | sums (3, d) | partials (nrb, 3, d) (double) | scale (d)
+    cdef double* work = <double*>_scratch((4 + 3 * nrb) * d, d, sizeof(floating))
+    if work == NULL:
         return -1
+    cdef floating* scale = <floating*>(work + (4 + 3 * nrb) * d)
     cdef double* shift = work
     cdef double* sums = work + d
     for j in range(d):
@@ -491,9 +499,9 @@ cdef int _forward_train(const PlanOp *op, const floating* x, const floating* gam
     _new_pass(&ps, op, x, NULL, NULL)
     ps.shift, ps.part = shift, work + 4 * d
     _run_pass(&ps, PASS_STATS, op.nthreads)
-    _combine(ps.part, nrb, d, 3, sums)
+    _combine(&ps, nrb, sums)
     for j in range(d):
-        dm = sums[d + j] / dn
+        dm = sums[d + j] / dn                 # mean - K
         var = sums[2 * d + j] / dn - dm * dm
         if var < 0.0:        # rounding only; NaN passes through
             var = 0.0
@@ -508,7 +516,6 @@ cdef int _forward_train(const PlanOp *op, const floating* x, const floating* gam
     ps.mean, ps.c[0], ps.c[1] = mean, scale, op.ptr[2]
     _run_pass(&ps, PASS_AFFINE, op.nthreads)
     free(work)
-    free(scale)
     return 0
 
 
@@ -653,40 +660,37 @@ cdef int _backward(const PlanOp *op, const floating* gamma, const floating* invs
     cdef Py_ssize_t nrb = nblocks(n, _block_rows(n, op.dim[2]))
     cdef bint sums = op.code or dgamma != NULL or dbeta != NULL
     cdef Pass ps
-    # scratch: sums (2, d) | partials (nrb, 2, d)   (double)
-    #          k / gamma * invstd, dbeta, dgamma (3 d)  (floating)
-    cdef double* work = <double*>malloc((2 + (2 * nrb if sums else 0)) * d * sizeof(double))
-    cdef floating* coef = <floating*>malloc(3 * d * sizeof(floating))
-    if work == NULL or coef == NULL:
-        free(work)
-        free(coef)
+    # scratch: sums (2, d) | partials (nrb, 2, d) (double) | ca, cb, cc (3 d)
+    cdef Py_ssize_t nd = (2 + (2 * nrb if sums else 0)) * d
+    cdef double* work = <double*>_scratch(nd, 3 * d, sizeof(floating))
+    if work == NULL:
         return -1
-    cdef floating* ca = coef
-    cdef floating* db = coef + d
-    cdef floating* dg = coef + 2 * d
+    cdef floating* ca = <floating*>(work + nd)
+    cdef floating* cb = ca + d
+    cdef floating* cc = ca + 2 * d
+    cdef floating dg, db, count = <floating>(n * max(1, op.dim[2]))
     _new_pass(&ps, op, op.ptr[1], op.ptr[0], op.ptr[5])
     ps.mean, ps.c[0], ps.c[1], ps.part = op.ptr[3], invstd, ca, work + 2 * d
     for j in range(d):
         ca[j] = gamma[j] * invstd[j]
     if sums:      # dbeta, dgamma (eval mode: with dx in the same pass)
         _run_pass(&ps, PASS_GRAD_SUMS if op.code else PASS_DX_EVAL_SUMS, op.nthreads)
-        _combine(ps.part, nrb, d, 2, work)
+        _combine(&ps, nrb, work)
         for j in range(d):
-            db[j] = <floating>work[j]
-            dg[j] = <floating>work[d + j]
+            db = <floating>work[j]
+            dg = <floating>work[d + j]
+            cb[j] = -ca[j] * dg / count
+            cc[j] = -ca[j] * db / count
             if dbeta != NULL:
-                dbeta[j] = db[j]
+                dbeta[j] = db
             if dgamma != NULL:
-                dgamma[j] = dg[j]
+                dgamma[j] = dg
     if op.code:
-        for j in range(d):
-            ca[j] = ca[j] / <floating>(n * max(1, op.dim[2]))
-        ps.c[2], ps.c[3] = db, dg
+        ps.c[2], ps.c[3] = cb, cc
         _run_pass(&ps, PASS_DX_TRAIN, op.nthreads)
     elif not sums:
         _run_pass(&ps, PASS_DX_EVAL, op.nthreads)
     free(work)
-    free(coef)
     return 0
 
 

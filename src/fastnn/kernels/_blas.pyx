@@ -14,10 +14,13 @@ Sizes. BLAS takes 32-bit ints, so a product with m, n or k above `int_limit` is 
 into products that fit (k in slices accumulated with beta = 1); a leading dimension
 above it (a row longer than the limit) cannot be expressed to BLAS at all, and that
 product runs as plain loops (only shapes beyond 2^31 columns reach them). The limit is
-INT_MAX; tests lower it (set_int_limit) to run these paths on small arrays.
+INT_MAX; tests lower it (set_int_limit) to run these paths on small arrays. The BLAS
+calls check their sizes once more: one above the limit (a bug upstream) fills the
+result with NaN instead of handing BLAS a truncated int.
 """
 from cython cimport floating
 from libc.limits cimport INT_MAX
+from libc.math cimport NAN
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 cdef Py_ssize_t int_limit = INT_MAX
@@ -70,11 +73,27 @@ cdef void gemm(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
         _gemm_blas(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
 
 
+cdef inline bint _fit(Py_ssize_t a, Py_ssize_t b, Py_ssize_t c, Py_ssize_t d,
+                      Py_ssize_t e, Py_ssize_t f) noexcept nogil:
+    """Whether all six sizes fit in one BLAS call."""
+    return max(max(max(a, b), max(c, d)), max(e, f)) <= int_limit
+
+
+cdef void _fill_nan(Py_ssize_t m, Py_ssize_t n, floating *c, Py_ssize_t ldc) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for i in range(m):
+        for j in range(n):
+            c[i * ldc + j] = <floating>NAN
+
+
 cdef inline void _gemm_blas(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                             const floating *a, Py_ssize_t lda, const floating *b,
                             Py_ssize_t ldb, floating beta, floating *c,
                             Py_ssize_t ldc) noexcept nogil:
     """Column-major BLAS on the transposes: C^T (n x m) = op(B)^T op(A)^T."""
+    if not _fit(m, n, k, lda, ldb, ldc):
+        _fill_nan(m, n, c, ldc)
+        return
     cdef char transa = b'T' if tb else b'N', transb = b'T' if ta else b'N'
     cdef int M = <int>n, N = <int>m, K = <int>k, LDA = <int>ldb, LDB = <int>lda
     cdef int LDC = <int>ldc
@@ -93,6 +112,9 @@ cdef inline void _gemv(bint row_major_t, Py_ssize_t n, Py_ssize_t k, const float
     """y (n) = M x + beta y, x of k elements, where M (n x k) is A^T for a row-major
     A (k x n) when `row_major_t` is False, and A (n x k) itself when it is True -- in
     column-major terms, the row-major array read with leading dimension lda."""
+    if not _fit(n, k, lda, incx, incy, 1):
+        _fill_nan(n, 1, y, incy)
+        return
     cdef char trans = b'T' if row_major_t else b'N'
     cdef int rows = <int>(k if row_major_t else n), cols = <int>(n if row_major_t else k)
     cdef int LDA = <int>lda, INCX = <int>incx, INCY = <int>incy

@@ -19,6 +19,12 @@ cdef inline object _shape_of(Py_ssize_t d0, Py_ssize_t d1):
     return (d0, d1)
 
 
+cdef inline str _describe(object a):
+    from fastnn.core.validation import layout_faults
+    faults = layout_faults(a)
+    return "%s %s%s" % (a.dtype.str, a.shape, " (%s)" % ", ".join(faults) if faults else "")
+
+
 cdef inline void *array_data(object a, int typenum, Py_ssize_t d0, Py_ssize_t d1,
                              bint writable, str name) except NULL:
     """The data pointer of `a`, which must be a C-contiguous, aligned ndarray of
@@ -37,10 +43,10 @@ cdef inline void *array_data(object a, int typenum, Py_ssize_t d0, Py_ssize_t d1
             or (d1 == -1 and (cnp.PyArray_NDIM(arr) != 1 or arr.shape[0] != d0))
             or (d1 >= 0 and (cnp.PyArray_NDIM(arr) != 2 or arr.shape[0] != d0
                              or arr.shape[1] != d1))):
-        raise ValueError("fastnn.kernels: %s must be a C-contiguous%s %s array of shape %s,"
-                         " got %s %s" % (name, " writeable" if writable else "",
-                                         cnp.PyArray_DescrFromType(typenum), _shape_of(d0, d1),
-                                         a.dtype, a.shape))
+        raise ValueError("fastnn.kernels: %s must be an aligned C-contiguous%s %s array of "
+                         "shape %s, got %s" % (name, " writeable" if writable else "",
+                                               cnp.PyArray_DescrFromType(typenum),
+                                               _shape_of(d0, d1), _describe(a)))
     return cnp.PyArray_DATA(arr)
 
 

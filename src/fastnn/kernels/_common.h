@@ -2,7 +2,8 @@
  * SIMD-clone return type, branch-free selects, and the one fast exp family.
  * Declared for Cython in _common.pxd.
  *
- * Fast exp (float32 exp/expm1/tanh, float64 exp): x = n ln2 + r with n = round(x / ln2)
+ * Fast exp (float32 exp/expm1/tanh; exp of x <= 0 in both precisions for the losses):
+ * x = n ln2 + r with n = round(x / ln2)
  * (magic-constant rounding, no libm call) and |r| <= ~ln2/2 (two-part ln2: the n * LN2_HI
  * product is exact); then
  *     e^r - 1 = q(r) = r + r^2 P(r),  P = Taylor series of (e^r - 1 - r) / r^2
@@ -129,6 +130,17 @@ static inline float fastnn_expf(float x)
     return fastnn_self(x > 88.72283f, (float)INFINITY, res);
 }
 
+/* exp(x) for x <= 0, flushed to 0 below -87 (where exp(x) < 2^-125: no sum of
+   exponentials that includes exp(0) = 1, as the stable softmax and logistic terms do,
+   can notice): one scaling instead of two, ~1.5x faster than fastnn_expf. */
+static inline float fastnn_expf_neg(float x)
+{
+    float xc = fastnn_self(x < -87.0f, -87.0f, x);
+    uint32_t n;                          /* n in [-126, 0] */
+    float q = fastnn_expqf(xc, &n);
+    return fastnn_self(x < -87.0f, 0.0f, (1.0f + q) * fastnn_pow2if(n));
+}
+
 /* expm1(x) for x <= 88 (larger x returns +inf): -1 below -87 (what expm1 rounds to). */
 static inline float fastnn_expm1f(float x)
 {
@@ -165,7 +177,7 @@ static inline float fastnn_tanhf(float x)
 #define FASTNN_LN2_LO 1.9082149292705877e-10
 #define FASTNN_ROUND 6755399441055744.0          /* 1.5 * 2^52 */
 
-/* 2^n for an integer -1022 <= n <= 1023. */
+/* 2^n for an integer -1022 <= n <= 1023, built in the exponent field. */
 static inline double fastnn_pow2i(int64_t n)
 {
     fastnn_f64bits b;
@@ -173,15 +185,15 @@ static inline double fastnn_pow2i(int64_t n)
     return b.f;
 }
 
-/* exp(x), any x: 0 below ln(2^-1075), +inf above ln(DBL_MAX). */
-static inline double fastnn_exp(double x)
+/* exp(x) for x <= 0, flushed to 0 below -708 (where exp(x) < 2^-1021), as
+   fastnn_expf_neg. */
+static inline double fastnn_exp_neg(double x)
 {
-    double xc = fastnn_seld(x < -746.0, -746.0, x);
-    xc = fastnn_seld(xc > 709.782712893384, 709.782712893384, xc);
+    double xc = fastnn_seld(x < -708.0, -708.0, x);
     fastnn_f64bits t;
     t.f = xc * FASTNN_LOG2E + FASTNN_ROUND;
     double nf = t.f - FASTNN_ROUND;
-    int64_t n = (int64_t)(t.u - 0x4338000000000000ull);   /* n in [-1076, 1024] */
+    int64_t n = (int64_t)(t.u - 0x4338000000000000ull);   /* n in [-1021, 0] */
     double r = (xc - nf * FASTNN_LN2_HI) - nf * FASTNN_LN2_LO;
     double p = 1.0 / 6227020800.0;
     p = p * r + 1.0 / 479001600.0;
@@ -196,9 +208,7 @@ static inline double fastnn_exp(double x)
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
     double q = r + (r * r) * p;
-    int64_t n1 = n >> 1;
-    double res = ((1.0 + q) * fastnn_pow2i(n1)) * fastnn_pow2i(n - n1);
-    return fastnn_seld(x > 709.782712893384, (double)INFINITY, res);
+    return fastnn_seld(x < -708.0, 0.0, (1.0 + q) * fastnn_pow2i(n));
 }
 
 /* ----------------------------------------------------------- log1p on [0, 1]

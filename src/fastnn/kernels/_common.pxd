@@ -23,7 +23,8 @@ cdef extern from "_common.h" nogil:
     float fastnn_expf(float x) noexcept
     float fastnn_expm1f(float x) noexcept
     float fastnn_tanhf(float x) noexcept
-    double fastnn_exp(double x) noexcept
+    float fastnn_expf_neg(float x) noexcept
+    double fastnn_exp_neg(double x) noexcept
     float fastnn_log1p01f(float e) noexcept
     double fastnn_log1p01(double e) noexcept
 
@@ -67,12 +68,13 @@ cdef inline floating sel(bint c, floating a, floating b) noexcept nogil:
         return fastnn_seld(c, a, b)
 
 
-cdef inline floating fexp(floating x) noexcept nogil:
-    """exp, vectorisable (the fast exp of _common.h) in both precisions."""
+cdef inline floating fexp_neg(floating x) noexcept nogil:
+    """exp(x) for x <= 0, vectorisable, flushed to 0 where it is below the smallest
+    normal number (see _common.h)."""
     if floating is float:
-        return fastnn_expf(x)
+        return fastnn_expf_neg(x)
     else:
-        return fastnn_exp(x)
+        return fastnn_exp_neg(x)
 
 
 cdef inline floating fabs_(floating x) noexcept nogil:

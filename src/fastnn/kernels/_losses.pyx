@@ -11,7 +11,9 @@ association depends only on the length).
 
 exp and log1p: softmax and BCE need exp(x) for x <= 0 and log1p(e) for e in [0, 1]; they
 use _common.h's branch-free versions (a few ulp from libm, vectorised by GCC, unlike
-libm calls). exp(-inf) = 0 and NaN propagates.
+libm calls). exp flushes to exactly 0 below -87 (float32) / -708 (float64), where libm
+would return a number too small to change any of these sums; exp(-inf) = 0 and NaN
+propagates.
 
 bce_with_logits and mse accept arrays of any shape (C-contiguous, all the same shape):
 they are processed as flat arrays. Labels are int64 already range-checked by the caller
@@ -27,7 +29,7 @@ from libc.string cimport memset
 
 from ._activations cimport sigmoid_from_exp
 from ._buffers cimport array_data, float_type, run_op
-from ._common cimport fabs_, fexp, flog1p01, nblocks, run_tasks, sel, task_fn
+from ._common cimport fabs_, fexp_neg, flog1p01, nblocks, run_tasks, sel, task_fn
 from ._plan cimport PlanOp
 from ._reduce cimport lane_sum, seq_sum, vmax
 
@@ -94,15 +96,21 @@ cdef object _run_loss(PlanOp *op, Py_ssize_t size, bint count):
     return loss
 
 
-cdef void *_labels(labels, Py_ssize_t n) except NULL:
-    return array_data(labels, cnp.NPY_INT64, n, -1, False, "labels")
-
-
-cdef Py_ssize_t _columns(a, str name) except -1:
-    """The column count of a 2-D array (array_data checks the rest)."""
-    if cnp.PyArray_NDIM(<cnp.ndarray?>a) != 2:
-        raise ValueError("fastnn.kernels: %s must be 2-D, got shape %s" % (name, a.shape))
-    return a.shape[1]
+cdef object _row_loss(PlanOp *op, scores, labels, grad, int nthreads, bint count,
+                      str sname, str gname):
+    """Check and pack a per-row loss call: scores and grad (N, C) of one float dtype,
+    labels (N,) int64; then run it (op.run and any argument already set)."""
+    cdef int tn = float_type(scores)
+    if cnp.PyArray_NDIM(<cnp.ndarray>scores) != 2:
+        raise ValueError("fastnn.kernels: %s must be 2-D, got shape %s"
+                         % (sname, scores.shape))
+    cdef Py_ssize_t n = scores.shape[0], c = scores.shape[1]
+    op.ptr[0] = array_data(scores, tn, n, c, False, sname)
+    op.ptr[1] = array_data(labels, cnp.NPY_INT64, n, -1, False, "labels")
+    op.ptr[2] = array_data(grad, tn, n, c, True, gname)
+    op.dim[0], op.dim[1] = n, c
+    op.flt, op.code, op.nthreads = tn == cnp.NPY_DOUBLE, count, nthreads
+    return _run_loss(op, n if c > 0 else 0, count)
 
 
 # ----------------------------------------------------------------------------------
@@ -118,7 +126,7 @@ cdef double _softmax_ce_row(const floating* z, floating* dz, Py_ssize_t c, int64
     cdef floating ey, kk
     cdef double s, r
     for j in range(c):
-        dz[j] = fexp(z[j] - m)
+        dz[j] = fexp_neg(z[j] - m)
     s = lane_sum(dz, c)
     ey = dz[y]
     r = 1.0 / s
@@ -171,17 +179,10 @@ cdef int _softmax_op(const PlanOp *op) noexcept nogil:
 def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1, bint count=False):
     """logits (N, C), labels (N,) int64 in [0, C) -> loss; writes dlogits (N, C). With
     count, -> (loss, number of rows whose argmax is their label)."""
-    cdef int tn = float_type(logits)
-    cdef Py_ssize_t c = _columns(logits, "logits"), n = logits.shape[0]
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
-    op.ptr[0] = array_data(logits, tn, n, c, False, "logits")
-    op.ptr[1] = _labels(labels, n)
-    op.ptr[2] = array_data(dlogits, tn, n, c, True, "dlogits")
-    op.dim[0], op.dim[1] = n, c
-    op.flt, op.code, op.nthreads = tn == cnp.NPY_DOUBLE, count, nthreads
     op.run = _softmax_op
-    return _run_loss(&op, n if c > 0 else 0, count)
+    return _row_loss(&op, logits, labels, dlogits, nthreads, count, "logits", "dlogits")
 
 
 # ----------------------------------------------------------------------------------
@@ -239,17 +240,10 @@ cdef int _hinge_op(const PlanOp *op) noexcept nogil:
 def multiclass_hinge(scores, labels, double margin, dscores, int nthreads=1):
     """scores (N, C), labels (N,) int64 -> loss; writes dscores (N, C).
     As the reference, a NaN margin is inactive (contributes 0 loss and 0 gradient)."""
-    cdef int tn = float_type(scores)
-    cdef Py_ssize_t c = _columns(scores, "scores"), n = scores.shape[0]
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
-    op.ptr[0] = array_data(scores, tn, n, c, False, "scores")
-    op.ptr[1] = _labels(labels, n)
-    op.ptr[2] = array_data(dscores, tn, n, c, True, "dscores")
-    op.dim[0], op.dim[1] = n, c
-    op.flt, op.nthreads, op.arg[0] = tn == cnp.NPY_DOUBLE, nthreads, margin
-    op.run = _hinge_op
-    return _run_loss(&op, n if c > 0 else 0, False)
+    op.run, op.arg[0] = _hinge_op, margin
+    return _row_loss(&op, scores, labels, dscores, nthreads, False, "scores", "dscores")
 
 
 # ----------------------------------------------------------------------------------
@@ -269,7 +263,7 @@ cdef double _bce_block(const floating* x, const floating* t, floating* dx, Py_ss
         for k in range(m):
             xi = x[i + k]
             ti = t[i + k]
-            e = fexp(-fabs_(xi))
+            e = fexp_neg(-fabs_(xi))
             buf[k] = (sel(xi > 0, xi, <floating>0) - xi * ti) + flog1p01(e)
             dx[i + k] = (sigmoid_from_exp(xi, e) - ti) / size
         acc += lane_sum(buf, m)

@@ -171,11 +171,7 @@ class PReLU(Module):
                               % (want, input_shape))
         return input_shape
 
-    def train_memory(self, input_shape, itemsize, first):
-        """(kept, grads) bytes of a training step: the output, and the input gradient
-        unless `first`."""
-        size = int(np.prod(self.output_shape(input_shape))) * itemsize
-        return size, 0 if first else size
+    train_memory = Activation.train_memory      # the output; the input gradient
 
     def watch_kind(self):
         return None
@@ -189,4 +185,5 @@ class PReLU(Module):
                 "dtype": str(self._dtype)}
 
 
-__all__ = ["Activation", "PReLU"] + [cls.__name__ for cls in _LAYERS]
+#: the public layers of this module (the base class stays here)
+__all__ = [cls.__name__ for cls in _LAYERS] + ["PReLU"]

@@ -5,7 +5,8 @@ from collections import namedtuple
 import numpy as np
 
 from ..core.backend import backend, threads_for
-from ..core.validation import as_float_array, as_scalar, check_cache, check_shape
+from ..core.validation import (as_float_array, as_scalar, check_cache, check_shape,
+                               describe, layout_faults)
 from ..core.workspace import FRESH
 
 BatchNormCache = namedtuple("BatchNormCache", "x gamma mean invstd training")
@@ -16,6 +17,18 @@ _Kind = namedtuple("_Kind", "train eval backward cache")
 BATCHNORM_1D = _Kind("bn_forward_train", "bn_forward_eval", "bn_backward", BatchNormCache)
 BATCHNORM_2D = _Kind("bn2d_forward_train", "bn2d_forward_eval", "bn2d_backward",
                      BatchNorm2dCache)
+
+
+def _check_in_place(r, fn, name):
+    """A running statistic is updated in place: it must be the caller's own writeable,
+    aligned, C-contiguous ndarray."""
+    if not isinstance(r, np.ndarray):
+        raise TypeError("%s: %s must be an ndarray (updated in place), got %s"
+                        % (fn, name, type(r).__name__))
+    faults = layout_faults(r)
+    if faults:
+        raise ValueError("%s: %s must be a writeable, aligned C-contiguous array (updated "
+                         "in place), got %s (%s)" % (fn, name, describe(r), ", ".join(faults)))
 
 
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training=True,
@@ -63,11 +76,7 @@ def _checked_args(fn, ndim, x, gamma, beta, running_mean, running_var, training,
     stats = []
     for name, r in (("running_mean", running_mean), ("running_var", running_var)):
         if r is not None:
-            # updated in place: must be the caller's own contiguous float array
-            if not isinstance(r, np.ndarray) or not r.flags.c_contiguous \
-                    or not r.flags.writeable:
-                raise TypeError("%s: %s must be a writeable C-contiguous ndarray (updated in "
-                                "place), got %s" % (fn, name, type(r).__name__))
+            _check_in_place(r, fn, name)
             as_float_array(r, fn, name, ndim=1, dtype=x.dtype)
             check_shape(r, (d,), fn, name)
         elif not training:

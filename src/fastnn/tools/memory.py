@@ -179,7 +179,7 @@ def _layer_need(layer, shape, itemsize, first):
     """(activation bytes, activation-gradient bytes, output shape) of one layer on an
     input of `shape`, in training mode."""
     from .. import layers as L
-    from ..layers.activations import _Activation
+    from ..layers.activations import Activation
     n = shape[0]
     size = int(np.prod(shape))
     dx = 0 if first else size * itemsize              # gradient of this layer's input
@@ -204,7 +204,7 @@ def _layer_need(layer, shape, itemsize, first):
                              % (name, layer.num_features, shape))
         # the output, and the batch mean and inverse std per feature
         return (size + 2 * shape[1]) * itemsize, dx, shape
-    if isinstance(layer, (_Activation, L.PReLU)):
+    if isinstance(layer, (Activation, L.PReLU)):
         return size * itemsize, dx, shape
     if isinstance(layer, L.Dropout):
         if layer.p == 0.0:
