@@ -368,3 +368,26 @@ def test_batchnorm2d_bad_input(backend):
     _, cache1d = ops.batchnorm_forward(np.ones((4, 3), np.float32), g, g, None, None)
     with pytest.raises(TypeError, match="batchnorm2d_backward: cache must be the BatchNorm2dCache"):
         ops.batchnorm2d_backward(np.ones((4, 3), np.float32), cache1d)
+
+
+# ------------------------------------------------------------- inputs stay untouched
+def test_inputs_are_left_unchanged(backend, dtype):
+    """No op writes into its arguments -- with one channel too, where a channels-last
+    view of x is x itself (the 2-d batch norm reference once normalised x in place)."""
+    x = rand((4, 1, 6, 6), dtype)
+    w, b, g = rand((2, 1, 3, 3), dtype, 1), rand((2,), dtype, 2), rand((1,), dtype, 3)
+    args = (x, w, b, g)
+    keep = [a.copy() for a in args]
+    out, cache = ops.conv2d_forward(x, w, b, padding=1, activation="tanh")
+    dout = rand(out.shape, dtype, 4)
+    ops.conv2d_backward(dout, cache)
+    for kind in ("max", "avg"):
+        pooled, cache = getattr(ops, kind + "pool2d_forward")(x, 3, 2, 1)
+        getattr(ops, kind + "pool2d_backward")(np.ones_like(pooled), cache)
+    for training in (True, False):
+        out, cache = ops.batchnorm2d_forward(x, g, g, np.zeros(1, dtype), np.ones(1, dtype),
+                                             training)
+        ops.batchnorm2d_backward(x, cache)
+        np.testing.assert_allclose(cache.x, x)      # the cache holds the real input
+    for a, k in zip(args, keep):
+        np.testing.assert_array_equal(a, k)
