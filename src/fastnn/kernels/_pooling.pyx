@@ -17,6 +17,7 @@ they never win, for average they add zero), a row of outputs at a time:
 from cython cimport floating
 
 cimport numpy as cnp
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from ._buffers cimport float_type
@@ -33,12 +34,17 @@ cdef enum:
 ctypedef struct Pool:
     Py_ssize_t planes, h, w, oh, ow, kh, kw, sh, sw, ph, pw   # PlanOp.dim, in order
     Py_ssize_t per_task
+    bint two_by_two        # 2x2 windows, stride 2, no padding
+    Py_ssize_t *cols       # (kw, 2): per window column v, the outputs [lo, hi) of a row
+                           # whose cell v is inside the input
 
 
 cdef void _geometry(Pool *pl, const Py_ssize_t *dim) noexcept nogil:
     pl.planes, pl.h, pl.w, pl.oh, pl.ow = dim[0], dim[1], dim[2], dim[3], dim[4]
     pl.kh, pl.kw, pl.sh, pl.sw, pl.ph, pl.pw = dim[5], dim[6], dim[7], dim[8], dim[9], dim[10]
     pl.per_task = max(1, PLANE_WORK // max(1, pl.h * pl.w))
+    pl.two_by_two = (pl.kh == 2 and pl.kw == 2 and pl.sh == 2 and pl.sw == 2 and pl.ph == 0
+                     and pl.pw == 0)
 
 
 cdef inline void _rows(const Pool *pl, Py_ssize_t i, Py_ssize_t *h0,
@@ -57,15 +63,67 @@ cdef inline void _rows(const Pool *pl, Py_ssize_t i, Py_ssize_t *h0,
 # avg backward (dout, dx); dim = (N C, H, W, OH, OW, kh, kw, sh, sw, ph, pw) (max
 # backward: the sizes only)
 # ---------------------------------------------------------------------------------------
+cdef inline void _meet(floating c, Py_ssize_t at, floating *best,
+                       Py_ssize_t *pos) noexcept nogil:
+    """The cell x[at] = c takes over from the running winner when larger, or when it is
+    the first NaN (branch-free: mask 0 or all ones)."""
+    cdef floating b = best[0]
+    cdef Py_ssize_t mask = -<Py_ssize_t>((c > b) | ((c != c) & (b == b)))
+    best[0] = sel(mask != 0, c, b)
+    pos[0] = pos[0] ^ ((pos[0] ^ at) & mask)
+
+
+cdef inline void _max_cells(const floating *x, floating *best, Py_ssize_t *pos,
+                            Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t at0,
+                            Py_ssize_t sw) noexcept nogil:
+    """Outputs j in [lo, hi) of a row meet their window's cell x[at0 + j sw]."""
+    cdef Py_ssize_t j
+    for j in range(lo, hi):
+        _meet(x[at0 + j * sw], at0 + j * sw, best + j, pos + j)
+
+
+cdef simd_clones_void _max_forward_2x2(const Pool *pl, const floating *x, floating *out,
+                                       Py_ssize_t *idx) noexcept nogil:
+    """_max_forward for 2x2 windows, stride 2, no padding (LeNet's pooling): every cell
+    inside, the four met in row-major order in one vectorised loop per output row."""
+    cdef Py_ssize_t w = pl.w, i, j, at
+    cdef floating *best
+    cdef Py_ssize_t *pos
+    for i in range(pl.oh):
+        best = out + i * pl.ow
+        pos = idx + i * pl.ow
+        for j in range(pl.ow):
+            at = 2 * i * w + 2 * j
+            best[j] = x[at]
+            pos[j] = at
+            _meet(x[at + 1], at + 1, best + j, pos + j)
+            _meet(x[at + w], at + w, best + j, pos + j)
+            _meet(x[at + w + 1], at + w + 1, best + j, pos + j)
+
+
+cdef inline void _sum_cells(const floating *x, floating *acc, Py_ssize_t lo,
+                            Py_ssize_t hi, Py_ssize_t sw, floating scale,
+                            bint backward) noexcept nogil:
+    """Forward: acc[j] += x[j sw]; backward: x[j sw] += acc[j] / scale (x is dx and acc
+    dout), for j in [lo, hi)."""
+    cdef Py_ssize_t j
+    cdef floating *dx = <floating *>x
+    if backward:
+        for j in range(lo, hi):
+            dx[j * sw] = dx[j * sw] + acc[j] / scale
+    else:
+        for j in range(lo, hi):
+            acc[j] = acc[j] + x[j * sw]
+
+
 cdef simd_clones_void _max_forward(const Pool *pl, const floating *x, floating *out,
                                    Py_ssize_t *idx) noexcept nogil:
     """out = the window's max, idx = its position: each output starts from its window's
     first cell, then every cell (the first again: no change) may take over."""
     cdef Py_ssize_t w = pl.w, ow = pl.ow, sw = pl.sw, pw = pl.pw
-    cdef Py_ssize_t i, j, ih, v, h0, h1, lo, hi, at, mask
+    cdef Py_ssize_t i, j, ih, v, h0, h1, lo, hi, at0
     cdef floating *best
     cdef Py_ssize_t *pos
-    cdef floating c, b
     for i in range(pl.oh):
         best = out + i * ow
         pos = idx + i * ow
@@ -75,15 +133,14 @@ cdef simd_clones_void _max_forward(const Pool *pl, const floating *x, floating *
             best[j] = x[pos[j]]
         for ih in range(h0, h1):
             for v in range(pl.kw):
-                valid_outputs(w, ow, sw, v - pw, &lo, &hi)
-                for j in range(lo, hi):
-                    at = ih * w + j * sw + v - pw
-                    c = x[at]
-                    b = best[j]
-                    # larger, or the first NaN: 0 or all ones
-                    mask = -<Py_ssize_t>((c > b) | ((c != c) & (b == b)))
-                    best[j] = sel(mask != 0, c, b)
-                    pos[j] = pos[j] ^ ((pos[j] ^ at) & mask)
+                lo, hi = pl.cols[2 * v], pl.cols[2 * v + 1]
+                at0 = ih * w + v - pw
+                if sw == 2:      # a literal stride: vector loads and shuffles
+                    _max_cells(x, best, pos, lo, hi, at0, 2)
+                elif sw == 1:
+                    _max_cells(x, best, pos, lo, hi, at0, 1)
+                else:
+                    _max_cells(x, best, pos, lo, hi, at0, sw)
 
 
 cdef void _max_backward(const Pool *pl, const floating *dout, const Py_ssize_t *idx,
@@ -103,6 +160,7 @@ cdef simd_clones_void _avg(const Pool *pl, const floating *src, floating *dst,
     cdef Py_ssize_t i, j, ih, v, h0, h1, lo, hi, off
     cdef Py_ssize_t ow = pl.ow, sw = pl.sw
     cdef floating *row
+    cdef floating *cells
     cdef const floating *g
     cdef floating area = <floating>(pl.kh * pl.kw)
     if backward:
@@ -117,13 +175,17 @@ cdef simd_clones_void _avg(const Pool *pl, const floating *src, floating *dst,
         for ih in range(h0, h1):
             for v in range(pl.kw):
                 off = ih * pl.w + v - pl.pw
-                valid_outputs(pl.w, ow, sw, v - pl.pw, &lo, &hi)
-                if backward:
-                    for j in range(lo, hi):
-                        dst[off + j * sw] = dst[off + j * sw] + g[j] / area
+                lo, hi = pl.cols[2 * v], pl.cols[2 * v + 1]
+                cells = <floating *>(dst if backward else src) + off
+                if sw == 2:      # a literal stride: vector loads and shuffles
+                    _sum_cells(cells, <floating *>(g if backward else row), lo, hi, 2,
+                               area, backward)
+                elif sw == 1:
+                    _sum_cells(cells, <floating *>(g if backward else row), lo, hi, 1,
+                               area, backward)
                 else:
-                    for j in range(lo, hi):
-                        row[j] = row[j] + src[off + j * sw]
+                    _sum_cells(cells, <floating *>(g if backward else row), lo, hi, sw,
+                               area, backward)
         if not backward:
             for j in range(ow):
                 row[j] = row[j] / area
@@ -148,7 +210,10 @@ cdef void _planes(const PoolJob *job, Py_ssize_t t, floating *src) noexcept nogi
     cdef Py_ssize_t q, q1 = min(pl.planes, (t + 1) * pl.per_task)
     cdef Py_ssize_t ins = pl.h * pl.w, outs = pl.oh * pl.ow
     for q in range(t * pl.per_task, q1):
-        if job.op.code == MAX_FORWARD:
+        if job.op.code == MAX_FORWARD and pl.two_by_two:
+            _max_forward_2x2(pl, src + q * ins, <floating *>ptr[1] + q * outs,
+                             <Py_ssize_t *>ptr[2] + q * outs)
+        elif job.op.code == MAX_FORWARD:
             _max_forward(pl, src + q * ins, <floating *>ptr[1] + q * outs,
                          <Py_ssize_t *>ptr[2] + q * outs)
         elif job.op.code == MAX_BACKWARD:
@@ -170,9 +235,17 @@ cdef void _task(const void *ctx, Py_ssize_t t) noexcept nogil:
 
 cdef int _pool_op(const PlanOp *op) noexcept nogil:
     cdef PoolJob job
+    cdef Pool *pl = &job.pl
+    cdef Py_ssize_t v
     job.op = op
-    _geometry(&job.pl, op.dim)
-    run_tasks(_task, &job, nblocks(job.pl.planes, job.pl.per_task), op.nthreads)
+    _geometry(pl, op.dim)
+    pl.cols = <Py_ssize_t *>malloc(2 * pl.kw * sizeof(Py_ssize_t))
+    if pl.cols == NULL:
+        return -1
+    for v in range(pl.kw):
+        valid_outputs(pl.w, pl.ow, pl.sw, v - pl.pw, &pl.cols[2 * v], &pl.cols[2 * v + 1])
+    run_tasks(_task, &job, nblocks(pl.planes, pl.per_task), op.nthreads)
+    free(pl.cols)
     return 0
 
 
