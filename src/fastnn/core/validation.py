@@ -183,6 +183,30 @@ class InstanceOf(Constraint):
         return isinstance(value, self.cls)
 
 
+class Pair(Constraint):
+    """A value satisfying `constraint`, or a pair (tuple or list of two) of them, as the
+    (height, width) arguments of convolution and pooling; -> a tuple of two."""
+
+    def __init__(self, constraint):
+        self.inner = constraint
+
+    def describe(self):
+        return "%s or a pair of them" % self.inner.describe()
+
+    def accepts_type(self, value):
+        if isinstance(value, (tuple, list)):
+            return len(value) == 2 and all(self.inner.accepts_type(v) for v in value)
+        return self.inner.accepts_type(value)
+
+    def convert(self, value):
+        if isinstance(value, (tuple, list)):
+            return tuple(self.inner.convert(v) for v in value)
+        return (self.inner.convert(value),) * 2
+
+    def in_range(self, value):
+        return all(self.inner.in_range(v) for v in value)
+
+
 class Dtype(Constraint):
     """float32 or float64, given as a NumPy type, a dtype or its name; -> np.dtype."""
 

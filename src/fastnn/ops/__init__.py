@@ -8,13 +8,19 @@
 """
 from .activations import (activation_backward, activation_forward, maxout_backward,
                           maxout_forward, prelu_backward, prelu_forward)
-from .batchnorm import batchnorm_backward, batchnorm_forward
+from .batchnorm import (batchnorm2d_backward, batchnorm2d_forward, batchnorm_backward,
+                        batchnorm_forward)
+from .conv import conv2d_backward, conv2d_forward
 from .dense import dense_backward, dense_forward
 from .losses import bce_with_logits, mse, multiclass_hinge, softmax_cross_entropy
+from .pooling import (avgpool2d_backward, avgpool2d_forward, maxpool2d_backward,
+                      maxpool2d_forward)
 
 __all__ = [
     "dense_forward", "dense_backward", "activation_forward", "activation_backward",
     "prelu_forward", "prelu_backward", "maxout_forward", "maxout_backward",
     "batchnorm_forward", "batchnorm_backward",
+    "conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
+    "avgpool2d_forward", "avgpool2d_backward", "batchnorm2d_forward", "batchnorm2d_backward",
     "softmax_cross_entropy", "multiclass_hinge", "bce_with_logits", "mse",
 ]

@@ -8,17 +8,14 @@ that outputs logits (no softmax / sigmoid layer).
 """
 import numpy as np
 
-from ..kernels.codes import ACTIVATIONS
-from ..layers import (ELU, GELU, BatchNorm1d, Dense, Dropout, LeakyReLU, ReLU, Sequential,
-                      Sigmoid, SiLU, Swish, Tanh)
+from .. import layers
+from ..kernels.activation_table import ACTIVATIONS
+from ..layers import BatchNorm1d, Dense, Dropout, Sequential
 
 #: scikit-learn's activation names that fastnn spells differently
 SKLEARN_NAMES = {"logistic": "sigmoid"}
 #: every hidden activation an estimator accepts
 ACTIVATION_NAMES = tuple(sorted(set(ACTIVATIONS) | set(SKLEARN_NAMES)))
-#: fastnn activation name -> its layer (used after a batch norm)
-_LAYERS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "leaky_relu": LeakyReLU,
-           "elu": ELU, "gelu": GELU, "silu": SiLU, "swish": Swish}
 
 
 def fastnn_activation(name):
@@ -73,7 +70,7 @@ class NetworkSpec:
         if self.batch_norm:
             extra.append(BatchNorm1d(width, dtype=self.dtype))
             if self.activation is not None:
-                extra.append(_LAYERS[self.activation]())
+                extra.append(getattr(layers, ACTIVATIONS[self.activation].layer)())
         if self.dropout > 0:
             extra.append(Dropout(self.dropout))
         return extra

@@ -12,7 +12,7 @@ import importlib
 
 #: the kernel families: ref/<family>.py here, its compiled twin kernels/_<family>.pyx;
 #: each lists its kernels in __all__ (fastnn.core.backend registers them by name)
-FAMILIES = ("activations", "batchnorm", "dense", "losses", "updates")
+FAMILIES = ("activations", "batchnorm", "conv", "dense", "losses", "pooling", "updates")
 
 __all__ = []
 for _family in FAMILIES:

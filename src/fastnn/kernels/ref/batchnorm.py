@@ -8,10 +8,15 @@ Backward recomputes xhat from x (nothing of size N x D is cached besides x):
   dbeta = sum(dout), dgamma = sum(dout * xhat),
   dx = gamma * invstd / N * (N * dout - dbeta - xhat * dgamma)      (training)
   dx = gamma * invstd * dout                                       (eval: stats fixed)
+
+Batch normalisation 2-d (x (N, C, H, W), statistics per channel over N, H and W) is the
+same computation over the N * H * W positions of each channel: the bn2d functions run
+the functions above on a channels-last (N * H * W, C) copy.
 """
 import numpy as np
 
-__all__ = ["bn_forward_train", "bn_forward_eval", "bn_backward"]
+__all__ = ["bn_forward_train", "bn_forward_eval", "bn_backward", "bn2d_forward_train",
+           "bn2d_forward_eval", "bn2d_backward"]
 
 
 def bn_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
@@ -57,3 +62,40 @@ def bn_backward(dout, x, gamma, mean, invstd, training, dx, dgamma, dbeta, nthre
         dgamma[...] = dg
     if dbeta is not None:
         dbeta[...] = db
+
+
+# ------------------------------------------------------------------ 2-d (N, C, H, W)
+def _rows(a):
+    """(N, C, H, W) -> a channels-last (N * H * W, C) copy (always a copy: the 1-d
+    kernels write their output into it)."""
+    return np.moveaxis(a, 1, -1).copy().reshape(-1, a.shape[1])
+
+
+def _put_rows(rows, out):
+    """out (N, C, H, W) = the channels-last rows (N * H * W, C)."""
+    n, c, h, w = out.shape
+    out[...] = np.moveaxis(rows.reshape(n, h, w, c), -1, 1)
+
+
+def bn2d_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                       out, mean, invstd, nthreads=1):
+    """bn_forward_train per channel of x (N, C, H, W); out (N, C, H, W). N*H*W > 1."""
+    rows = _rows(x)
+    bn_forward_train(rows, gamma, beta, running_mean, running_var, momentum, eps, rows,
+                     mean, invstd)
+    _put_rows(rows, out)
+
+
+def bn2d_forward_eval(x, gamma, beta, running_mean, running_var, eps, out, mean, invstd,
+                      nthreads=1):
+    """bn_forward_eval per channel of x (N, C, H, W); out (N, C, H, W)."""
+    rows = _rows(x)
+    bn_forward_eval(rows, gamma, beta, running_mean, running_var, eps, rows, mean, invstd)
+    _put_rows(rows, out)
+
+
+def bn2d_backward(dout, x, gamma, mean, invstd, training, dx, dgamma, dbeta, nthreads=1):
+    """bn_backward per channel: dx (N, C, H, W), dgamma (C,), dbeta (C,) (may be None)."""
+    rows = _rows(dout)
+    bn_backward(rows, _rows(x), gamma, mean, invstd, training, rows, dgamma, dbeta)
+    _put_rows(rows, dx)

@@ -1,0 +1,465 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""2-d convolution (NCHW) with a fused activation: compiled twin of
+`fastnn.kernels.ref.conv` (same names, arguments and outputs).
+
+    forward   z_n (F, P) = W (F, K) @ col_n (K, P) (+ b),  out = f(z)
+    backward  dz = dout * f'(z, out),  db = sum of dz,  dw = sum_n dz_n @ col_n^T,
+              dx_n = col2im(W^T @ dz_n)
+
+K = C KH KW, P = OH OW. col_n is image n unfolded ("im2col"): row (c, u, v), column
+(i, j) holds x[n, c, i sh - ph + u dh, j sw - pw + v dw] (zero in the padding); W is w
+(F, C, KH, KW) as it lies in memory; col2im adds a column matrix back onto the image
+(the adjoint). The products go through `_blas.gemm` (single-threaded BLAS).
+
+Chunks: the batch is unfolded a chunk at a time, never whole. A chunk is several whole
+images when one image's col has at most COL_BUDGET elements (their cols side by side:
+one product for all of them, scattered to z with the bias and activation), else a range
+of output rows of one image (product straight into z). The activation's forward and
+gradient bodies are the shared spans of `_activations.pxd`; dz and db are formed in one
+pass over dout per chunk, dz going to scratch. Scratch (the caller's `scratch` array,
+conv2d_scratch_size elements): GROUPS x (K + F) x (widest chunk) for the unfolded input
+and dz, plus (GROUPS - 1) F K weight-gradient partials; the widest chunk has at most
+max(COL_BUDGET / K, OW) columns, so besides the partials the scratch is about
+GROUPS x COL_BUDGET x (1 + F / K) elements whatever the batch.
+
+Parallelism and determinism: "units" (a multi-image chunk, or an image with its row
+chunks) are cut into at most GROUPS contiguous runs, GROUPS = the machine's processor
+count (fixed for the process); a run is one task, done in order with its own scratch,
+and the OpenMP team shares out the tasks. Chunks and runs depend on the shapes and the
+machine only, never on the thread count; each run sums its weight and bias gradients
+(bias in double, LANES fixed lanes) into its own partial, and the partials are added in
+run order at the end: results are bit-identical for any thread count. An image's dx is
+written only by the run that owns the image.
+"""
+from cython cimport floating
+
+cimport numpy as cnp
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+
+from ._activations cimport (ACT_IDENTITY, ACT_NUM_CODES, act_backward_span,
+                            act_forward_span)
+from ._blas cimport gemm
+from ._buffers cimport array_data, float_type, optional_data
+from ._common cimport nblocks, omp_get_num_procs, run_tasks, simd_clones_void
+from ._nchw cimport array4_data, valid_outputs, window_outputs
+from ._plan cimport PlanOp, submit
+
+from . import _activations   # noqa: F401  (refuses to import when its codes are stale)
+
+cnp.import_array()
+
+cdef enum:
+    COL_BUDGET = 1 << 16   # elements of one chunk's unfolded input (K x columns), at most
+    MAX_GROUPS = 16        # runs of chunks (parallel tasks) at most
+    LANES = 16             # double accumulators per bias-gradient sum (fixed association)
+
+cdef Py_ssize_t GROUPS = max(1, min(<int>MAX_GROUPS, omp_get_num_procs()))
+
+
+ctypedef struct Conv:
+    Py_ssize_t n, c, h, w, f, kh, kw, sh, sw, ph, pw, dh, dw   # PlanOp.dim, in order
+    Py_ssize_t oh, ow, k, p
+    Py_ssize_t imgs        # images per chunk (1: chunks of output rows)
+    Py_ssize_t rows        # output rows per chunk (OH with whole images)
+    Py_ssize_t cols        # columns of the widest chunk
+    Py_ssize_t units       # whole-image chunks, or images cut into row chunks
+    Py_ssize_t groups      # runs of units
+
+
+cdef void _geometry(Conv *cv, const Py_ssize_t *dim) noexcept nogil:
+    """Sizes from dim (N, C, H, W, F, KH, KW, sh, sw, ph, pw, dh, dw; checked by
+    _conv_dims) and the chunking: a function of the shapes and GROUPS only."""
+    cdef Py_ssize_t chunks, runs
+    cv.n, cv.c, cv.h, cv.w, cv.f = dim[0], dim[1], dim[2], dim[3], dim[4]
+    cv.kh, cv.kw, cv.sh, cv.sw = dim[5], dim[6], dim[7], dim[8]
+    cv.ph, cv.pw, cv.dh, cv.dw = dim[9], dim[10], dim[11], dim[12]
+    cv.oh = (cv.h + 2 * cv.ph - cv.dh * (cv.kh - 1) - 1) // cv.sh + 1
+    cv.ow = (cv.w + 2 * cv.pw - cv.dw * (cv.kw - 1) - 1) // cv.sw + 1
+    cv.k = cv.c * cv.kh * cv.kw
+    cv.p = cv.oh * cv.ow
+    if cv.k * cv.p <= COL_BUDGET:
+        # whole images; as many chunks as a multiple of the runs (balanced runs)
+        chunks = nblocks(cv.n, max(1, COL_BUDGET // (cv.k * cv.p)))
+        runs = max(1, min(GROUPS, cv.n))
+        cv.imgs = max(1, nblocks(cv.n, max(1, nblocks(chunks, runs) * runs)))
+        cv.rows = cv.oh
+        cv.units = nblocks(cv.n, cv.imgs)
+    else:
+        cv.imgs = 1
+        cv.rows = nblocks(cv.oh, nblocks(cv.k * cv.p, COL_BUDGET))
+        cv.units = cv.n
+    cv.cols = cv.imgs * cv.rows * cv.ow
+    cv.groups = min(GROUPS, cv.units)
+
+
+cdef inline Py_ssize_t _scratch_size(const Conv *cv) noexcept nogil:
+    """Per run: unfolded input (K x cols) and dz (F x cols); weight-gradient partials of
+    every run but the first (which sums into dw itself)."""
+    return cv.groups * (cv.k + cv.f) * cv.cols + max(0, cv.groups - 1) * cv.f * cv.k
+
+
+cdef int _conv_dims(x_shape, w_shape, geom, Py_ssize_t *dim) except -1:
+    """dim = (N, C, H, W, F, KH, KW, sh, sw, ph, pw, dh, dw), checked: 4-d shapes with
+    matching channels, a geometry whose (dilated) kernel fits the padded input."""
+    if len(x_shape) != 4 or len(w_shape) != 4 or len(geom) != 6:
+        raise ValueError("fastnn.kernels: conv2d expects 4-d x and w and a 6-tuple geometry, "
+                         "got %r, %r, %r" % (x_shape, w_shape, geom))
+    if w_shape[1] != x_shape[1]:
+        raise ValueError("fastnn.kernels: w has %d input channels, x has %d"
+                         % (w_shape[1], x_shape[1]))
+    values = tuple(x_shape) + (w_shape[0], w_shape[2], w_shape[3]) + tuple(geom)
+    for i in range(13):
+        dim[i] = values[i]
+    if dim[0] < 0 or dim[1] < 1 or dim[4] < 1:
+        raise ValueError("fastnn.kernels: conv2d needs N >= 0, C >= 1 and F >= 1, got x %r, "
+                         "w %r" % (x_shape, w_shape))
+    window_outputs(dim[2], dim[5], dim[7], dim[9], dim[11])
+    window_outputs(dim[3], dim[6], dim[8], dim[10], dim[12])
+    return 0
+
+
+def conv2d_scratch_size(x_shape, w_shape, geom):
+    """Elements of working memory conv2d_forward / conv2d_backward need (see the module
+    docstring for the bound)."""
+    cdef Py_ssize_t dim[13]
+    cdef Conv cv
+    _conv_dims(x_shape, w_shape, geom, dim)
+    _geometry(&cv, dim)
+    return _scratch_size(&cv)
+
+
+# ---------------------------------------------------------------------------------------
+# unfolding: rows [r0, r1) of images n0 .. n0 + nb (L = (r1 - r0) OW columns per image)
+# ---------------------------------------------------------------------------------------
+cdef inline void _gather_rows(floating *dst, const floating *src, Py_ssize_t rows,
+                              Py_ssize_t ld, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t ow,
+                              Py_ssize_t sw) noexcept nogil:
+    """`rows` rows of ow elements (dst contiguous, src rows ld apart): dst[j] =
+    src[(j - lo) sw] for j in [lo, hi), zeros elsewhere."""
+    cdef Py_ssize_t t, j, n = hi - lo
+    if sw == 1 and lo == 0 and hi == ow:      # no padding in this row: a plain copy
+        for t in range(rows):
+            for j in range(n):
+                dst[t * ow + j] = src[t * ld + j]
+        return
+    for t in range(rows):
+        for j in range(lo):
+            dst[j] = 0
+        if sw == 1:
+            for j in range(n):
+                dst[lo + j] = src[j]
+        else:
+            for j in range(n):
+                dst[lo + j] = src[j * sw]
+        for j in range(hi, ow):
+            dst[j] = 0
+        dst += ow
+        src += ld
+
+
+cdef inline void _scatter_rows(floating *dst, const floating *src, Py_ssize_t rows,
+                               Py_ssize_t ld, Py_ssize_t n, Py_ssize_t ow,
+                               Py_ssize_t sw) noexcept nogil:
+    """The adjoint of _gather_rows on the copied part: dst[t ld + j sw] += src[t ow + j]
+    for j < n (src: the first copied element of the first row)."""
+    cdef Py_ssize_t t, j
+    for t in range(rows):
+        if sw == 1:
+            for j in range(n):
+                dst[j] = dst[j] + src[j]
+        else:
+            for j in range(n):
+                dst[j * sw] = dst[j * sw] + src[j]
+        dst += ld
+        src += ow
+
+
+cdef simd_clones_void _unfold(const Conv *cv, floating *col, floating *x, Py_ssize_t n0,
+                              Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1,
+                              bint adjoint) noexcept nogil:
+    """col (K, nb L), column b L + (i - r0) OW + j, = the windows of x (im2col); or,
+    `adjoint`, x += those windows' entries of col (col2im). Per kernel offset (u, v) the
+    output rows and columns that read the input (not the padding) are found once."""
+    cdef Py_ssize_t h = cv.h, w = cv.w, ow = cv.ow, kh = cv.kh, kw = cv.kw
+    cdef Py_ssize_t sw = cv.sw, ld = cv.sh * w, L = (r1 - r0) * ow, width = nb * L
+    cdef Py_ssize_t u, v, b, c, ilo, ihi, lo, hi, top, left
+    cdef floating *row
+    cdef floating *img        # the input cell of the chunk's first copied element
+    for u in range(kh):
+        top = u * cv.dh - cv.ph                  # input row of output row 0
+        valid_outputs(h, r1, cv.sh, top, &ilo, &ihi)
+        ilo = max(ilo, r0)
+        ihi = max(ihi, ilo)
+        for v in range(kw):
+            left = v * cv.dw - cv.pw             # input column of output column 0
+            valid_outputs(w, ow, sw, left, &lo, &hi)
+            for b in range(nb):
+                for c in range(cv.c):
+                    row = col + ((c * kh + u) * kw + v) * width + b * L
+                    img = (x + ((n0 + b) * cv.c + c) * h * w + (ilo * cv.sh + top) * w
+                           + lo * sw + left)
+                    if adjoint:
+                        _scatter_rows(img, row + (ilo - r0) * ow + lo, ihi - ilo, ld,
+                                      hi - lo, ow, sw)
+                        continue
+                    memset(row, 0, (ilo - r0) * ow * sizeof(floating))
+                    _gather_rows(row + (ilo - r0) * ow, img, ihi - ilo, ld, lo, hi, ow, sw)
+                    memset(row + (ihi - r0) * ow, 0, (r1 - ihi) * ow * sizeof(floating))
+
+
+# ---------------------------------------------------------------------------------------
+# the elementwise passes of a chunk
+# ---------------------------------------------------------------------------------------
+cdef inline double _sum(const floating *a, Py_ssize_t n) noexcept nogil:
+    """sum(a[:n]) in double: LANES running sums (lane j takes a[i] with i % LANES == j),
+    then added in lane order -- the same association on every machine."""
+    cdef double acc[LANES]
+    cdef double s = 0
+    cdef Py_ssize_t i = 0, j
+    for j in range(LANES):
+        acc[j] = 0
+    while i + LANES <= n:
+        for j in range(LANES):
+            acc[j] += a[i + j]
+        i += LANES
+    for j in range(n - i):
+        acc[j] += a[i + j]
+    for j in range(LANES):
+        s += acc[j]
+    return s
+
+
+cdef simd_clones_void _emit(const Conv *cv, const floating *zc, Py_ssize_t ld,
+                            const floating *b, floating *z, floating *out, Py_ssize_t n0,
+                            Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1, int code,
+                            floating p, bint act) noexcept nogil:
+    """For every (image, filter) span of the chunk: z = zc (+ b) (zc: (F, nb L) with row
+    stride ld; zc == z when the product went to z), then out = f(z)."""
+    cdef Py_ssize_t L = (r1 - r0) * cv.ow, bi, f, j, at
+    cdef const floating *src
+    cdef floating *zs
+    cdef floating bf
+    for bi in range(nb):
+        for f in range(cv.f):
+            at = ((n0 + bi) * cv.f + f) * cv.p + r0 * cv.ow
+            zs = z + at
+            src = zc + f * ld + bi * L
+            if b != NULL:
+                bf = b[f]
+                for j in range(L):
+                    zs[j] = src[j] + bf
+            elif src != zs:
+                memcpy(zs, src, L * sizeof(floating))
+            if act:
+                act_forward_span(zs, out + at, L, code, p)
+
+
+cdef simd_clones_void _dz_db(const Conv *cv, const floating *dout, const floating *z,
+                             const floating *out, floating *dz, double *dbsum,
+                             Py_ssize_t n0, Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1,
+                             int code, floating p, bint act) noexcept nogil:
+    """dz (F, nb L) = dout * f'(z, out) over the chunk (a copy of dout without an
+    activation); dbsum[f] += the sum of dz's row f (in span order), unless NULL."""
+    cdef Py_ssize_t L = (r1 - r0) * cv.ow, ld = nb * L, bi, f, at
+    cdef floating *d
+    for bi in range(nb):
+        for f in range(cv.f):
+            at = ((n0 + bi) * cv.f + f) * cv.p + r0 * cv.ow
+            d = dz + f * ld + bi * L
+            if act:
+                act_backward_span(dout + at, z + at, out + at, d, L, code, p)
+            else:
+                memcpy(d, dout + at, L * sizeof(floating))
+            if dbsum != NULL:
+                dbsum[f] += _sum(d, L)
+
+
+# ---------------------------------------------------------------------------------------
+# a run of chunks (one task)
+# forward:  ptr = (x, w, b, z, out, scratch)
+# backward: ptr = (dout, x, w, z, out, dx, dw, db, scratch)
+# dim = (N, C, H, W, F, KH, KW, sh, sw, ph, pw, dh, dw); code, arg[0] = the activation
+# ---------------------------------------------------------------------------------------
+ctypedef struct ConvJob:
+    const PlanOp *op
+    Conv cv
+    bint backward
+    bint act           # forward: out = f(z) is computed; backward: dz = dout * f'
+    double *dbsum      # backward with db: (groups, F) partial sums, zeroed
+
+
+cdef void _forward_chunk(const ConvJob *job, floating *col, floating *zc, Py_ssize_t n0,
+                         Py_ssize_t nb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Unfold the chunk, z = W col (one image: straight into z, rows of stride P; several:
+    into zc), then bias and activation (the scatter from zc to z on the way)."""
+    cdef const Conv *cv = &job.cv
+    cdef const PlanOp *op = job.op
+    cdef Py_ssize_t ncols = nb * (r1 - r0) * cv.ow, ld = ncols
+    cdef floating *z = <floating *>op.ptr[3]
+    _unfold(cv, col, <floating *>op.ptr[0], n0, nb, r0, r1, False)
+    if nb == 1:
+        zc = z + n0 * cv.f * cv.p + r0 * cv.ow
+        ld = cv.p
+    gemm(False, False, cv.f, ncols, cv.k, <floating *>op.ptr[1], cv.k, col, ncols, 0, zc,
+         ld)
+    if op.ptr[2] != NULL or job.act or nb > 1:
+        _emit(cv, zc, ld, <floating *>op.ptr[2], z, <floating *>op.ptr[4], n0, nb, r0, r1,
+              op.code, <floating>op.arg[0], job.act)
+
+
+cdef void _backward_chunk(const ConvJob *job, Py_ssize_t g, floating *col, floating *dz,
+                          floating *dwg, bint first, Py_ssize_t n0, Py_ssize_t nb,
+                          Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """dz and db of the chunk, then dw (+)= dz col^T, then dx += col2im(W^T dz)."""
+    cdef const Conv *cv = &job.cv
+    cdef const PlanOp *op = job.op
+    cdef Py_ssize_t ncols = nb * (r1 - r0) * cv.ow, size = cv.c * cv.h * cv.w
+    cdef floating *dx = <floating *>op.ptr[5]
+    _dz_db(cv, <floating *>op.ptr[0], <floating *>op.ptr[3], <floating *>op.ptr[4], dz,
+           job.dbsum + g * cv.f if job.dbsum != NULL else NULL, n0, nb, r0, r1, op.code,
+           <floating>op.arg[0], job.act)
+    _unfold(cv, col, <floating *>op.ptr[1], n0, nb, r0, r1, False)
+    gemm(False, True, cv.f, cv.k, ncols, dz, ncols, col, ncols, 0 if first else 1, dwg,
+         cv.k)
+    if dx != NULL:
+        gemm(True, False, cv.k, ncols, cv.f, <floating *>op.ptr[2], cv.k, dz, ncols, 0, col,
+             ncols)
+        if r0 == 0:
+            memset(dx + n0 * size, 0, nb * size * sizeof(floating))
+        _unfold(cv, col, dx, n0, nb, r0, r1, True)
+
+
+cdef void _run(const ConvJob *job, Py_ssize_t g, floating *scratch) noexcept nogil:
+    """Run g: its units in order, each unit's chunks in order."""
+    cdef const Conv *cv = &job.cv
+    cdef Py_ssize_t u, n0, nb, r0, r1
+    cdef floating *col = scratch + g * (cv.k + cv.f) * cv.cols
+    cdef floating *zc = col + cv.k * cv.cols
+    cdef floating *dwg = <floating *>job.op.ptr[6]
+    cdef bint first = True
+    if job.backward and g > 0:
+        dwg = scratch + cv.groups * (cv.k + cv.f) * cv.cols + (g - 1) * cv.f * cv.k
+    for u in range(cv.units * g // cv.groups, cv.units * (g + 1) // cv.groups):
+        n0 = u * cv.imgs
+        nb = min(cv.imgs, cv.n - n0)
+        r0 = 0
+        while r0 < cv.oh:
+            r1 = min(cv.oh, r0 + cv.rows)
+            if job.backward:
+                _backward_chunk(job, g, col, zc, dwg, first, n0, nb, r0, r1)
+            else:
+                _forward_chunk(job, col, zc, n0, nb, r0, r1)
+            first = False
+            r0 = r1
+
+
+cdef void _run_task(const void *ctx, Py_ssize_t g) noexcept nogil:
+    cdef const ConvJob *job = <const ConvJob *>ctx
+    cdef void *scratch = job.op.ptr[8 if job.backward else 5]
+    if job.op.flt:
+        _run(job, g, <double *>scratch)
+    else:
+        _run(job, g, <float *>scratch)
+
+
+cdef int _forward_op(const PlanOp *op) noexcept nogil:
+    cdef ConvJob job
+    memset(&job, 0, sizeof(job))
+    job.op = op
+    _geometry(&job.cv, op.dim)
+    job.act = op.code != ACT_IDENTITY or op.ptr[3] != op.ptr[4]
+    run_tasks(_run_task, &job, job.cv.groups, op.nthreads)
+    return 0
+
+
+cdef void _sum_partials(const ConvJob *job, floating *scratch) noexcept nogil:
+    """dw += the runs' partials in run order; db = the runs' sums in run order."""
+    cdef const Conv *cv = &job.cv
+    cdef Py_ssize_t g, j, fk = cv.f * cv.k
+    cdef floating *dw = <floating *>job.op.ptr[6]
+    cdef floating *db = <floating *>job.op.ptr[7]
+    cdef floating *part = scratch + cv.groups * (cv.k + cv.f) * cv.cols
+    cdef double s
+    if cv.groups == 0:      # an empty batch: sums over nothing
+        memset(dw, 0, fk * sizeof(floating))
+    for g in range(1, cv.groups):
+        for j in range(fk):
+            dw[j] = dw[j] + part[(g - 1) * fk + j]
+    if db != NULL:
+        for j in range(cv.f):
+            s = 0
+            for g in range(cv.groups):
+                s += job.dbsum[g * cv.f + j]
+            db[j] = <floating>s
+
+
+cdef int _backward_op(const PlanOp *op) noexcept nogil:
+    cdef ConvJob job
+    memset(&job, 0, sizeof(job))
+    job.op = op
+    job.backward = True
+    _geometry(&job.cv, op.dim)
+    job.act = op.code != ACT_IDENTITY
+    if op.ptr[7] != NULL:
+        job.dbsum = <double *>calloc(max(1, job.cv.groups * job.cv.f), sizeof(double))
+        if job.dbsum == NULL:
+            return -1
+    run_tasks(_run_task, &job, job.cv.groups, op.nthreads)
+    if op.flt:
+        _sum_partials(&job, <double *>op.ptr[8])
+    else:
+        _sum_partials(&job, <float *>op.ptr[8])
+    free(job.dbsum)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# def wrappers: every array checked in C (dtype, C-contiguity, shape, writeability)
+# ---------------------------------------------------------------------------------------
+cdef int _pack(PlanOp *op, Conv *cv, x, w, z, out, geom, int code, double p,
+               int nthreads, int first, bint backward) except -1:
+    """The part both calls share: code, sizes, geometry, precision; x and w checked into
+    slots `first` and first + 1, z and out into 3 and 4. Returns the dtype number."""
+    if code < 0 or code >= ACT_NUM_CODES:
+        raise ValueError("fastnn.kernels: unknown activation code %r" % (code,))
+    memset(op, 0, sizeof(PlanOp))
+    if not isinstance(x, cnp.ndarray) or not isinstance(w, cnp.ndarray):
+        raise TypeError("fastnn.kernels: conv2d x and w must be ndarrays")
+    _conv_dims(x.shape, w.shape, geom, op.dim)
+    _geometry(cv, op.dim)
+    cdef int tn = float_type(x)
+    op.flt, op.code, op.nthreads, op.arg[0] = tn == cnp.NPY_DOUBLE, code, nthreads, p
+    op.ptr[first] = array4_data(x, tn, cv.n, cv.c, cv.h, cv.w, False, "x")
+    op.ptr[first + 1] = array4_data(w, tn, cv.f, cv.c, cv.kh, cv.kw, False, "w")
+    op.ptr[3] = array4_data(z, tn, cv.n, cv.f, cv.oh, cv.ow, not backward, "z")
+    op.ptr[4] = array4_data(out, tn, cv.n, cv.f, cv.oh, cv.ow, not backward, "out")
+    return tn
+
+
+def conv2d_forward(x, w, b, z, out, geom, scratch, int code, double p, int nthreads=1):
+    """Write z (pre-activation) and out = f(z), both (N, F, OH, OW); z may be out when
+    code is IDENTITY. scratch: conv2d_scratch_size(x.shape, w.shape, geom) elements."""
+    cdef PlanOp op
+    cdef Conv cv
+    cdef int tn = _pack(&op, &cv, x, w, z, out, geom, code, p, nthreads, 0, False)
+    op.ptr[2] = optional_data(b, tn, cv.f, -1, False, "b")
+    op.ptr[5] = array_data(scratch, tn, _scratch_size(&cv), -2, True, "scratch")
+    op.run = _forward_op
+    submit(&op)
+
+
+def conv2d_backward(dout, x, w, z, out, dx, dw, db, geom, scratch, int code, double p,
+                    int nthreads=1):
+    """Write dw (F, C, KH, KW), db (F,) unless None and dx (N, C, H, W) unless None."""
+    cdef PlanOp op
+    cdef Conv cv
+    cdef int tn = _pack(&op, &cv, x, w, z, out, geom, code, p, nthreads, 1, True)
+    op.ptr[0] = array4_data(dout, tn, cv.n, cv.f, cv.oh, cv.ow, False, "dout")
+    if dx is not None:
+        op.ptr[5] = array4_data(dx, tn, cv.n, cv.c, cv.h, cv.w, True, "dx")
+    op.ptr[6] = array4_data(dw, tn, cv.f, cv.c, cv.kh, cv.kw, True, "dw")
+    op.ptr[7] = optional_data(db, tn, cv.f, -1, True, "db")
+    op.ptr[8] = array_data(scratch, tn, _scratch_size(&cv), -2, True, "scratch")
+    op.run = _backward_op
+    submit(&op)
