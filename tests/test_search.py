@@ -124,3 +124,13 @@ def test_specs_and_bad_arguments():
         random_search(build, {"lr": 0.1}, X, y, X, y, n_trials=0)
     with pytest.raises(TypeError, match="build_fn must return"):
         random_search(lambda lr: None, {"lr": 0.1}, X, y, X, y, n_trials=1, epochs=1)
+
+
+def test_sample_takes_a_seed_a_generator_or_nothing():
+    space = {"lr": loguniform(1e-4, 1.0), "width": choice([32, 64]), "fixed": 3}
+    by_seed = sample(space, 7)
+    assert by_seed == sample(space, np.random.default_rng(7))
+    assert by_seed["fixed"] == 3 and by_seed["width"] in (32, 64)
+    assert set(sample(space)) == {"lr", "width", "fixed"}      # fastnn's global generator
+    with pytest.raises(TypeError, match="sample: rng"):
+        sample(space, "seed")

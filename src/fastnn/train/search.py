@@ -105,12 +105,13 @@ class choice(_Spec):
         return "choice(%r)" % (self.options,)
 
 
-def sample(space, rng):
+def sample(space, rng=None):
     """One draw from a space: {name: spec or constant} -> {name: value} (names in
-    order). `rng` is a numpy Generator."""
+    order). `rng`: a numpy Generator, an int seed or None (fastnn's global generator)."""
     if not isinstance(space, dict):
         raise TypeError("random_search: space must be a dict {name: spec}, got %s"
                         % type(space).__name__)
+    rng = random_state.as_rng(rng, "sample")
     return {k: (v.sample(rng) if isinstance(v, _Spec) else v) for k, v in space.items()}
 
 
