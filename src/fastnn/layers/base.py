@@ -220,9 +220,11 @@ class Module:
     def __init__(self):
         object.__setattr__(self, "_stamp", generation.stamp(2))   # [changes, training]
         self._stamp[_MODE] = 1
-        object.__setattr__(self, "_param_names", [])
-        object.__setattr__(self, "_module_names", [])
-        object.__setattr__(self, "_buffer_names", [])
+        # names in registration order (dict keys: O(1) membership, so building or
+        # loading a model of n layers takes O(n))
+        object.__setattr__(self, "_param_names", {})
+        object.__setattr__(self, "_module_names", {})
+        object.__setattr__(self, "_buffer_names", {})
         object.__setattr__(self, "_ws", Workspace())
         object.__setattr__(self, "_path", None)
         object.__setattr__(self, "training", True)
@@ -262,20 +264,20 @@ class Module:
             if value.name is None:
                 value.name = name
             if name not in self._param_names:
-                self._param_names.append(name)
+                self._param_names[name] = None
         elif isinstance(value, Module):
             if name not in self._module_names:
-                self._module_names.append(name)
+                self._module_names[name] = None
         elif name in self._param_names:
             if value is not None:
                 raise TypeError("%s: cannot assign %s to parameter %r (expected a Parameter)"
                                 % (self._label(), type(value).__name__, name))
-            self._param_names.remove(name)
+            del self._param_names[name]
         elif name in self._module_names:
             if value is not None:
                 raise TypeError("%s: cannot assign %s to submodule %r (expected a Module)"
                                 % (self._label(), type(value).__name__, name))
-            self._module_names.remove(name)
+            del self._module_names[name]
         elif name in self._buffer_names and name in d:
             # a buffer is updated in place by the kernels: copy values into it
             buf = d[name]
@@ -294,7 +296,7 @@ class Module:
             raise TypeError("%s: buffer %s must be float32 or float64, got %s"
                             % (self._label(), name, describe(arr)))
         if name not in self._buffer_names:
-            self._buffer_names.append(name)
+            self._buffer_names[name] = None
         object.__setattr__(self, name, arr)
         self.mark_changed()
 

@@ -81,7 +81,7 @@ class Sequential(Module):
         try:
             self._check_one_dtype()
         except TypeError:
-            name = self._module_names.pop()
+            name = self._module_names.popitem()[0]
             object.__delattr__(self, name)
             raise
         return self
