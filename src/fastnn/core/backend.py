@@ -75,6 +75,19 @@ _rebuild()
 _HAVE_CYTHON = any(v[1] is not None for v in KERNELS.values())
 
 
+def _select_gemm():
+    """Route the compiled kernels' products to one BLAS library for the whole process
+    (`fastnn.kernels.blas_select`), before any kernel runs; None without them."""
+    try:
+        from ..kernels import blas_select
+    except ImportError:
+        return None
+    return blas_select.select()
+
+
+_GEMM = _select_gemm()
+
+
 class _ThreadState(threading.local):
     """Per-thread settings. The class attribute is every thread's default, so reading it
     never raises (getattr with a default on a missing attribute cost ~1 us per call, and
@@ -152,6 +165,7 @@ def show_config(print_=True):
         "openmp": bool(runtime.openmp_enabled()) if runtime is not None else False,
         "num_threads": get_num_threads(),
         "blas": _blas_name(),
+        "gemm": ("%s (%s)" % (_GEMM["library"], _GEMM["reason"]) if _GEMM else "none"),
         "compile_args": runtime.compile_args() if runtime is not None else [],
         "numpy": np.__version__,
     }

@@ -17,6 +17,11 @@ product runs as plain loops (only shapes beyond 2^31 columns reach them). The li
 INT_MAX; tests lower it (set_int_limit) to run these paths on small arrays. The BLAS
 calls check their sizes once more: one above the limit (a bug upstream) fills the
 result with NaN instead of handing BLAS a truncated int.
+
+Library. The products go through four function pointers (sgemm, dgemm, sgemv, dgemv,
+Fortran BLAS signatures): SciPy's OpenBLAS by default, or another library's
+(`use_library`, chosen once per process by `fastnn.kernels.blas_select` before any
+kernel runs), so a process computes every product with one library.
 """
 from cython cimport floating
 from libc.limits cimport INT_MAX
@@ -24,6 +29,73 @@ from libc.math cimport NAN
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 cdef Py_ssize_t int_limit = INT_MAX
+
+ctypedef void (*sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *,
+                         float *, int *, float *, float *, int *) noexcept nogil
+ctypedef void (*dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *,
+                         double *, int *, double *, double *, int *) noexcept nogil
+ctypedef void (*sgemv_t)(char *, int *, int *, float *, float *, int *, float *, int *,
+                         float *, float *, int *) noexcept nogil
+ctypedef void (*dgemv_t)(char *, int *, int *, double *, double *, int *, double *, int *,
+                         double *, double *, int *) noexcept nogil
+
+cdef sgemm_t _sgemm = sgemm
+cdef dgemm_t _dgemm = dgemm
+cdef sgemv_t _sgemv = sgemv
+cdef dgemv_t _dgemv = dgemv
+cdef str _library = "openblas"
+
+
+def library():
+    """The name of the BLAS library the products call ("openblas": SciPy's, by default)."""
+    return _library
+
+
+def use_library(str name, addresses=None):
+    """Route every product to library `name`: `addresses` maps "sgemm", "dgemm", "sgemv"
+    and "dgemv" to the addresses of its Fortran-interface functions (None: SciPy's
+    OpenBLAS). The caller keeps the library loaded for the life of the process; call it
+    before any kernel runs (`fastnn.kernels.blas_select` does, at import)."""
+    global _sgemm, _dgemm, _sgemv, _dgemv, _library
+    if addresses is None:
+        _sgemm, _dgemm, _sgemv, _dgemv = sgemm, dgemm, sgemv, dgemv
+    else:
+        if sorted(addresses) != ["dgemm", "dgemv", "sgemm", "sgemv"] or not all(
+                isinstance(a, int) and a > 0 for a in addresses.values()):
+            raise ValueError("use_library: addresses must map sgemm, dgemm, sgemv and "
+                             "dgemv to non-null function addresses, got %r" % (addresses,))
+        _sgemm = <sgemm_t><size_t>addresses["sgemm"]
+        _dgemm = <dgemm_t><size_t>addresses["dgemm"]
+        _sgemv = <sgemv_t><size_t>addresses["sgemv"]
+        _dgemv = <dgemv_t><size_t>addresses["dgemv"]
+    _library = name
+
+
+def matmul(a, b):
+    """a @ b for C-contiguous 2-d float32 or float64 arrays of one dtype, through the
+    kernels' `gemm` (for tests and the library choice); returns a new array."""
+    import numpy as np
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == b.ndim == 2
+            and a.dtype == b.dtype and a.dtype in (np.float32, np.float64)):
+        raise TypeError("matmul: expected two 2-d float32 or float64 arrays of one dtype")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError("matmul: shapes %s and %s do not chain" % (a.shape, b.shape))
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    c = np.empty((a.shape[0], b.shape[1]), a.dtype)
+    if a.dtype == np.float32:
+        _matmul[float](a, b, c)
+    else:
+        _matmul[double](a, b, c)
+    return c
+
+
+cdef void _matmul(floating[:, ::1] a, floating[:, ::1] b, floating[:, ::1] c) noexcept:
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = b.shape[1]
+    if m == 0 or n == 0:
+        return
+    with nogil:
+        gemm(False, False, m, n, k, &a[0, 0] if k else NULL, k, &b[0, 0] if k else NULL,
+             n, 0, &c[0, 0], n)
 
 
 def get_int_limit():
@@ -99,11 +171,11 @@ cdef inline void _gemm_blas(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssi
     cdef int LDC = <int>ldc
     cdef floating one = 1
     if floating is float:
-        sgemm(&transa, &transb, &M, &N, &K, &one, <float *>b, &LDA, <float *>a, &LDB,
-              &beta, c, &LDC)
+        _sgemm(&transa, &transb, &M, &N, &K, &one, <float *>b, &LDA, <float *>a, &LDB,
+               &beta, c, &LDC)
     else:
-        dgemm(&transa, &transb, &M, &N, &K, &one, <double *>b, &LDA, <double *>a, &LDB,
-              &beta, c, &LDC)
+        _dgemm(&transa, &transb, &M, &N, &K, &one, <double *>b, &LDA, <double *>a, &LDB,
+               &beta, c, &LDC)
 
 
 cdef inline void _gemv(bint row_major_t, Py_ssize_t n, Py_ssize_t k, const floating *a,
@@ -120,11 +192,11 @@ cdef inline void _gemv(bint row_major_t, Py_ssize_t n, Py_ssize_t k, const float
     cdef int LDA = <int>lda, INCX = <int>incx, INCY = <int>incy
     cdef floating one = 1
     if floating is float:
-        sgemv(&trans, &rows, &cols, &one, <float *>a, &LDA, <float *>x, &INCX, &beta, y,
-              &INCY)
+        _sgemv(&trans, &rows, &cols, &one, <float *>a, &LDA, <float *>x, &INCX, &beta, y,
+               &INCY)
     else:
-        dgemv(&trans, &rows, &cols, &one, <double *>a, &LDA, <double *>x, &INCX, &beta, y,
-              &INCY)
+        _dgemv(&trans, &rows, &cols, &one, <double *>a, &LDA, <double *>x, &INCX, &beta, y,
+               &INCY)
 
 
 cdef void _scale(Py_ssize_t m, Py_ssize_t n, floating beta, floating *c,

@@ -1,0 +1,118 @@
+"""Which BLAS library the compiled kernels' matrix products call, chosen once per process.
+
+Candidates: SciPy's OpenBLAS (always there) and Intel MKL when the optional `mkl` package
+is installed (its libmkl_rt, a ~1 GB install, never a dependency). MKL is loaded
+sequential (no thread pool of its own: the kernels split their products across their
+OpenMP team) and in strict conditional-numerical-reproducibility mode, so its results,
+like OpenBLAS's, do not depend on alignment or on the thread count.
+
+The environment variable FASTNN_GEMM picks the library: "openblas", "mkl", or "auto"
+(the default: when MKL is present, the faster of the two on the reference training
+shapes, measured once at import, ~0.2 s; OpenBLAS otherwise). `choice()` reports what
+was chosen and why (`fastnn.show_config()` shows it).
+"""
+import ctypes
+import ctypes.util
+import glob
+import os
+import sys
+import time
+
+from . import _blas
+
+ENV = "FASTNN_GEMM"
+LIBRARIES = ("auto", "openblas", "mkl")
+#: row-major (m, k, n) products of the reference training steps, forward and backward
+SHAPES = [(128, 784, 512), (512, 128, 512), (784, 128, 512), (256, 512, 512)]
+_MKL_THREADING_SEQUENTIAL = 1
+_MKL_CBWR_AUTO_STRICT = 2 | 0x10000
+
+_loaded = {}            # library name -> its function addresses (ctypes keeps it mapped)
+_choice = {"library": "openblas", "reason": "default"}
+
+
+def find_mkl():
+    """The path of libmkl_rt (the `mkl` package's, else one on the loader's path), or None."""
+    found = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
+    return found[0] if found else ctypes.util.find_library("mkl_rt")
+
+
+def _load_mkl(path):
+    lib = ctypes.CDLL(path)
+    lib.MKL_Set_Threading_Layer(_MKL_THREADING_SEQUENTIAL)
+    if lib.MKL_CBWR_Set(_MKL_CBWR_AUTO_STRICT) != 0:
+        raise OSError("%s refused strict reproducible mode (MKL_CBWR_Set)" % path)
+    _loaded["mkl"] = {name: ctypes.cast(getattr(lib, name + "_"), ctypes.c_void_p).value
+                      for name in ("sgemm", "dgemm", "sgemv", "dgemv")}
+    _loaded["mkl_lib"] = lib
+
+
+def available():
+    """The libraries this process can use: ["openblas"] plus "mkl" when it loads."""
+    if "mkl" not in _loaded:
+        path = find_mkl()
+        if path is not None:
+            try:
+                _load_mkl(path)
+            except (OSError, AttributeError):
+                _loaded["mkl"] = None
+    return ["openblas"] + (["mkl"] if _loaded.get("mkl") else [])
+
+
+def _use(name):
+    _blas.use_library(name, None if name == "openblas" else _loaded[name])
+
+
+def seconds(name, shapes=SHAPES, reps=3):
+    """Seconds of one float32 product per shape of `shapes` with library `name` (the
+    minimum of `reps`; called through the kernels' gemm, single-threaded), restoring the
+    chosen library after. Only while no kernel runs."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    mats = [(rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32))
+            for m, k, n in shapes]
+    _use(name)
+    try:
+        out = []
+        for a, b in mats:
+            _blas.matmul(a, b)
+            best = float("inf")
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                _blas.matmul(a, b)
+                best = min(best, time.perf_counter() - t0)
+            out.append(best)
+        return out
+    finally:
+        _use(_choice["library"])
+
+
+def select(setting=None):
+    """Choose the library (setting: one of LIBRARIES; default: $FASTNN_GEMM or "auto")
+    and route the kernels to it; returns `choice()`. ValueError for an unknown setting,
+    RuntimeError when "mkl" is asked for and cannot be loaded."""
+    setting = (os.environ.get(ENV, "") or "auto") if setting is None else setting
+    if setting not in LIBRARIES:
+        raise ValueError("fastnn: %s must be one of %s, got %r" % (ENV, ", ".join(LIBRARIES),
+                                                                  setting))
+    libs = available() if setting != "openblas" else ["openblas"]
+    if setting == "mkl" and "mkl" not in libs:
+        raise RuntimeError("fastnn: %s=mkl but libmkl_rt was not found or did not load "
+                           "(pip install mkl)" % ENV)
+    if setting != "auto" or len(libs) == 1:
+        name, reason = setting if setting != "auto" else "openblas", (
+            "%s=%s" % (ENV, setting) if setting != "auto" else "the only library found")
+        times = None
+    else:
+        times = {lib: sum(seconds(lib)) for lib in libs}
+        name = min(times, key=times.get)
+        reason = "faster on the training shapes (%s)" % ", ".join(
+            "%s %.2f ms" % (k, v * 1e3) for k, v in times.items())
+    _choice.update(library=name, reason=reason, candidates=libs)
+    _use(name)
+    return choice()
+
+
+def choice():
+    """{"library": name, "reason": why, "candidates": [...]}: the process's choice."""
+    return dict(_choice)
