@@ -169,7 +169,7 @@ def test_agreement_flags_a_contender_whose_loop_disagrees():
     res["cases"] = [row]
     text = bench.table(res)
     assert "| M torch | 12.700 s | 1.070 s | 11.87 | 0.10 -> 3.20 | **WARNING" in text
-    assert "| M fastnn-cython | 1.000 s | 0.950 s | 1.05 | 0.10 -> 3.20 | yes |" in text
+    assert "| M fastnn-cython | 1.000 s | 950.00 ms | 1.05 | 0.10 -> 3.20 | yes |" in text
     assert "Rerun on a quiet machine" in text
 
 

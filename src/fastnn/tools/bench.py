@@ -229,11 +229,18 @@ def sgemm_fn(n=1024):
 
 
 def sgemm_rates(remote=None, n=1024):
-    """Single-thread float32 GEMM rate (GFLOP/s, n x n x n, best of `standalone`) of
-    every BLAS library at hand: {"openblas (scipy)": .., "torch": ..} (torch's, MKL in
-    its PyPI wheels, measured in the `Remote` child when there is one)."""
+    """Single-thread float32 GEMM rate (GFLOP/s, n x n x n, best of `STANDALONE_REPS`) of
+    every BLAS library at hand: the kernels' candidates (`fastnn.kernels.blas_select`:
+    OpenBLAS, and MKL when installed) and torch's (MKL inside its PyPI wheels, measured
+    in the `Remote` child when there is one)."""
     flops = 2 * n ** 3 / 1e9
-    rates = {"openblas (scipy)": flops / standalone((sgemm_fn(n), lambda: _all_threads(1)))}
+    try:
+        from ..kernels import blas_select
+    except ImportError:                              # a NumPy-only install: SciPy's BLAS
+        rates = {"openblas": flops / standalone((sgemm_fn(n), lambda: _all_threads(1)))}
+    else:
+        rates = {lib: flops / blas_select.seconds(lib, [(n, n, n)], STANDALONE_REPS)[0]
+                 for lib in blas_select.available()}
     if remote is not None:
         rates["torch"] = flops / standalone(remote.contender("torch_sgemm_fn", n))
     return rates
@@ -487,12 +494,12 @@ def run(quick=False, log=print, rounds=None, families=None):
     budget = rounds * SAMPLE
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": _cpu_name(), "threads": threads,
            "fastnn": cfg["version"], "blas": cfg["blas"], "blas_core": blas_core(),
+           "gemm": cfg.get("gemm", "none"),
            "rounds": rounds, "load": [os.getloadavg()[0]], "cases": []}
     with (Remote() if _available("torch") else contextlib.nullcontext()) as remote:
         log("machine limits ...")
         res["sgemm_rates"] = sgemm_rates(remote)
         res["copy_gbps"] = copy_bandwidth(budget)
-        res["torch_runtime"] = remote.info() if remote is not None else None
         log("  single-thread sgemm %s GFLOP/s, copy %.1f GB/s" % (
             ", ".join("%s %.1f" % kv for kv in res["sgemm_rates"].items()), res["copy_gbps"]))
         s = Session(quick, threads, ["cython", "numpy"] if cfg["cython"] else ["numpy"],
@@ -500,6 +507,7 @@ def run(quick=False, log=print, rounds=None, families=None):
         for family in (FAMILIES if families is None else families):
             for row, contenders in family(s):
                 res["cases"].append(_measure(row, contenders, budget, rounds, log))
+        res["torch_runtime"] = remote.info() if remote is not None else None
     res["load"].append(os.getloadavg()[0])
     from . import memory
     if memory.available():
@@ -541,7 +549,8 @@ def _summary(row):
 
 
 def _fmt_time(t):
-    return "%.0f us" % (t * 1e6) if t < 0.1 else "%.3f s" % t
+    return ("%.0f us" % (t * 1e6) if t < 1e-3 else "%.2f ms" % (t * 1e3) if t < 1
+            else "%.3f s" % t)
 
 
 def _cpu_name():
@@ -607,8 +616,9 @@ def header(res):
     lines = ["fastnn %s, %s, OpenBLAS core %s, %d threads, %s; load average %s on %d CPUs"
              % (res["fastnn"], res["cpu"], res.get("blas_core", "?"), res["threads"],
                 res["date"], " -> ".join("%.2f" % v for v in load) or "?", os.cpu_count()),
-             "single-thread sgemm GFLOP/s: %s; copy %.1f GB/s"
-             % (", ".join("%s %.1f" % kv for kv in rates.items()) or "?", res["copy_gbps"])]
+             "fastnn's GEMM library: %s; single-thread sgemm GFLOP/s: %s; copy %.1f GB/s"
+             % (res.get("gemm", "?"), ", ".join("%s %.1f" % kv for kv in rates.items()) or "?",
+                res["copy_gbps"])]
     rt = res.get("torch_runtime")
     if rt:
         lines.append("torch peer: torch %s in a child process, %d threads, %d inter-op "
