@@ -100,3 +100,25 @@ def test_seconds_measures_each_library_and_keeps_the_choice():
         t = blas_select.seconds(lib, shapes=[(8, 16, 4)], reps=1)
         assert len(t) == 1 and t[0] > 0
         assert _blas.library() == before
+
+
+def test_auto_measures_once_per_machine_then_reuses_the_verdict(restore_library, monkeypatch,
+                                                                tmp_path):
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(blas_select, "available", lambda: ["openblas", "mkl"])
+    monkeypatch.setattr(blas_select, "_use", lambda name: None)
+    monkeypatch.setattr(blas_select, "seconds",
+                        lambda lib, *a: [{"openblas": 2e-3, "mkl": 1e-3}[lib]])
+    got = blas_select.select("auto")
+    assert got["library"] == "mkl"
+    assert got["reason"] == "faster on the training shapes (openblas 2.00 ms, mkl 1.00 ms)"
+    assert (tmp_path / "cache" / "gemm.json").exists()
+
+    def measure_again(*args):
+        raise AssertionError("measured again")
+    monkeypatch.setattr(blas_select, "seconds", measure_again)
+    got = blas_select.select("auto")
+    assert got["library"] == "mkl" and got["reason"].startswith("measured earlier")
+    (tmp_path / "cache" / "gemm.json").write_text("not json")
+    with pytest.raises(AssertionError, match="measured again"):  # a broken cache: measure
+        blas_select.select("auto")

@@ -18,6 +18,7 @@ import types
 import numpy as np
 
 from . import threads as _threads
+from .machine import cpu_name
 # the thread settings live in core.threads; the ops, layers and optimizers take them
 # from here with the backend they run on
 from .threads import get_num_threads, set_num_threads, threads_for  # noqa: F401
@@ -164,6 +165,7 @@ def show_config(print_=True):
         "numpy_ops": numpy_ops() if _HAVE_CYTHON else "all",
         "openmp": bool(runtime.openmp_enabled()) if runtime is not None else False,
         "num_threads": get_num_threads(),
+        "cpu": cpu_name(),
         "blas": _blas_name(),
         "gemm": ("%s (%s)" % (_GEMM["library"], _GEMM["reason"]) if _GEMM else "none"),
         "compile_args": runtime.compile_args() if runtime is not None else [],

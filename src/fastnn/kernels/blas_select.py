@@ -8,17 +8,22 @@ like OpenBLAS's, do not depend on alignment or on the thread count.
 
 The environment variable FASTNN_GEMM picks the library: "openblas", "mkl", or "auto"
 (the default: when MKL is present, the faster of the two on the reference training
-shapes, measured once at import, ~0.2 s; OpenBLAS otherwise). `choice()` reports what
-was chosen and why (`fastnn.show_config()` shows it).
+shapes; OpenBLAS otherwise). The measurement (~0.2 s) runs once per machine: its
+verdict is kept in $FASTNN_CACHE_DIR (default ~/.cache/fastnn)/gemm.json under the CPU,
+the libraries and OPENBLAS_CORETYPE, so that every later process makes the same choice
+and computes the same bits (without a writable cache, each process measures).
+`choice()` reports what was chosen and why (`fastnn.show_config()` shows it).
 """
 import ctypes
 import ctypes.util
 import glob
+import json
 import os
 import sys
 import time
 
 from . import _blas
+from ..core.machine import cpu_name
 
 ENV = "FASTNN_GEMM"
 LIBRARIES = ("auto", "openblas", "mkl")
@@ -99,18 +104,44 @@ def select(setting=None):
     if setting == "mkl" and "mkl" not in libs:
         raise RuntimeError("fastnn: %s=mkl but libmkl_rt was not found or did not load "
                            "(pip install mkl)" % ENV)
-    if setting != "auto" or len(libs) == 1:
-        name, reason = setting if setting != "auto" else "openblas", (
-            "%s=%s" % (ENV, setting) if setting != "auto" else "the only library found")
-        times = None
+    if setting != "auto":
+        name, reason = setting, "%s=%s" % (ENV, setting)
+    elif len(libs) == 1:
+        name, reason = "openblas", "the only library found"
     else:
-        times = {lib: sum(seconds(lib)) for lib in libs}
-        name = min(times, key=times.get)
-        reason = "faster on the training shapes (%s)" % ", ".join(
-            "%s %.2f ms" % (k, v * 1e3) for k, v in times.items())
+        name, reason = _measured_choice(libs)
     _choice.update(library=name, reason=reason, candidates=libs)
     _use(name)
     return choice()
+
+
+def _measured_choice(libs):
+    """(library, reason): the cached verdict for this machine, else a new measurement
+    (saved for the next processes)."""
+    path = os.path.join(os.environ.get("FASTNN_CACHE_DIR")
+                        or os.path.join(os.path.expanduser("~"), ".cache", "fastnn"),
+                        "gemm.json")
+    key = "|".join([cpu_name(), find_mkl() or "", os.environ.get("OPENBLAS_CORETYPE", ""),
+                    ",".join(libs)])
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+    except (OSError, ValueError):
+        cached = {}
+    if isinstance(cached, dict) and cached.get(key) in libs:
+        return cached[key], "measured earlier on this machine (%s)" % path
+    times = {lib: sum(seconds(lib)) for lib in libs}
+    name = min(times, key=times.get)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = "%s.%d.tmp" % (path, os.getpid())
+        with open(tmp, "w") as f:
+            json.dump(dict(cached if isinstance(cached, dict) else {}, **{key: name}), f)
+        os.replace(tmp, path)
+    except OSError:
+        pass                                 # no cache: the next process measures again
+    return name, "faster on the training shapes (%s)" % ", ".join(
+        "%s %.2f ms" % (k, v * 1e3) for k, v in times.items())
 
 
 def choice():

@@ -23,12 +23,12 @@ family is a callable taking the `Session` and yielding (row, contenders) pairs.
 import contextlib
 import json
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
+from ..core.machine import cpu_name
 from .reference_nets import CASES, data, fastnn_model, gemm_flops, param_count  # noqa: F401
 
 #: the targets of the performance issue: (case, measure, bound, "min" | "max"); with the
@@ -492,7 +492,7 @@ def run(quick=False, log=print, rounds=None, families=None):
     threads = fastnn.get_num_threads()
     rounds = rounds or (QUICK_ROUNDS if quick else ROUNDS)
     budget = rounds * SAMPLE
-    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": _cpu_name(), "threads": threads,
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(), "threads": threads,
            "fastnn": cfg["version"], "blas": cfg["blas"], "blas_core": blas_core(),
            "gemm": cfg.get("gemm", "none"),
            "rounds": rounds, "load": [os.getloadavg()[0]], "cases": []}
@@ -551,17 +551,6 @@ def _summary(row):
 def _fmt_time(t):
     return ("%.0f us" % (t * 1e6) if t < 1e-3 else "%.2f ms" % (t * 1e3) if t < 1
             else "%.3f s" % t)
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measures(r, q=50):
