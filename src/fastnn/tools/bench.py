@@ -700,7 +700,9 @@ def plot(res, path):
             continue
         xs, names, ys, los, his = map(list, zip(*pts))
         err = [[y - lo for y, lo in zip(ys, los)], [hi - y for y, hi in zip(ys, his)]]
-        ax.bar(xs, ys, width, yerr=err, capsize=2, label=peer)
+        # bars grow from 1 (parity), up for a speed-up and down for a slow-down
+        ax.bar(xs, [y - 1 for y in ys], width, bottom=1, label=peer)
+        ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="k", capsize=2, lw=1)
         heights += ys
         for x, name in zip(xs, names):
             if (name, peer) in bounds:
