@@ -76,7 +76,8 @@ def test_the_environment_variable_picks_the_library_and_show_config_reports_it()
 @pytest.mark.skipif(not HAVE_MKL, reason="the mkl package is not installed")
 def test_mkl_results_are_close_to_openblas_and_independent_of_threads(restore_library):
     rng = np.random.default_rng(1)
-    a, b = rng.standard_normal((130, 300), np.float32), rng.standard_normal((300, 70), np.float32)
+    a = rng.standard_normal((130, 300), np.float32)
+    b = rng.standard_normal((300, 70), np.float32)
     blas_select.select("openblas")
     ref = _blas.matmul(a, b)
     assert blas_select.select("mkl")["library"] == "mkl" and _blas.library() == "mkl"
