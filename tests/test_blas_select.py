@@ -43,7 +43,9 @@ def test_matmul_and_use_library_reject_bad_input():
         _blas.use_library("x", {"sgemm": 1})
     with pytest.raises(ValueError, match="use_library: addresses"):
         _blas.use_library("x", {"sgemm": 0, "dgemm": 1, "sgemv": 1, "dgemv": 1})
-    assert _blas.library() == blas_select.choice()["library"]      # left unchanged
+    with pytest.raises(ValueError, match="use_library: classes"):
+        _blas.use_library("openblas", None, ("square",))
+    assert _blas.library() == blas_select.choice()["libraries"]      # left unchanged
 
 
 def test_select_validates_the_setting(restore_library, monkeypatch):
@@ -55,7 +57,7 @@ def test_select_validates_the_setting(restore_library, monkeypatch):
         blas_select.select("mkl")
     got = blas_select.select("auto")
     assert got["library"] == "openblas" and got["reason"] == "the only library found"
-    assert _blas.library() == "openblas"
+    assert _blas.library() == dict.fromkeys(_blas.CLASSES, "openblas")
 
 
 def _env_run(code, gemm):
@@ -80,7 +82,8 @@ def test_mkl_results_are_close_to_openblas_and_independent_of_threads(restore_li
     b = rng.standard_normal((300, 70), np.float32)
     blas_select.select("openblas")
     ref = _blas.matmul(a, b)
-    assert blas_select.select("mkl")["library"] == "mkl" and _blas.library() == "mkl"
+    assert blas_select.select("mkl")["library"] == "mkl"
+    assert _blas.library() == dict.fromkeys(_blas.CLASSES, "mkl")
     np.testing.assert_allclose(_blas.matmul(a, b), ref, rtol=1e-4, atol=1e-4)
     x = rng.standard_normal((257, 64), np.float32)
     outs = []
@@ -103,23 +106,47 @@ def test_seconds_measures_each_library_and_keeps_the_choice():
         assert _blas.library() == before
 
 
-def test_auto_measures_once_per_machine_then_reuses_the_verdict(restore_library, monkeypatch,
-                                                                tmp_path):
+def test_auto_measures_each_shape_class_once_per_machine(restore_library, monkeypatch,
+                                                        tmp_path):
     monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(blas_select, "available", lambda: ["openblas", "mkl"])
-    monkeypatch.setattr(blas_select, "_use", lambda name: None)
-    monkeypatch.setattr(blas_select, "seconds",
-                        lambda lib, *a: [{"openblas": 2e-3, "mkl": 1e-3}[lib]])
+    routed = {}
+    monkeypatch.setattr(blas_select, "_use", routed.update)
+    thin = blas_select.SHAPES["thin"]
+    monkeypatch.setattr(blas_select, "seconds", lambda lib, shapes, *a: [
+        {"openblas": 2e-3, "mkl": 1e-3}[lib] if shapes is thin else
+        {"openblas": 1e-3, "mkl": 3e-3}[lib]])
     got = blas_select.select("auto")
-    assert got["library"] == "mkl"
-    assert got["reason"] == "faster on the training shapes (openblas 2.00 ms, mkl 1.00 ms)"
+    assert got["libraries"] == {"vector": "openblas", "thin": "mkl", "wide": "openblas"}
+    assert routed == got["libraries"]
+    assert got["library"] == "vector: openblas, thin: mkl, wide: openblas"
+    assert "thin: openblas 2.00 ms, mkl 1.00 ms" in got["reason"]
     assert (tmp_path / "cache" / "gemm.json").exists()
 
     def measure_again(*args):
         raise AssertionError("measured again")
     monkeypatch.setattr(blas_select, "seconds", measure_again)
-    got = blas_select.select("auto")
-    assert got["library"] == "mkl" and got["reason"].startswith("measured earlier")
+    again = blas_select.select("auto")
+    assert again["libraries"] == got["libraries"]
+    assert again["reason"].startswith("measured earlier")
     (tmp_path / "cache" / "gemm.json").write_text("not json")
     with pytest.raises(AssertionError, match="measured again"):  # a broken cache: measure
         blas_select.select("auto")
+
+
+@pytest.mark.skipif(not HAVE_MKL, reason="the mkl package is not installed")
+def test_a_product_takes_the_library_of_its_shape_class(restore_library):
+    rng = np.random.default_rng(2)
+    thin = rng.standard_normal((40, 300), np.float32), rng.standard_normal((300, 200), np.float32)
+    wide = rng.standard_normal((200, 300), np.float32), rng.standard_normal((300, 200), np.float32)
+    blas_select.select("openblas")
+    ref = [_blas.matmul(*thin), _blas.matmul(*wide)]
+    blas_select.select("mkl")
+    on_mkl = [_blas.matmul(*thin), _blas.matmul(*wide)]
+    # the two libraries round differently here, so the routing shows in the bits
+    assert not any(np.array_equal(x, y) for x, y in zip(ref, on_mkl))
+    _blas.use_library("openblas", None, ("wide",))            # thin stays on MKL
+    assert _blas.library() == {"vector": "mkl", "thin": "mkl", "wide": "openblas"}
+    got = [_blas.matmul(*thin), _blas.matmul(*wide)]
+    np.testing.assert_array_equal(got[0], on_mkl[0])
+    np.testing.assert_array_equal(got[1], ref[1])

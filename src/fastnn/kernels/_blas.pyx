@@ -18,10 +18,12 @@ INT_MAX; tests lower it (set_int_limit) to run these paths on small arrays. The 
 calls check their sizes once more: one above the limit (a bug upstream) fills the
 result with NaN instead of handing BLAS a truncated int.
 
-Library. The products go through four function pointers (sgemm, dgemm, sgemv, dgemv,
-Fortran BLAS signatures): SciPy's OpenBLAS by default, or another library's
-(`use_library`, chosen once per process by `fastnn.kernels.blas_select` before any
-kernel runs), so a process computes every product with one library.
+Library. The products go through function pointers (sgemm, dgemm, sgemv, dgemv,
+Fortran BLAS signatures), one set per shape class (CLASSES): SciPy's OpenBLAS by
+default, or another library's (`use_library`, chosen once per process by
+`fastnn.kernels.blas_select` before any kernel runs). A product's class depends on its
+shape alone, so a process computes a given product with one library whatever the
+thread count.
 """
 from cython cimport floating
 from libc.limits cimport INT_MAX
@@ -39,36 +41,53 @@ ctypedef void (*sgemv_t)(char *, int *, int *, float *, float *, int *, float *,
 ctypedef void (*dgemv_t)(char *, int *, int *, double *, double *, int *, double *, int *,
                          double *, double *, int *) noexcept nogil
 
-cdef sgemm_t _sgemm = sgemm
-cdef dgemm_t _dgemm = dgemm
+#: the shape classes a library is chosen for: matrix-vector products, and matrix
+#: products with a side of at most THIN (edge tiles dominate them) or wider
+CLASSES = ("vector", "thin", "wide")
+cdef enum:
+    THIN = 128
+    THIN_CLASS = 0
+    WIDE_CLASS = 1
+
+cdef sgemm_t _sgemm[2]
+cdef dgemm_t _dgemm[2]
 cdef sgemv_t _sgemv = sgemv
 cdef dgemv_t _dgemv = dgemv
-cdef str _library = "openblas"
+_sgemm[THIN_CLASS] = _sgemm[WIDE_CLASS] = sgemm
+_dgemm[THIN_CLASS] = _dgemm[WIDE_CLASS] = dgemm
+cdef dict _library = {c: "openblas" for c in CLASSES}
 
 
 def library():
-    """The name of the BLAS library the products call ("openblas": SciPy's, by default)."""
-    return _library
+    """{shape class: the name of the BLAS library its products call} ("openblas":
+    SciPy's, the default)."""
+    return dict(_library)
 
 
-def use_library(str name, addresses=None):
-    """Route every product to library `name`: `addresses` maps "sgemm", "dgemm", "sgemv"
-    and "dgemv" to the addresses of its Fortran-interface functions (None: SciPy's
-    OpenBLAS). The caller keeps the library loaded for the life of the process; call it
-    before any kernel runs (`fastnn.kernels.blas_select` does, at import)."""
-    global _sgemm, _dgemm, _sgemv, _dgemv, _library
-    if addresses is None:
-        _sgemm, _dgemm, _sgemv, _dgemv = sgemm, dgemm, sgemv, dgemv
-    else:
-        if sorted(addresses) != ["dgemm", "dgemv", "sgemm", "sgemv"] or not all(
-                isinstance(a, int) and a > 0 for a in addresses.values()):
-            raise ValueError("use_library: addresses must map sgemm, dgemm, sgemv and "
-                             "dgemv to non-null function addresses, got %r" % (addresses,))
-        _sgemm = <sgemm_t><size_t>addresses["sgemm"]
-        _dgemm = <dgemm_t><size_t>addresses["dgemm"]
-        _sgemv = <sgemv_t><size_t>addresses["sgemv"]
-        _dgemv = <dgemv_t><size_t>addresses["dgemv"]
-    _library = name
+def use_library(str name, addresses=None, classes=CLASSES):
+    """Route the products of `classes` (of CLASSES) to library `name`: `addresses` maps
+    "sgemm", "dgemm", "sgemv" and "dgemv" to the addresses of its Fortran-interface
+    functions (None: SciPy's OpenBLAS). The caller keeps the library loaded for the life
+    of the process; call it before any kernel runs (`fastnn.kernels.blas_select` does,
+    at import): a shape's class, and so its library, is then fixed for the process."""
+    global _sgemv, _dgemv
+    cdef int i
+    if not set(classes) <= set(CLASSES):
+        raise ValueError("use_library: classes must be among %s, got %r" % (CLASSES, classes))
+    if addresses is not None and (sorted(addresses) != ["dgemm", "dgemv", "sgemm", "sgemv"]
+                                  or not all(isinstance(a, int) and a > 0
+                                             for a in addresses.values())):
+        raise ValueError("use_library: addresses must map sgemm, dgemm, sgemv and "
+                         "dgemv to non-null function addresses, got %r" % (addresses,))
+    for c in classes:
+        if c == "vector":
+            _sgemv = sgemv if addresses is None else <sgemv_t><size_t>addresses["sgemv"]
+            _dgemv = dgemv if addresses is None else <dgemv_t><size_t>addresses["dgemv"]
+        else:
+            i = THIN_CLASS if c == "thin" else WIDE_CLASS
+            _sgemm[i] = sgemm if addresses is None else <sgemm_t><size_t>addresses["sgemm"]
+            _dgemm[i] = dgemm if addresses is None else <dgemm_t><size_t>addresses["dgemm"]
+        _library[c] = name
 
 
 def matmul(a, b):
@@ -170,12 +189,13 @@ cdef inline void _gemm_blas(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssi
     cdef int M = <int>n, N = <int>m, K = <int>k, LDA = <int>ldb, LDB = <int>lda
     cdef int LDC = <int>ldc
     cdef floating one = 1
+    cdef int cls = THIN_CLASS if min(min(m, n), k) <= THIN else WIDE_CLASS
     if floating is float:
-        _sgemm(&transa, &transb, &M, &N, &K, &one, <float *>b, &LDA, <float *>a, &LDB,
-               &beta, c, &LDC)
+        _sgemm[cls](&transa, &transb, &M, &N, &K, &one, <float *>b, &LDA, <float *>a,
+                    &LDB, &beta, c, &LDC)
     else:
-        _dgemm(&transa, &transb, &M, &N, &K, &one, <double *>b, &LDA, <double *>a, &LDB,
-               &beta, c, &LDC)
+        _dgemm[cls](&transa, &transb, &M, &N, &K, &one, <double *>b, &LDA, <double *>a,
+                    &LDB, &beta, c, &LDC)
 
 
 cdef inline void _gemv(bint row_major_t, Py_ssize_t n, Py_ssize_t k, const floating *a,

@@ -7,8 +7,10 @@ OpenMP team) and in strict conditional-numerical-reproducibility mode, so its re
 like OpenBLAS's, do not depend on alignment or on the thread count.
 
 The environment variable FASTNN_GEMM picks the library: "openblas", "mkl", or "auto"
-(the default: when MKL is present, the faster of the two on the reference training
-shapes; OpenBLAS otherwise). The measurement (~0.2 s) runs once per machine: its
+(the default: when MKL is present, the faster of the two for each shape class of the
+kernels' products (`_blas.CLASSES`: matrix-vector, thin, wide), measured on shapes of
+the reference training steps; OpenBLAS otherwise). The measurement (~0.3 s) runs once
+per machine: its
 verdict is kept in $FASTNN_CACHE_DIR (default ~/.cache/fastnn)/gemm.json under the CPU,
 the libraries and OPENBLAS_CORETYPE, so that every later process makes the same choice
 and computes the same bits (without a writable cache, each process measures).
@@ -27,13 +29,16 @@ from ..core.machine import cpu_name
 
 ENV = "FASTNN_GEMM"
 LIBRARIES = ("auto", "openblas", "mkl")
-#: row-major (m, k, n) products of the reference training steps, forward and backward
-SHAPES = [(128, 784, 512), (512, 128, 512), (784, 128, 512), (256, 512, 512)]
+#: row-major (m, k, n) products of the reference training steps per shape class
+SHAPES = {"vector": [(1, 784, 256), (1, 1024, 1024)],
+          "thin": [(64, 784, 256), (128, 784, 512), (512, 128, 512)],
+          "wide": [(512, 784, 1024), (256, 512, 512)]}
 _MKL_THREADING_SEQUENTIAL = 1
 _MKL_CBWR_AUTO_STRICT = 2 | 0x10000
 
 _loaded = {}            # library name -> its function addresses (ctypes keeps it mapped)
-_choice = {"library": "openblas", "reason": "default"}
+_choice = {"library": "openblas", "libraries": dict.fromkeys(_blas.CLASSES, "openblas"),
+           "reason": "default"}
 
 
 def find_mkl():
@@ -64,11 +69,13 @@ def available():
     return ["openblas"] + (["mkl"] if _loaded.get("mkl") else [])
 
 
-def _use(name):
-    _blas.use_library(name, None if name == "openblas" else _loaded[name])
+def _use(libraries):
+    """Route each shape class to its library: {class: name}."""
+    for cls, name in libraries.items():
+        _blas.use_library(name, None if name == "openblas" else _loaded[name], (cls,))
 
 
-def seconds(name, shapes=SHAPES, reps=3):
+def seconds(name, shapes, reps=3):
     """Seconds of one float32 product per shape of `shapes` with library `name` (the
     minimum of `reps`; called through the kernels' gemm, single-threaded), restoring the
     chosen library after. Only while no kernel runs."""
@@ -76,7 +83,7 @@ def seconds(name, shapes=SHAPES, reps=3):
     rng = np.random.default_rng(0)
     mats = [(rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32))
             for m, k, n in shapes]
-    _use(name)
+    _use(dict.fromkeys(_blas.CLASSES, name))
     try:
         out = []
         for a, b in mats:
@@ -89,7 +96,7 @@ def seconds(name, shapes=SHAPES, reps=3):
             out.append(best)
         return out
     finally:
-        _use(_choice["library"])
+        _use(_choice["libraries"])
 
 
 def select(setting=None):
@@ -105,19 +112,22 @@ def select(setting=None):
         raise RuntimeError("fastnn: %s=mkl but libmkl_rt was not found or did not load "
                            "(pip install mkl)" % ENV)
     if setting != "auto":
-        name, reason = setting, "%s=%s" % (ENV, setting)
+        chosen, reason = dict.fromkeys(_blas.CLASSES, setting), "%s=%s" % (ENV, setting)
     elif len(libs) == 1:
-        name, reason = "openblas", "the only library found"
+        chosen, reason = dict.fromkeys(_blas.CLASSES, "openblas"), "the only library found"
     else:
-        name, reason = _measured_choice(libs)
-    _choice.update(library=name, reason=reason, candidates=libs)
-    _use(name)
+        chosen, reason = _measured_choice(libs)
+    names = set(chosen.values())
+    _choice.update(library=names.pop() if len(names) == 1 else ", ".join(
+        "%s: %s" % kv for kv in chosen.items()), libraries=chosen, reason=reason,
+        candidates=libs)
+    _use(chosen)
     return choice()
 
 
 def _measured_choice(libs):
-    """(library, reason): the cached verdict for this machine, else a new measurement
-    (saved for the next processes)."""
+    """({shape class: library}, reason): the cached verdict for this machine, else a new
+    measurement (saved for the next processes)."""
     path = os.path.join(os.environ.get("FASTNN_CACHE_DIR")
                         or os.path.join(os.path.expanduser("~"), ".cache", "fastnn"),
                         "gemm.json")
@@ -128,22 +138,27 @@ def _measured_choice(libs):
             cached = json.load(f)
     except (OSError, ValueError):
         cached = {}
-    if isinstance(cached, dict) and cached.get(key) in libs:
-        return cached[key], "measured earlier on this machine (%s)" % path
-    times = {lib: sum(seconds(lib)) for lib in libs}
-    name = min(times, key=times.get)
+    verdict = cached.get(key) if isinstance(cached, dict) else None
+    if isinstance(verdict, dict) and sorted(verdict) == sorted(_blas.CLASSES) and all(
+            v in libs for v in verdict.values()):
+        return verdict, "measured earlier on this machine (%s)" % path
+    times = {cls: {lib: sum(seconds(lib, SHAPES[cls])) for lib in libs}
+             for cls in _blas.CLASSES}
+    verdict = {cls: min(t, key=t.get) for cls, t in times.items()}
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = "%s.%d.tmp" % (path, os.getpid())
         with open(tmp, "w") as f:
-            json.dump(dict(cached if isinstance(cached, dict) else {}, **{key: name}), f)
+            json.dump(dict(cached if isinstance(cached, dict) else {}, **{key: verdict}), f)
         os.replace(tmp, path)
     except OSError:
         pass                                 # no cache: the next process measures again
-    return name, "faster on the training shapes (%s)" % ", ".join(
-        "%s %.2f ms" % (k, v * 1e3) for k, v in times.items())
+    return verdict, "the faster per shape class on training shapes (%s)" % "; ".join(
+        "%s: %s" % (cls, ", ".join("%s %.2f ms" % (k, v * 1e3) for k, v in t.items()))
+        for cls, t in times.items())
 
 
 def choice():
-    """{"library": name, "reason": why, "candidates": [...]}: the process's choice."""
-    return dict(_choice)
+    """The process's choice: {"library": the name, or "class: name, ..." when the shape
+    classes differ; "libraries": {class: name}; "reason": why; "candidates": [...]}."""
+    return dict(_choice, libraries=dict(_choice["libraries"]))
