@@ -113,7 +113,7 @@ def test_auto_measures_each_shape_class_once_per_machine(restore_library, monkey
     routed = {}
     monkeypatch.setattr(blas_select, "_use", routed.update)
     thin = blas_select.SHAPES["thin"]
-    monkeypatch.setattr(blas_select, "seconds", lambda lib, shapes, *a: [
+    monkeypatch.setattr(blas_select, "seconds", lambda lib, shapes, reps=3: [
         {"openblas": 2e-3, "mkl": 1e-3}[lib] if shapes is thin else
         {"openblas": 1e-3, "mkl": 3e-3}[lib]])
     got = blas_select.select("auto")
@@ -123,7 +123,7 @@ def test_auto_measures_each_shape_class_once_per_machine(restore_library, monkey
     assert "thin: openblas 2.00 ms, mkl 1.00 ms" in got["reason"]
     assert (tmp_path / "cache" / "gemm.json").exists()
 
-    def measure_again(*args):
+    def measure_again(*args, **kwargs):
         raise AssertionError("measured again")
     monkeypatch.setattr(blas_select, "seconds", measure_again)
     again = blas_select.select("auto")

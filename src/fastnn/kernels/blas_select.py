@@ -33,6 +33,7 @@ LIBRARIES = ("auto", "openblas", "mkl")
 SHAPES = {"vector": [(1, 784, 256), (1, 1024, 1024)],
           "thin": [(64, 784, 256), (128, 784, 512), (512, 128, 512)],
           "wide": [(512, 784, 1024), (256, 512, 512)]}
+ROUNDS = 3             # turns of every library on every shape class (auto measurement)
 _MKL_THREADING_SEQUENTIAL = 1
 _MKL_CBWR_AUTO_STRICT = 2 | 0x10000
 
@@ -142,8 +143,13 @@ def _measured_choice(libs):
     if isinstance(verdict, dict) and sorted(verdict) == sorted(_blas.CLASSES) and all(
             v in libs for v in verdict.values()):
         return verdict, "measured earlier on this machine (%s)" % path
-    times = {cls: {lib: sum(seconds(lib, SHAPES[cls])) for lib in libs}
-             for cls in _blas.CLASSES}
+    # the libraries take turns, round after round, so that a burst of load elsewhere
+    # slows both; each keeps its best round
+    times = {cls: dict.fromkeys(libs, float("inf")) for cls in _blas.CLASSES}
+    for _ in range(ROUNDS):
+        for cls, best in times.items():
+            for lib in libs:
+                best[lib] = min(best[lib], sum(seconds(lib, SHAPES[cls], reps=1)))
     verdict = {cls: min(t, key=t.get) for cls, t in times.items()}
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
