@@ -18,6 +18,15 @@ and NaN propagates.
 bce_with_logits and mse accept arrays of any shape (C-contiguous, all the same shape):
 they are processed as flat arrays. Labels are int64 already range-checked by the caller
 (`labels_in_range`); the kernels use them as given.
+
+Weights (torch's semantics): every kernel takes row weights `sample_weight` (N,), the
+per-row losses also class weights `class_weight` (C,), both of the input's dtype (None:
+ones). Row i weighs r_i = sample_weight[i] * class_weight[label_i]; the loss is
+sum_i r_i l_i / sum_i r_i (l_i a row's loss; for the flat losses the mean over the row's
+elements) and row i's gradient is scaled by r_i / sum_i r_i, inside the same pass over the
+inputs. The total sum_i r_i is added in double, in row order, before that pass (with the
+GIL: it is the check that it is positive; ZeroDivisionError otherwise). Unweighted calls
+run exactly the arithmetic they always did.
 """
 from cython cimport floating
 
@@ -28,7 +37,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from ._activations cimport sigmoid_from_exp
-from ._buffers cimport array_data, float_type, rows, run_op
+from ._buffers cimport array_data, float_type, optional_data, rows, run_op
 from ._common cimport fabs_, fexp_neg, flog1p01, nblocks, run_tasks, sel, task_fn
 from ._plan cimport PlanOp
 from ._reduce cimport lane_sum, seq_sum, vmax
@@ -52,9 +61,11 @@ def labels_in_range(labels, Py_ssize_t c):
     return bad == 0
 
 
-# A loss call packed as a PlanOp: ptr = (input, labels or targets, gradient, result);
-# result is double[2]: the loss sum and (softmax with code = 1) the argmax hits;
-# dim = (rows, columns) (flat: elements); arg[0] = the hinge margin / 1 for mse.
+# A loss call packed as a PlanOp: ptr = (input, labels or targets, gradient, result,
+# row weights or NULL, class weights or NULL); result is double[2]: the loss sum and
+# (softmax with code = 1) the argmax hits; dim = (rows, columns) (flat: elements, elements
+# per weighted row); arg[0] = the hinge margin / 1 for mse; arg[1] = 1 / the loss's
+# denominator when weighted (the weight total, times the row length for the flat losses).
 ctypedef struct LossJob:
     const PlanOp *op
     double *part       # per task: its loss sum
@@ -82,32 +93,80 @@ cdef int _sum_tasks(const PlanOp *op, task_fn task, Py_ssize_t ntasks) noexcept 
     return 0
 
 
-cdef object _run_loss(PlanOp *op, Py_ssize_t size, bint count):
-    """Run the packed loss call; -> its mean over `size` elements (rows), or (mean, hits)
-    with count. An empty input has a NaN loss (a mean over nothing)."""
+cdef inline bint _weighted(const PlanOp *op) noexcept nogil:
+    return op.ptr[4] != NULL or op.ptr[5] != NULL
+
+
+cdef inline double _row_weight(const floating *sw, const floating *cw, const int64_t *lab,
+                               Py_ssize_t i) noexcept nogil:
+    """r_i = sw[i] * cw[lab[i]] in double (a NULL array counts as ones)."""
+    cdef double r = 1.0
+    if sw != NULL:
+        r = sw[i]
+    if cw != NULL:
+        r *= cw[lab[i]]
+    return r
+
+
+cdef double _weight_sum(const floating *sw, const floating *cw, const int64_t *lab,
+                        Py_ssize_t n) noexcept nogil:
+    """sum_i r_i over n rows, in double, in row order."""
+    cdef double s = 0.0
+    cdef Py_ssize_t i
+    for i in range(n):
+        s += _row_weight(sw, cw, lab, i)
+    return s
+
+
+cdef double _weight_total(const PlanOp *op, Py_ssize_t n) except -1.0:
+    """The weight total of the packed call's n rows; ZeroDivisionError unless positive."""
+    cdef double total
+    if op.flt:
+        total = _weight_sum(<const double *>op.ptr[4], <const double *>op.ptr[5],
+                            <const int64_t *>op.ptr[1], n)
+    else:
+        total = _weight_sum(<const float *>op.ptr[4], <const float *>op.ptr[5],
+                            <const int64_t *>op.ptr[1], n)
+    if not total > 0:
+        raise ZeroDivisionError("fastnn.kernels: the batch's weights sum to %r, not a "
+                                "positive number" % total)
+    return total
+
+
+cdef object _run_loss(PlanOp *op, double denominator, bint empty, bint count):
+    """Run the packed loss call; -> its sum over `denominator` (the number of rows or
+    elements, or the weight total), or (that, hits) with count. An empty input has a NaN
+    loss (a mean over nothing)."""
     cdef double result[2]
     result[0] = result[1] = 0
     op.ptr[3] = result
-    if size > 0:
+    if not empty:
         run_op(op)
-    loss = result[0] / size if size > 0 else float("nan")
+    loss = result[0] / denominator if not empty else float("nan")
     if count:
         return loss, <Py_ssize_t>result[1]
     return loss
 
 
 cdef object _row_loss(PlanOp *op, scores, labels, grad, int nthreads, bint count,
-                      str sname, str gname):
+                      str sname, str gname, sample_weight, class_weight):
     """Check and pack a per-row loss call: scores and grad (N, C) of one float dtype,
-    labels (N,) int64; then run it (op.run and any argument already set)."""
+    labels (N,) int64, optional weights (N,) and (C,) of that dtype; then run it (op.run
+    and any argument already set)."""
     cdef int tn = float_type(scores)
     cdef Py_ssize_t c, n = rows(scores, sname, &c)
+    cdef double denominator = n
     op.ptr[0] = array_data(scores, tn, n, c, False, sname)
     op.ptr[1] = array_data(labels, cnp.NPY_INT64, n, -1, False, "labels")
     op.ptr[2] = array_data(grad, tn, n, c, True, gname)
+    op.ptr[4] = optional_data(sample_weight, tn, n, -1, False, "sample_weight")
+    op.ptr[5] = optional_data(class_weight, tn, c, -1, False, "class_weight")
     op.dim[0], op.dim[1] = n, c
     op.flt, op.code, op.nthreads = tn == cnp.NPY_DOUBLE, count, nthreads
-    return _run_loss(op, n if c > 0 else 0, count)
+    if _weighted(op) and n > 0 and c > 0:
+        denominator = _weight_total(op, n)
+        op.arg[1] = 1.0 / denominator
+    return _run_loss(op, denominator, n == 0 or c == 0, count)
 
 
 # ----------------------------------------------------------------------------------
@@ -153,10 +212,17 @@ cdef inline bint _argmax_is(const floating* z, Py_ssize_t c, floating m,
 
 cdef void _softmax_row(const LossJob *job, Py_ssize_t i, const floating *z,
                        floating *dz) noexcept nogil:
-    cdef Py_ssize_t n = job.op.dim[0], c = job.op.dim[1]
-    cdef int64_t y = (<const int64_t *>job.op.ptr[1])[i]
+    cdef const PlanOp *op = job.op
+    cdef Py_ssize_t n = op.dim[0], c = op.dim[1]
+    cdef const int64_t *lab = <const int64_t *>op.ptr[1]
+    cdef int64_t y = lab[i]
     cdef floating m = vmax(z + i * c, c)
-    job.part[i] = _softmax_ce_row(z + i * c, dz + i * c, c, y, m, 1.0 / <double>n)
+    cdef double r
+    if _weighted(op):
+        r = _row_weight(<const floating *>op.ptr[4], <const floating *>op.ptr[5], lab, i)
+        job.part[i] = r * _softmax_ce_row(z + i * c, dz + i * c, c, y, m, r * op.arg[1])
+    else:
+        job.part[i] = _softmax_ce_row(z + i * c, dz + i * c, c, y, m, 1.0 / <double>n)
     if job.op.code:
         job.hit[i] = _argmax_is(z + i * c, c, m, y)
 
@@ -173,13 +239,16 @@ cdef int _softmax_op(const PlanOp *op) noexcept nogil:
     return _sum_tasks(op, _softmax_task, op.dim[0])
 
 
-def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1, bint count=False):
+def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1, bint count=False,
+                          sample_weight=None, class_weight=None):
     """logits (N, C), labels (N,) int64 in [0, C) -> loss; writes dlogits (N, C). With
-    count, -> (loss, number of rows whose argmax is their label)."""
+    count, -> (loss, number of rows whose argmax is their label). Weights: see the module
+    docstring."""
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.run = _softmax_op
-    return _row_loss(&op, logits, labels, dlogits, nthreads, count, "logits", "dlogits")
+    return _row_loss(&op, logits, labels, dlogits, nthreads, count, "logits", "dlogits",
+                     sample_weight, class_weight)
 
 
 # ----------------------------------------------------------------------------------
@@ -211,15 +280,30 @@ cdef double _hinge_span(const floating* s, floating* ds, Py_ssize_t j0, Py_ssize
 
 cdef void _hinge_row(const LossJob *job, Py_ssize_t i, const floating *scores,
                      floating *dscores) noexcept nogil:
-    cdef Py_ssize_t n = job.op.dim[0], c = job.op.dim[1], count = 0
-    cdef int64_t y = (<const int64_t *>job.op.ptr[1])[i]
+    """Row i: each active class gets g = 1/N (weighted: r_i / total), the label -g times
+    their count."""
+    cdef const PlanOp *op = job.op
+    cdef Py_ssize_t n = op.dim[0], c = op.dim[1], count = 0
+    cdef const int64_t *lab = <const int64_t *>op.ptr[1]
+    cdef int64_t y = lab[i]
     cdef const floating *s = scores + i * c
     cdef floating *ds = dscores + i * c
-    cdef floating g = (<floating>1) / <floating>n, mg = <floating>job.op.arg[0]
-    cdef double acc = _hinge_span(s, ds, 0, y, s[y], mg, g, &count)
+    cdef floating g, mg = <floating>op.arg[0]
+    cdef double acc, r = 1.0, scale = 0.0
+    if _weighted(op):
+        r = _row_weight(<const floating *>op.ptr[4], <const floating *>op.ptr[5], lab, i)
+        scale = r * op.arg[1]
+        g = <floating>scale
+    else:
+        g = (<floating>1) / <floating>n
+    acc = _hinge_span(s, ds, 0, y, s[y], mg, g, &count)
     acc += _hinge_span(s, ds, y + 1, c, s[y], mg, g, &count)
-    ds[y] = -(<floating>count) / <floating>n
-    job.part[i] = acc
+    if _weighted(op):
+        ds[y] = <floating>(-<double>count * scale)
+        job.part[i] = r * acc
+    else:
+        ds[y] = -(<floating>count) / <floating>n
+        job.part[i] = acc
 
 
 cdef void _hinge_task(const void *ctx, Py_ssize_t i) noexcept nogil:
@@ -234,18 +318,26 @@ cdef int _hinge_op(const PlanOp *op) noexcept nogil:
     return _sum_tasks(op, _hinge_task, op.dim[0])
 
 
-def multiclass_hinge(scores, labels, double margin, dscores, int nthreads=1):
-    """scores (N, C), labels (N,) int64 -> loss; writes dscores (N, C).
-    As the reference, a NaN margin is inactive (contributes 0 loss and 0 gradient)."""
+def multiclass_hinge(scores, labels, double margin, dscores, int nthreads=1,
+                     sample_weight=None, class_weight=None):
+    """scores (N, C), labels (N,) int64 -> loss; writes dscores (N, C). Weights: see the
+    module docstring. As the reference, a NaN margin is inactive (contributes 0 loss and
+    0 gradient)."""
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.run, op.arg[0] = _hinge_op, margin
-    return _row_loss(&op, scores, labels, dscores, nthreads, False, "scores", "dscores")
+    return _row_loss(&op, scores, labels, dscores, nthreads, False, "scores", "dscores",
+                     sample_weight, class_weight)
 
 
 # ----------------------------------------------------------------------------------
 # binary cross-entropy with logits, mean squared error: flat, fixed element blocks
 # ----------------------------------------------------------------------------------
+cdef inline floating _bce_term(floating x, floating t, floating e) noexcept nogil:
+    """max(x,0) - x t + log1p(e), e = exp(-|x|): one element's binary cross-entropy."""
+    return (sel(x > 0, x, <floating>0) - x * t) + flog1p01(e)
+
+
 cdef double _bce_block(const floating* x, const floating* t, floating* dx, Py_ssize_t lo,
                        Py_ssize_t hi, floating size) noexcept nogil:
     """Terms max(x,0) - x t + log1p(exp(-|x|)) summed in double (lane_sum per sub-block
@@ -261,8 +353,51 @@ cdef double _bce_block(const floating* x, const floating* t, floating* dx, Py_ss
             xi = x[i + k]
             ti = t[i + k]
             e = fexp_neg(-fabs_(xi))
-            buf[k] = (sel(xi > 0, xi, <floating>0) - xi * ti) + flog1p01(e)
+            buf[k] = _bce_term(xi, ti, e)
             dx[i + k] = (sigmoid_from_exp(xi, e) - ti) / size
+        acc += lane_sum(buf, m)
+        i += SUB
+    return acc
+
+
+cdef const floating *_element_weights(const floating *sw, Py_ssize_t width, Py_ssize_t lo,
+                                      Py_ssize_t m, floating *buf) noexcept nogil:
+    """The row weights of flat elements lo..lo+m-1 of rows of `width` elements: sw + lo
+    itself when rows are single elements, else `buf` filled row run by row run."""
+    cdef Py_ssize_t row = lo // width, col = lo - row * width, e = 0, k, run
+    cdef floating w
+    if width == 1:
+        return sw + lo
+    while e < m:
+        run = min(width - col, m - e)
+        w = sw[row]
+        for k in range(run):
+            buf[e + k] = w
+        e += run
+        row += 1
+        col = 0
+    return buf
+
+
+cdef double _bce_block_weighted(const floating* x, const floating* t, floating* dx,
+                                Py_ssize_t lo, Py_ssize_t hi, const floating *sw,
+                                Py_ssize_t width, floating g) noexcept nogil:
+    """_bce_block with row weights w: terms times w summed; dx = (sigmoid(x) - t) * (w g)."""
+    cdef floating buf[SUB]
+    cdef floating wbuf[SUB]
+    cdef const floating *w
+    cdef floating xi, ti, e
+    cdef Py_ssize_t i = lo, k, m
+    cdef double acc = 0.0
+    while i < hi:
+        m = min(<Py_ssize_t>SUB, hi - i)
+        w = _element_weights(sw, width, i, m, wbuf)
+        for k in range(m):
+            xi = x[i + k]
+            ti = t[i + k]
+            e = fexp_neg(-fabs_(xi))
+            buf[k] = _bce_term(xi, ti, e) * w[k]
+            dx[i + k] = (sigmoid_from_exp(xi, e) - ti) * (w[k] * g)
         acc += lane_sum(buf, m)
         i += SUB
     return acc
@@ -291,10 +426,42 @@ cdef double _mse_block(const floating* p, const floating* t, floating* dp, Py_ss
     return s
 
 
+cdef double _mse_block_weighted(const floating* p, const floating* t, floating* dp,
+                                Py_ssize_t lo, Py_ssize_t hi, const floating *sw,
+                                Py_ssize_t width, floating g) noexcept nogil:
+    """Row weights w: dp = (p - t) * (w g); returns sum w (p - t)^2 (lane_sum per
+    sub-block of SUB)."""
+    cdef floating buf[SUB]
+    cdef floating wbuf[SUB]
+    cdef const floating *w
+    cdef floating di
+    cdef Py_ssize_t i = lo, k, m
+    cdef double acc = 0.0
+    while i < hi:
+        m = min(<Py_ssize_t>SUB, hi - i)
+        w = _element_weights(sw, width, i, m, wbuf)
+        for k in range(m):
+            di = p[i + k] - t[i + k]
+            buf[k] = di * di * w[k]
+            dp[i + k] = di * (w[k] * g)
+        acc += lane_sum(buf, m)
+        i += SUB
+    return acc
+
+
 cdef void _flat_block(const LossJob *job, Py_ssize_t b, const floating *x,
                       const floating *t, floating *g) noexcept nogil:
-    cdef Py_ssize_t n = job.op.dim[0], lo = b * SUM_BLOCK, hi = min(lo + SUM_BLOCK, n)
-    if job.op.arg[0] != 0:     # mse
+    cdef const PlanOp *op = job.op
+    cdef Py_ssize_t n = op.dim[0], lo = b * SUM_BLOCK, hi = min(lo + SUM_BLOCK, n)
+    cdef const floating *sw = <const floating *>op.ptr[4]
+    cdef bint is_mse = op.arg[0] != 0
+    if sw != NULL and is_mse:
+        job.part[b] = _mse_block_weighted(x, t, g, lo, hi, sw, op.dim[1],
+                                          <floating>(2.0 * op.arg[1]))
+    elif sw != NULL:
+        job.part[b] = _bce_block_weighted(x, t, g, lo, hi, sw, op.dim[1],
+                                          <floating>op.arg[1])
+    elif is_mse:
         job.part[b] = _mse_block(x, t, g, lo, hi, <floating>(2.0 / <double>n))
     else:
         job.part[b] = _bce_block(x, t, g, lo, hi, <floating>n)
@@ -316,9 +483,12 @@ cdef int _flat_op(const PlanOp *op) noexcept nogil:
 
 
 cdef object _flat_loss(x, t, g, int nthreads, bint is_mse, str xname, str tname,
-                       str gname):
+                       str gname, sample_weight):
+    """Check and pack a flat loss call (x, t, g of one shape and float dtype; optional
+    row weights (x.shape[0],) of that dtype), then run it."""
     cdef int tn = float_type(x)
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x), nrows
+    cdef double denominator = n
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.ptr[0] = array_data(x, tn, n, -2, False, xname)
@@ -327,15 +497,28 @@ cdef object _flat_loss(x, t, g, int nthreads, bint is_mse, str xname, str tname,
     op.dim[0], op.dim[1] = n, 1
     op.flt, op.nthreads, op.arg[0] = tn == cnp.NPY_DOUBLE, nthreads, is_mse
     op.run = _flat_op
-    return _run_loss(&op, n, False)
+    if sample_weight is not None:
+        if cnp.PyArray_NDIM(<cnp.ndarray>x) == 0:
+            raise ValueError("fastnn.kernels: %s must have a row axis to take row weights"
+                             % xname)
+        nrows = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
+        op.ptr[4] = array_data(sample_weight, tn, nrows, -1, False, "sample_weight")
+        if n > 0:
+            op.dim[1] = n // nrows
+            denominator = _weight_total(&op, nrows) * <double>op.dim[1]
+            op.arg[1] = 1.0 / denominator
+    return _run_loss(&op, denominator, n == 0, False)
 
 
-def bce_with_logits(logits, targets, dlogits, int nthreads=1):
-    """logits, targets: same shape -> loss (mean over all elements); writes dlogits."""
+def bce_with_logits(logits, targets, dlogits, int nthreads=1, sample_weight=None):
+    """logits, targets: same shape -> loss (mean over all elements; weighted: see the
+    module docstring, rows along the first axis); writes dlogits."""
     return _flat_loss(logits, targets, dlogits, nthreads, False, "logits", "targets",
-                      "dlogits")
+                      "dlogits", sample_weight)
 
 
-def mse(pred, target, dpred, int nthreads=1):
-    """pred, target: same shape -> loss (mean over all elements); writes dpred."""
-    return _flat_loss(pred, target, dpred, nthreads, True, "pred", "target", "dpred")
+def mse(pred, target, dpred, int nthreads=1, sample_weight=None):
+    """pred, target: same shape -> loss (mean over all elements; weighted: see the module
+    docstring, rows along the first axis); writes dpred."""
+    return _flat_loss(pred, target, dpred, nthreads, True, "pred", "target", "dpred",
+                      sample_weight)
