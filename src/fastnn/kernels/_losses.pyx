@@ -24,8 +24,8 @@ per-row losses also class weights `class_weight` (C,), both of the input's dtype
 ones). Row i weighs r_i = sample_weight[i] * class_weight[label_i]; the loss is
 sum_i r_i l_i / sum_i r_i (l_i a row's loss; for the flat losses the mean over the row's
 elements) and row i's gradient is scaled by r_i / sum_i r_i, inside the same pass over the
-inputs. The total sum_i r_i is added in double, in row order, before that pass (with the
-GIL: it is the check that it is positive; ZeroDivisionError otherwise). Unweighted calls
+inputs. The total sum_i r_i is added in double (lane_sum) before that pass, which runs
+only when it is positive (ZeroDivisionError otherwise). Unweighted calls
 run exactly the arithmetic they always did.
 """
 from cython cimport floating
@@ -37,7 +37,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from ._activations cimport sigmoid_from_exp
-from ._buffers cimport array_data, float_type, optional_data, rows, run_op
+from ._buffers cimport array_data, float_type, optional_data, rows
 from ._common cimport fabs_, fexp_neg, flog1p01, nblocks, run_tasks, sel, task_fn
 from ._plan cimport PlanOp
 from ._reduce cimport lane_sum, seq_sum, vmax
@@ -47,6 +47,7 @@ cnp.import_array()
 cdef enum:
     SUB = 256          # elements per stack-buffered sub-block (terms summed with lane_sum)
     SUM_BLOCK = 4096   # elements per partial sum of the flat losses (bce, mse)
+    FILL = 16          # elements per store when spreading row weights over elements
 
 
 def labels_in_range(labels, Py_ssize_t c):
@@ -62,35 +63,19 @@ def labels_in_range(labels, Py_ssize_t c):
 
 
 # A loss call packed as a PlanOp: ptr = (input, labels or targets, gradient, result,
-# row weights or NULL, class weights or NULL); result is double[2]: the loss sum and
-# (softmax with code = 1) the argmax hits; dim = (rows, columns) (flat: elements, elements
-# per weighted row); arg[0] = the hinge margin / 1 for mse; arg[1] = 1 / the loss's
-# denominator when weighted (the weight total, times the row length for the flat losses).
+# row weights or NULL, class weights or NULL); result is double[3]: the loss sum, (softmax
+# with code = 1) the argmax hits, and the loss's denominator (dim[0]; weighted: the weight
+# total, times the row length for the flat losses); dim = (rows, columns) (flat: elements,
+# elements per row); arg[0] = the hinge margin / 1 for mse.
 ctypedef struct LossJob:
     const PlanOp *op
     double *part       # per task: its loss sum
     double *hit        # softmax with code: per row, 1.0 when its argmax is its label
+    double *weight     # weighted per-row losses: r_i of every row (else NULL)
+    double scale       # weighted: 1 / the loss's denominator
 
-
-cdef int _sum_tasks(const PlanOp *op, task_fn task, Py_ssize_t ntasks) noexcept nogil:
-    """Run `task` over ntasks tasks, each writing its loss sum to job.part[t] (and with
-    op.code its hit to job.hit[t]); store the sums added in task order in the result."""
-    cdef double *result = <double *>op.ptr[3]
-    cdef Py_ssize_t t
-    cdef LossJob job
-    job.op = op
-    job.part = <double *>malloc((2 * ntasks + 1) * sizeof(double))
-    if job.part == NULL:
-        return -1
-    job.hit = job.part + ntasks
-    run_tasks(task, &job, ntasks, op.nthreads)
-    result[0] = seq_sum(job.part, ntasks)
-    result[1] = 0
-    if op.code:
-        for t in range(ntasks):
-            result[1] += job.hit[t]
-    free(job.part)
-    return 0
+cdef enum:
+    ZERO_WEIGHTS = -2  # what a weighted run returns when its weights sum to zero
 
 
 cdef inline bint _weighted(const PlanOp *op) noexcept nogil:
@@ -109,40 +94,79 @@ cdef inline double _row_weight(const floating *sw, const floating *cw, const int
 
 
 cdef double _weight_sum(const floating *sw, const floating *cw, const int64_t *lab,
-                        Py_ssize_t n) noexcept nogil:
-    """sum_i r_i over n rows, in double, in row order."""
-    cdef double s = 0.0
+                        Py_ssize_t n, double *r) noexcept nogil:
+    """sum_i r_i over n rows in double (lane_sum: an order depending on n only); r_i
+    stored in r, or, when r is NULL, the row weights sw summed alone."""
     cdef Py_ssize_t i
+    if r == NULL:
+        return lane_sum(sw, n)
     for i in range(n):
-        s += _row_weight(sw, cw, lab, i)
-    return s
+        r[i] = _row_weight(sw, cw, lab, i)
+    return lane_sum(r, n)
 
 
-cdef double _weight_total(const PlanOp *op, Py_ssize_t n) except -1.0:
-    """The weight total of the packed call's n rows; ZeroDivisionError unless positive."""
-    cdef double total
+cdef double _weight_total(const PlanOp *op, Py_ssize_t n, double *r) noexcept nogil:
     if op.flt:
-        total = _weight_sum(<const double *>op.ptr[4], <const double *>op.ptr[5],
-                            <const int64_t *>op.ptr[1], n)
-    else:
-        total = _weight_sum(<const float *>op.ptr[4], <const float *>op.ptr[5],
-                            <const int64_t *>op.ptr[1], n)
-    if not total > 0:
-        raise ZeroDivisionError("fastnn.kernels: the batch's weights sum to %r, not a "
-                                "positive number" % total)
-    return total
+        return _weight_sum(<const double *>op.ptr[4], <const double *>op.ptr[5],
+                           <const int64_t *>op.ptr[1], n, r)
+    return _weight_sum(<const float *>op.ptr[4], <const float *>op.ptr[5],
+                       <const int64_t *>op.ptr[1], n, r)
 
 
-cdef object _run_loss(PlanOp *op, double denominator, bint empty, bint count):
-    """Run the packed loss call; -> its sum over `denominator` (the number of rows or
-    elements, or the weight total), or (that, hits) with count. An empty input has a NaN
-    loss (a mean over nothing)."""
-    cdef double result[2]
+cdef int _sum_tasks(const PlanOp *op, task_fn task, Py_ssize_t ntasks,
+                    bint row_tasks) noexcept nogil:
+    """Run `task` over ntasks tasks (one per row when row_tasks, else element blocks),
+    each writing its loss sum to job.part[t] (and with op.code its hit to job.hit[t]);
+    store the sums added in task order in the result. Weighted, first the weight total
+    (the row weights r_i kept for row tasks): ZERO_WEIGHTS, nothing run, unless it is
+    positive."""
+    cdef double *result = <double *>op.ptr[3]
+    cdef Py_ssize_t t, width = 1 if row_tasks else op.dim[1], nrows = op.dim[0] // width
+    cdef bint weighted = _weighted(op), keep = weighted and row_tasks
+    cdef double total
+    cdef LossJob job
+    job.op = op
+    job.part = <double *>malloc((2 * ntasks + 1 + (nrows if keep else 0)) * sizeof(double))
+    if job.part == NULL:
+        return -1
+    job.hit = job.part + ntasks
+    job.weight = job.hit + ntasks + 1 if keep else NULL
+    if weighted:
+        total = _weight_total(op, nrows, job.weight)
+        if not total > 0:
+            free(job.part)
+            return ZERO_WEIGHTS
+        result[2] = total * <double>width
+        job.scale = 1.0 / result[2]
+    run_tasks(task, &job, ntasks, op.nthreads)
+    result[0] = seq_sum(job.part, ntasks)
+    result[1] = 0
+    if op.code:
+        for t in range(ntasks):
+            result[1] += job.hit[t]
+    free(job.part)
+    return 0
+
+
+cdef object _run_loss(PlanOp *op, bint empty, bint count):
+    """Run the packed loss call; -> its loss sum over its denominator, or (that, hits)
+    with count. An empty input has a NaN loss (a mean over nothing)."""
+    cdef double result[3]
+    cdef int rc = 0
     result[0] = result[1] = 0
+    result[2] = op.dim[0]
     op.ptr[3] = result
-    if not empty:
-        run_op(op)
-    loss = result[0] / denominator if not empty else float("nan")
+    if empty:
+        loss = float("nan")
+    else:
+        with nogil:
+            rc = op.run(op)
+        if rc == ZERO_WEIGHTS:
+            raise ZeroDivisionError("fastnn.kernels: the batch's weights do not sum to a "
+                                    "positive number")
+        if rc != 0:
+            raise MemoryError("fastnn.kernels: out of memory for kernel scratch space")
+        loss = result[0] / result[2]
     if count:
         return loss, <Py_ssize_t>result[1]
     return loss
@@ -155,7 +179,6 @@ cdef object _row_loss(PlanOp *op, scores, labels, grad, int nthreads, bint count
     and any argument already set)."""
     cdef int tn = float_type(scores)
     cdef Py_ssize_t c, n = rows(scores, sname, &c)
-    cdef double denominator = n
     op.ptr[0] = array_data(scores, tn, n, c, False, sname)
     op.ptr[1] = array_data(labels, cnp.NPY_INT64, n, -1, False, "labels")
     op.ptr[2] = array_data(grad, tn, n, c, True, gname)
@@ -163,10 +186,7 @@ cdef object _row_loss(PlanOp *op, scores, labels, grad, int nthreads, bint count
     op.ptr[5] = optional_data(class_weight, tn, c, -1, False, "class_weight")
     op.dim[0], op.dim[1] = n, c
     op.flt, op.code, op.nthreads = tn == cnp.NPY_DOUBLE, count, nthreads
-    if _weighted(op) and n > 0 and c > 0:
-        denominator = _weight_total(op, n)
-        op.arg[1] = 1.0 / denominator
-    return _run_loss(op, denominator, n == 0 or c == 0, count)
+    return _run_loss(op, n == 0 or c == 0, count)
 
 
 # ----------------------------------------------------------------------------------
@@ -212,15 +232,13 @@ cdef inline bint _argmax_is(const floating* z, Py_ssize_t c, floating m,
 
 cdef void _softmax_row(const LossJob *job, Py_ssize_t i, const floating *z,
                        floating *dz) noexcept nogil:
-    cdef const PlanOp *op = job.op
-    cdef Py_ssize_t n = op.dim[0], c = op.dim[1]
-    cdef const int64_t *lab = <const int64_t *>op.ptr[1]
-    cdef int64_t y = lab[i]
+    cdef Py_ssize_t n = job.op.dim[0], c = job.op.dim[1]
+    cdef int64_t y = (<const int64_t *>job.op.ptr[1])[i]
     cdef floating m = vmax(z + i * c, c)
     cdef double r
-    if _weighted(op):
-        r = _row_weight(<const floating *>op.ptr[4], <const floating *>op.ptr[5], lab, i)
-        job.part[i] = r * _softmax_ce_row(z + i * c, dz + i * c, c, y, m, r * op.arg[1])
+    if job.weight != NULL:
+        r = job.weight[i]
+        job.part[i] = r * _softmax_ce_row(z + i * c, dz + i * c, c, y, m, r * job.scale)
     else:
         job.part[i] = _softmax_ce_row(z + i * c, dz + i * c, c, y, m, 1.0 / <double>n)
     if job.op.code:
@@ -236,7 +254,7 @@ cdef void _softmax_task(const void *ctx, Py_ssize_t i) noexcept nogil:
 
 
 cdef int _softmax_op(const PlanOp *op) noexcept nogil:
-    return _sum_tasks(op, _softmax_task, op.dim[0])
+    return _sum_tasks(op, _softmax_task, op.dim[0], True)
 
 
 def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1, bint count=False,
@@ -282,23 +300,21 @@ cdef void _hinge_row(const LossJob *job, Py_ssize_t i, const floating *scores,
                      floating *dscores) noexcept nogil:
     """Row i: each active class gets g = 1/N (weighted: r_i / total), the label -g times
     their count."""
-    cdef const PlanOp *op = job.op
-    cdef Py_ssize_t n = op.dim[0], c = op.dim[1], count = 0
-    cdef const int64_t *lab = <const int64_t *>op.ptr[1]
-    cdef int64_t y = lab[i]
+    cdef Py_ssize_t n = job.op.dim[0], c = job.op.dim[1], count = 0
+    cdef int64_t y = (<const int64_t *>job.op.ptr[1])[i]
     cdef const floating *s = scores + i * c
     cdef floating *ds = dscores + i * c
-    cdef floating g, mg = <floating>op.arg[0]
+    cdef floating g, mg = <floating>job.op.arg[0]
     cdef double acc, r = 1.0, scale = 0.0
-    if _weighted(op):
-        r = _row_weight(<const floating *>op.ptr[4], <const floating *>op.ptr[5], lab, i)
-        scale = r * op.arg[1]
+    if job.weight != NULL:
+        r = job.weight[i]
+        scale = r * job.scale
         g = <floating>scale
     else:
         g = (<floating>1) / <floating>n
     acc = _hinge_span(s, ds, 0, y, s[y], mg, g, &count)
     acc += _hinge_span(s, ds, y + 1, c, s[y], mg, g, &count)
-    if _weighted(op):
+    if job.weight != NULL:
         ds[y] = <floating>(-<double>count * scale)
         job.part[i] = r * acc
     else:
@@ -315,7 +331,7 @@ cdef void _hinge_task(const void *ctx, Py_ssize_t i) noexcept nogil:
 
 
 cdef int _hinge_op(const PlanOp *op) noexcept nogil:
-    return _sum_tasks(op, _hinge_task, op.dim[0])
+    return _sum_tasks(op, _hinge_task, op.dim[0], True)
 
 
 def multiclass_hinge(scores, labels, double margin, dscores, int nthreads=1,
@@ -363,20 +379,29 @@ cdef double _bce_block(const floating* x, const floating* t, floating* dx, Py_ss
 cdef const floating *_element_weights(const floating *sw, Py_ssize_t width, Py_ssize_t lo,
                                       Py_ssize_t m, floating *buf) noexcept nogil:
     """The row weights of flat elements lo..lo+m-1 of rows of `width` elements: sw + lo
-    itself when rows are single elements, else `buf` filled row run by row run."""
-    cdef Py_ssize_t row = lo // width, col = lo - row * width, e = 0, k, run
+    itself when rows are single elements, else `buf` (SUB + FILL elements) filled row by
+    row, FILL at a time (one vector store for a narrow row; a row's overshoot is
+    overwritten by the next row, or lies past m)."""
+    cdef Py_ssize_t row = lo // width, e = lo - row * width, k
     cdef floating w
     if width == 1:
         return sw + lo
+    e = -e                   # buf position of the first row's first element
     while e < m:
-        run = min(width - col, m - e)
         w = sw[row]
-        for k in range(run):
-            buf[e + k] = w
-        e += run
+        k = max(e, 0)
+        while k < e + width and k < m:
+            _fill(buf + k, w)
+            k += FILL
+        e += width
         row += 1
-        col = 0
     return buf
+
+
+cdef inline void _fill(floating *a, floating w) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(FILL):
+        a[k] = w
 
 
 cdef double _bce_block_weighted(const floating* x, const floating* t, floating* dx,
@@ -384,7 +409,7 @@ cdef double _bce_block_weighted(const floating* x, const floating* t, floating* 
                                 Py_ssize_t width, floating g) noexcept nogil:
     """_bce_block with row weights w: terms times w summed; dx = (sigmoid(x) - t) * (w g)."""
     cdef floating buf[SUB]
-    cdef floating wbuf[SUB]
+    cdef floating wbuf[SUB + FILL]
     cdef const floating *w
     cdef floating xi, ti, e
     cdef Py_ssize_t i = lo, k, m
@@ -432,7 +457,7 @@ cdef double _mse_block_weighted(const floating* p, const floating* t, floating* 
     """Row weights w: dp = (p - t) * (w g); returns sum w (p - t)^2 (lane_sum per
     sub-block of SUB)."""
     cdef floating buf[SUB]
-    cdef floating wbuf[SUB]
+    cdef floating wbuf[SUB + FILL]
     cdef const floating *w
     cdef floating di
     cdef Py_ssize_t i = lo, k, m
@@ -457,10 +482,10 @@ cdef void _flat_block(const LossJob *job, Py_ssize_t b, const floating *x,
     cdef bint is_mse = op.arg[0] != 0
     if sw != NULL and is_mse:
         job.part[b] = _mse_block_weighted(x, t, g, lo, hi, sw, op.dim[1],
-                                          <floating>(2.0 * op.arg[1]))
+                                          <floating>(2.0 * job.scale))
     elif sw != NULL:
         job.part[b] = _bce_block_weighted(x, t, g, lo, hi, sw, op.dim[1],
-                                          <floating>op.arg[1])
+                                          <floating>job.scale)
     elif is_mse:
         job.part[b] = _mse_block(x, t, g, lo, hi, <floating>(2.0 / <double>n))
     else:
@@ -479,7 +504,7 @@ cdef void _flat_task(const void *ctx, Py_ssize_t b) noexcept nogil:
 
 
 cdef int _flat_op(const PlanOp *op) noexcept nogil:
-    return _sum_tasks(op, _flat_task, nblocks(op.dim[0], SUM_BLOCK))
+    return _sum_tasks(op, _flat_task, nblocks(op.dim[0], SUM_BLOCK), False)
 
 
 cdef object _flat_loss(x, t, g, int nthreads, bint is_mse, str xname, str tname,
@@ -488,7 +513,6 @@ cdef object _flat_loss(x, t, g, int nthreads, bint is_mse, str xname, str tname,
     row weights (x.shape[0],) of that dtype), then run it."""
     cdef int tn = float_type(x)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x), nrows
-    cdef double denominator = n
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.ptr[0] = array_data(x, tn, n, -2, False, xname)
@@ -505,9 +529,7 @@ cdef object _flat_loss(x, t, g, int nthreads, bint is_mse, str xname, str tname,
         op.ptr[4] = array_data(sample_weight, tn, nrows, -1, False, "sample_weight")
         if n > 0:
             op.dim[1] = n // nrows
-            denominator = _weight_total(&op, nrows) * <double>op.dim[1]
-            op.arg[1] = 1.0 / denominator
-    return _run_loss(&op, denominator, n == 0, False)
+    return _run_loss(&op, n == 0, False)
 
 
 def bce_with_logits(logits, targets, dlogits, int nthreads=1, sample_weight=None):
