@@ -407,14 +407,29 @@ cdef inline void _fill(floating *a, floating w) noexcept nogil:
 cdef double _bce_block_weighted(const floating* x, const floating* t, floating* dx,
                                 Py_ssize_t lo, Py_ssize_t hi, const floating *sw,
                                 Py_ssize_t width, floating g) noexcept nogil:
-    """_bce_block with row weights w: terms times w summed; dx = (sigmoid(x) - t) * (w g)."""
+    """_bce_block with row weights w: terms times w summed; dx = (sigmoid(x) - t) * (w g).
+    Rows of SUB elements or more are cut into sub-blocks that end at row ends, each of
+    one weight; narrower rows take a weight per element."""
     cdef floating buf[SUB]
     cdef floating wbuf[SUB + FILL]
     cdef const floating *w
-    cdef floating xi, ti, e
-    cdef Py_ssize_t i = lo, k, m
+    cdef floating xi, ti, e, wg
+    cdef Py_ssize_t i = lo, k, m, row
     cdef double acc = 0.0
     while i < hi:
+        if width >= SUB:
+            row = i // width
+            m = min(<Py_ssize_t>SUB, min(hi, (row + 1) * width) - i)
+            wg = sw[row] * g
+            for k in range(m):
+                xi = x[i + k]
+                ti = t[i + k]
+                e = fexp_neg(-fabs_(xi))
+                buf[k] = _bce_term(xi, ti, e)
+                dx[i + k] = (sigmoid_from_exp(xi, e) - ti) * wg
+            acc += <double>sw[row] * lane_sum(buf, m)
+            i += m
+            continue
         m = min(<Py_ssize_t>SUB, hi - i)
         w = _element_weights(sw, width, i, m, wbuf)
         for k in range(m):
@@ -424,7 +439,7 @@ cdef double _bce_block_weighted(const floating* x, const floating* t, floating* 
             buf[k] = _bce_term(xi, ti, e) * w[k]
             dx[i + k] = (sigmoid_from_exp(xi, e) - ti) * (w[k] * g)
         acc += lane_sum(buf, m)
-        i += SUB
+        i += m
     return acc
 
 
