@@ -71,11 +71,13 @@ class Stepper:
         if total == 0.0:
             return 0.0
         out = self.forward(xb)
-        if swb is None:
-            fused = self.loss.loss_and_hits(out, yb)     # one kernel call, when it applies
-            data_loss = fused[0] if fused is not None else self.loss(out, yb)
+        # one kernel call when it applies (the weights were validated once, for the fit)
+        fused = self.loss.loss_and_hits(out, yb, swb)
+        if fused is not None:
+            data_loss = fused[0]
         else:
-            data_loss = self.loss(out, yb, sample_weight=swb)
+            data_loss = self.loss(out, yb) if swb is None else self.loss(out, yb,
+                                                                         sample_weight=swb)
         grad = self.loss._backward()
         if self.grad_factor != 1.0:
             grad *= self.grad_factor
