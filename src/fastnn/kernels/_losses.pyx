@@ -25,8 +25,8 @@ ones). Row i weighs r_i = sample_weight[i] * class_weight[label_i]; the loss is
 sum_i r_i l_i / sum_i r_i (l_i a row's loss; for the flat losses the mean over the row's
 elements) and row i's gradient is scaled by r_i / sum_i r_i, inside the same pass over the
 inputs. The total sum_i r_i is added in double (lane_sum) before that pass, which runs
-only when it is positive (ZeroDivisionError otherwise). Unweighted calls
-run exactly the arithmetic they always did.
+only when it is positive (ZeroDivisionError otherwise). Unweighted calls run exactly the
+arithmetic they always did.
 """
 from cython cimport floating
 
@@ -106,6 +106,7 @@ cdef double _weight_sum(const floating *sw, const floating *cw, const int64_t *l
 
 
 cdef double _weight_total(const PlanOp *op, Py_ssize_t n, double *r) noexcept nogil:
+    """`_weight_sum` of the packed call's weights over its first n rows."""
     if op.flt:
         return _weight_sum(<const double *>op.ptr[4], <const double *>op.ptr[5],
                            <const int64_t *>op.ptr[1], n, r)
