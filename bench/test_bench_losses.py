@@ -22,18 +22,15 @@ def loss_call(name, shape, weights):
     z = rand(shape)
     target = rng.integers(0, c, n) if name in LABELS else rng.random(shape, np.float32)
     grad = np.empty_like(z)
-    kw = {}
-    if weights != "none":
-        kw["sample_weight"] = rng.uniform(0.1, 2, n).astype(np.float32)
-    if weights == "rows+classes":
-        kw["class_weight"] = rng.uniform(0.1, 2, c).astype(np.float32)
     kernel, nthreads = getattr(active_backend(), name), threads_for(z.size)
     args = (z, target, 1.0) if name == "multiclass_hinge" else (z, target)
-    if name == "softmax_cross_entropy":
-        args += (grad, nthreads, False)
-    else:
-        args += (grad, nthreads)
-    return lambda: kernel(*args, **kw)
+    args += (grad, nthreads, False) if name == "softmax_cross_entropy" else (grad, nthreads)
+    # the weights by position, as fastnn.ops passes them
+    if weights != "none":
+        args += (rng.uniform(0.1, 2, n).astype(np.float32),)
+    if weights == "rows+classes":
+        args += (rng.uniform(0.1, 2, c).astype(np.float32),)
+    return lambda: kernel(*args)
 
 
 CASES = [(name, w) for name in LOSSES
