@@ -199,6 +199,10 @@ class SoftmaxCrossEntropy(Loss):
 
     def _compute(self, pred, target, sample_weight=None):
         target = _check_labels("SoftmaxCrossEntropy", target)
+        if self.weight is not None and pred.ndim == 2 and pred.shape[1] != self.weight.size:
+            raise ValueError("SoftmaxCrossEntropy: weight must have one weight per class "
+                             "(%d,) for pred %s, got %d weights"
+                             % (pred.shape[1], describe(pred), self.weight.size))
         try:
             return ops.softmax_cross_entropy(pred, target, workspace=self._ws,
                                              sample_weight=sample_weight,
