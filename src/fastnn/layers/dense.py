@@ -45,6 +45,42 @@ def _init_name(init):
     return init if isinstance(init, str) else None
 
 
+class FusedActivation:
+    """What Dense and Conv2d share: an activation fused into the kernel after the
+    product, validated on assignment (`layer.activation = "tanh"` changes what the layer
+    computes; reading `activation_kw` gives a copy)."""
+
+    @property
+    def activation(self):
+        """The fused activation's name, or None (identity)."""
+        return self._activation
+
+    @activation.setter
+    def activation(self, name):
+        self._set_activation(name, self._activation_kw, self._label())
+
+    @property
+    def activation_kw(self):
+        """A copy of the activation's keywords (a dict), or None."""
+        kw = self._activation_kw
+        return None if kw is None else dict(kw)
+
+    @activation_kw.setter
+    def activation_kw(self, kw):
+        self._set_activation(self._activation, kw, self._label())
+
+    def _set_activation(self, name, kw, where):
+        """Validate and install an activation and its keywords together (the fused
+        kernel's code and parameter follow; recorded programs become stale)."""
+        kw = check(where, "activation_kw", kw, _ACTIVATION_KW)
+        self._act = resolve_activation(name, kw, where)       # (code, p), checked
+        self._activation = None if name == "identity" else name
+        self._activation_kw = dict(kw) if kw else None
+
+    def watch_kind(self):
+        return self.activation if self.activation in _WATCHED else None
+
+
 class _Linear(Module):
     """What Dense and Maxout share: the output shape of an (N, in_features) input."""
 
@@ -54,7 +90,7 @@ class _Linear(Module):
 
 
 @register
-class Dense(_Linear):
+class Dense(FusedActivation, _Linear):
     """Fully connected layer y = act(x @ weight + bias), the activation fused into the
     kernel.
 
@@ -92,33 +128,6 @@ class Dense(_Linear):
         self.weight = Parameter(w, "weight")
         self.bias = Parameter(np.zeros(self.out_features, dt), "bias") if kw["bias"] else None
         self._cache = None
-
-    @property
-    def activation(self):
-        """The fused activation's name, or None (identity)."""
-        return self._activation
-
-    @activation.setter
-    def activation(self, name):
-        self._set_activation(name, self._activation_kw, self._label())
-
-    @property
-    def activation_kw(self):
-        """A copy of the activation's keywords (a dict), or None."""
-        kw = self._activation_kw
-        return None if kw is None else dict(kw)
-
-    @activation_kw.setter
-    def activation_kw(self, kw):
-        self._set_activation(self._activation, kw, self._label())
-
-    def _set_activation(self, name, kw, where):
-        """Validate and install an activation and its keywords together (the fused
-        kernel's code and parameter follow; recorded programs become stale)."""
-        kw = check(where, "activation_kw", kw, _ACTIVATION_KW)
-        self._act = resolve_activation(name, kw, where)       # (code, p), checked
-        self._activation = None if name == "identity" else name
-        self._activation_kw = dict(kw) if kw else None
 
     def _forward(self, x):
         _check_input(self, x, self.in_features)
@@ -163,9 +172,6 @@ class Dense(_Linear):
         if self.activation is None:
             return out, dx
         return 2 * out, dx + out
-
-    def watch_kind(self):
-        return self.activation if self.activation in _WATCHED else None
 
     def extra_repr(self):
         s = "in_features=%d, out_features=%d, bias=%s" % (
