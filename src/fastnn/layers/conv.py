@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from ..core.backend import backend
 from ..core.validation import (Bool, Dtype, Integer, as_float_array, check_all,
                                check_shape, describe)
 from ..ops.conv import (check_window_fits, conv_output_shape, run_conv2d_backward,
@@ -133,10 +134,13 @@ class Conv2d(FusedActivation, Module):
 
     def train_memory(self, input_shape, itemsize, first):
         """Kept: the output, and with a fused activation its input z too; gradients: the
-        input's (dz lives in the layer's bounded scratch)."""
+        input's and the scratch of the active backend's kernels (bounded: chunks of the
+        unfolded input and of dz, and weight-gradient partials)."""
         out = math.prod(self.output_shape(input_shape)) * itemsize
         kept = out if self.activation is None else 2 * out
-        return kept, self._input_grad_nbytes(input_shape, itemsize, first)
+        scratch = backend().conv2d_scratch_size(tuple(input_shape), self.weight.shape,
+                                                self._geom) * itemsize
+        return kept, self._input_grad_nbytes(input_shape, itemsize, first) + scratch
 
     def extra_repr(self):
         s = "%d, %d, kernel_size=%s" % (self.in_channels, self.out_channels,
