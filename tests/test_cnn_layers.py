@@ -305,3 +305,26 @@ def test_diagnostics_count_dead_channels_and_saturation_of_images():
     assert rows[0]["dead"] == pytest.approx(0.25)
     assert rows[1]["saturated"] > 0.9
     assert rows[2]["dead"] is None and rows[2]["saturated"] is None
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Conv2d(2, 3, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2),
+                   activation="tanh", rng=0),
+    lambda: Conv2d(2, 3, 1, bias=False, activation="gelu", rng=0),
+    lambda: MaxPool2d(2, padding=1), lambda: AvgPool2d(3, 2, 1), lambda: GlobalAvgPool2d(),
+    lambda: BatchNorm2d(2), lambda: Residual(Conv2d(2, 2, 3, padding=1, rng=0)),
+    lambda: Sequential(Conv2d(2, 3, 3, rng=0), Flatten(), Dense(3 * 5 * 4, 2, rng=1)),
+], ids=["conv", "conv1x1", "maxpool", "avgpool", "gap", "bn2d", "residual", "flatten"])
+def test_gradcheck_float64(make, backend):
+    x = np.random.default_rng(3).standard_normal((3, 2, 7, 6))
+    result = fastnn.gradcheck(make(), x)
+    assert result.passed, result
+    assert "x" in result.errors
+
+
+def test_gradcheck_residual_cnn_with_loss(backend):
+    model = _residual_cnn(np.float32)
+    x = np.random.default_rng(4).standard_normal((4, 1, 8, 8))
+    result = fastnn.gradcheck(model, x, np.arange(4) % 3)
+    assert result.passed, result
+    assert len(result.errors) == len(model.parameters()) + 1
