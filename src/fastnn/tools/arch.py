@@ -27,7 +27,7 @@ import numpy as np
 
 from ..kernels.activation_table import ACTIVATIONS, LAYER_NAMES
 
-__all__ = ["ArchError", "build_model", "takes_images", "MODIFIERS"]
+__all__ = ["ArchError", "build_model", "takes_images", "LAYER_NAMES", "MODIFIERS"]
 
 #: the modifiers an entry takes (dropoutP besides)
 MODIFIERS = ("bn",) + LAYER_NAMES

@@ -17,12 +17,12 @@ Extending: a module listed in `PLUGINS` (``fastnn.tools.bench`` today) that can 
 and has ``add_parser(subparsers)`` gets its subcommand: that function adds a parser
 and sets ``func=callable(args) -> exit status`` with ``set_defaults``.
 
-Architecture specs (``--arch``): comma-separated layers; each hidden layer is a width
-followed by dash-separated modifiers applied in order: ``bn`` (BatchNorm1d), ``relu``,
-``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``, ``elu``, ``silu`` and ``dropoutP``
-(Dropout with p=P in [0, 1], e.g. ``dropout0.2``). The last entry is the output size.
-Example: ``256-bn-relu,128-relu-dropout0.2,10``. An activation right after the width is
-fused into the Dense layer; tanh / sigmoid layers get Xavier init, the rest He init.
+Architecture specs (``--arch``): see `fastnn.tools.arch` (and `ARCH_HELP`, the text of
+``--help``): Dense widths, convolutions ``cFkK[sS][pP][dD]``, pooling ``poolK`` /
+``avgK``, ``gap``, ``flatten`` and residual blocks ``res(...)``, each with
+dash-separated modifiers (``bn``, every activation of the activation table,
+``dropoutP``). Examples: ``256-bn-relu,128-relu-dropout0.2,10`` and
+``c16k3p1-bn-relu,pool2,c32k3-relu,gap,10``.
 """
 import argparse
 import contextlib
@@ -330,6 +330,8 @@ def cmd_info(args):
 
 
 DEMO_ARCH = "128-bn-relu-dropout0.1,64-bn-relu-dropout0.1,10"
+#: `demo --cnn`: two 3x3 convolution stages on the 8x8 images, then the classifier
+DEMO_CNN_ARCH = "c32k3p1-bn-relu,pool2,c64k3p1-bn-relu,pool2-dropout0.25,10"
 
 
 def cmd_demo(args):
@@ -346,19 +348,26 @@ def cmd_demo(args):
     Xtr, Xva, ytr, yva = data.train_val_split(Xtr, ytr, 0.1, stratify=True, rng=args.seed + 1)
     n_images = len(Xtr)
     Xtr, ytr = shifted_copies(Xtr, ytr, (8, 8))
-    scaler = data.Standardize().fit(Xtr)
-    Xtr, Xva, Xte = scaler.transform(Xtr), scaler.transform(Xva), scaler.transform(Xte)
+    if args.cnn:         # images (N, 1, 8, 8) scaled by one number: the pixels' std
+        std = float(Xtr.std())
+        Xtr, Xva, Xte = ((a / std).reshape(len(a), 1, 8, 8) for a in (Xtr, Xva, Xte))
+        spec, kind, input_shape = DEMO_CNN_ARCH, "CNN", (1, 8, 8)
+    else:
+        scaler = data.Standardize().fit(Xtr)
+        Xtr, Xva, Xte = scaler.transform(Xtr), scaler.transform(Xva), scaler.transform(Xte)
+        spec, kind, input_shape = DEMO_ARCH, "MLP", (64,)
     _random.seed(args.seed)
-    model = build_mlp(DEMO_ARCH, 64)
+    model = build_model(spec, input_shape)
     opt = optim.AdamW(model.parameters(), lr=5e-3, weight_decay=1e-2)
     sched = optim.CosineAnnealingLR(opt, T_max=epochs)
     verbose = 0 if args.quiet else 1
     if verbose:
-        print("fastnn demo: 8x8 digits, %d train images (x5 with 1-pixel shifts) / %d "
-              "validation / %d test, standardized" % (n_images, len(Xva), len(Xte)))
+        print("fastnn demo: %s on 8x8 digits, %d train images (x5 with 1-pixel shifts) / %d "
+              "validation / %d test, %s" % (kind, n_images, len(Xva), len(Xte),
+                                            "scaled" if args.cnn else "standardized"))
         print("model %s (%d parameters), AdamW lr 5e-3 weight decay 1e-2, cosine schedule, "
               "%d epochs, batch 32, backend %s"
-              % (DEMO_ARCH, sum(p.size for p in model.parameters()), epochs, _backend()))
+              % (spec, sum(p.size for p in model.parameters()), epochs, _backend()))
     trainer = Trainer(model, SoftmaxCrossEntropy(), opt, scheduler=sched,
                       diagnostics=not args.no_diagnostics, verbose=verbose)
     history = trainer.fit(Xtr, ytr, validation_data=(Xva, yva), epochs=epochs, batch_size=32,
@@ -368,8 +377,8 @@ def cmd_demo(args):
     print("test accuracy %.4f (%d images), test loss %.4f, best epoch %s, %.1f s"
           % (test["accuracy"], len(Xte), test["loss"], history.best_epoch, elapsed))
     if not args.no_plot:
-        _plot_curves(history, args.plot, "fastnn demo: MLP on 8x8 digits (test accuracy %.3f)"
-                     % test["accuracy"], quiet=args.quiet)
+        _plot_curves(history, args.plot, "fastnn demo: %s on 8x8 digits (test accuracy %.3f)"
+                     % (kind, test["accuracy"]), quiet=args.quiet)
     return 0
 
 
@@ -621,6 +630,18 @@ def _add_label_args(p):
                    "integer labels or class names")
 
 
+ARCH_HELP = (
+    "architecture: comma-separated layers, the last one the output size. A layer is W "
+    "(Dense of width W), cFkK[sS][pP][dD] (Conv2d: F filters, kernel K, stride S, padding "
+    "P, dilation D; each an int or HxW), poolK / avgK[sS][pP] (max / average pooling), "
+    "gap (global average pooling), flatten or res(LAYER,...) (a residual block), followed "
+    "by -modifiers: bn (batch norm), dropoutP and the activations %s (one right after a "
+    "Dense or Conv2d is fused into it). Image layers need image data (IDX, 'digits', an "
+    ".npz of (N, H, W) or (N, C, H, W)). E.g. '256-bn-relu,128-relu,10' or "
+    "'c16k3p1-bn-relu,pool2,c32k3-relu,gap,10' (default 128-bn-relu,64-relu,<outputs>)"
+    % ", ".join(arch.LAYER_NAMES))
+
+
 def _add_training_args(p, optional=False):
     """The data and model options `train` and `search` share."""
     if optional:
@@ -631,8 +652,7 @@ def _add_training_args(p, optional=False):
                        "--target), .npz (arrays X and y), IDX images (with --labels), or "
                        "'digits' for the bundled digits")
     _add_label_args(p)
-    p.add_argument("--arch", metavar="SPEC", help="architecture, e.g. '256-bn-relu,128-relu,10'"
-                   " (default 128-bn-relu,64-relu,<outputs>)")
+    p.add_argument("--arch", metavar="SPEC", help=ARCH_HELP)
     p.add_argument("--loss", choices=["auto"] + list(_LOSSES), default="auto",
                    help="loss (default auto: ce for integer labels, mse otherwise)")
     p.add_argument("--optimizer", choices=list(_OPTIMIZERS), default="adam",
@@ -649,11 +669,16 @@ def _add_training_args(p, optional=False):
 
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="train an MLP on the bundled 8x8 digits",
+    p = sub.add_parser("demo", help="train an MLP (or with --cnn a CNN) on the bundled 8x8 "
+                       "digits",
                        description="Train a 64-128-64-10 MLP (BatchNorm, ReLU, dropout, "
                        "AdamW, cosine schedule; training images augmented with 1-pixel "
                        "shifts) on the bundled digits with per-epoch progress and "
-                       "diagnostics; print the test accuracy and write learning curves.")
+                       "diagnostics; print the test accuracy and write learning curves. "
+                       "--cnn trains a small convolutional network instead (%s)."
+                       % DEMO_CNN_ARCH)
+    p.add_argument("--cnn", action="store_true",
+                   help="a convolutional network on the 1x8x8 images instead of the MLP")
     p.add_argument("--quick", action="store_true", help="short run (10 epochs) for CI")
     p.add_argument("--epochs", type=POSITIVE_INT, default=None,
                    help="epochs (default 20, 10 with --quick)")
@@ -779,7 +804,18 @@ def _one_line(exc):
 
 
 def main(argv=None):
-    """Entry point of ``fastnn`` / ``python -m fastnn``; returns the exit status."""
+    """Entry point of ``fastnn`` / ``python -m fastnn``; returns the exit status. A closed
+    stdout (``fastnn ... | head -1``) ends the command quietly with status 0."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()            # a closed pipe shows here, not at the exit's flush
+    except BrokenPipeError:           # the reader (e.g. `| head`) stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return status
+
+
+def _main(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -802,6 +838,8 @@ def _run(args):
             with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
                 return int(args.func(args) or 0)
         return int(args.func(args) or 0)
+    except BrokenPipeError:               # an OSError, but not an error: main() ends quietly
+        raise
     except CLIError as exc:
         print("%s: error: %s" % (prog, _one_line(exc)), file=sys.stderr)
         return 2
@@ -816,9 +854,6 @@ def _run(args):
     except KeyboardInterrupt:
         print("%s: interrupted" % prog, file=sys.stderr)
         return 130
-    except BrokenPipeError:           # the reader (e.g. `| head`) stopped reading
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
