@@ -5,8 +5,7 @@ import math
 import numpy as np
 
 from ..core.backend import backend
-from ..core.validation import (Bool, Dtype, Integer, as_float_array, check_all,
-                               check_shape, describe)
+from ..core.validation import Bool, Dtype, Integer, check_all, describe
 from ..ops.conv import (check_window_fits, conv_output_shape, run_conv2d_backward,
                         run_conv2d_forward, window_pairs)
 from .base import Module, Parameter, register
@@ -59,6 +58,9 @@ class Conv2d(FusedActivation, Module):
     recordable = True
     CONSTRAINTS = {"in_channels": Integer(1), "out_channels": Integer(1), "bias": Bool(),
                    "dtype": Dtype()}
+    run_backward = staticmethod(run_conv2d_backward)
+    #: the weight's axis of the outputs: (out_channels, in_channels, KH, KW)
+    out_axis = 0
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, bias=True, activation=None, activation_kw=None,
@@ -103,27 +105,6 @@ class Conv2d(FusedActivation, Module):
         code, p = self._act
         out, self._cache = run_conv2d_forward(x, w, b, self._geom, code, p, self._ws)
         return out
-
-    def _backward(self, dy, need_dx=True):
-        cache = self._need_cache()
-        if cache.w.shape != self.weight.shape or cache.has_bias != (self.bias is not None):
-            raise self._error(RuntimeError, "weight or bias was replaced by one of another "
-                              "shape since the last forward; call forward again")
-        ws = self._ws
-        ws.bind("dw", self.weight.grad)
-        if self.bias is not None:
-            ws.bind("db", self.bias.grad)
-        if dy.shape != cache.out.shape or dy.dtype != cache.out.dtype \
-                or not dy.flags.c_contiguous:        # internal callers pass exact arrays
-            dy = as_float_array(dy, "Conv2d.backward", "dy", dtype=cache.out.dtype)
-            check_shape(dy, cache.out.shape, "Conv2d.backward", "dy")
-        dx, dw, db = run_conv2d_backward(dy, cache, ws, need_dx)
-        if dw is not self.weight.grad:        # never expected; keeps the contract anyway
-            self.weight.grad[...] = dw
-        if db is not None and db is not self.bias.grad:
-            self.bias.grad[...] = db
-        self._mark_grads()
-        return dx
 
     # ----------------------------------------------------------------- layer facts
     def output_shape(self, input_shape):

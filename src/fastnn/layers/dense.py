@@ -34,9 +34,10 @@ def _check_input(layer, x, features):
 
 def _check_params_unchanged(layer, w):
     """The forward's weight is the one backward writes the gradient of: a weight replaced
-    by one of another shape in between would not fit."""
-    if layer.weight.shape != w.shape or (layer.bias is not None
-                                         and layer.bias.shape != (w.shape[1],)):
+    by one of another shape in between would not fit (the bias has one entry per output:
+    the weight's axis `layer.out_axis`)."""
+    if layer.weight.shape != w.shape or (layer.bias is not None and
+                                         layer.bias.shape != (w.shape[layer.out_axis],)):
         raise layer._error(RuntimeError, "weight or bias was replaced by one of another "
                            "shape since the last forward; call forward again")
 
@@ -48,7 +49,8 @@ def _init_name(init):
 class FusedActivation:
     """What Dense and Conv2d share: an activation fused into the kernel after the
     product, validated on assignment (`layer.activation = "tanh"` changes what the layer
-    computes; reading `activation_kw` gives a copy)."""
+    computes; reading `activation_kw` gives a copy), and the backward of that product
+    (`run_backward`, the layer's op) writing straight into the parameters' gradients."""
 
     @property
     def activation(self):
@@ -80,9 +82,32 @@ class FusedActivation:
     def watch_kind(self):
         return self.activation if self.activation in _WATCHED else None
 
+    def _backward(self, dy, need_dx=True):
+        cache = self._need_cache()
+        _check_params_unchanged(self, cache.w)
+        ws = self._ws
+        ws.bind("dw", self.weight.grad)
+        if self.bias is not None:
+            ws.bind("db", self.bias.grad)
+        if dy.shape != cache.out.shape or dy.dtype != cache.out.dtype \
+                or not dy.flags.c_contiguous:        # internal callers pass exact arrays
+            fn = "%s.backward" % type(self).__name__
+            dy = as_float_array(dy, fn, "dy", dtype=cache.out.dtype)
+            check_shape(dy, cache.out.shape, fn, "dy")
+        dx, dw, db = self.run_backward(dy, cache, ws, need_dx)
+        if dw is not self.weight.grad:        # never expected; keeps the contract anyway
+            self.weight.grad[...] = dw
+        if db is not None and db is not self.bias.grad:
+            self.bias.grad[...] = db
+        self._mark_grads()
+        return dx
+
 
 class _Linear(Module):
     """What Dense and Maxout share: the output shape of an (N, in_features) input."""
+
+    #: the weight's axis of the outputs: (in_features, out_features)
+    out_axis = 1
 
     def output_shape(self, input_shape):
         self._check_features(input_shape, self.in_features, "shape %s" % (input_shape,))
@@ -113,6 +138,7 @@ class Dense(FusedActivation, _Linear):
     recordable = True
     CONSTRAINTS = {"in_features": Integer(1), "out_features": Integer(1), "bias": Bool(),
                    "dtype": Dtype()}
+    run_backward = staticmethod(run_dense_backward)
 
     def __init__(self, in_features, out_features, bias=True, activation=None,
                  init="he_normal", dtype=np.float32, rng=None, activation_kw=None):
@@ -144,25 +170,6 @@ class Dense(FusedActivation, _Linear):
         code, p = self._act
         out, self._cache = run_dense_forward(x, w, b, code, p, self._ws)
         return out
-
-    def _backward(self, dy, need_dx=True):
-        cache = self._need_cache()
-        _check_params_unchanged(self, cache.w)
-        ws = self._ws
-        ws.bind("dw", self.weight.grad)
-        if self.bias is not None:
-            ws.bind("db", self.bias.grad)
-        if dy.shape != cache.out.shape or dy.dtype != cache.out.dtype \
-                or not dy.flags.c_contiguous:        # internal callers pass exact arrays
-            dy = as_float_array(dy, "Dense.backward", "dy", dtype=cache.out.dtype)
-            check_shape(dy, cache.out.shape, "Dense.backward", "dy")
-        dx, dw, db = run_dense_backward(dy, cache, ws, need_dx)
-        if dw is not self.weight.grad:        # never expected; keeps the contract anyway
-            self.weight.grad[...] = dw
-        if db is not None and db is not self.bias.grad:
-            self.bias.grad[...] = db
-        self._mark_grads()
-        return dx
 
     def train_memory(self, input_shape, itemsize, first):
         """Kept: the output, and with a fused activation its input z too; gradients: the

@@ -53,6 +53,13 @@ class _Pool2d(Module):
         self._check(planes(input_shape))
         return pool_output_shape(input_shape, self._geom)
 
+    def train_memory(self, input_shape, itemsize, first):
+        """Kept: the output (and per output `index_bytes` for its window's winner);
+        gradients: the input's."""
+        out = math.prod(self.output_shape(input_shape))
+        return out * (itemsize + self.index_bytes), self._input_grad_nbytes(
+            input_shape, itemsize, first)
+
     def extra_repr(self):
         s = "kernel_size=%s" % (self.kernel_size,)
         if self.stride != self.kernel_size:
@@ -82,12 +89,7 @@ class MaxPool2d(_Pool2d):
 
     run_forward = staticmethod(run_maxpool2d_forward)
     run_backward = staticmethod(run_maxpool2d_backward)
-
-    def train_memory(self, input_shape, itemsize, first):
-        """Kept: the output and each output's winner (an index); gradients: the input's."""
-        out = math.prod(self.output_shape(input_shape))
-        return out * (itemsize + np.dtype(np.intp).itemsize), self._input_grad_nbytes(
-            input_shape, itemsize, first)
+    index_bytes = np.dtype(np.intp).itemsize
 
 
 @register
@@ -104,11 +106,7 @@ class AvgPool2d(_Pool2d):
 
     run_forward = staticmethod(run_avgpool2d_forward)
     run_backward = staticmethod(run_avgpool2d_backward)
-
-    def train_memory(self, input_shape, itemsize, first):
-        """Kept: the output; gradients: the input's."""
-        return math.prod(self.output_shape(input_shape)) * itemsize, \
-            self._input_grad_nbytes(input_shape, itemsize, first)
+    index_bytes = 0
 
 
 @register
