@@ -131,20 +131,12 @@ class Conv2d(FusedActivation, Module):
                 s += ", %s=%s" % (name, getattr(self, name))
         if self.bias is None:
             s += ", bias=False"
-        if self.activation is not None:
-            s += ", activation=%r" % self.activation
-        if self.activation_kw:
-            s += ", activation_kw=%r" % self.activation_kw
-        if self._dtype != np.float32:
-            s += ", dtype=%s" % self._dtype
-        return s
+        return s + self._repr_tail()
 
     def _config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
                 "padding": list(self.padding), "dilation": list(self.dilation),
-                "bias": self.bias is not None, "activation": self.activation,
-                "activation_kw": self.activation_kw, "init": self.init,
-                "dtype": str(self._dtype)}
+                **self._product_config()}
 
     _from_config = Dense.__dict__["_from_config"]

@@ -82,6 +82,23 @@ class FusedActivation:
     def watch_kind(self):
         return self.activation if self.activation in _WATCHED else None
 
+    def _repr_tail(self):
+        """The end of extra_repr: the activation, its keywords, a dtype but float32."""
+        s = ""
+        if self.activation is not None:
+            s += ", activation=%r" % self.activation
+        if self.activation_kw:
+            s += ", activation_kw=%r" % self.activation_kw
+        if self._dtype != np.float32:
+            s += ", dtype=%s" % self._dtype
+        return s
+
+    def _product_config(self):
+        """The constructor arguments Dense and Conv2d share, for _config."""
+        return {"bias": self.bias is not None, "activation": self.activation,
+                "activation_kw": self.activation_kw, "init": self.init,
+                "dtype": str(self._dtype)}
+
     def _backward(self, dy, need_dx=True):
         cache = self._need_cache()
         _check_params_unchanged(self, cache.w)
@@ -181,21 +198,12 @@ class Dense(FusedActivation, _Linear):
         return 2 * out, dx + out
 
     def extra_repr(self):
-        s = "in_features=%d, out_features=%d, bias=%s" % (
-            self.in_features, self.out_features, self.bias is not None)
-        if self.activation is not None:
-            s += ", activation=%r" % self.activation
-        if self.activation_kw:
-            s += ", activation_kw=%r" % self.activation_kw
-        if self._dtype != np.float32:
-            s += ", dtype=%s" % self._dtype
-        return s
+        return "in_features=%d, out_features=%d, bias=%s%s" % (
+            self.in_features, self.out_features, self.bias is not None, self._repr_tail())
 
     def _config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias is not None, "activation": self.activation,
-                "activation_kw": self.activation_kw, "init": self.init,
-                "dtype": str(self._dtype)}
+                **self._product_config()}
 
     @classmethod
     def _from_config(cls, config):
