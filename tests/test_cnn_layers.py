@@ -279,6 +279,8 @@ def test_save_load_and_checkpoint_round_trip(tmp_path):
     trainer = fastnn.Trainer(model, SoftmaxCrossEntropy(), optim.Adam(model.parameters()), verbose=0)
     labels = np.arange(4) % 3
     trainer.fit(x, labels, epochs=1, batch_size=2)
+    assert set(trainer.evaluate(x, labels)) == {"loss", "accuracy"}
+    assert trainer.predict(x).shape == (4,) and trainer.predict_proba(x).shape == (4, 3)
     save_checkpoint(path, trainer)
     again = _residual_cnn(np.float32)
     t2 = fastnn.Trainer(again, SoftmaxCrossEntropy(), optim.Adam(again.parameters()), verbose=0)
