@@ -4,7 +4,9 @@ import math
 import numpy as np
 
 from ..core.validation import FLOAT_DTYPES, describe
+from ..kernels.activation_table import IDENTITY
 from ..ops.conv import check_window_fits
+from ..ops.dense import run_dense_backward, run_dense_forward
 from ..ops.pooling import (pool_geometry, pool_output_shape, run_avgpool2d_backward,
                            run_avgpool2d_forward, run_maxpool2d_backward,
                            run_maxpool2d_forward)
@@ -112,7 +114,11 @@ class AvgPool2d(_Pool2d):
 @register
 class GlobalAvgPool2d(Module):
     """The mean of each channel's plane: x (N, C, H, W) -> (N, C) (torch's
-    AdaptiveAvgPool2d(1) followed by a flatten), one average-pooling window per plane.
+    AdaptiveAvgPool2d(1) followed by a flatten).
+
+    Computed as one matrix-vector product: the planes as the rows of an (N C, H W)
+    matrix times a vector of 1 / (H W) (the dense kernels: BLAS-fast, recordable), and
+    backward the outer product spreading dy / (H W) over each plane.
 
     >>> import numpy as np
     >>> from fastnn.layers import GlobalAvgPool2d
@@ -126,18 +132,29 @@ class GlobalAvgPool2d(Module):
         super().__init__()
         self._cache = None
 
+    def _averager(self, size, dtype):
+        """The (size, 1) vector of 1 / size, kept in the workspace."""
+        avg = self._ws.get("averager", (size, 1), dtype)
+        avg.fill(1.0 / size)
+        return avg
+
     def _forward(self, x):
         _check_float_images(self, x)
-        h, w = x.shape[2:]
-        out, self._cache = run_avgpool2d_forward(_contiguous(x), (h, w, h, w, 0, 0),
-                                                 self._ws)
-        return out.reshape(out.shape[:2])
+        n, c, h, w = x.shape
+        rows = _contiguous(x).reshape(n * c, h * w)
+        out, cache = run_dense_forward(rows, self._averager(h * w, x.dtype), None,
+                                       IDENTITY, 0.0, self._ws)
+        self._cache = (cache, x.shape)
+        return out.reshape(n, c)
 
     def _backward(self, dy, need_dx=True):
-        cache = self._need_cache()
-        _check_dy(self, dy, cache, cache.out_shape[:2])
-        return run_avgpool2d_backward(_contiguous(dy).reshape(cache.out_shape), cache,
-                                      self._ws)
+        cache, shape = self._need_cache()
+        if dy.shape != shape[:2] or dy.dtype != cache.x.dtype:
+            raise self._error(ValueError, "dy must be a %s array of shape %s, got %s"
+                              % (cache.x.dtype, shape[:2], describe(dy)))
+        dx, _, _ = run_dense_backward(_contiguous(dy).reshape(-1, 1), cache, self._ws,
+                                      need_dx)
+        return None if dx is None else dx.reshape(shape)
 
     def output_shape(self, input_shape):
         input_shape = tuple(input_shape)
@@ -160,12 +177,11 @@ def _check_float_images(layer, x):
                            % describe(x))
 
 
-def _check_dy(layer, dy, cache, shape=None):
+def _check_dy(layer, dy, cache):
     """ValueError unless dy has the last forward's output shape and dtype."""
-    shape = cache.out_shape if shape is None else shape
-    if dy.shape != shape or dy.dtype != cache.dtype:
+    if dy.shape != cache.out_shape or dy.dtype != cache.dtype:
         raise layer._error(ValueError, "dy must be a %s array of shape %s, got %s"
-                           % (cache.dtype, shape, describe(dy)))
+                           % (cache.dtype, cache.out_shape, describe(dy)))
 
 
 def _contiguous(a):
