@@ -272,9 +272,14 @@ def _as_ndarray(x, fn, name, kind):
         return x
     if x is None or isinstance(x, (str, bytes, dict, set)):
         raise TypeError("%s: %s must be %s array, got %s" % (fn, name, kind, type(x).__name__))
+    if hasattr(x, "__dlpack__"):       # a torch tensor, ...: a view of its memory on the CPU
+        try:
+            return np.from_dlpack(x)
+        except (BufferError, RuntimeError, TypeError, ValueError):
+            pass                       # another device or dtype: np.asarray tells why
     try:
         return np.asarray(x)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise TypeError("%s: %s must be %s array (%s)" % (fn, name, kind, exc)) from None
 
 
