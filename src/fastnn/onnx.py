@@ -64,8 +64,8 @@ def export(model, path, opset=17, input_name="input", output_name="output",
     if not input_name or not output_name or input_name == output_name:
         raise ValueError("%s: input_name and output_name must be distinct non-empty "
                          "names, got %r and %r" % (fn, input_name, output_name))
-    dims = _input_dims(model, input_shape, fn)
-    proto = _build(onnx, model, opset, input_name, output_name, dims)
+    proto = _build(onnx, model, opset, input_name, output_name,
+                   lambda: _input_dims(model, input_shape, fn))
     onnx.checker.check_model(proto, full_check=True)
     atomic_savez(path, proto, _write_proto, fn)
     return path
@@ -138,8 +138,9 @@ class _Graph:
                         values[i] = new
 
 
-def _build(onnx, model, opset, input_name, output_name, dims):
-    """The checked-before-writing ModelProto of `model`."""
+def _build(onnx, model, opset, input_name, output_name, input_dims):
+    """The ModelProto of `model`; `input_dims()` gives the input's dims (asked once
+    every layer is known to export)."""
     helper = onnx.helper
     dtype = model.dtype if model.dtype is not None else np.dtype(np.float32)
     graph = _Graph(onnx, opset, dtype, (input_name, output_name))
@@ -149,7 +150,7 @@ def _build(onnx, model, opset, input_name, output_name, dims):
         y = graph.nodes[-1].output[0]
     graph.rename(y, output_name)
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    inputs = [helper.make_tensor_value_info(input_name, elem, list(dims))]
+    inputs = [helper.make_tensor_value_info(input_name, elem, list(input_dims()))]
     outputs = [helper.make_tensor_value_info(output_name, elem, None)]
     body = helper.make_graph(graph.nodes, "fastnn", inputs, outputs, graph.initializers)
     opsets = [helper.make_opsetid("", opset)]
