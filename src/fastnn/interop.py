@@ -204,8 +204,8 @@ def _checked_value(value, entry, key, fn):
     want = entry.array.T.shape if entry.transposed else entry.array.shape
     kind = entry.array.dtype.kind
     if kind == "f" and value.dtype.kind != "f" or kind == "i" and value.dtype.kind not in "iu":
-        raise TypeError("%s: %s must be a %s array, got %s"
-                        % (fn, key, "float" if kind == "f" else "integer", describe(value)))
+        raise TypeError("%s: %s must be %s array, got %s"
+                        % (fn, key, "a float" if kind == "f" else "an integer", describe(value)))
     if value.shape != want:
         raise ValueError("%s: %s must have shape %s, got %s" % (fn, key, want, describe(value)))
     if kind == "i" and (value < 0).any():
