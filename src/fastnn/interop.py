@@ -213,6 +213,15 @@ def _checked_value(value, entry, key, fn):
     return value
 
 
+def _registered(table, *keys):
+    """Decorator: the function goes into `table` under each of `keys`."""
+    def decorate(convert):
+        for key in keys:
+            table[key] = convert
+        return convert
+    return decorate
+
+
 # ----------------------------------------------------------- fastnn layer -> torch
 class _NoTorch(Exception):
     """A layer's configuration torch has no module for (the message says why)."""
@@ -220,15 +229,6 @@ class _NoTorch(Exception):
 
 #: fastnn layer class -> convert(layer) -> [TorchModule]
 TO_TORCH = {}
-
-
-def to_torch_as(*classes):
-    """Decorator: register convert(layer) -> [TorchModule] for `classes`."""
-    def decorate(convert):
-        for cls in classes:
-            TO_TORCH[cls] = convert
-        return convert
-    return decorate
 
 
 def _activation_module(row, value, layer):
@@ -258,7 +258,7 @@ def _weight_and_bias(layer, transposed):
     return tuple(state)
 
 
-@to_torch_as(*(getattr(layers, row.layer) for row in ACTIVATIONS.values()
+@_registered(TO_TORCH, *(getattr(layers, row.layer) for row in ACTIVATIONS.values()
                if row.layer is not None))
 def _activation_to_torch(layer):
     row = layer.row
@@ -266,7 +266,7 @@ def _activation_to_torch(layer):
                               layer)
 
 
-@to_torch_as(Dense)
+@_registered(TO_TORCH, Dense)
 def _dense_to_torch(layer):
     linear = TorchModule("Linear", {"in_features": layer.in_features,
                                     "out_features": layer.out_features,
@@ -276,13 +276,13 @@ def _dense_to_torch(layer):
     return [linear] + _activation_module(row, _param_value(row, layer.activation_kw), layer)
 
 
-@to_torch_as(PReLU)
+@_registered(TO_TORCH, PReLU)
 def _prelu_to_torch(layer):
     return [TorchModule("PReLU", {"num_parameters": layer.num_parameters, "init": layer.init},
                         (Entry("weight", layer.alpha.data, False),), layer)]
 
 
-@to_torch_as(BatchNorm1d)
+@_registered(TO_TORCH, BatchNorm1d)
 def _batchnorm_to_torch(layer):
     state = (Entry("weight", layer.gamma.data, False),
              Entry("bias", layer.beta.data, False)) if layer.affine else ()
@@ -294,12 +294,12 @@ def _batchnorm_to_torch(layer):
                                                 "affine": layer.affine}, state, layer)]
 
 
-@to_torch_as(Dropout)
+@_registered(TO_TORCH, Dropout)
 def _dropout_to_torch(layer):
     return [TorchModule("Dropout", {"p": layer.p}, (), layer)]
 
 
-@to_torch_as(Flatten)
+@_registered(TO_TORCH, Flatten)
 def _flatten_to_torch(layer):
     return [TorchModule("Flatten", {}, (), layer)]
 
@@ -316,15 +316,6 @@ for _row in ACTIVATIONS.values():
     if _row.layer is not None:
         _TORCH_ACTIVATIONS.setdefault(_row.torch, _row)
 del _row
-
-
-def from_torch_as(*names):
-    """Decorator: register convert(module, following, torch) for torch.nn `names`."""
-    def decorate(convert):
-        for name in names:
-            FROM_TORCH[name] = convert
-        return convert
-    return decorate
 
 
 def _torch_leaves(torch, module):
@@ -371,14 +362,14 @@ def _fused_activation(following):
     return None, None, 1
 
 
-@from_torch_as(*_TORCH_ACTIVATIONS)
+@_registered(FROM_TORCH, *_TORCH_ACTIVATIONS)
 def _activation_from_torch(module, following, torch):
     name, kw = _activation_kw(module)
     row = ACTIVATIONS[name]
     return getattr(layers, row.layer)(**(kw or {})), 1
 
 
-@from_torch_as("Linear")
+@_registered(FROM_TORCH, "Linear")
 def _linear_from_torch(module, following, torch):
     activation, kw, used = _fused_activation(following)
     return Dense(module.in_features, module.out_features, bias=module.bias is not None,
@@ -386,12 +377,12 @@ def _linear_from_torch(module, following, torch):
                  dtype=_dtype(torch, module.weight)), used
 
 
-@from_torch_as("PReLU")
+@_registered(FROM_TORCH, "PReLU")
 def _prelu_from_torch(module, following, torch):
     return PReLU(module.num_parameters, dtype=_dtype(torch, module.weight)), 1
 
 
-@from_torch_as("BatchNorm1d")
+@_registered(FROM_TORCH, "BatchNorm1d")
 def _batchnorm_from_torch(module, following, torch):
     if module.momentum is None or not module.track_running_stats:
         raise _NoTorch("fastnn's BatchNorm keeps running statistics with a momentum "
@@ -401,12 +392,12 @@ def _batchnorm_from_torch(module, following, torch):
                affine=module.affine, dtype=_dtype(torch, module.running_mean)), 1
 
 
-@from_torch_as("Dropout")
+@_registered(FROM_TORCH, "Dropout")
 def _dropout_from_torch(module, following, torch):
     return Dropout(module.p), 1
 
 
-@from_torch_as("Flatten")
+@_registered(FROM_TORCH, "Flatten")
 def _flatten_from_torch(module, following, torch):
     if (module.start_dim, module.end_dim) != (1, -1):
         raise _NoTorch("fastnn's Flatten keeps the batch axis and flattens the rest "

@@ -79,6 +79,15 @@ _COMPUTATION = ("forward", "backward", "_forward", "_backward")
 #: element of a Module's version stamp mirroring its train/eval mode
 _MODE = 1
 
+#: one as a 0-d int64 array: adding it to a counter allocates nothing (a Python 1 would)
+_ONE = np.ones((), np.int64)
+_ONE.flags.writeable = False
+
+
+def count_one(counter):
+    """Add one to a 0-d int64 counter array in place (see Module.forward_counters)."""
+    np.add(counter, _ONE, out=counter)
+
 
 # --------------------------------------------------------------------------- Parameter
 class Parameter:

@@ -4,7 +4,7 @@ import numpy as np
 from .. import ops
 from ..ops.batchnorm import BatchNormCache, run_batchnorm_backward, run_batchnorm_forward
 from ..core.validation import Bool, Dtype, Integer, Real, check, check_all, describe
-from .base import Module, Parameter, register
+from .base import Module, Parameter, count_one, register
 
 
 @register
@@ -82,7 +82,7 @@ class BatchNorm1d(Module):
 
     def _count_batch(self):
         if self.training:
-            np.add(self._batches, 1, out=self._batches)     # in place: not a new attribute
+            count_one(self._batches)
 
     def _affine_arrays(self, dt):
         if self.affine:

@@ -35,6 +35,7 @@ layer's cache changed), in which case the layers' own path runs.
 from ..core import generation
 from ..core.backend import get_backend
 from ..core.workspace import SHAPES_KEPT
+from .base import count_one
 
 #: backward recordings kept per forward recording (need_dx True and False)
 BACKWARDS_KEPT = 2
@@ -113,7 +114,7 @@ class Replays:
         """Note that f's forward ran on x (a replay leaves the layers' caches alone, and
         advances their forward counters here)."""
         for counter in f.counters:
-            counter += 1             # in place
+            count_one(counter)
         if f is not self.last and self.recordings.get(f.key) is f:
             self.recordings[f.key] = self.recordings.pop(f.key)   # most recent goes last
         self.last, self.last_x = f, x
