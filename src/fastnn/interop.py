@@ -352,7 +352,8 @@ def _activation_kw(module):
     row = _TORCH_ACTIVATIONS[type(module).__name__]
     if row.param is None or row.torch_param is None:
         return row.name, None
-    return row.name, {row.param.name: getattr(module, row.torch_param)}
+    value = getattr(module, row.torch_param)
+    return row.name, None if value == row.param.default else {row.param.name: value}
 
 
 def _fused_activation(following):
