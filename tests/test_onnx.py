@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import layers
 from fastnn.kernels.activation_table import ACTIVATIONS
 from fastnn.layers.base import REGISTRY
 

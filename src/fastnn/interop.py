@@ -29,7 +29,7 @@ from collections import namedtuple
 import numpy as np
 
 from .core.archive import atomic_savez
-from .core.validation import InstanceOf, check, check_bool, describe
+from .core.validation import InstanceOf, check, check_bool, describe, short_repr
 from .kernels.activation_table import ACTIVATIONS
 from .layers import (BatchNorm1d, Dense, Dropout, Flatten, Module, PReLU, Sequential)
 from . import layers
@@ -107,9 +107,10 @@ def to_torch(model):
 def from_torch(module):
     """A fastnn Sequential computing what torch `module` computes: a torch.nn.Sequential
     (nested ones flattened) of Linear, Conv2d, BatchNorm1d/2d, MaxPool2d, AvgPool2d,
-    activations (those of the activation table, PReLU), Dropout and Flatten, or one such
-    module. A Linear (Conv2d) followed by an activation becomes one Dense (Conv2d) with
-    that fused activation. Weights, buffers and each layer's mode are copied.
+    AdaptiveAvgPool2d(1) + Flatten (GlobalAvgPool2d), activations (those of the
+    activation table, PReLU), Dropout and Flatten, or one such module. A Linear
+    (Conv2d) followed by an activation becomes one Dense (Conv2d) with that fused
+    activation. Weights, buffers and each layer's mode are copied.
     ValueError naming the module for anything else."""
     fn = "fastnn.interop.from_torch"
     torch = _import("torch", fn)
@@ -175,13 +176,14 @@ def _torch_modules(model, fn):
     for i, layer in enumerate(model.flat_layers()):
         convert = TO_TORCH.get(type(layer))
         if convert is None:
-            raise ValueError("%s: layer %d %r has no torch.nn equivalent (convertible: %s)"
-                             % (fn, i, layer, ", ".join(sorted(c.__name__ for c in TO_TORCH))))
+            raise ValueError("%s: layer %d %s has no torch.nn equivalent (convertible: %s)"
+                             % (fn, i, short_repr(layer),
+                                ", ".join(sorted(c.__name__ for c in TO_TORCH))))
         try:
             parts.extend(convert(layer))
         except _NoTorch as exc:
-            raise ValueError("%s: layer %d %r has no torch.nn equivalent: %s"
-                             % (fn, i, layer, exc)) from None
+            raise ValueError("%s: layer %d %s has no torch.nn equivalent: %s"
+                             % (fn, i, short_repr(layer), exc)) from None
     return parts
 
 
@@ -203,11 +205,12 @@ def _checked_value(value, entry, key, fn):
                         % (fn, key, type(value).__name__)) from None
     want = entry.array.T.shape if entry.transposed else entry.array.shape
     kind = entry.array.dtype.kind
-    if kind == "f" and value.dtype.kind != "f" or kind == "i" and value.dtype.kind not in "iu":
-        raise TypeError("%s: %s must be %s array, got %s"
-                        % (fn, key, "a float" if kind == "f" else "an integer", describe(value)))
+    if value.dtype.kind not in {"f": "f", "i": "iu"}[kind]:
+        raise TypeError("%s: %s must be %s array, got %s" % (
+            fn, key, "a float" if kind == "f" else "an integer", describe(value)))
     if value.shape != want:
-        raise ValueError("%s: %s must have shape %s, got %s" % (fn, key, want, describe(value)))
+        raise ValueError("%s: %s must have shape %s, got %s"
+                         % (fn, key, want, describe(value)))
     if kind == "i" and (value < 0).any():
         raise ValueError("%s: %s must be a non-negative count, got %s" % (fn, key, value))
     return value
@@ -247,10 +250,6 @@ def _activation_module(row, value, layer):
     return [TorchModule(row.torch, kwargs, (), layer)]
 
 
-def _param_value(row, kw):
-    return None if row.param is None else (kw or {}).get(row.param.name, row.param.default)
-
-
 def _weight_and_bias(layer, transposed):
     state = [Entry("weight", layer.weight.data, transposed)]
     if layer.bias is not None:
@@ -262,18 +261,22 @@ def _weight_and_bias(layer, transposed):
                if row.layer is not None))
 def _activation_to_torch(layer):
     row = layer.row
-    return _activation_module(row, None if row.param is None else getattr(layer, row.param.name),
-                              layer)
+    value = None if row.param is None else getattr(layer, row.param.name)
+    return _activation_module(row, value, layer)
+
+
+def _with_activation(product, layer):
+    """[the TorchModule of a Dense's or Conv2d's product, then its fused activation's]."""
+    row = ACTIVATIONS[layer.activation or "identity"]
+    return [product] + _activation_module(row, row.value(layer.activation_kw), layer)
 
 
 @_registered(TO_TORCH, Dense)
 def _dense_to_torch(layer):
-    linear = TorchModule("Linear", {"in_features": layer.in_features,
-                                    "out_features": layer.out_features,
-                                    "bias": layer.bias is not None},
-                         _weight_and_bias(layer, True), layer)
-    row = ACTIVATIONS[layer.activation or "identity"]
-    return [linear] + _activation_module(row, _param_value(row, layer.activation_kw), layer)
+    return _with_activation(TorchModule(
+        "Linear", {"in_features": layer.in_features, "out_features": layer.out_features,
+                   "bias": layer.bias is not None}, _weight_and_bias(layer, True), layer),
+        layer)
 
 
 @_registered(TO_TORCH, PReLU)
@@ -330,13 +333,13 @@ def _from_torch_module(torch, leaves, i, fn):
     name = type(module).__name__
     convert = FROM_TORCH.get(name)
     if convert is None or type(module) is not getattr(torch.nn, name, None):
-        raise ValueError("%s: module %d %r has no fastnn equivalent (convertible: %s)"
-                         % (fn, i, module, ", ".join(sorted(FROM_TORCH))))
+        raise ValueError("%s: module %d %s has no fastnn equivalent (convertible: %s)"
+                         % (fn, i, short_repr(module), ", ".join(sorted(FROM_TORCH))))
     try:
         return convert(module, leaves[i + 1:], torch)
     except _NoTorch as exc:
-        raise ValueError("%s: module %d %r has no fastnn equivalent: %s"
-                         % (fn, i, module, exc)) from None
+        raise ValueError("%s: module %d %s has no fastnn equivalent: %s"
+                         % (fn, i, short_repr(module), exc)) from None
 
 
 def _dtype(torch, tensor):

@@ -23,7 +23,7 @@ from collections import namedtuple
 import numpy as np
 
 from .core.archive import atomic_savez
-from .core.validation import InstanceOf, Integer, NoneOr, check
+from .core.validation import InstanceOf, Integer, check, short_repr
 from .kernels.activation_table import ACTIVATIONS
 from . import layers
 from .layers import (BatchNorm1d, Dense, Dropout, Flatten, Maxout, Module, PReLU,
@@ -47,8 +47,8 @@ def export(model, path, opset=17, input_name="input", output_name="output",
     The graph is the model in eval mode, whatever its current mode (which is left as it
     was), in the model's dtype (float32 or float64). Its input `input_name` has a
     dynamic batch dimension; its shape comes from the first layer that fixes it (Dense:
-    (batch, in_features); Conv2d: (batch, C, height, width) with height and width
-    dynamic), or from `input_shape` (the shape without the batch), which is needed only
+    (batch, in_features); Conv2d: (batch, in_channels, height, width) with height and
+    width dynamic), or from `input_shape` (the shape without the batch), which is needed only
     when no layer fixes it (e.g. a model starting with Flatten). `opset`: 13 to the
     newest the installed onnx package knows. ValueError naming the layer for a layer
     that cannot be exported, before anything is written; the file is written
@@ -226,8 +226,8 @@ def export_layer(layer, graph, x, where):
     value's name. `where` names the layer's place in the model ("" for the model)."""
     entry = EXPORTERS.get(type(layer))
     if entry is None:
-        raise ValueError("fastnn.onnx.export: layer %s%r has no ONNX export (exportable: "
-                         "%s)" % ("%s " % where if where else "", layer,
+        raise ValueError("fastnn.onnx.export: layer %s%s has no ONNX export (exportable: "
+                         "%s)" % ("%s " % where if where else "", short_repr(layer),
                                   ", ".join(sorted(c.__name__ for c in EXPORTERS))))
     return entry.write(layer, graph, x, where)
 
@@ -274,10 +274,6 @@ def _operand(graph, v, value, x, outputs):
     return outputs[v]
 
 
-def _param_value(row, kw):
-    return None if row.param is None else kw.get(row.param.name, row.param.default)
-
-
 @exports(*(getattr(layers, row.layer) for row in ACTIVATIONS.values()
            if row.layer is not None), dims=_same)
 def _activation_layer(layer, graph, x, where):
@@ -286,13 +282,17 @@ def _activation_layer(layer, graph, x, where):
     return _activation(graph, row, value, x, where)
 
 
-@exports(Dense, dims=_features("in_features"))
-def _dense(layer, graph, x, where):
-    y = _gemm(layer, graph, x, where)
+def _fused_activation(layer, graph, y, where):
+    """A Dense's fused activation applied to its product y."""
     if layer.activation is None:
         return y
     row = ACTIVATIONS[layer.activation]
-    return _activation(graph, row, _param_value(row, layer.activation_kw or {}), y, where)
+    return _activation(graph, row, row.value(layer.activation_kw), y, where)
+
+
+@exports(Dense, dims=_features("in_features"))
+def _dense(layer, graph, x, where):
+    return _fused_activation(layer, graph, _gemm(layer, graph, x, where), where)
 
 
 def _gemm(layer, graph, x, where):

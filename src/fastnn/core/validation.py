@@ -258,6 +258,13 @@ def describe(x):
     return "%s array of shape %s" % (x.dtype, x.shape)
 
 
+def short_repr(obj):
+    """How a message names an object (a layer, a torch module): its repr, or its class
+    name when the repr spans several lines."""
+    text = repr(obj)
+    return type(obj).__name__ if "\n" in text else text
+
+
 def layout_faults(a):
     """What keeps ndarray `a` from being handed to a kernel that writes it in place:
     ["not C-contiguous", "read-only", "unaligned"] or a subset (empty: none)."""

@@ -200,6 +200,12 @@ class Activation(namedtuple("Activation", "name layer doc kernel param torch tor
 
     __slots__ = ()
 
+    def value(self, kw):
+        """The parameter's value in the keywords `kw` (a dict or None; the default when
+        absent there), None when the activation has no parameter."""
+        return None if self.param is None else (kw or {}).get(self.param.name,
+                                                               self.param.default)
+
     def resolve(self, value, where):
         """(kernel code, scalar parameter) for this activation with parameter `value`
         (its default when omitted), checked against the declared constraint."""
