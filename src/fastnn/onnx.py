@@ -45,14 +45,15 @@ def export(model, path, opset=17, input_name="input", output_name="output",
     returns `path`.
 
     The graph is the model in eval mode, whatever its current mode (which is left as it
-    was), in the model's dtype (float32 or float64). Its input `input_name` has a
-    dynamic batch dimension; its shape comes from the first layer that fixes it (Dense:
-    (batch, in_features); Conv2d: (batch, in_channels, height, width) with height and
-    width dynamic), or from `input_shape` (the shape without the batch), which is needed only
-    when no layer fixes it (e.g. a model starting with Flatten). `opset`: 13 to the
-    newest the installed onnx package knows. ValueError naming the layer for a layer
-    that cannot be exported, before anything is written; the file is written
-    atomically (a temporary file renamed over `path`)."""
+    was), in the model's dtype (float32 or float64; float32 for a model without
+    parameters). Its input `input_name` has a dynamic batch dimension; its shape comes
+    from the first layer that fixes it (Dense: (batch, in_features); Conv2d: (batch,
+    in_channels, height, width) with height and width dynamic), or from `input_shape`
+    (the shape without the batch), which is needed only when no layer fixes it (e.g. a
+    model starting with Flatten). `opset`: 13 to the newest the installed onnx package
+    knows. ValueError naming the layer for a layer that cannot be exported, before
+    anything is written; the file is written atomically (a temporary file renamed over
+    `path`)."""
     fn = "fastnn.onnx.export"
     onnx = _import_onnx(fn)
     check(fn, "model", model, InstanceOf(Module, "a fastnn Module"))
