@@ -179,6 +179,22 @@ def test_architectures_match_onnxruntime(arch, opset, tmp_path):
                                    rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("opset", range(fonnx.OLDEST_OPSET, NEWEST + 1))
+def test_every_opset_from_the_oldest_to_the_newest(opset, tmp_path):
+    f = fastnn
+    model = with_params(f.Sequential(
+        f.Dense(5, 8, activation="gelu", rng=0), batchnorm_of(8), f.PReLU(8),
+        f.Maxout(8, 6, pieces=2, rng=1), f.GELU("tanh"), f.Swish(0.5), f.Dropout(0.5),
+        f.Dense(6, 3, activation="leaky_relu", rng=2)))
+    path = fonnx.export(model, tmp_path / "m.onnx", opset=opset)
+    x = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+    np.testing.assert_allclose(run_onnx(path, x), eval_output(model, x), rtol=1e-5, atol=1e-5)
+
+
+def batchnorm_of(features):
+    return trained_batchnorm(fastnn.BatchNorm1d(features), features)
+
+
 def test_graph_has_a_dynamic_batch_and_the_given_names(tmp_path):
     model = fastnn.Sequential(fastnn.Dense(5, 3, rng=0))
     path = fonnx.export(model, str(tmp_path / "m.onnx"), input_name="features",
