@@ -25,7 +25,8 @@ DOCS = [README, ROOT / "docs" / "api.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 ILLUSTRATIVE = "# illustrative"
 #: what a block uses -> what it needs: an optional package, or the compiled kernels
-NEEDS = {"plots": "matplotlib", "fastnn.memory": "the compiled kernels"}
+NEEDS = {"plots": "matplotlib", "fastnn.memory": "the compiled kernels",
+         "fastnn.sklearn": "sklearn"}
 TIMEOUT = 300
 DOCTEST_RUNNER = textwrap.dedent("""
     import doctest, sys
@@ -109,3 +110,21 @@ def test_a_failing_block_is_reported(tmp_path):
     res = subprocess.run([sys.executable, "-"], input="raise SystemExit(3)\n", cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 3
+
+
+MPI_SCRIPT = "# illustrative: this is train_mpi.py"
+
+
+def test_the_mpi_example_runs_under_mpiexec(tmp_path):
+    """The README's MPI script (illustrative for the plain runner above) runs on 2 ranks,
+    and only rank 0 prints and writes its files."""
+    import test_distributed as dist
+    if not (dist.HAVE_MPI4PY and dist.MPIEXEC):
+        pytest.skip("MPI EXAMPLE NOT RUN: mpi4py or mpiexec is missing "
+                    "(pip install mpi4py mpich)")
+    code = next(c for _, c in python_blocks(README) if c.startswith(MPI_SCRIPT))
+    (tmp_path / "train_mpi.py").write_text(code)
+    proc = dist.mpirun(sys.executable, "-m", "mpi4py", "train_mpi.py", n=2, cwd=tmp_path)
+    assert proc.stdout.startswith("2 ranks, loss") and proc.stdout.count("\n") == 1, proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mpi-model.npz", "mpi.ckpt.npz",
+                                                          "train_mpi.py"]

@@ -41,6 +41,23 @@ def _check_params_unchanged(layer, w):
                            "shape since the last forward; call forward again")
 
 
+def weight_grads(layer, run_backward, dout, cache, need_dx):
+    """Backward of a layer with `weight` and optional `bias` Parameters: their grads are
+    bound as the workspace's "dw" / "db", so `run_backward(dout, cache, ws, need_dx) ->
+    (dx, dw, db)` writes straight into them; returns dx (None without need_dx)."""
+    ws = layer._ws
+    ws.bind("dw", layer.weight.grad)
+    if layer.bias is not None:
+        ws.bind("db", layer.bias.grad)
+    dx, dw, db = run_backward(dout, cache, ws, need_dx)
+    if dw is not layer.weight.grad:        # never expected; keeps the contract anyway
+        layer.weight.grad[...] = dw
+    if db is not None and db is not layer.bias.grad:
+        layer.bias.grad[...] = db
+    layer._mark_grads()
+    return dx
+
+
 def _init_name(init):
     return init if isinstance(init, str) else None
 
@@ -139,21 +156,11 @@ class Dense(_Linear):
     def _backward(self, dy, need_dx=True):
         cache = self._need_cache()
         _check_params_unchanged(self, cache.w)
-        ws = self._ws
-        ws.bind("dw", self.weight.grad)
-        if self.bias is not None:
-            ws.bind("db", self.bias.grad)
         if dy.shape != cache.out.shape or dy.dtype != cache.out.dtype \
                 or not dy.flags.c_contiguous:        # internal callers pass exact arrays
             dy = as_float_array(dy, "Dense.backward", "dy", dtype=cache.out.dtype)
             check_shape(dy, cache.out.shape, "Dense.backward", "dy")
-        dx, dw, db = run_dense_backward(dy, cache, ws, need_dx)
-        if dw is not self.weight.grad:        # never expected; keeps the contract anyway
-            self.weight.grad[...] = dw
-        if db is not None and db is not self.bias.grad:
-            self.bias.grad[...] = db
-        self._mark_grads()
-        return dx
+        return weight_grads(self, run_dense_backward, dy, cache, need_dx)
 
     def train_memory(self, input_shape, itemsize, first):
         """Kept: the output, and with a fused activation its input z too; gradients: the
@@ -242,18 +249,8 @@ class Maxout(_Linear):
     def _backward(self, dy, need_dx=True):
         dense_cache, max_cache = self._need_cache()
         _check_params_unchanged(self, dense_cache.w)
-        ws = self._ws
-        dz = run_maxout_backward(dy, max_cache, ws)
-        ws.bind("dw", self.weight.grad)
-        if self.bias is not None:
-            ws.bind("db", self.bias.grad)
-        dx, dw, db = ops.dense_backward(dz, dense_cache, workspace=ws, need_dx=need_dx)
-        if dw is not self.weight.grad:
-            self.weight.grad[...] = dw
-        if db is not None and db is not self.bias.grad:
-            self.bias.grad[...] = db
-        self._mark_grads()
-        return dx
+        dz = run_maxout_backward(dy, max_cache, self._ws)
+        return weight_grads(self, run_dense_backward, dz, dense_cache, need_dx)
 
     def train_memory(self, input_shape, itemsize, first):
         """Kept: every piece's z, the output and the winning pieces' indices; gradients:
