@@ -105,11 +105,11 @@ def worker(case, seconds):
     import fastnn
     from fastnn import distributed
     from fastnn.distributed.data_parallel import DataParallel
-    from fastnn.tools.bench import CASES, _data, fastnn_model
+    from fastnn.tools.reference_nets import CASES, data, fastnn_model
     from mpi4py import MPI
     name, widths, batch = next(c for c in CASES if c[0] == case)
     comm, k = MPI.COMM_WORLD, distributed.world_size()
-    x, y = _data(widths, batch, STEPS)
+    x, y = data(widths, batch, STEPS)
 
     def trainer(distributed, sync_bn=False):
         model = fastnn_model(widths)

@@ -52,19 +52,21 @@ def test_targets_report_the_spread_of_the_rounds():
     assert "| S vs torch | >= 5.00 | 6.00 | 5.00 - 7.00 | yes |" in bench.table(res)
 
 
-def _row(case, **times):
+def _row(case, floor=None, **times):
     samples = {k: [v] * 3 for k, v in times.items()}
-    row = {"case": case, "samples": samples, "gemm_gflop": 1.0}
+    row = {"case": case, "samples": samples, "gemm_gflop": 1.0, "floor": floor}
     row.update(times)
     return row
 
 
 def _result():
-    return {"fastnn": "0", "cpu": "cpu", "threads": 2, "date": "today", "gemm_gflops": 1.0,
-            "copy_gbps": 1.0, "rounds": 3, "cases": [
+    return {"fastnn": "0", "cpu": "cpu", "threads": 2, "date": "today",
+            "sgemm_rates": {"openblas (scipy)": 1.0}, "copy_gbps": 1.0, "rounds": 3,
+            "cases": [
                 _row("S", **{"fastnn-cython": 1.0, "fastnn-numpy": 3.0, "torch": 6.0}),
                 _row("M", **{"fastnn-cython": 1.0, "fastnn-numpy": 1.5, "torch": 2.0}),
-                _row("L", **{"fastnn-cython": 1.2, "gemm-only": 1.0, "adam-only": 0.1})],
+                _row("L", floor=1.0, **{"fastnn-cython": 1.2, "gemm-only": 1.0,
+                                        "adam-only": 0.1})],
             "memory": [{"case": "S", "ratio": 1.0, "step_allocations": 0},
                        {"case": "M", "ratio": 1.3, "step_allocations": 2}]}
 
@@ -72,13 +74,14 @@ def _result():
 def test_measures_and_targets():
     res = _result()
     m = bench.measures(res["cases"][2])
+    assert m["step / floor"] == pytest.approx(1.2)
     assert m["step / GEMMs"] == pytest.approx(1.2)
     assert m["step / (GEMMs + Adam)"] == pytest.approx(1.2 / 1.1)
     assert m["GEMM GFLOP/s"] == pytest.approx(1.0)
     got = {(t["case"], t["measure"]): t["met"] for t in bench.targets(res)}
     assert got[("S", "vs torch")] is True and got[("S", "vs numpy")] is True
     assert got[("M", "vs torch")] is True and got[("M", "vs numpy")] is False
-    assert got[("L", "step / GEMMs")] is False
+    assert got[("L", "step / floor")] is False                  # 1.2 > 1.15
     assert got[("L", "vs torch")] is None                       # no torch row: not measured
     assert got[("S", "step allocations")] is True and got[("S", "peak / need")] is True
     assert got[("M", "step allocations")] is False and got[("M", "peak / need")] is False
@@ -110,6 +113,7 @@ def test_reference_callables_run():
                bench.fastnn_epoch_fn(widths, 4, 2)):
         fn()
     assert bench.gemm_flops(widths, 4) == 2 * 4 * 8 * 16 * 2 + 2 * 4 * 16 * 4 * 3
+    assert bench.param_count(widths) == 8 * 16 + 16 + 16 * 4 + 4 + 2 * 16
     assert np.isfinite(bench.median_time(lambda: None, 0.001))
 
 
@@ -120,19 +124,91 @@ def test_cli_rejects_bad_rounds(capsys):
     assert "--rounds: must be an int >= 1" in capsys.readouterr().err
 
 
-def test_remote_contenders_run_in_a_child_process():
-    """Remote contenders are built and timed in one child process (PyTorch runs this
-    way, so that its OpenMP threads do not share fastnn's runtime)."""
+def test_remote_contenders_run_in_a_child_process_without_fastnn():
+    """Remote contenders are built and timed in one child process that never imports
+    fastnn (PyTorch runs there exactly as in a plain script)."""
+    pytest.importorskip("torch")
     with bench.Remote() as remote:
-        fn = remote.contender("gemv_only_fn", [8, 16, 4])
-        other = remote.contender("gemm_only_fn", [8, 16, 4], 4)
+        fn = remote.contender("torch_infer_fn", [8, 16, 4], 1)
+        other = remote.contender("torch_step_fn", [8, 16, 4], 4, 1)
         assert remote.proc.pid != __import__("os").getpid()
         assert fn.timed(3) >= 0 and other.timed(1) >= 0
+        info = remote.info()
+        assert info["fastnn_loaded"] is False and info["threads"] == 1
         res = bench.compare({"remote": fn, "local": lambda: None}, budget=0.02, rounds=3)
         assert len(res["remote"]) == 3 and len(res["local"]) == 3
+        assert bench.standalone(fn, sample=0.001, reps=2) > 0
         with pytest.raises(RuntimeError, match="child process failed"):
-            remote.contender("gemv_only_fn", "not widths")
+            remote.contender("torch_infer_fn", "not widths", 1)
         assert fn.timed(1) >= 0                          # the child survived the error
         with pytest.raises(ValueError, match="not a contender factory"):
-            remote.contender("run")
+            remote.contender("serve")
     assert remote.proc.poll() is not None
+
+
+def test_standalone_is_the_minimum_of_back_to_back_repetitions(monkeypatch):
+    totals = iter([0.0, 0.001, 0.04, 0.02, 0.03])   # warm-up, one call, 3 reps of 10 calls
+    calls = []
+
+    def timed(k):
+        calls.append(k)
+        return next(totals)
+    monkeypatch.setattr(bench, "_timer", lambda fn: timed)
+    assert bench.standalone(lambda: None, sample=0.01, reps=3) == pytest.approx(0.002)
+    assert calls == [2, 1, 10, 10, 10]
+
+
+def test_agreement_flags_a_contender_whose_loop_disagrees():
+    row = _row("M", **{"fastnn-cython": 1.0, "torch": 12.7})
+    row["standalone"] = {"fastnn-cython": 0.95, "torch": 1.07}
+    row["load"] = [0.1, 3.2]
+    got = {a["contender"]: a for a in bench.agreement(row)}
+    assert got["fastnn-cython"]["ok"] and not got["torch"]["ok"]
+    assert got["torch"]["ratio"] == pytest.approx(12.7 / 1.07)
+    res = _result()
+    res["cases"] = [row]
+    text = bench.table(res)
+    assert "| M torch | 12.700 s | 1.070 s | 11.87 | 0.10 -> 3.20 | **WARNING" in text
+    assert "| M fastnn-cython | 1.000 s | 950.00 ms | 1.05 | 0.10 -> 3.20 | yes |" in text
+    assert "Rerun on a quiet machine" in text
+
+
+def test_step_floor_adds_the_gemms_at_the_best_rate_and_adams_bytes():
+    widths, batch = (8, 16, 4), 4
+    t = bench.step_floor(widths, batch, sgemm_gflops=2.0, threads=2, copy_gbps=3.0)
+    assert t == pytest.approx(bench.gemm_flops(widths, batch) / 4e9
+                              + 28 * bench.param_count(widths) / 3e9)
+
+
+def test_header_names_the_cpu_the_blas_core_and_the_torch_runtime():
+    res = _result()
+    res.update(blas_core="SkylakeX", load=[0.5, 0.7], torch_runtime={
+        "torch": "2.0", "threads": 2, "interop_threads": 2,
+        "openmp": ["/x/torch/lib/libgomp.so.1"], "fastnn_loaded": False})
+    text = "\n".join(bench.header(res))
+    assert "cpu, OpenBLAS core SkylakeX, 2 threads" in text
+    assert "load average 0.50 -> 0.70" in text
+    assert "torch 2.0 in a child process, 2 threads, 2 inter-op threads, OpenMP libgomp.so.1" \
+        in text and "not a plain torch" not in text
+
+
+def test_plot_uses_a_log_axis_the_whiskers_do_not_stretch(tmp_path):
+    pytest.importorskip("matplotlib")
+    res = _result()
+    res["cases"][0]["samples"]["torch"] = [6.0, 33.0, 287.0]   # a huge spread of rounds
+    fig_holder = {}
+    from fastnn.tools import plots
+    orig = plots.save_figure
+
+    def keep(fig, path, dpi=100):
+        fig_holder["fig"] = fig
+        return orig(fig, path, dpi)
+    plots.save_figure = keep
+    try:
+        bench.plot(res, str(tmp_path / "b.png"))
+    finally:
+        plots.save_figure = orig
+    ax = fig_holder["fig"].axes[0]
+    assert ax.get_yscale() == "log"
+    lo, hi = ax.get_ylim()
+    assert hi <= 2 * 33.0 + 1e-9 and lo >= 1.0 / 2 - 1e-9     # medians and targets only

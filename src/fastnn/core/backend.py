@@ -18,6 +18,7 @@ import types
 import numpy as np
 
 from . import threads as _threads
+from .machine import cpu_name
 # the thread settings live in core.threads; the ops, layers and optimizers take them
 # from here with the backend they run on
 from .threads import get_num_threads, set_num_threads, threads_for  # noqa: F401
@@ -73,6 +74,19 @@ _NUMPY = _CYTHON = None
 _rebuild()
 #: the compiled backend exists when any compiled kernel does
 _HAVE_CYTHON = any(v[1] is not None for v in KERNELS.values())
+
+
+def _select_gemm():
+    """Route the compiled kernels' products to one BLAS library for the whole process
+    (`fastnn.kernels.blas_select`), before any kernel runs; None without them."""
+    try:
+        from ..kernels import blas_select
+    except ImportError:
+        return None
+    return blas_select.select()
+
+
+_GEMM = _select_gemm()
 
 
 class _ThreadState(threading.local):
@@ -151,7 +165,9 @@ def show_config(print_=True):
         "numpy_ops": numpy_ops() if _HAVE_CYTHON else "all",
         "openmp": bool(runtime.openmp_enabled()) if runtime is not None else False,
         "num_threads": get_num_threads(),
+        "cpu": cpu_name(),
         "blas": _blas_name(),
+        "gemm": ("%s (%s)" % (_GEMM["library"], _GEMM["reason"]) if _GEMM else "none"),
         "compile_args": runtime.compile_args() if runtime is not None else [],
         "numpy": np.__version__,
     }

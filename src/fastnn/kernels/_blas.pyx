@@ -17,6 +17,13 @@ product runs as plain loops (only shapes beyond 2^31 columns reach them). The li
 INT_MAX; tests lower it (set_int_limit) to run these paths on small arrays. The BLAS
 calls check their sizes once more: one above the limit (a bug upstream) fills the
 result with NaN instead of handing BLAS a truncated int.
+
+Library. The products go through function pointers (sgemm, dgemm, sgemv, dgemv,
+Fortran BLAS signatures), one set per shape class (CLASSES): SciPy's OpenBLAS by
+default, or another library's (`use_library`, chosen once per process by
+`fastnn.kernels.blas_select` before any kernel runs). A product's class depends on its
+shape alone, so a process computes a given product with one library whatever the
+thread count.
 """
 from cython cimport floating
 from libc.limits cimport INT_MAX
@@ -24,6 +31,90 @@ from libc.math cimport NAN
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 cdef Py_ssize_t int_limit = INT_MAX
+
+ctypedef void (*sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *,
+                         float *, int *, float *, float *, int *) noexcept nogil
+ctypedef void (*dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *,
+                         double *, int *, double *, double *, int *) noexcept nogil
+ctypedef void (*sgemv_t)(char *, int *, int *, float *, float *, int *, float *, int *,
+                         float *, float *, int *) noexcept nogil
+ctypedef void (*dgemv_t)(char *, int *, int *, double *, double *, int *, double *, int *,
+                         double *, double *, int *) noexcept nogil
+
+#: the shape classes a library is chosen for: matrix-vector products, and matrix
+#: products with a side of at most THIN (edge tiles dominate them) or wider
+CLASSES = ("vector", "thin", "wide")
+cdef enum:
+    THIN = 128
+    THIN_CLASS = 0
+    WIDE_CLASS = 1
+
+cdef sgemm_t _sgemm[2]
+cdef dgemm_t _dgemm[2]
+cdef sgemv_t _sgemv = sgemv
+cdef dgemv_t _dgemv = dgemv
+_sgemm[THIN_CLASS] = _sgemm[WIDE_CLASS] = sgemm
+_dgemm[THIN_CLASS] = _dgemm[WIDE_CLASS] = dgemm
+cdef dict _library = {c: "openblas" for c in CLASSES}
+
+
+def library():
+    """{shape class: the name of the BLAS library its products call} ("openblas":
+    SciPy's, the default)."""
+    return dict(_library)
+
+
+def use_library(str name, addresses=None, classes=CLASSES):
+    """Route the products of `classes` (of CLASSES) to library `name`: `addresses` maps
+    "sgemm", "dgemm", "sgemv" and "dgemv" to the addresses of its Fortran-interface
+    functions (None: SciPy's OpenBLAS). The caller keeps the library loaded for the life
+    of the process; call it before any kernel runs (`fastnn.kernels.blas_select` does,
+    at import): a shape's class, and so its library, is then fixed for the process."""
+    global _sgemv, _dgemv
+    cdef int i
+    if not set(classes) <= set(CLASSES):
+        raise ValueError("use_library: classes must be among %s, got %r" % (CLASSES, classes))
+    if addresses is not None and (sorted(addresses) != ["dgemm", "dgemv", "sgemm", "sgemv"]
+                                  or not all(isinstance(a, int) and a > 0
+                                             for a in addresses.values())):
+        raise ValueError("use_library: addresses must map sgemm, dgemm, sgemv and "
+                         "dgemv to non-null function addresses, got %r" % (addresses,))
+    for c in classes:
+        if c == "vector":
+            _sgemv = sgemv if addresses is None else <sgemv_t><size_t>addresses["sgemv"]
+            _dgemv = dgemv if addresses is None else <dgemv_t><size_t>addresses["dgemv"]
+        else:
+            i = THIN_CLASS if c == "thin" else WIDE_CLASS
+            _sgemm[i] = sgemm if addresses is None else <sgemm_t><size_t>addresses["sgemm"]
+            _dgemm[i] = dgemm if addresses is None else <dgemm_t><size_t>addresses["dgemm"]
+        _library[c] = name
+
+
+def matmul(a, b):
+    """a @ b for C-contiguous 2-d float32 or float64 arrays of one dtype, through the
+    kernels' `gemm` (for tests and the library choice); returns a new array."""
+    import numpy as np
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == b.ndim == 2
+            and a.dtype == b.dtype and a.dtype in (np.float32, np.float64)):
+        raise TypeError("matmul: expected two 2-d float32 or float64 arrays of one dtype")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError("matmul: shapes %s and %s do not chain" % (a.shape, b.shape))
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    c = np.empty((a.shape[0], b.shape[1]), a.dtype)
+    if a.dtype == np.float32:
+        _matmul[float](a, b, c)
+    else:
+        _matmul[double](a, b, c)
+    return c
+
+
+cdef void _matmul(floating[:, ::1] a, floating[:, ::1] b, floating[:, ::1] c) noexcept:
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = b.shape[1]
+    if m == 0 or n == 0:
+        return
+    with nogil:
+        gemm(False, False, m, n, k, &a[0, 0] if k else NULL, k, &b[0, 0] if k else NULL,
+             n, 0, &c[0, 0], n)
 
 
 def get_int_limit():
@@ -98,12 +189,13 @@ cdef inline void _gemm_blas(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssi
     cdef int M = <int>n, N = <int>m, K = <int>k, LDA = <int>ldb, LDB = <int>lda
     cdef int LDC = <int>ldc
     cdef floating one = 1
+    cdef int cls = THIN_CLASS if min(min(m, n), k) <= THIN else WIDE_CLASS
     if floating is float:
-        sgemm(&transa, &transb, &M, &N, &K, &one, <float *>b, &LDA, <float *>a, &LDB,
-              &beta, c, &LDC)
+        _sgemm[cls](&transa, &transb, &M, &N, &K, &one, <float *>b, &LDA, <float *>a,
+                    &LDB, &beta, c, &LDC)
     else:
-        dgemm(&transa, &transb, &M, &N, &K, &one, <double *>b, &LDA, <double *>a, &LDB,
-              &beta, c, &LDC)
+        _dgemm[cls](&transa, &transb, &M, &N, &K, &one, <double *>b, &LDA, <double *>a,
+                    &LDB, &beta, c, &LDC)
 
 
 cdef inline void _gemv(bint row_major_t, Py_ssize_t n, Py_ssize_t k, const floating *a,
@@ -120,11 +212,11 @@ cdef inline void _gemv(bint row_major_t, Py_ssize_t n, Py_ssize_t k, const float
     cdef int LDA = <int>lda, INCX = <int>incx, INCY = <int>incy
     cdef floating one = 1
     if floating is float:
-        sgemv(&trans, &rows, &cols, &one, <float *>a, &LDA, <float *>x, &INCX, &beta, y,
-              &INCY)
+        _sgemv(&trans, &rows, &cols, &one, <float *>a, &LDA, <float *>x, &INCX, &beta, y,
+               &INCY)
     else:
-        dgemv(&trans, &rows, &cols, &one, <double *>a, &LDA, <double *>x, &INCX, &beta, y,
-              &INCY)
+        _dgemv(&trans, &rows, &cols, &one, <double *>a, &LDA, <double *>x, &INCX, &beta, y,
+               &INCY)
 
 
 cdef void _scale(Py_ssize_t m, Py_ssize_t n, floating beta, floating *c,

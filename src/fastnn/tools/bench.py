@@ -1,32 +1,43 @@
 """`python -m fastnn bench`: fastnn-cython, fastnn-numpy, PyTorch and scikit-learn side
-by side on the same work, with the machine's GEMM and memory-bandwidth limits.
+by side on the same work, against the machine's floor.
 
 Measured side by side, literally: `compare` runs the contenders of a case in rounds,
 each round timing a batch of calls of every contender in turn (rotating the order, a
 pause after each), and every ratio is the median of the per-round ratios (`paired`). A
-shared, noisy machine (its speed drifts by 10-40% within seconds) then slows the
-contenders of a round alike, so the ratios hold even where absolute times do not.
-PyTorch is built and timed in a child process (`Remote`).
+shared, noisy machine then slows the contenders of a round alike, so the ratios hold
+even where absolute times do not.
+
+Checked against a plain loop: after its rounds, every contender is also timed alone
+(`standalone`: the minimum of a few back-to-back repetitions, in the process it runs
+in), and a contender whose interleaved time differs from that by more than
+`AGREEMENT` is reported, with the load average, as a warning row.
+
+PyTorch is built and timed in a child process that never imports fastnn
+(`torch_peer`, through `Remote`). The floor of a training step (`step_floor`) is its
+GEMM FLOPs at the best single-thread sgemm rate of the BLAS libraries present times
+the threads, plus its Adam update's bytes at copy bandwidth.
+
+Extra case families (e.g. convolutional networks) plug into `run(families=...)`: a
+family is a callable taking the `Session` and yielding (row, contenders) pairs.
 """
 import contextlib
 import json
-import platform
+import os
 import sys
 import time
 
 import numpy as np
 
-#: reference training steps: (name, layer widths, batch) — Dense->BN->ReLU hidden layers
-CASES = [("S", (64, 128, 10), 32), ("M", (784, 256, 10), 64),
-         ("L", (784, 512, 512, 10), 128), ("XL", (784, 1024, 1024, 10), 512)]
+from ..core.machine import cpu_name
+from .reference_nets import CASES, data, fastnn_model, gemm_flops, param_count  # noqa: F401
 
 #: the targets of the performance issue: (case, measure, bound, "min" | "max"); with the
 #: compiled build, each case's memory adds "step allocations" <= 0 and "peak / need" <= 1.25
-TARGETS = [("S", "vs torch", 5.0, "min"), ("M", "vs torch", 1.8, "min"),
-           ("L", "vs torch", 1.5, "min"), ("XL", "vs torch", 1.1, "min"),
+TARGETS = [("S", "vs torch", 5.0, "min"), ("M", "vs torch", 2.0, "min"),
+           ("L", "vs torch", 1.5, "min"), ("XL", "vs torch", 1.15, "min"),
            ("S", "vs numpy", 2.0, "min"), ("M", "vs numpy", 2.0, "min"),
            ("L", "vs numpy", 1.4, "min"),
-           ("L", "step / GEMMs", 1.15, "max"), ("XL", "step / GEMMs", 1.15, "max"),
+           ("L", "step / floor", 1.15, "max"), ("XL", "step / floor", 1.15, "max"),
            ("M infer b=1", "vs torch", 5.0, "min"),
            ("M epoch (no BN)", "vs sklearn", 2.0, "min")]
 
@@ -36,6 +47,14 @@ SAMPLE = 0.05    # seconds of back-to-back calls per contender per round
 #: less) and steal a core from whatever runs next; measured here, a 2-thread fastnn step
 #: ran 1.3-1.6x slower within 50 ms of a BLAS-threaded GEMM, and at full speed after 0.2 s
 PAUSE = 0.2
+#: a contender's interleaved median and its standalone time agree when within this
+#: fraction of each other
+AGREEMENT = 0.10
+STANDALONE_REPS = 5
+#: the contenders checked against a standalone loop (the references are floors, not peers)
+PEERS = ("fastnn-cython", "fastnn-numpy", "torch", "sklearn")
+#: bytes an Adam step streams per parameter: reads p, g, m, v and writes p, m, v (float32)
+ADAM_BYTES = 7 * 4
 
 
 def median_time(fn, budget, min_repeats=5, max_repeats=10000):
@@ -52,6 +71,12 @@ def median_time(fn, budget, min_repeats=5, max_repeats=10000):
     return float(np.median(times))
 
 
+def _unpack(contender):
+    """(timed, context) of a contender given as fn or (fn, context)."""
+    fn, ctx = contender if isinstance(contender, tuple) else (contender, None)
+    return _timer(fn), ctx or contextlib.nullcontext
+
+
 def compare(contenders, budget, rounds=ROUNDS):
     """Seconds per call of each contender, measured round-robin: {name: [one per round]}.
 
@@ -59,14 +84,10 @@ def compare(contenders, budget, rounds=ROUNDS):
     manager held while fn runs (a backend, a BLAS thread limit; entered outside the
     timings); fn may be a `RemoteFn` (timed in a child process). Each contender gets
     ~budget seconds in `rounds` samples; a sample times as many back-to-back calls as
-    fill budget / rounds (at least one), after two
-    warm-up calls. Within a round the contenders run one after the other (the order
-    rotates from round to round), so a ratio of two contenders is best taken round by
-    round (`paired`)."""
-    items = []
-    for name, c in contenders.items():
-        fn, ctx = c if isinstance(c, tuple) else (c, None)
-        items.append((name, _timer(fn), ctx or contextlib.nullcontext))
+    fill budget / rounds (at least one), after two warm-up calls. Within a round the
+    contenders run one after the other (the order rotates from round to round), so a
+    ratio of two contenders is best taken round by round (`paired`)."""
+    items = [(name,) + _unpack(c) for name, c in contenders.items()]
     calls = {}
     for name, timed, ctx in items:
         with ctx():
@@ -83,21 +104,46 @@ def compare(contenders, budget, rounds=ROUNDS):
     return samples
 
 
+def standalone(contender, sample=SAMPLE, reps=STANDALONE_REPS):
+    """Seconds per call of a contender (as in `compare`) timed alone, the way a plain
+    script would: after a warm-up, the minimum over `reps` back-to-back repetitions of m
+    calls (m fills ~sample seconds), in the process the contender lives in."""
+    timed, ctx = _unpack(contender)
+    with ctx():
+        timed(2)
+        m = max(1, int(sample / max(timed(1), 1e-7)))
+        return min(timed(m) / m for _ in range(reps))
+
+
+def agreement(row, tolerance=AGREEMENT):
+    """The standalone check of a measured case row: [{contender, interleaved,
+    standalone, ratio, ok}] for every contender with a standalone time; ratio is the
+    interleaved median over the standalone time, ok when within 1 +- tolerance."""
+    out = []
+    for name, alone in row.get("standalone", {}).items():
+        ratio = row[name] / alone
+        out.append({"contender": name, "interleaved": row[name], "standalone": alone,
+                    "ratio": ratio, "ok": abs(ratio - 1) <= tolerance})
+    return out
+
+
 class Remote:
-    """A child process that builds contenders and times their calls there. PyTorch runs
-    this way, so that the two engines share no runtime: in one process they would use
-    the same OpenMP runtime (both link libgomp.so.1, which the loader maps once) and the
-    same allocator. One child serves a whole run (importing torch takes seconds)."""
+    """A child process (`torch_peer`) that builds contenders and times their calls
+    there. PyTorch runs this way, in a process that never imports fastnn, so that the
+    two engines share no runtime (in one process torch would run on fastnn's OpenMP
+    library, see `torch_peer`). One child serves a whole run (importing torch takes
+    seconds)."""
 
     def __init__(self):
         import subprocess
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import fastnn.tools.bench as b; b._serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_peer.py")
+        self.proc = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
         self.count = 0
 
     def contender(self, factory, *args):
-        """A `RemoteFn` for fastnn.tools.bench.<factory>(*args), built in the child."""
+        """A `RemoteFn` for factory(*args), built in the child: factory names a function
+        of `torch_peer` (or "module:name", see there) ending in "_fn"."""
         if not factory.endswith("_fn"):
             raise ValueError("fastnn.tools.bench.Remote: not a contender factory: %r" % factory)
         reply = self._ask(json.dumps([factory, list(args)]))
@@ -106,6 +152,11 @@ class Remote:
                                % (factory, reply))
         self.count += 1
         return RemoteFn(self, self.count - 1)
+
+    def info(self):
+        """The child's runtime: `torch_peer.runtime_info` (torch's threads, its OpenMP
+        library, whether fastnn was loaded there)."""
+        return json.loads(self._ask("info"))
 
     def _ask(self, line):
         self.proc.stdin.write(line + "\n")
@@ -136,31 +187,8 @@ class RemoteFn:
         return float(self.remote._ask("%d %d" % (self.index, calls)))
 
 
-def _serve():
-    """The child side of `Remote`: a JSON line [factory, args] builds a contender
-    ("ready", or the error on one line); "i k" times k calls of contender i."""
-    import traceback
-    fns = []
-    for line in sys.stdin:
-        if line.startswith("["):
-            try:
-                factory, args = json.loads(line)
-                fns.append(globals()[factory](*args))
-            except Exception:                          # report it on one line
-                print(traceback.format_exc().replace("\n", " | "), flush=True)
-                continue
-            print("ready", flush=True)
-            continue
-        i, k = map(int, line.split())
-        fn = fns[i]
-        t0 = time.perf_counter()
-        for _ in range(k):
-            fn()
-        print(repr(time.perf_counter() - t0), flush=True)
-
-
 def _timer(fn):
-    """calls -> seconds for a local callable or a `Remote`."""
+    """calls -> seconds for a local callable or a `RemoteFn`."""
     if isinstance(fn, RemoteFn):
         return fn.timed
 
@@ -191,15 +219,31 @@ def _all_threads(threads):
     return threadpool_limits(limits=threads, user_api="blas")
 
 
-def gemm_gflops(budget, threads):
-    """float32 GEMM throughput of the BLAS the kernels use (scipy's), GFLOP/s."""
+def sgemm_fn(n=1024):
+    """A callable multiplying two n x n float32 matrices with the BLAS the kernels use
+    (scipy's), into a preallocated output; the caller chooses its threading."""
     from scipy.linalg.blas import sgemm
-    n = 1024
     a = np.asfortranarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
     c = np.zeros((n, n), np.float32, order="F")
-    with _all_threads(threads):
-        t = median_time(lambda: sgemm(1.0, a, a, c=c, overwrite_c=1), budget)
-    return 2 * n ** 3 / t / 1e9
+    return lambda: sgemm(1.0, a, a, c=c, overwrite_c=1)
+
+
+def sgemm_rates(remote=None, n=1024):
+    """Single-thread float32 GEMM rate (GFLOP/s, n x n x n, best of `STANDALONE_REPS`) of
+    every BLAS library at hand: the kernels' candidates (`fastnn.kernels.blas_select`:
+    OpenBLAS, and MKL when installed) and torch's (MKL inside its PyPI wheels, measured
+    in the `Remote` child when there is one)."""
+    flops = 2 * n ** 3 / 1e9
+    try:
+        from ..kernels import blas_select
+    except ImportError:                              # a NumPy-only install: SciPy's BLAS
+        rates = {"openblas": flops / standalone((sgemm_fn(n), lambda: _all_threads(1)))}
+    else:
+        rates = {lib: flops / blas_select.seconds(lib, [(n, n, n)], STANDALONE_REPS)[0]
+                 for lib in blas_select.available()}
+    if remote is not None:
+        rates["torch"] = flops / standalone(remote.contender("torch_sgemm_fn", n))
+    return rates
 
 
 def copy_bandwidth(budget):
@@ -208,6 +252,14 @@ def copy_bandwidth(budget):
     y = np.empty_like(x)
     t = median_time(lambda: np.copyto(y, x), budget)
     return 2 * x.nbytes / t / 1e9
+
+
+def step_floor(widths, batch, sgemm_gflops, threads, copy_gbps):
+    """Seconds a training step of the reference network cannot beat on this machine:
+    its GEMM FLOPs at `sgemm_gflops` (the best single-thread rate) times `threads`, plus
+    its Adam update's bytes (`ADAM_BYTES` per parameter) at `copy_gbps`."""
+    return (gemm_flops(widths, batch) / (sgemm_gflops * 1e9 * threads)
+            + ADAM_BYTES * param_count(widths) / (copy_gbps * 1e9))
 
 
 def gemm_only_fn(widths, batch, first_dx=False):
@@ -258,7 +310,7 @@ def adam_only_fn(widths):
     parameter count)."""
     import fastnn
     from ..core.backend import backend, threads_for
-    n = sum(i * o + o for i, o in zip(widths[:-1], widths[1:])) + 2 * sum(widths[1:-1])
+    n = param_count(widths)
     # filled arrays: never-written np.zeros pages all map to one zero page, whose reads
     # would cost nothing
     rng = np.random.default_rng(0)
@@ -270,36 +322,13 @@ def adam_only_fn(widths):
     return lambda: k.adam_step(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, False, nt)
 
 
-def gemm_flops(widths, batch):
-    f = 0
-    for k, (i, o) in enumerate(zip(widths[:-1], widths[1:])):
-        f += 2 * batch * i * o * (3 if k else 2)
-    return f
-
-
 # ---------------------------------------------------------------- contenders
-
-def _data(widths, batch, n_batches=1, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch * n_batches, widths[0]), np.float32)
-    y = rng.integers(0, widths[-1], batch * n_batches)
-    return x, y
-
-
-def fastnn_model(widths, seed=0):
-    import fastnn
-    layers = []
-    for i, o in zip(widths[:-2], widths[1:-1]):
-        layers += [fastnn.Dense(i, o, rng=seed), fastnn.BatchNorm1d(o), fastnn.ReLU()]
-    layers.append(fastnn.Dense(widths[-2], widths[-1], rng=seed))
-    return fastnn.Sequential(*layers)
-
 
 def fastnn_step_fn(widths, batch, backend):
     """A callable making one training step (forward, loss, backward, Adam) of the
     reference network; run it with `backend` active (fastnn.use_backend)."""
     import fastnn
-    x, y = _data(widths, batch)
+    x, y = data(widths, batch)
     with fastnn.use_backend(backend):
         model = fastnn_model(widths)
         trainer = fastnn.Trainer(model, fastnn.SoftmaxCrossEntropy(),
@@ -309,51 +338,14 @@ def fastnn_step_fn(widths, batch, backend):
 
 def fastnn_infer_fn(widths):
     """A callable running the eval-mode public forward at batch 1."""
-    x, _ = _data(widths, 1)
+    x, _ = data(widths, 1)
     model = fastnn_model(widths).eval()
     return lambda: model(x)
 
 
-def torch_model(widths, threads):
-    import torch
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    layers = []
-    for i, o in zip(widths[:-2], widths[1:-1]):
-        layers += [torch.nn.Linear(i, o), torch.nn.BatchNorm1d(o), torch.nn.ReLU()]
-    layers.append(torch.nn.Linear(widths[-2], widths[-1]))
-    return torch.nn.Sequential(*layers)
-
-
-def torch_step_fn(widths, batch, threads):
-    import torch
-    model = torch_model(widths, threads)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    crit = torch.nn.CrossEntropyLoss()
-    x, y = _data(widths, batch)
-    x, y = torch.from_numpy(x), torch.from_numpy(y)
-
-    def step():
-        opt.zero_grad()
-        crit(model(x), y).backward()
-        opt.step()
-    return step
-
-
-def torch_infer_fn(widths, threads):
-    import torch
-    model = torch_model(widths, threads).eval()
-    x = torch.from_numpy(_data(widths, 1)[0])
-
-    def infer():
-        with torch.no_grad():
-            model(x)
-    return infer
-
-
 def sklearn_epoch_fn(widths, batch, n_batches):
     from sklearn.neural_network import MLPClassifier
-    x, y = _data(widths, batch, n_batches)
+    x, y = data(widths, batch, n_batches)
     clf = MLPClassifier(hidden_layer_sizes=widths[1:-1], solver="adam", batch_size=batch,
                         learning_rate_init=1e-3, shuffle=False, alpha=0.0, random_state=0)
     classes = np.arange(widths[-1])
@@ -394,7 +386,7 @@ def sklearn_fit(library, dataset, epochs, dtype=np.float64):
 def fastnn_epoch_fn(widths, batch, n_batches):
     """fastnn on the scikit-learn comparison: same architecture without BN, Adam."""
     import fastnn
-    x, y = _data(widths, batch, n_batches)
+    x, y = data(widths, batch, n_batches)
     layers = [fastnn.Dense(i, o, activation="relu", rng=0)
               for i, o in zip(widths[:-2], widths[1:-1])]
     model = fastnn.Sequential(*layers, fastnn.Dense(widths[-2], widths[-1], rng=0))
@@ -411,6 +403,8 @@ def fastnn_epoch_fn(widths, batch, n_batches):
 
 # ---------------------------------------------------------------- driver
 
+# ---------------------------------------------------------------- driver
+
 def _available(module):
     """Whether a module is installed (without importing it here: torch runs in its own
     process, see `Remote`)."""
@@ -418,27 +412,103 @@ def _available(module):
     return importlib.util.find_spec(module) is not None
 
 
-def run(quick=False, log=print, rounds=None):
+class Session:
+    """What a case family needs to build its contenders: the run's settings (`quick`,
+    `threads`, `backends` of fastnn to run, `remote`: the torch `Remote` or None), the
+    machine's limits (`sgemm_gflops`: the best single-thread rate, `copy_gbps`), a
+    `log` and helpers for contexts."""
+
+    def __init__(self, quick, threads, backends, remote, log, sgemm_gflops, copy_gbps):
+        self.quick, self.threads, self.backends, self.remote = quick, threads, backends, remote
+        self.log, self.sgemm_gflops, self.copy_gbps = log, sgemm_gflops, copy_gbps
+
+    def on(self, backend):
+        """A context factory running fastnn on `backend`."""
+        import fastnn
+        return lambda: fastnn.use_backend(backend)
+
+    def blas(self):
+        """A context factory giving BLAS's own threading the run's threads."""
+        return lambda: _all_threads(self.threads)
+
+
+def training_steps(s):
+    """The reference training steps (`CASES`): fastnn on each backend, torch, the step's
+    GEMMs alone and its Adam update alone; rows carry the step's floor."""
+    for name, widths, batch in CASES:
+        s.log("training step %s %s batch %d ..." % (name, "-".join(map(str, widths)), batch))
+        contenders = {"fastnn-" + b: (fastnn_step_fn(widths, batch, b), s.on(b))
+                      for b in s.backends}
+        if s.remote is not None:
+            contenders["torch"] = s.remote.contender("torch_step_fn", widths, batch,
+                                                     s.threads)
+        contenders["gemm-only"] = (gemm_only_fn(widths, batch), s.blas())
+        if "cython" in s.backends:
+            contenders["adam-only"] = adam_only_fn(widths)
+        yield ({"case": name, "kind": "train step", "widths": widths, "batch": batch,
+                "gemm_gflop": gemm_flops(widths, batch) / 1e9,
+                "floor": step_floor(widths, batch, s.sgemm_gflops, s.threads, s.copy_gbps)},
+               contenders)
+
+
+def batch1_inference(s):
+    """Eval-mode inference of case M at batch 1 against torch and the GEMV floor."""
+    name, widths, _ = CASES[1]
+    s.log("inference %s batch 1 ..." % name)
+    contenders = {"fastnn-" + b: (fastnn_infer_fn(widths), s.on(b)) for b in s.backends}
+    if s.remote is not None:
+        contenders["torch"] = s.remote.contender("torch_infer_fn", widths, s.threads)
+    contenders["gemm-only"] = (gemv_only_fn(widths), s.blas())
+    yield ({"case": name + " infer b=1", "kind": "inference", "widths": widths, "batch": 1,
+            "gemm_gflop": 2 * sum(i * o for i, o in zip(widths[:-1], widths[1:])) / 1e9},
+           contenders)
+
+
+def sklearn_epochs(s):
+    """An epoch of case M without BN against scikit-learn's MLPClassifier."""
+    if not _available("sklearn"):
+        return
+    name, widths, batch = CASES[1]
+    n_batches = 20 if s.quick else 100
+    s.log("epoch vs scikit-learn MLPClassifier (%s, no BN, %d batches) ..." % (name, n_batches))
+    b = s.backends[0]
+    yield ({"case": name + " epoch (no BN)", "kind": "epoch", "widths": widths,
+            "batch": batch},
+           {"fastnn-" + b: (fastnn_epoch_fn(widths, batch, n_batches), s.on(b)),
+            "sklearn": sklearn_epoch_fn(widths, batch, n_batches)})
+
+
+#: the case families `run` measures by default, in order
+FAMILIES = [training_steps, batch1_inference, sklearn_epochs]
+
+
+def run(quick=False, log=print, rounds=None, families=None):
     """Measure everything; return a dict (also printed as tables by `main`). rounds:
     interleaved rounds per case (default ROUNDS, or QUICK_ROUNDS when quick); each
-    contender gets SAMPLE seconds of calls per round."""
+    contender gets SAMPLE seconds of calls per round, then a `standalone` timing.
+    families: case families (default `FAMILIES`), see `Session`."""
     import fastnn
     cfg = fastnn.show_config(print_=False)
     threads = fastnn.get_num_threads()
     rounds = rounds or (QUICK_ROUNDS if quick else ROUNDS)
     budget = rounds * SAMPLE
-    res = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_name(), "threads": threads,
-           "fastnn": cfg["version"], "blas": cfg["blas"], "rounds": rounds, "cases": []}
-    log("machine limits ...")
-    res["gemm_gflops"] = gemm_gflops(budget, threads)
-    res["copy_gbps"] = copy_bandwidth(budget)
-    log("  sgemm %.1f GFLOP/s, copy %.1f GB/s" % (res["gemm_gflops"], res["copy_gbps"]))
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(), "threads": threads,
+           "fastnn": cfg["version"], "blas": cfg["blas"], "blas_core": blas_core(),
+           "gemm": cfg.get("gemm", "none"),
+           "rounds": rounds, "load": [os.getloadavg()[0]], "cases": []}
     with (Remote() if _available("torch") else contextlib.nullcontext()) as remote:
-        for row, contenders in _cases(cfg, threads, quick, remote, log):
-            row["samples"] = compare(contenders, budget, rounds)
-            row.update({k: float(np.median(v)) for k, v in row["samples"].items()})
-            res["cases"].append(row)
-            log("  " + _summary(row))
+        log("machine limits ...")
+        res["sgemm_rates"] = sgemm_rates(remote)
+        res["copy_gbps"] = copy_bandwidth(budget)
+        log("  single-thread sgemm %s GFLOP/s, copy %.1f GB/s" % (
+            ", ".join("%s %.1f" % kv for kv in res["sgemm_rates"].items()), res["copy_gbps"]))
+        s = Session(quick, threads, ["cython", "numpy"] if cfg["cython"] else ["numpy"],
+                    remote, log, max(res["sgemm_rates"].values()), res["copy_gbps"])
+        for family in (FAMILIES if families is None else families):
+            for row, contenders in family(s):
+                res["cases"].append(_measure(row, contenders, budget, rounds, log))
+        res["torch_runtime"] = remote.info() if remote is not None else None
+    res["load"].append(os.getloadavg()[0])
     from . import memory
     if memory.available():
         log("memory of a training step (allocations, peak vs need) ...")
@@ -447,78 +517,56 @@ def run(quick=False, log=print, rounds=None):
     return res
 
 
-def _cases(cfg, threads, quick, remote, log=print):
-    """(row, contenders) of every case, built as it comes (torch's in `remote`, a
-    `Remote` child process, when there is one)."""
-    import fastnn
-    backends = ["cython", "numpy"] if cfg["cython"] else ["numpy"]
-    blas = lambda: _all_threads(threads)                       # noqa: E731
-    on = lambda b: (lambda: fastnn.use_backend(b))             # noqa: E731
-    for name, widths, batch in CASES:
-        log("training step %s %s batch %d ..." % (name, "-".join(map(str, widths)), batch))
-        contenders = {"fastnn-" + b: (fastnn_step_fn(widths, batch, b), on(b))
-                      for b in backends}
-        if remote is not None:
-            contenders["torch"] = remote.contender("torch_step_fn", widths, batch, threads)
-        contenders["gemm-only"] = (gemm_only_fn(widths, batch), blas)
-        if cfg["cython"]:
-            contenders["adam-only"] = adam_only_fn(widths)
-        yield ({"case": name, "kind": "train step", "widths": widths, "batch": batch,
-                "gemm_gflop": gemm_flops(widths, batch) / 1e9}, contenders)
-    name, widths, _ = CASES[1]
-    log("inference %s batch 1 ..." % name)
-    contenders = {"fastnn-" + b: (fastnn_infer_fn(widths), on(b)) for b in backends}
-    if remote is not None:
-        contenders["torch"] = remote.contender("torch_infer_fn", widths, threads)
-    contenders["gemm-only"] = (gemv_only_fn(widths), blas)
-    yield ({"case": name + " infer b=1", "kind": "inference", "widths": widths, "batch": 1,
-            "gemm_gflop": 2 * sum(i * o for i, o in zip(widths[:-1], widths[1:])) / 1e9},
-           contenders)
-    if _available("sklearn"):
-        name, widths, batch = CASES[1]
-        n_batches = 20 if quick else 100
-        log("epoch vs scikit-learn MLPClassifier (%s, no BN, %d batches) ..."
-            % (name, n_batches))
-        b = backends[0]
-        yield ({"case": name + " epoch (no BN)", "kind": "epoch", "widths": widths,
-                "batch": batch},
-               {"fastnn-" + b: (fastnn_epoch_fn(widths, batch, n_batches), on(b)),
-                "sklearn": sklearn_epoch_fn(widths, batch, n_batches)})
+def _measure(row, contenders, budget, rounds, log):
+    """Fill a case row: interleaved samples and medians, standalone times, the load."""
+    load = os.getloadavg()[0]
+    row["samples"] = compare(contenders, budget, rounds)
+    row.update({k: float(np.median(v)) for k, v in row["samples"].items()})
+    row["standalone"] = {k: standalone(c) for k, c in contenders.items() if k in PEERS}
+    row["load"] = [load, os.getloadavg()[0]]
+    log("  " + _summary(row))
+    return row
+
+
+def blas_core():
+    """The CPU kernel of the OpenBLAS the compiled kernels call (threadpoolctl's
+    "architecture", e.g. SkylakeX or Haswell), with OPENBLAS_CORETYPE when it is set."""
+    try:
+        from threadpoolctl import threadpool_info
+        from ..core.threads import is_kernel_blas
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return "unknown"
+    cores = [i.get("architecture") or "?" for i in threadpool_info()
+             if i.get("internal_api") == "openblas" and is_kernel_blas(i["filepath"])]
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return (", ".join(cores) or "not OpenBLAS") + (
+        " (OPENBLAS_CORETYPE=%s)" % forced if forced else "")
 
 
 def _summary(row):
-    keys = [k for k in ("fastnn-cython", "fastnn-numpy", "torch", "sklearn", "gemm-only",
-                        "adam-only")
-            if k in row]
+    keys = [k for k in PEERS + ("gemm-only", "adam-only") if k in row]
     return ", ".join("%s %s" % (k, _fmt_time(row[k])) for k in keys)
 
 
 def _fmt_time(t):
-    return "%.0f us" % (t * 1e6) if t < 0.1 else "%.3f s" % t
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return ("%.0f us" % (t * 1e6) if t < 1e-3 else "%.2f ms" % (t * 1e3) if t < 1
+            else "%.3f s" % t)
 
 
 def measures(r, q=50):
     """A case row's derived figures, each percentile q (default: the median) of its
-    per-round ratios (`paired`): "vs <peer>" (the peer's time over fastnn-cython's; > 1:
-    fastnn is faster), "step / GEMMs" (the step over its GEMMs alone) and "step / (GEMMs
-    + Adam)"; and "GEMM GFLOP/s" (of the GEMMs alone, from their median time)."""
+    per-round values: "vs <peer>" (the peer's time over fastnn-cython's; > 1: fastnn is
+    faster), "step / floor" (fastnn-cython's time over the step's floor), "step /
+    GEMMs" (the step over its GEMMs alone) and "step / (GEMMs + Adam)"; and "GEMM
+    GFLOP/s" (of the GEMMs alone, from their median time)."""
     out, s = {}, r["samples"]
     fc = "fastnn-cython"
     for peer, label in (("fastnn-numpy", "vs numpy"), ("torch", "vs torch"),
                         ("sklearn", "vs sklearn")):
         if fc in s and peer in s:
             out[label] = paired(s, peer, fc, q)
+    if fc in s and r.get("floor"):
+        out["step / floor"] = float(np.percentile(s[fc], q)) / r["floor"]
     if "gemm-only" in s:
         out["GEMM GFLOP/s"] = r["gemm_gflop"] / r["gemm-only"]
         if fc in s:
@@ -550,28 +598,76 @@ def targets(res):
     return rows
 
 
+def header(res):
+    """The lines naming the machine, its limits, the load and the torch peer's runtime."""
+    load = res.get("load", [])
+    rates = res.get("sgemm_rates", {})
+    lines = ["fastnn %s, %s, OpenBLAS core %s, %d threads, %s; load average %s on %d CPUs"
+             % (res["fastnn"], res["cpu"], res.get("blas_core", "?"), res["threads"],
+                res["date"], " -> ".join("%.2f" % v for v in load) or "?", os.cpu_count()),
+             "fastnn's GEMM library: %s; single-thread sgemm GFLOP/s: %s; copy %.1f GB/s"
+             % (res.get("gemm", "?"), ", ".join("%s %.1f" % kv for kv in rates.items()) or "?",
+                res["copy_gbps"])]
+    rt = res.get("torch_runtime")
+    if rt:
+        lines.append("torch peer: torch %s in a child process, %d threads, %d inter-op "
+                     "threads, OpenMP %s%s" % (
+                         rt["torch"], rt["threads"], rt["interop_threads"],
+                         ", ".join(os.path.basename(p) for p in rt["openmp"]) or "none",
+                         " (fastnn loaded there: not a plain torch)" if rt["fastnn_loaded"]
+                         else ""))
+    lines.append("times: medians of %d interleaved rounds; ratios: medians of the per-round "
+                 "ratios; floor: GEMM FLOPs at the best single-thread sgemm x %d threads + "
+                 "Adam's bytes at copy bandwidth" % (res["rounds"], res["threads"]))
+    return lines
+
+
 def table(res):
     """Markdown tables: times and ratios per case (`measures`; "vs" > 1: fastnn-cython is
-    faster), then the targets."""
-    lines = ["fastnn %s, %s, %d threads, %s; sgemm %.1f GFLOP/s, copy %.1f GB/s; times: "
-             "medians of %d interleaved rounds, ratios: medians of the per-round ratios"
-             % (res["fastnn"], res["cpu"], res["threads"], res["date"], res["gemm_gflops"],
-                res["copy_gbps"], res["rounds"]), "",
-             "| case | fastnn-cython | fastnn-numpy | torch | sklearn | vs numpy | vs torch "
-             "| vs sklearn | step / GEMMs | step / (GEMMs + Adam) | GEMM GFLOP/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    faster), the standalone check, then the targets."""
+    lines = header(res) + [
+        "", "| case | fastnn-cython | fastnn-numpy | torch | sklearn | vs numpy | vs torch "
+        "| vs sklearn | floor | step / floor | step / GEMMs | GEMM GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["cases"]:
         m = measures(r)
-        cell = lambda k: _fmt_time(r[k]) if k in r else "-"                # noqa: E731
+        cell = lambda k: _fmt_time(r[k]) if r.get(k) else "-"              # noqa: E731
         fmt = lambda k, f: f % m[k] if k in m else "-"                     # noqa: E731
         lines.append("| %s |" % " | ".join(
-            [r["case"]] + [cell(k) for k in ("fastnn-cython", "fastnn-numpy", "torch",
-                                              "sklearn")]
+            [r["case"]] + [cell(k) for k in PEERS]
             + [fmt(k, "%.2fx") for k in ("vs numpy", "vs torch", "vs sklearn")]
-            + [fmt(k, "%.2f") for k in ("step / GEMMs", "step / (GEMMs + Adam)")]
-            + [fmt("GEMM GFLOP/s", "%.1f")]))
-    lines += ["", "| target | bound | this run | middle half of the rounds | met |",
-              "|---|---|---|---|---|"]
+            + [cell("floor"), fmt("step / floor", "%.2f"), fmt("step / GEMMs", "%.2f"),
+               fmt("GEMM GFLOP/s", "%.1f")]))
+    lines += [""] + standalone_table(res) + [""] + targets_table(res)
+    return "\n".join(lines)
+
+
+def standalone_table(res):
+    """The standalone check as table lines: every contender's interleaved median against
+    its standalone loop, a warning row where they disagree by more than AGREEMENT."""
+    lines = ["| standalone check | interleaved | standalone | ratio | load | agrees |",
+             "|---|---|---|---|---|---|"]
+    for r in res["cases"]:
+        for a in agreement(r):
+            lines.append("| %s %s | %s | %s | %.2f | %s | %s |" % (
+                r["case"], a["contender"], _fmt_time(a["interleaved"]),
+                _fmt_time(a["standalone"]), a["ratio"],
+                " -> ".join("%.2f" % v for v in r.get("load", [])) or "?",
+                "yes" if a["ok"] else "**WARNING: differs by more than %d%%**"
+                % round(AGREEMENT * 100)))
+    if any(not a["ok"] for r in res["cases"] for a in agreement(r)):
+        lines += ["", "WARNING: some interleaved times disagree with a plain loop of the "
+                  "same work. Likely causes: other processes loading the CPUs (a load "
+                  "average above the idle level; OpenMP teams stall when a thread loses "
+                  "its core), thread pools of the previous contender still spinning, or "
+                  "CPU frequency changes. Rerun on a quiet machine before trusting those "
+                  "rows."]
+    return lines
+
+
+def targets_table(res):
+    lines = ["| target | bound | this run | middle half of the rounds | met |",
+             "|---|---|---|---|---|"]
     for t in res.get("targets", []):
         lines.append("| %s %s | %s %.2f | %s | %s | %s |" % (
             t["case"], t["measure"], ">=" if t["kind"] == "min" else "<=", t["bound"],
@@ -579,50 +675,56 @@ def table(res):
             "-" if t["value"] is None or t["low"] == t["high"]
             else "%.2f - %.2f" % (t["low"], t["high"]),
             {True: "yes", False: "**no**", None: "(peer not installed)"}[t["met"]]))
-    return "\n".join(lines)
+    return lines
 
 
 def plot(res, path):
-    """Bar chart of speed-ups of fastnn-cython over each peer, per case (medians of the
-    per-round ratios, whiskers over the middle half of the rounds, a black tick at each
-    target)."""
-    from .plots import _figure, _save
+    """Bar chart of speed-ups of fastnn-cython over each peer, per case, on a log axis
+    (medians of the per-round ratios; error bars over the middle half of the rounds,
+    clipped to the axis, which the medians and targets alone scale; a black tick at
+    each target)."""
+    from .plots import new_figure, save_figure
     peers = ["vs numpy", "vs torch", "vs sklearn"]
-    rows = [r for r in res["cases"] if "fastnn-cython" in r]
-    cases = [(r["case"], [measures(r, q) for q in (50, 25, 75)]) for r in rows]
+    cases = [(r["case"], [measures(r, q) for q in (50, 25, 75)]) for r in res["cases"]
+             if "fastnn-cython" in r]
     bounds = {(c, w): b for c, w, b, kind in TARGETS if kind == "min"}
-    fig = _figure((8, 4))
+    fig = new_figure((8, 4))
     ax = fig.add_subplot()
+    ax.set_yscale("log")
     width = 0.8 / len(peers)
+    heights = [1.0]
     for k, peer in enumerate(peers):
-        pts = [(i + k * width, m, lo, hi) for i, (_, (m, lo, hi)) in enumerate(cases)
-               if peer in m]
+        pts = [(i + k * width, name, m[peer], lo[peer], hi[peer])
+               for i, (name, (m, lo, hi)) in enumerate(cases) if peer in m]
         if not pts:
             continue
-        xs = [x for x, _, _, _ in pts]
-        ys = [m[peer] for _, m, _, _ in pts]
-        err = [[m[peer] - lo[peer] for _, m, lo, _ in pts],
-               [hi[peer] - m[peer] for _, m, _, hi in pts]]
-        ax.bar(xs, ys, width, yerr=err, capsize=2, label=peer)
-        for x, (name, _) in zip(xs, [c for c in cases if peer in c[1][0]]):
+        xs, names, ys, los, his = map(list, zip(*pts))
+        err = [[y - lo for y, lo in zip(ys, los)], [hi - y for y, hi in zip(ys, his)]]
+        # bars grow from 1 (parity), up for a speed-up and down for a slow-down
+        ax.bar(xs, [y - 1 for y in ys], width, bottom=1, label=peer)
+        ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="k", capsize=2, lw=1)
+        heights += ys
+        for x, name in zip(xs, names):
             if (name, peer) in bounds:
+                heights.append(bounds[(name, peer)])
                 ax.hlines(bounds[(name, peer)], x - width / 2, x + width / 2, color="k",
                           lw=2)
     ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_ylim(min(heights) / 2, max(heights) * 2)     # the whiskers never widen it
     ax.set_xticks([i + width for i in range(len(cases))])
     ax.set_xticklabels([name for name, _ in cases], fontsize=8)
-    ax.set_ylabel("speed-up of fastnn-cython (x)")
-    ax.set_title("fastnn, %d threads, %s (whiskers: middle half of the rounds; black "
-                 "ticks: targets)" % (res["threads"], res["date"]), fontsize=9)
+    ax.set_ylabel("speed-up of fastnn-cython (x, log scale)")
+    ax.set_title("fastnn, %d threads, %s, %s (whiskers: middle half of the rounds; black "
+                 "ticks: targets)" % (res["threads"], res["cpu"], res["date"]), fontsize=8)
     ax.legend()
-    _save(fig, path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def add_parser(subparsers):
     from .cli import POSITIVE_INT
     p = subparsers.add_parser("bench", help="benchmark fastnn against NumPy, PyTorch, "
-                              "scikit-learn and the machine's limits")
-    p.add_argument("--quick", action="store_true", help="short run (under a minute)")
+                              "scikit-learn and the machine's floor")
+    p.add_argument("--quick", action="store_true", help="short run (under two minutes)")
     p.add_argument("--rounds", type=POSITIVE_INT, metavar="N",
                    help="interleaved rounds per case (default %d, --quick %d); more "
                    "rounds, tighter medians on a noisy machine" % (ROUNDS, QUICK_ROUNDS))
@@ -643,8 +745,8 @@ def main(args):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
-        print("results written to %s" % args.json)
+        print("results written to %s" % os.path.abspath(args.json))
     if args.plot:
         plot(res, args.plot)
-        print("plot written to %s" % args.plot)
+        print("plot written to %s" % os.path.abspath(args.plot))
     return 0

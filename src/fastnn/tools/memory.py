@@ -340,7 +340,7 @@ def step_memory(build, x, y, warmup=2, backend=None):
 
 def _reference_build(widths, lr=1e-3):
     from .. import optim
-    from .bench import fastnn_model
+    from .reference_nets import fastnn_model
     from ..losses import SoftmaxCrossEntropy
 
     def build():
@@ -354,13 +354,13 @@ def memory_rows(cases=None, backend="cython"):
     BatchNorm1d -> ReLU hidden layers, softmax cross-entropy, Adam; the networks of
     `fastnn.tools.bench.fastnn_step_fn`): one dict per case with ``case``, ``widths``,
     ``batch`` and the figures of `step_memory`. cases: [(name, widths, batch)]
-    (default: `fastnn.tools.bench.CASES`, S / M / L / XL). RuntimeError on a NumPy-only
-    install."""
+    (default: `fastnn.tools.reference_nets.CASES`, S / M / L / XL). RuntimeError on a
+    NumPy-only install."""
     _require("fastnn.tools.memory.memory_rows")
-    from .bench import CASES, _data
+    from .reference_nets import CASES, data
     rows = []
     for name, widths, batch in (CASES if cases is None else cases):
-        x, y = _data(widths, batch)
+        x, y = data(widths, batch)
         res = step_memory(_reference_build(widths), x, y, backend=backend)
         row = {"case": name, "widths": list(widths), "batch": batch}
         row.update({k: v for k, v in res.items() if k != "output_shape"})

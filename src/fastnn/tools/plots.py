@@ -11,6 +11,8 @@ renderer) and returns it.
 * `plot_update_ratios(monitor)`: update/weight ratio per weight over training, against
   cs231n's ~1e-3 rule of thumb.
 
+`new_figure` and `save_figure` are the helpers behind them, for other tools' charts.
+
 >>> from fastnn import plots
 >>> fig, stds = plots.init_comparison("init.png", n=200, width=100)   # doctest: +SKIP
 """
@@ -22,7 +24,9 @@ __all__ = ["plot_history", "init_comparison", "plot_activation_histograms",
 _INSTALL = 'fastnn.tools.plots needs matplotlib; install it with: pip install "fastnn[plot]"'
 
 
-def _figure(figsize):
+def new_figure(figsize):
+    """An empty Figure of `figsize` inches, constrained layout (ImportError naming the
+    install when matplotlib is missing)."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -30,7 +34,8 @@ def _figure(figsize):
     return Figure(figsize=figsize, layout="constrained")
 
 
-def _save(fig, path, dpi=100):
+def save_figure(fig, path, dpi=100):
+    """Write `fig` as PNG to `path` (nothing when path is None); returns fig."""
     if path is not None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         FigureCanvasAgg(fig)
@@ -51,7 +56,7 @@ def plot_history(history, path=None, title=None):
     if not len(epochs):
         raise ValueError("plot_history: the history is empty")
     has_acc = any(v is not None for v in h.get("accuracy", []))
-    fig = _figure((10 if has_acc else 5.5, 4))
+    fig = new_figure((10 if has_acc else 5.5, 4))
     from matplotlib.ticker import MaxNLocator
     axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)[0]
     best = getattr(history, "best_epoch", None)
@@ -73,7 +78,7 @@ def plot_history(history, path=None, title=None):
     axes[0].set_title("loss")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _normal_001(shape, rng=None, dtype=np.float32):
@@ -113,7 +118,7 @@ def init_comparison(path=None, activations=("tanh", "relu"), inits=("small", "xa
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, width)).astype(np.float32)
     combos = [(a, i) for a in activations for i in inits]
-    fig = _figure((1.6 * n_layers + 1.5, 1.6 * len(combos) + 0.6))
+    fig = new_figure((1.6 * n_layers + 1.5, 1.6 * len(combos) + 0.6))
     axes = fig.subplots(len(combos), n_layers, squeeze=False)
     stds = {}
     for r, (act, ini) in enumerate(combos):
@@ -136,7 +141,7 @@ def init_comparison(path=None, activations=("tanh", "relu"), inits=("small", "xa
         axes[r, 0].set_ylabel("%s\n%s" % (act, label), fontsize=8)
     fig.suptitle("activation histograms per layer (%d layers of %d units, %d inputs)"
                  % (n_layers, width, n))
-    return _save(fig, path, dpi=80), stds
+    return save_figure(fig, path, dpi=80), stds
 
 
 def plot_activation_histograms(model, X, path=None, bins=50, mode="eval", layers="all"):
@@ -154,7 +159,7 @@ def plot_activation_histograms(model, X, path=None, bins=50, mode="eval", layers
         raise ValueError("plot_activation_histograms: no layer to plot")
     cols = min(len(outs), 5)
     rows = -(-len(outs) // cols)
-    fig = _figure((3 * cols, 2.4 * rows))
+    fig = new_figure((3 * cols, 2.4 * rows))
     axes = fig.subplots(rows, cols, squeeze=False).reshape(-1)
     for ax, (name, m, o) in zip(axes, outs):
         ax.hist(o.reshape(-1), bins=bins)
@@ -163,7 +168,7 @@ def plot_activation_histograms(model, X, path=None, bins=50, mode="eval", layers
         ax.tick_params(labelsize=7)
     for ax in axes[len(outs):]:
         ax.set_visible(False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_update_ratios(monitor, path=None, target=1e-3):
@@ -176,7 +181,7 @@ def plot_update_ratios(monitor, path=None, target=1e-3):
     if not series:
         raise ValueError("plot_update_ratios: no update ratios recorded (train with "
                          "Trainer(..., diagnostics=True) first)")
-    fig = _figure((7, 4))
+    fig = new_figure((7, 4))
     ax = fig.subplots()
     for name, pts in series.items():
         steps, ratios = zip(*pts)
@@ -191,4 +196,4 @@ def plot_update_ratios(monitor, path=None, target=1e-3):
     ax.set_title("update-to-weight ratio per weight")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
