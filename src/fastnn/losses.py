@@ -9,7 +9,8 @@ give the plain mean over all elements. Weights must be finite and non-negative, 
 weights of a batch must not sum to zero (ValueError).
 
 The math is `fastnn.ops` (softmax_cross_entropy, multiclass_hinge, bce_with_logits,
-mse). Like layers, a loss keeps its gradient in a reused workspace array: `backward()`
+mse), weights included: they enter the kernels' one pass over pred, converted to pred's
+dtype. Like layers, a loss keeps its gradient in a reused workspace array: `backward()`
 returns a fresh copy, `_backward()` (for training loops) the workspace array itself,
 valid until the next call.
 
@@ -26,9 +27,8 @@ import numpy as np
 
 from . import ops
 from .core.workspace import Workspace
-from .core.validation import (as_float_array, as_labels, as_user_float, as_weights,
-                              check_float, check_shape, describe)
-from .ops.losses import run_softmax_cross_entropy, trusted_labels
+from .core.validation import as_user_float, as_weights, check_float, describe
+from .ops.losses import run_softmax_cross_entropy, trusted_labels, trusted_weights
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE"]
 
@@ -69,10 +69,11 @@ class Loss:
         (data-parallel training splits a batch's gradient by them)."""
         return None if sample_weight is None else np.asarray(sample_weight, np.float64)
 
-    def loss_and_hits(self, pred, target):
+    def loss_and_hits(self, pred, target, sample_weight=None):
         """For training loops: (loss, number of correct predictions) of a batch in one
-        pass, the gradient kept as after `self(pred, target)`; or None when this loss
-        has no such pass for these arguments (then call the loss and count)."""
+        pass, the gradient kept as after `self(pred, target, sample_weight)`; or None
+        when this loss has no such pass for these arguments (then call the loss and
+        count). sample_weight, when given, must hold validated weights (`as_weights`)."""
         return None
 
     def __call__(self, pred, target, sample_weight=None):
@@ -144,6 +145,16 @@ class SoftmaxCrossEntropy(Loss):
                                  "of class weights, got %s" % describe(arr))
             weight = as_weights(arr, arr.size, "SoftmaxCrossEntropy", "weight")
         self.weight = weight
+        self._typed_weight = {}     # dtype -> weight in that dtype (what the kernels take)
+
+    def _weight_as(self, dtype):
+        """The class weights in `dtype` (None without), converted once per dtype."""
+        if self.weight is None:
+            return None
+        typed = self._typed_weight.get(dtype)
+        if typed is None:
+            typed = self._typed_weight[dtype] = self.weight.astype(dtype)
+        return typed
 
     def row_weights(self, target, sample_weight=None):
         """Row weights times the class weights of the rows' labels."""
@@ -167,25 +178,35 @@ class SoftmaxCrossEntropy(Loss):
         out /= out.sum(axis=1, keepdims=True)
         return out.astype(outputs.dtype)
 
-    def loss_and_hits(self, pred, target):
+    def loss_and_hits(self, pred, target, sample_weight=None):
         """(loss, number of rows whose argmax is the label) in one kernel call; None
         (nothing done) unless pred is a C-contiguous (N, C) float32/float64 ndarray with
-        N, C >= 1 and target `trusted_labels`, or when a subclass computes another loss."""
+        N, C >= 1, target `trusted_labels` and sample_weight `trusted_weights` (values
+        validated by the caller), or when a subclass computes another loss."""
         if (type(self)._compute is not SoftmaxCrossEntropy._compute
-                or self.weight is not None or type(pred) is not np.ndarray or pred.ndim != 2
+                or type(pred) is not np.ndarray or pred.ndim != 2
                 or not pred.flags.c_contiguous or pred.dtype not in _FLOATS or pred.size == 0
+                or not trusted_weights(sample_weight, pred.shape[0], pred.dtype)
                 or not trusted_labels(target, pred.shape[0], pred.shape[1])):
             return None
         self._grad = None
-        loss, self._grad, hits = run_softmax_cross_entropy(pred, target, self._ws, True)
+        try:
+            loss, self._grad, hits = run_softmax_cross_entropy(
+                pred, target, self._ws, True, sample_weight, self._weight_as(pred.dtype))
+        except ValueError as exc:
+            raise _rename(exc, "SoftmaxCrossEntropy", "softmax_cross_entropy") from None
         return float(loss), hits
 
     def _compute(self, pred, target, sample_weight=None):
         target = _check_labels("SoftmaxCrossEntropy", target)
+        if self.weight is not None and pred.ndim == 2 and pred.shape[1] != self.weight.size:
+            raise ValueError("SoftmaxCrossEntropy: weight must have one weight per class "
+                             "(%d,) for pred %s, got %d weights"
+                             % (pred.shape[1], describe(pred), self.weight.size))
         try:
-            if self.weight is None and sample_weight is None:
-                return ops.softmax_cross_entropy(pred, target, workspace=self._ws)
-            return _interim("softmax_cross_entropy", pred, target, sample_weight, self.weight)
+            return ops.softmax_cross_entropy(pred, target, workspace=self._ws,
+                                             sample_weight=sample_weight,
+                                             class_weight=self._weight_as(pred.dtype))
         except (TypeError, ValueError) as exc:
             raise _rename(exc, "SoftmaxCrossEntropy", "softmax_cross_entropy") from None
 
@@ -208,9 +229,8 @@ class MulticlassHinge(Loss):
     def _compute(self, pred, target, sample_weight=None):
         target = _check_labels("MulticlassHinge", target)
         try:
-            if sample_weight is None:
-                return ops.multiclass_hinge(pred, target, self.margin, workspace=self._ws)
-            return _interim("multiclass_hinge", pred, target, sample_weight, margin=self.margin)
+            return ops.multiclass_hinge(pred, target, self.margin, workspace=self._ws,
+                                        sample_weight=sample_weight)
         except (TypeError, ValueError) as exc:
             raise _rename(exc, "MulticlassHinge", "multiclass_hinge") from None
 
@@ -241,9 +261,8 @@ class BCEWithLogits(Loss):
 
     def _compute(self, pred, target, sample_weight=None):
         try:
-            if sample_weight is None:
-                return ops.bce_with_logits(pred, target, workspace=self._ws)
-            return _interim("bce_with_logits", pred, target, sample_weight)
+            return ops.bce_with_logits(pred, target, workspace=self._ws,
+                                       sample_weight=sample_weight)
         except (TypeError, ValueError) as exc:
             raise _rename(exc, "BCEWithLogits", "bce_with_logits") from None
 
@@ -253,72 +272,6 @@ class MSE(Loss):
 
     def _compute(self, pred, target, sample_weight=None):
         try:
-            if sample_weight is None:
-                return ops.mse(pred, target, workspace=self._ws)
-            return _interim("mse", pred, target, sample_weight)
+            return ops.mse(pred, target, workspace=self._ws, sample_weight=sample_weight)
         except (TypeError, ValueError) as exc:
             raise _rename(exc, "MSE", "mse") from None
-
-
-# ---------------------------------------------------------------------------------
-# Weighted losses, in NumPy (float64 inside), until fastnn.ops and the kernels take the
-# weights themselves: per-row losses l_i and the gradient of sum_i r_i l_i / sum_i r_i.
-# ---------------------------------------------------------------------------------
-def _interim(fn, pred, target, sample_weight, class_weight=None, margin=1.0):
-    """(weighted mean loss, gradient shaped and typed like pred) of loss `fn` (an ops
-    name) with row weights sample_weight (N,) times class_weight[label]."""
-    pred = as_float_array(pred, fn, "pred", ndim=(1, 2))
-    target, rows = _weighted_rows(fn, pred, target, sample_weight, class_weight)
-    total = rows.sum()
-    if total == 0:
-        raise ValueError("%s: the batch's weights sum to zero (sample_weight times the "
-                         "class weights of its labels)" % fn)
-    per_row, grad = _row_terms(fn, pred.astype(np.float64), target, margin)
-    r = rows / total
-    grad *= r.reshape((len(r),) + (1,) * (grad.ndim - 1))
-    return float(np.dot(r, per_row)), grad.astype(pred.dtype)
-
-
-def _weighted_rows(fn, pred, target, sample_weight, class_weight):
-    """(checked target, row weights r (N,) float64)."""
-    n = pred.shape[0]
-    rows = np.ones(n) if sample_weight is None else as_weights(sample_weight, n, fn)
-    if fn in ("softmax_cross_entropy", "multiclass_hinge"):
-        target = as_labels(target, n, pred.shape[1], fn)
-        if class_weight is not None:
-            if class_weight.shape != (pred.shape[1],):
-                raise ValueError("%s: weight must have one weight per class (%d,), got %s"
-                                 % (fn, pred.shape[1], describe(class_weight)))
-            rows = rows * class_weight[target]
-        return target, rows
-    target = as_float_array(np.asarray(target, dtype=pred.dtype), fn, "target")
-    check_shape(target, pred.shape, fn, "target")
-    return target, rows
-
-
-def _row_terms(fn, z, target, margin):
-    """(per-row losses l_i, gradient of l_i w.r.t. row i) for float64 z."""
-    n, idx = z.shape[0], np.arange(z.shape[0])
-    if fn == "softmax_cross_entropy":
-        shifted = z - z.max(axis=1, keepdims=True)
-        e = np.exp(shifted)
-        sums = e.sum(axis=1, keepdims=True)
-        grad = e / sums
-        grad[idx, target] -= 1.0
-        return np.log(sums[:, 0]) - shifted[idx, target], grad
-    if fn == "multiclass_hinge":
-        m = z - z[idx, target][:, None] + margin
-        m[idx, target] = 0.0
-        active = m > 0
-        grad = active.astype(np.float64)
-        grad[idx, target] = -active.sum(axis=1)
-        return np.where(m <= 0, 0.0, m).sum(axis=1), grad
-    t = target.astype(np.float64)
-    k = z[0].size
-    if fn == "bce_with_logits":
-        terms = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
-        grad = (1.0 / (1.0 + np.exp(-z)) - t) / k
-    else:
-        terms = (z - t) ** 2
-        grad = 2.0 * (z - t) / k
-    return terms.reshape(n, -1).mean(axis=1), grad

@@ -18,6 +18,15 @@ and NaN propagates.
 bce_with_logits and mse accept arrays of any shape (C-contiguous, all the same shape):
 they are processed as flat arrays. Labels are int64 already range-checked by the caller
 (`labels_in_range`); the kernels use them as given.
+
+Weights (torch's semantics): every kernel takes row weights `sample_weight` (N,), the
+per-row losses also class weights `class_weight` (C,), both of the input's dtype (None:
+ones). Row i weighs r_i = sample_weight[i] * class_weight[label_i]; the loss is
+sum_i r_i l_i / sum_i r_i (l_i a row's loss; for the flat losses the mean over the row's
+elements) and row i's gradient is scaled by r_i / sum_i r_i, inside the same pass over the
+inputs. The total sum_i r_i is added in double (lane_sum) before that pass, which runs
+only when it is positive (ZeroDivisionError otherwise). Unweighted calls run exactly the
+arithmetic they always did.
 """
 from cython cimport floating
 
@@ -28,7 +37,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from ._activations cimport sigmoid_from_exp
-from ._buffers cimport array_data, float_type, rows, run_op
+from ._buffers cimport array_data, float_type, optional_data, rows
 from ._common cimport fabs_, fexp_neg, flog1p01, nblocks, run_tasks, sel, task_fn
 from ._plan cimport PlanOp
 from ._reduce cimport lane_sum, seq_sum, vmax
@@ -38,6 +47,7 @@ cnp.import_array()
 cdef enum:
     SUB = 256          # elements per stack-buffered sub-block (terms summed with lane_sum)
     SUM_BLOCK = 4096   # elements per partial sum of the flat losses (bce, mse)
+    FILL = 16          # elements per store when spreading row weights over elements
 
 
 def labels_in_range(labels, Py_ssize_t c):
@@ -52,26 +62,83 @@ def labels_in_range(labels, Py_ssize_t c):
     return bad == 0
 
 
-# A loss call packed as a PlanOp: ptr = (input, labels or targets, gradient, result);
-# result is double[2]: the loss sum and (softmax with code = 1) the argmax hits;
-# dim = (rows, columns) (flat: elements); arg[0] = the hinge margin / 1 for mse.
+# A loss call packed as a PlanOp: ptr = (input, labels or targets, gradient, result,
+# row weights or NULL, class weights or NULL); result is double[3]: the loss sum, (softmax
+# with code = 1) the argmax hits, and the loss's denominator (dim[0]; weighted: the weight
+# total, times the row length for the flat losses); dim = (rows, columns) (flat: elements,
+# elements per row); arg[0] = the hinge margin / 1 for mse.
 ctypedef struct LossJob:
     const PlanOp *op
     double *part       # per task: its loss sum
     double *hit        # softmax with code: per row, 1.0 when its argmax is its label
+    double *weight     # weighted per-row losses: r_i of every row (else NULL)
+    double scale       # weighted: 1 / the loss's denominator
+
+cdef enum:
+    ZERO_WEIGHTS = -2  # what a weighted run returns when its weights sum to zero
 
 
-cdef int _sum_tasks(const PlanOp *op, task_fn task, Py_ssize_t ntasks) noexcept nogil:
-    """Run `task` over ntasks tasks, each writing its loss sum to job.part[t] (and with
-    op.code its hit to job.hit[t]); store the sums added in task order in the result."""
+cdef inline bint _weighted(const PlanOp *op) noexcept nogil:
+    return op.ptr[4] != NULL or op.ptr[5] != NULL
+
+
+cdef inline double _row_weight(const floating *sw, const floating *cw, const int64_t *lab,
+                               Py_ssize_t i) noexcept nogil:
+    """r_i = sw[i] * cw[lab[i]] in double (a NULL array counts as ones)."""
+    cdef double r = 1.0
+    if sw != NULL:
+        r = sw[i]
+    if cw != NULL:
+        r *= cw[lab[i]]
+    return r
+
+
+cdef double _weight_sum(const floating *sw, const floating *cw, const int64_t *lab,
+                        Py_ssize_t n, double *r) noexcept nogil:
+    """sum_i r_i over n rows in double (lane_sum: an order depending on n only); r_i
+    stored in r, or, when r is NULL, the row weights sw summed alone."""
+    cdef Py_ssize_t i
+    if r == NULL:
+        return lane_sum(sw, n)
+    for i in range(n):
+        r[i] = _row_weight(sw, cw, lab, i)
+    return lane_sum(r, n)
+
+
+cdef double _weight_total(const PlanOp *op, Py_ssize_t n, double *r) noexcept nogil:
+    """`_weight_sum` of the packed call's weights over its first n rows."""
+    if op.flt:
+        return _weight_sum(<const double *>op.ptr[4], <const double *>op.ptr[5],
+                           <const int64_t *>op.ptr[1], n, r)
+    return _weight_sum(<const float *>op.ptr[4], <const float *>op.ptr[5],
+                       <const int64_t *>op.ptr[1], n, r)
+
+
+cdef int _sum_tasks(const PlanOp *op, task_fn task, Py_ssize_t ntasks,
+                    bint row_tasks) noexcept nogil:
+    """Run `task` over ntasks tasks (one per row when row_tasks, else element blocks),
+    each writing its loss sum to job.part[t] (and with op.code its hit to job.hit[t]);
+    store the sums added in task order in the result. Weighted, first the weight total
+    (the row weights r_i kept for row tasks): ZERO_WEIGHTS, nothing run, unless it is
+    positive."""
     cdef double *result = <double *>op.ptr[3]
-    cdef Py_ssize_t t
+    cdef Py_ssize_t t, width = 1 if row_tasks else op.dim[1], nrows = op.dim[0] // width
+    cdef bint weighted = _weighted(op), keep = weighted and row_tasks
+    cdef double total
     cdef LossJob job
     job.op = op
-    job.part = <double *>malloc((2 * ntasks + 1) * sizeof(double))
+    job.part = <double *>malloc((2 * ntasks + 1 + (nrows if keep else 0)) * sizeof(double))
     if job.part == NULL:
         return -1
     job.hit = job.part + ntasks
+    job.weight = job.hit + ntasks + 1 if keep else NULL
+    if weighted:
+        total = _weight_total(op, nrows, job.weight)
+        if not total > 0:
+            free(job.part)
+            return ZERO_WEIGHTS
+        result[2] = total * <double>width
+        job.scale = 1.0 / result[2]
     run_tasks(task, &job, ntasks, op.nthreads)
     result[0] = seq_sum(job.part, ntasks)
     result[1] = 0
@@ -82,32 +149,45 @@ cdef int _sum_tasks(const PlanOp *op, task_fn task, Py_ssize_t ntasks) noexcept 
     return 0
 
 
-cdef object _run_loss(PlanOp *op, Py_ssize_t size, bint count):
-    """Run the packed loss call; -> its mean over `size` elements (rows), or (mean, hits)
+cdef object _run_loss(PlanOp *op, bint empty, bint count):
+    """Run the packed loss call; -> its loss sum over its denominator, or (that, hits)
     with count. An empty input has a NaN loss (a mean over nothing)."""
-    cdef double result[2]
+    cdef double result[3]
+    cdef int rc = 0
     result[0] = result[1] = 0
+    result[2] = op.dim[0]
     op.ptr[3] = result
-    if size > 0:
-        run_op(op)
-    loss = result[0] / size if size > 0 else float("nan")
+    if empty:
+        loss = float("nan")
+    else:
+        with nogil:
+            rc = op.run(op)
+        if rc == ZERO_WEIGHTS:
+            raise ZeroDivisionError("fastnn.kernels: the batch's weights do not sum to a "
+                                    "positive number")
+        if rc != 0:
+            raise MemoryError("fastnn.kernels: out of memory for kernel scratch space")
+        loss = result[0] / result[2]
     if count:
         return loss, <Py_ssize_t>result[1]
     return loss
 
 
 cdef object _row_loss(PlanOp *op, scores, labels, grad, int nthreads, bint count,
-                      str sname, str gname):
+                      str sname, str gname, sample_weight, class_weight):
     """Check and pack a per-row loss call: scores and grad (N, C) of one float dtype,
-    labels (N,) int64; then run it (op.run and any argument already set)."""
+    labels (N,) int64, optional weights (N,) and (C,) of that dtype; then run it (op.run
+    and any argument already set)."""
     cdef int tn = float_type(scores)
     cdef Py_ssize_t c, n = rows(scores, sname, &c)
     op.ptr[0] = array_data(scores, tn, n, c, False, sname)
     op.ptr[1] = array_data(labels, cnp.NPY_INT64, n, -1, False, "labels")
     op.ptr[2] = array_data(grad, tn, n, c, True, gname)
+    op.ptr[4] = optional_data(sample_weight, tn, n, -1, False, "sample_weight")
+    op.ptr[5] = optional_data(class_weight, tn, c, -1, False, "class_weight")
     op.dim[0], op.dim[1] = n, c
     op.flt, op.code, op.nthreads = tn == cnp.NPY_DOUBLE, count, nthreads
-    return _run_loss(op, n if c > 0 else 0, count)
+    return _run_loss(op, n == 0 or c == 0, count)
 
 
 # ----------------------------------------------------------------------------------
@@ -156,7 +236,12 @@ cdef void _softmax_row(const LossJob *job, Py_ssize_t i, const floating *z,
     cdef Py_ssize_t n = job.op.dim[0], c = job.op.dim[1]
     cdef int64_t y = (<const int64_t *>job.op.ptr[1])[i]
     cdef floating m = vmax(z + i * c, c)
-    job.part[i] = _softmax_ce_row(z + i * c, dz + i * c, c, y, m, 1.0 / <double>n)
+    cdef double r
+    if job.weight != NULL:
+        r = job.weight[i]
+        job.part[i] = r * _softmax_ce_row(z + i * c, dz + i * c, c, y, m, r * job.scale)
+    else:
+        job.part[i] = _softmax_ce_row(z + i * c, dz + i * c, c, y, m, 1.0 / <double>n)
     if job.op.code:
         job.hit[i] = _argmax_is(z + i * c, c, m, y)
 
@@ -170,16 +255,19 @@ cdef void _softmax_task(const void *ctx, Py_ssize_t i) noexcept nogil:
 
 
 cdef int _softmax_op(const PlanOp *op) noexcept nogil:
-    return _sum_tasks(op, _softmax_task, op.dim[0])
+    return _sum_tasks(op, _softmax_task, op.dim[0], True)
 
 
-def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1, bint count=False):
+def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1, bint count=False,
+                          sample_weight=None, class_weight=None):
     """logits (N, C), labels (N,) int64 in [0, C) -> loss; writes dlogits (N, C). With
-    count, -> (loss, number of rows whose argmax is their label)."""
+    count, -> (loss, number of rows whose argmax is their label). Weights: see the module
+    docstring."""
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.run = _softmax_op
-    return _row_loss(&op, logits, labels, dlogits, nthreads, count, "logits", "dlogits")
+    return _row_loss(&op, logits, labels, dlogits, nthreads, count, "logits", "dlogits",
+                     sample_weight, class_weight)
 
 
 # ----------------------------------------------------------------------------------
@@ -211,15 +299,28 @@ cdef double _hinge_span(const floating* s, floating* ds, Py_ssize_t j0, Py_ssize
 
 cdef void _hinge_row(const LossJob *job, Py_ssize_t i, const floating *scores,
                      floating *dscores) noexcept nogil:
+    """Row i: each active class gets g = 1/N (weighted: r_i / total), the label -g times
+    their count."""
     cdef Py_ssize_t n = job.op.dim[0], c = job.op.dim[1], count = 0
     cdef int64_t y = (<const int64_t *>job.op.ptr[1])[i]
     cdef const floating *s = scores + i * c
     cdef floating *ds = dscores + i * c
-    cdef floating g = (<floating>1) / <floating>n, mg = <floating>job.op.arg[0]
-    cdef double acc = _hinge_span(s, ds, 0, y, s[y], mg, g, &count)
+    cdef floating g, mg = <floating>job.op.arg[0]
+    cdef double acc, r = 1.0, scale = 0.0
+    if job.weight != NULL:
+        r = job.weight[i]
+        scale = r * job.scale
+        g = <floating>scale
+    else:
+        g = (<floating>1) / <floating>n
+    acc = _hinge_span(s, ds, 0, y, s[y], mg, g, &count)
     acc += _hinge_span(s, ds, y + 1, c, s[y], mg, g, &count)
-    ds[y] = -(<floating>count) / <floating>n
-    job.part[i] = acc
+    if job.weight != NULL:
+        ds[y] = <floating>(-<double>count * scale)
+        job.part[i] = r * acc
+    else:
+        ds[y] = -(<floating>count) / <floating>n
+        job.part[i] = acc
 
 
 cdef void _hinge_task(const void *ctx, Py_ssize_t i) noexcept nogil:
@@ -231,21 +332,29 @@ cdef void _hinge_task(const void *ctx, Py_ssize_t i) noexcept nogil:
 
 
 cdef int _hinge_op(const PlanOp *op) noexcept nogil:
-    return _sum_tasks(op, _hinge_task, op.dim[0])
+    return _sum_tasks(op, _hinge_task, op.dim[0], True)
 
 
-def multiclass_hinge(scores, labels, double margin, dscores, int nthreads=1):
-    """scores (N, C), labels (N,) int64 -> loss; writes dscores (N, C).
-    As the reference, a NaN margin is inactive (contributes 0 loss and 0 gradient)."""
+def multiclass_hinge(scores, labels, double margin, dscores, int nthreads=1,
+                     sample_weight=None, class_weight=None):
+    """scores (N, C), labels (N,) int64 -> loss; writes dscores (N, C). Weights: see the
+    module docstring. As the reference, a NaN margin is inactive (contributes 0 loss and
+    0 gradient)."""
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.run, op.arg[0] = _hinge_op, margin
-    return _row_loss(&op, scores, labels, dscores, nthreads, False, "scores", "dscores")
+    return _row_loss(&op, scores, labels, dscores, nthreads, False, "scores", "dscores",
+                     sample_weight, class_weight)
 
 
 # ----------------------------------------------------------------------------------
 # binary cross-entropy with logits, mean squared error: flat, fixed element blocks
 # ----------------------------------------------------------------------------------
+cdef inline floating _bce_term(floating x, floating t, floating e) noexcept nogil:
+    """max(x,0) - x t + log1p(e), e = exp(-|x|): one element's binary cross-entropy."""
+    return (sel(x > 0, x, <floating>0) - x * t) + flog1p01(e)
+
+
 cdef double _bce_block(const floating* x, const floating* t, floating* dx, Py_ssize_t lo,
                        Py_ssize_t hi, floating size) noexcept nogil:
     """Terms max(x,0) - x t + log1p(exp(-|x|)) summed in double (lane_sum per sub-block
@@ -261,10 +370,77 @@ cdef double _bce_block(const floating* x, const floating* t, floating* dx, Py_ss
             xi = x[i + k]
             ti = t[i + k]
             e = fexp_neg(-fabs_(xi))
-            buf[k] = (sel(xi > 0, xi, <floating>0) - xi * ti) + flog1p01(e)
+            buf[k] = _bce_term(xi, ti, e)
             dx[i + k] = (sigmoid_from_exp(xi, e) - ti) / size
         acc += lane_sum(buf, m)
         i += SUB
+    return acc
+
+
+cdef const floating *_element_weights(const floating *sw, Py_ssize_t width, Py_ssize_t lo,
+                                      Py_ssize_t m, floating *buf) noexcept nogil:
+    """The row weights of flat elements lo..lo+m-1 of rows of `width` elements: sw + lo
+    itself when rows are single elements, else `buf` (SUB + FILL elements) filled row by
+    row, FILL at a time (one vector store for a narrow row; a row's overshoot is
+    overwritten by the next row, or lies past m)."""
+    cdef Py_ssize_t row = lo // width, e = lo - row * width, k
+    cdef floating w
+    if width == 1:
+        return sw + lo
+    e = -e                   # buf position of the first row's first element
+    while e < m:
+        w = sw[row]
+        k = max(e, 0)
+        while k < e + width and k < m:
+            _fill(buf + k, w)
+            k += FILL
+        e += width
+        row += 1
+    return buf
+
+
+cdef inline void _fill(floating *a, floating w) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(FILL):
+        a[k] = w
+
+
+cdef double _bce_block_weighted(const floating* x, const floating* t, floating* dx,
+                                Py_ssize_t lo, Py_ssize_t hi, const floating *sw,
+                                Py_ssize_t width, floating g) noexcept nogil:
+    """_bce_block with row weights w: terms times w summed; dx = (sigmoid(x) - t) * (w g).
+    Rows of SUB elements or more are cut into sub-blocks that end at row ends, each of
+    one weight; narrower rows take a weight per element."""
+    cdef floating buf[SUB]
+    cdef floating wbuf[SUB + FILL]
+    cdef const floating *w
+    cdef floating xi, ti, e, wg
+    cdef Py_ssize_t i = lo, k, m, row
+    cdef double acc = 0.0
+    while i < hi:
+        if width >= SUB:
+            row = i // width
+            m = min(<Py_ssize_t>SUB, min(hi, (row + 1) * width) - i)
+            wg = sw[row] * g
+            for k in range(m):
+                xi = x[i + k]
+                ti = t[i + k]
+                e = fexp_neg(-fabs_(xi))
+                buf[k] = _bce_term(xi, ti, e)
+                dx[i + k] = (sigmoid_from_exp(xi, e) - ti) * wg
+            acc += <double>sw[row] * lane_sum(buf, m)
+            i += m
+            continue
+        m = min(<Py_ssize_t>SUB, hi - i)
+        w = _element_weights(sw, width, i, m, wbuf)
+        for k in range(m):
+            xi = x[i + k]
+            ti = t[i + k]
+            e = fexp_neg(-fabs_(xi))
+            buf[k] = _bce_term(xi, ti, e) * w[k]
+            dx[i + k] = (sigmoid_from_exp(xi, e) - ti) * (w[k] * g)
+        acc += lane_sum(buf, m)
+        i += m
     return acc
 
 
@@ -291,10 +467,42 @@ cdef double _mse_block(const floating* p, const floating* t, floating* dp, Py_ss
     return s
 
 
+cdef double _mse_block_weighted(const floating* p, const floating* t, floating* dp,
+                                Py_ssize_t lo, Py_ssize_t hi, const floating *sw,
+                                Py_ssize_t width, floating g) noexcept nogil:
+    """Row weights w: dp = (p - t) * (w g); returns sum w (p - t)^2 (lane_sum per
+    sub-block of SUB)."""
+    cdef floating buf[SUB]
+    cdef floating wbuf[SUB + FILL]
+    cdef const floating *w
+    cdef floating di
+    cdef Py_ssize_t i = lo, k, m
+    cdef double acc = 0.0
+    while i < hi:
+        m = min(<Py_ssize_t>SUB, hi - i)
+        w = _element_weights(sw, width, i, m, wbuf)
+        for k in range(m):
+            di = p[i + k] - t[i + k]
+            buf[k] = di * di * w[k]
+            dp[i + k] = di * (w[k] * g)
+        acc += lane_sum(buf, m)
+        i += SUB
+    return acc
+
+
 cdef void _flat_block(const LossJob *job, Py_ssize_t b, const floating *x,
                       const floating *t, floating *g) noexcept nogil:
-    cdef Py_ssize_t n = job.op.dim[0], lo = b * SUM_BLOCK, hi = min(lo + SUM_BLOCK, n)
-    if job.op.arg[0] != 0:     # mse
+    cdef const PlanOp *op = job.op
+    cdef Py_ssize_t n = op.dim[0], lo = b * SUM_BLOCK, hi = min(lo + SUM_BLOCK, n)
+    cdef const floating *sw = <const floating *>op.ptr[4]
+    cdef bint is_mse = op.arg[0] != 0
+    if sw != NULL and is_mse:
+        job.part[b] = _mse_block_weighted(x, t, g, lo, hi, sw, op.dim[1],
+                                          <floating>(2.0 * job.scale))
+    elif sw != NULL:
+        job.part[b] = _bce_block_weighted(x, t, g, lo, hi, sw, op.dim[1],
+                                          <floating>job.scale)
+    elif is_mse:
         job.part[b] = _mse_block(x, t, g, lo, hi, <floating>(2.0 / <double>n))
     else:
         job.part[b] = _bce_block(x, t, g, lo, hi, <floating>n)
@@ -312,13 +520,15 @@ cdef void _flat_task(const void *ctx, Py_ssize_t b) noexcept nogil:
 
 
 cdef int _flat_op(const PlanOp *op) noexcept nogil:
-    return _sum_tasks(op, _flat_task, nblocks(op.dim[0], SUM_BLOCK))
+    return _sum_tasks(op, _flat_task, nblocks(op.dim[0], SUM_BLOCK), False)
 
 
 cdef object _flat_loss(x, t, g, int nthreads, bint is_mse, str xname, str tname,
-                       str gname):
+                       str gname, sample_weight):
+    """Check and pack a flat loss call (x, t, g of one shape and float dtype; optional
+    row weights (x.shape[0],) of that dtype), then run it."""
     cdef int tn = float_type(x)
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>x), nrows
     cdef PlanOp op
     memset(&op, 0, sizeof(op))
     op.ptr[0] = array_data(x, tn, n, -2, False, xname)
@@ -327,15 +537,26 @@ cdef object _flat_loss(x, t, g, int nthreads, bint is_mse, str xname, str tname,
     op.dim[0], op.dim[1] = n, 1
     op.flt, op.nthreads, op.arg[0] = tn == cnp.NPY_DOUBLE, nthreads, is_mse
     op.run = _flat_op
-    return _run_loss(&op, n, False)
+    if sample_weight is not None:
+        if cnp.PyArray_NDIM(<cnp.ndarray>x) == 0:
+            raise ValueError("fastnn.kernels: %s must have a row axis to take row weights"
+                             % xname)
+        nrows = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
+        op.ptr[4] = array_data(sample_weight, tn, nrows, -1, False, "sample_weight")
+        if n > 0:
+            op.dim[1] = n // nrows
+    return _run_loss(&op, n == 0, False)
 
 
-def bce_with_logits(logits, targets, dlogits, int nthreads=1):
-    """logits, targets: same shape -> loss (mean over all elements); writes dlogits."""
+def bce_with_logits(logits, targets, dlogits, int nthreads=1, sample_weight=None):
+    """logits, targets: same shape -> loss (mean over all elements; weighted: see the
+    module docstring, rows along the first axis); writes dlogits."""
     return _flat_loss(logits, targets, dlogits, nthreads, False, "logits", "targets",
-                      "dlogits")
+                      "dlogits", sample_weight)
 
 
-def mse(pred, target, dpred, int nthreads=1):
-    """pred, target: same shape -> loss (mean over all elements); writes dpred."""
-    return _flat_loss(pred, target, dpred, nthreads, True, "pred", "target", "dpred")
+def mse(pred, target, dpred, int nthreads=1, sample_weight=None):
+    """pred, target: same shape -> loss (mean over all elements; weighted: see the module
+    docstring, rows along the first axis); writes dpred."""
+    return _flat_loss(pred, target, dpred, nthreads, True, "pred", "target", "dpred",
+                      sample_weight)

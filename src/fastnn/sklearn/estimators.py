@@ -96,7 +96,8 @@ def _hidden_sizes(where, sizes):
 class _BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: checks, the training loop, the
     forward pass, pickling. Subclasses define `_validate_input`, `_out_activation`,
-    `_targets`, `_row_weights`, `_predict` and `_metric` (the validation score)."""
+    `_targets`, `_row_weights`, `_predict` and `_metric` (the validation score), and may
+    override `_n_outputs` and `_stratify`."""
 
     # ----------------------------------------------------------------- parameters
     def _keep_params(self, params):
@@ -130,12 +131,13 @@ class _BaseMLP(BaseEstimator):
         X, y, Y = self._validate_input(X, y, incremental, reset=first)
         weights = self._row_weights(y, sample_weight, X.shape[0], incremental)
         rs = check_random_state(self.random_state)
+        n_outputs = self._n_outputs(Y)
         if first:
             dtype = X.dtype
-            self._initialize(X.shape[1], params, Y.shape[1], dtype, rs)
-        elif Y.shape[1] != self.n_outputs_:
+            self._initialize(X.shape[1], params, n_outputs, dtype, rs)
+        elif n_outputs != self.n_outputs_:
             raise ValueError("%s: y has %d outputs, the fitted network has %d"
-                             % (type(self).__name__, Y.shape[1], self.n_outputs_))
+                             % (type(self).__name__, n_outputs, self.n_outputs_))
         dtype = self._network.dtype
         X = X.tocsr() if sp.issparse(X) else np.ascontiguousarray(X, dtype=dtype)
         if weights is not None:
@@ -171,8 +173,9 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_ = self.best_validation_score_ = None
 
     def _fit_stochastic(self, X, labels, targets, weights, rs, params, incremental):
-        """The epochs of one fit / partial_fit call. labels: (y as given, y binarized
-        for the classifier) for early stopping's scores and stratification."""
+        """The epochs of one fit / partial_fit call. labels: (y as given, the targets
+        `_validate_input` made: y binarized, or class indices for a multiclass
+        classifier) for early stopping's scores and stratification."""
         if not incremental or self._solver is None:
             self._solver = Solver(self.model_.parameters(), self)
         validation = None
@@ -276,6 +279,10 @@ class _BaseMLP(BaseEstimator):
 
     def _stratify(self):
         return False
+
+    def _n_outputs(self, Y):
+        """The network's outputs for `_validate_input`'s targets Y."""
+        return Y.shape[1]
 
     # ------------------------------------------------------------------ prediction
     def predict(self, X):
@@ -436,7 +443,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if len(unknown):
                 raise ValueError("MLPClassifier: y has classes %r that are not in classes_ "
                                  "%r" % (unknown, self.classes_))
+        if self._label_binarizer.y_type_ == "multiclass":
+            # the softmax's targets are class indices: encoded as label_binarize finds
+            # each label's column, without the (n_samples, n_classes) indicator matrix
+            return X, y, np.searchsorted(self._label_binarizer.classes_, y)
         return X, y, self._label_binarizer.transform(y).astype(bool)
+
+    def _n_outputs(self, Y):
+        """One output per class for class indices Y (multiclass), else Y's columns."""
+        return len(self.classes_) if Y.ndim == 1 else Y.shape[1]
 
     def _row_weights(self, y, sample_weight, n, incremental):
         weights = None
@@ -461,7 +476,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _targets(self, Y, dtype):
         if self.out_activation_ == "softmax":
-            return np.ascontiguousarray(Y.argmax(axis=1), dtype=np.int64)
+            return np.ascontiguousarray(Y, dtype=np.int64)          # class indices
         return np.ascontiguousarray(Y, dtype=dtype)
 
     def _predict(self, X, check_input=True):

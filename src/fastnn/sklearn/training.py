@@ -5,6 +5,7 @@ epoch, gathered from dense or sparse X into reused buffers.
 """
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg.blas import get_blas_funcs
 from scipy.special import xlogy
 
 from ..core.validation import as_weights
@@ -60,8 +61,10 @@ class Stepper:
         self.loss, self.loss_factor, self.grad_factor = output_loss(out_activation,
                                                                     n_outputs)
         self.alpha = float(alpha)
-        # (weight, its gradient, scratch) of every Dense, as the solver placed them
-        self.weights = [(d.weight.data, d.weight.grad, np.empty_like(d.weight.data))
+        # (weight, its gradient, BLAS axpy of their dtype) of every Dense, as flat views
+        # of the (C-contiguous) arrays where the solver placed them
+        self.weights = [(_flat_view(d.weight.data), _flat_view(d.weight.grad),
+                         get_blas_funcs("axpy", (d.weight.data,)))
                         for d in dense_layers(model)]
 
     def step(self, xb, yb, swb):
@@ -71,11 +74,13 @@ class Stepper:
         if total == 0.0:
             return 0.0
         out = self.forward(xb)
-        if swb is None:
-            fused = self.loss.loss_and_hits(out, yb)     # one kernel call, when it applies
-            data_loss = fused[0] if fused is not None else self.loss(out, yb)
+        # one kernel call when it applies (the weights were validated once, for the fit)
+        fused = self.loss.loss_and_hits(out, yb, swb)
+        if fused is not None:
+            data_loss = fused[0]
         else:
-            data_loss = self.loss(out, yb, sample_weight=swb)
+            data_loss = self.loss(out, yb) if swb is None else self.loss(out, yb,
+                                                                         sample_weight=swb)
         grad = self.loss._backward()
         if self.grad_factor != 1.0:
             grad *= self.grad_factor
@@ -89,12 +94,18 @@ class Stepper:
         sum ||W||^2 / total (both with the weights before the update)."""
         scale = self.alpha / total
         squares = 0.0
-        for w, g, tmp in self.weights:
-            flat = w.reshape(-1)
-            squares += float(flat @ flat)
-            np.multiply(w, scale, out=tmp)
-            g += tmp
+        for w, g, axpy in self.weights:
+            squares += float(w @ w)
+            axpy(w, g, a=scale)            # g += scale * w, in place
         return 0.5 * scale * squares
+
+
+def _flat_view(a):
+    """A 1-D view of array `a` (never a copy: the penalty writes through it)."""
+    flat = a.reshape(-1)
+    if not np.may_share_memory(flat, a):
+        raise RuntimeError("fastnn.sklearn: a Dense parameter is not contiguous")
+    return flat
 
 
 class Batches:
@@ -136,8 +147,7 @@ class Batches:
         if self.sparse:
             xb = np.ascontiguousarray(self.X[idx].toarray(), dtype=self.dtype)
         else:
-            xb = np.take(self.X, idx, axis=0, out=self._xbuf[:k])
-        yb = np.take(self.targets, idx, axis=0, out=self._ybuf[:k])
-        wb = None if self.weights is None else np.take(self.weights, idx,
-                                                       out=self._wbuf[:k])
+            xb = self.X.take(idx, axis=0, out=self._xbuf[:k])
+        yb = self.targets.take(idx, axis=0, out=self._ybuf[:k])
+        wb = None if self.weights is None else self.weights.take(idx, out=self._wbuf[:k])
         return xb, yb, wb
