@@ -598,6 +598,22 @@ def layer_specs():
     specs.append(LayerSpec("Flatten", lambda: L().Flatten(), (5, 2, 2),
                            accepts_ndim=(2, 3, 4, 5), features=False))
     specs.append(LayerSpec("Sequential", lambda: _mlp(), (6, 4)))
+    image = dict(accepts_ndim=(4,), features=False)
+    specs.append(LayerSpec("Conv2d", lambda: L().Conv2d(2, 3, 3, padding=1, rng=0),
+                           (3, 2, 5, 5), **image))
+    specs.append(LayerSpec("Conv2d[relu-f64]", lambda: L().Conv2d(
+        2, 3, (3, 2), stride=2, dilation=(1, 2), activation="relu", bias=False,
+        dtype=np.float64, rng=0), (3, 2, 7, 6), **image))
+    specs.append(LayerSpec("MaxPool2d", lambda: L().MaxPool2d(2), (3, 2, 6, 4), **image))
+    specs.append(LayerSpec("AvgPool2d", lambda: L().AvgPool2d(3, 1, 1), (3, 2, 5, 4),
+                           **image))
+    specs.append(LayerSpec("GlobalAvgPool2d", lambda: L().GlobalAvgPool2d(), (3, 2, 5, 4),
+                           **image))
+    specs.append(LayerSpec("BatchNorm2d", lambda: L().BatchNorm2d(2), (3, 2, 4, 5), **image))
+    specs.append(LayerSpec("Residual", lambda: L().Residual(L().Conv2d(2, 2, 3, padding=1,
+                                                                       rng=0)),
+                           (3, 2, 5, 4), **image))
+    specs.append(LayerSpec("Sequential[cnn]", lambda: _cnn(), (3, 1, 8, 8), **image))
     specs.append(LayerSpec("Sequential[empty]", lambda: L().Sequential(), (5, 4),
                            accepts_ndim=(1, 2, 3, 4, 5), features=False))
     return specs
@@ -608,6 +624,14 @@ def _bn_eval():
     bn.running_mean = np.array([0.1, -0.2, 0.3, 0.0])
     bn.running_var = np.array([1.5, 0.5, 2.0, 1.0])
     return bn.eval()
+
+
+def _cnn():
+    L = _L()
+    block = L.Sequential(L.Conv2d(3, 3, 3, padding=1, rng=1), L.BatchNorm2d(3), L.ReLU())
+    return L.Sequential(L.Conv2d(1, 3, 3, activation="relu", rng=0), L.MaxPool2d(2),
+                        L.Residual(block), L.AvgPool2d(2, padding=1), L.Flatten(),
+                        L.Dense(12, 4, rng=2))
 
 
 def _mlp():
@@ -811,11 +835,52 @@ def register_layer_misc():
                                                           L().Dense(2, 2, dtype=np.float64)),
         "Sequential.append-non-module": lambda: L().Sequential().append(3),
         "Sequential.index-str": lambda: L().Sequential(L().ReLU())["0"],
+        "Conv2d.in-0": lambda: L().Conv2d(0, 3, 3),
+        "Conv2d.kernel-0": lambda: L().Conv2d(2, 3, 0),
+        "Conv2d.kernel-float": lambda: L().Conv2d(2, 3, 3.0),
+        "Conv2d.kernel-triple": lambda: L().Conv2d(2, 3, (3, 3, 3)),
+        "Conv2d.stride-0": lambda: L().Conv2d(2, 3, 3, stride=0),
+        "Conv2d.stride-pair-0": lambda: L().Conv2d(2, 3, 3, stride=(1, 0)),
+        "Conv2d.padding-negative": lambda: L().Conv2d(2, 3, 3, padding=-1),
+        "Conv2d.dilation-0": lambda: L().Conv2d(2, 3, 3, dilation=0),
+        "Conv2d.dtype-int": lambda: L().Conv2d(2, 3, 3, dtype=np.int32),
+        "Conv2d.activation-bogus": lambda: L().Conv2d(2, 3, 3, activation="bogus"),
+        "Conv2d.init-wrong-shape": lambda: L().Conv2d(
+            2, 3, 3, init=lambda s, rng, dtype: np.zeros((2, 3, 3, 3))),
+        "MaxPool2d.kernel-0": lambda: L().MaxPool2d(0),
+        "MaxPool2d.stride-0": lambda: L().MaxPool2d(2, stride=0),
+        "MaxPool2d.padding-negative": lambda: L().MaxPool2d(2, padding=-1),
+        "MaxPool2d.padding-over-half": lambda: L().MaxPool2d(2, padding=2),
+        "AvgPool2d.kernel-str": lambda: L().AvgPool2d("2"),
+        "AvgPool2d.padding-over-half": lambda: L().AvgPool2d((3, 2), padding=(1, 2)),
+        "BatchNorm2d.features-0": lambda: L().BatchNorm2d(0),
+        "BatchNorm2d.dtype-int": lambda: L().BatchNorm2d(3, dtype=np.int64),
+        "Residual.non-module": lambda: L().Residual(lambda x: x),
     }
     for tag, f in bad_ctor.items():
         case("layers.ctor.%s" % tag, f, "error", tag.split(".")[0])
     case("layers.ctor.Sequential.index-out-of-range", lambda: L().Sequential(L().ReLU())[3],
          "error", "Sequential", errors=ERRORS + ("IndexError",))
+
+    image_forward = {   # a layer, the input that does not fit it
+        "Conv2d.channel-mismatch": (lambda: L().Conv2d(3, 2, 3), (2, 4, 6, 6)),
+        "Conv2d.kernel-larger-than-padded-input": (lambda: L().Conv2d(1, 2, 5, padding=1),
+                                                   (2, 1, 2, 6)),
+        "Conv2d.dilated-kernel-too-large": (lambda: L().Conv2d(1, 2, 3, dilation=3),
+                                            (2, 1, 6, 6)),
+        "MaxPool2d.kernel-larger-than-input": (lambda: L().MaxPool2d(3), (2, 1, 2, 6)),
+        "AvgPool2d.kernel-larger-than-padded-input": (lambda: L().AvgPool2d(5, padding=1),
+                                                      (2, 1, 2, 6)),
+        "BatchNorm2d.channel-mismatch": (lambda: L().BatchNorm2d(3), (2, 4, 3, 3)),
+        "BatchNorm2d.one-value-per-channel": (lambda: L().BatchNorm2d(3), (1, 3, 1, 1)),
+        "Residual.module-changes-shape": (lambda: L().Residual(L().Conv2d(2, 2, 3)),
+                                          (2, 2, 5, 5)),
+    }
+    for tag, (make, shape) in image_forward.items():
+        case("layers.%s" % tag, lambda make=make, shape=shape: make()(
+            np.ones(shape, np.float32)), "error", tag.split(".")[0])
+    case("layers.BatchNorm2d.one-value-per-channel-eval",
+         lambda: L().BatchNorm2d(3).eval()(np.ones((1, 3, 1, 1), np.float32)))
 
     def dropout_p1():
         y = L().Dropout(1.0, rng=0)(np.ones((3, 4), np.float32))

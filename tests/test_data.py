@@ -338,3 +338,14 @@ def test_load_npz(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
     with pytest.raises(ValueError, match="junk.npz"):
         load_npz(tmp_path / "junk.npz")
+
+
+def test_load_digits_as_images():
+    X, y = load_digits()
+    images, y2 = load_digits(images=True)
+    assert images.shape == (1797, 1, 8, 8) and images.flags.c_contiguous
+    np.testing.assert_array_equal(images[:, 0].reshape(1797, 64), X)
+    np.testing.assert_array_equal(y, y2)
+    assert images[0, 0, 0].tolist() == [0, 0, 5, 13, 9, 1, 0, 0]      # the first row
+    with pytest.raises(TypeError, match="load_digits: images must be True or False"):
+        load_digits(images="yes")

@@ -54,7 +54,8 @@ SCALES = [  # (name, kwargs, shape, expected std)
     ("xavier_uniform", {}, (400, 200), math.sqrt(6 / 600) / math.sqrt(3)),
     ("he_uniform", {}, (400, 200), math.sqrt(6 / 400) / math.sqrt(3)),
     ("uniform", {"a": -2.0, "b": 2.0}, (400, 200), 4 / math.sqrt(12)),
-    ("he_normal", {}, (20, 10, 3, 3), math.sqrt(2 / 180)),       # receptive field
+    ("he_normal", {}, (20, 10, 3, 3), math.sqrt(2 / 90)),   # Conv2d's (F, C, KH, KW)
+    ("he_normal", {"mode": "fan_out"}, (20, 10, 3, 3), math.sqrt(2 / 180)),
     ("xavier_normal", {}, (20, 10, 3, 3), math.sqrt(2 / 270)),
 ]
 

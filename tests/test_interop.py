@@ -132,7 +132,7 @@ def test_every_builtin_layer_converts_or_is_a_documented_exception():
     """(Sequentials are flattened: their layers convert.)"""
     missing = sorted(name for name, cls in REGISTRY.items()
                      if cls not in interop.TO_TORCH and cls is not F.Sequential)
-    assert missing == ["Maxout"]
+    assert missing == ["Maxout", "Residual"]
 
 
 # ------------------------------------------------------------ torch_state_dict
@@ -334,6 +334,92 @@ def test_from_torch_refuses_by_name(make, named):
 def test_from_torch_wants_a_torch_module():
     with pytest.raises(TypeError, match="torch.nn.Module"):
         interop.from_torch(F.Sequential(F.ReLU()))
+
+
+# ---------------------------------------------------------------- image layers
+def images(batch=4, seed=0, dtype=np.float32):
+    return np.random.default_rng(seed).normal(0, 1, (batch, 3, 10, 10)).astype(dtype)
+
+
+def cnn():
+    bn2 = F.BatchNorm2d(6)
+    bn2(images(8, seed=9).repeat(2, axis=1))
+    return F.Sequential(
+        F.Conv2d(3, 6, 3, padding=1, activation="relu", rng=0), bn2,
+        F.MaxPool2d(2), F.Conv2d(6, 8, (3, 2), stride=(1, 2), padding=(1, 0), dilation=(2, 1),
+                                 bias=False, rng=1),
+        F.AvgPool2d(3, stride=1, padding=1), F.ELU(), F.GlobalAvgPool2d(),
+        F.Dense(8, 3, rng=2))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_cnn_to_torch_and_back(mode, backend):
+    model = with_bias(cnn()).train(mode == "train")
+    module = interop.to_torch(model)
+    assert [type(m).__name__ for m in module] == [
+        "Conv2d", "ReLU", "BatchNorm2d", "MaxPool2d", "Conv2d", "AvgPool2d", "ELU",
+        "AdaptiveAvgPool2d", "Flatten", "Linear"]
+    x = images(4)
+    back = interop.from_torch(module)         # before either forward: the same state
+    assert [type(m).__name__ for m in back] == [type(m).__name__ for m in model]
+    assert repr(back) == repr(model) and back.training == (mode == "train")
+    want = model(x)
+    np.testing.assert_allclose(torch_out(module, x), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(back(x), want, rtol=1e-5, atol=1e-5)
+    ours, theirs = interop.torch_state_dict(model), module.state_dict()
+    assert list(ours) == list(theirs)
+    for key, value in theirs.items():
+        np.testing.assert_allclose(ours[key], value.numpy(), rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+def with_bias(model):
+    for p in model.parameters():
+        if p.name == "bias":
+            p.data = np.linspace(-0.5, 0.5, p.size)
+    return model
+
+
+def test_residual_has_no_torch_module():
+    model = F.Sequential(F.Conv2d(3, 3, 3, padding=1, rng=0),
+                         F.Residual(F.Sequential(F.Conv2d(3, 3, 3, padding=1, rng=1), F.ReLU())))
+    with pytest.raises(ValueError, match="layer 1 Residual has no torch.nn equivalent"):
+        interop.to_torch(model)
+
+
+@pytest.mark.parametrize("make,named", [
+    (lambda: nn.Sequential(nn.Conv2d(3, 3, 3, padding="same")), "module 0 Conv2d"),
+    (lambda: nn.Sequential(nn.Conv2d(3, 3, 3, padding_mode="reflect")), "module 0 Conv2d"),
+    (lambda: nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), "module 0 Conv2d.*groups"),
+    (lambda: nn.Sequential(nn.MaxPool2d(2, ceil_mode=True)), "module 0 MaxPool2d"),
+    (lambda: nn.Sequential(nn.MaxPool2d(3, dilation=2)), "module 0 MaxPool2d"),
+    (lambda: nn.Sequential(nn.AvgPool2d(3, padding=1, count_include_pad=False)),
+     "module 0 AvgPool2d"),
+    (lambda: nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten()), "AdaptiveAvgPool2d"),
+    (lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1)), "module 0 AdaptiveAvgPool2d"),
+])
+def test_from_torch_refuses_image_modules_fastnn_lacks(make, named):
+    with pytest.raises(ValueError, match=named):
+        interop.from_torch(make())
+
+
+def test_from_torch_image_modules():
+    torch.manual_seed(3)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.SiLU(),
+                           nn.BatchNorm2d(4), nn.AvgPool2d(2, padding=1), nn.Conv2d(4, 4, 1),
+                           nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(4, 2))
+    trained_images(module)
+    model = interop.from_torch(module.eval())
+    assert [type(m).__name__ for m in model] == ["Conv2d", "BatchNorm2d", "AvgPool2d",
+                                                 "Conv2d", "GlobalAvgPool2d", "Dense"]
+    assert model[0].activation == "silu" and int(model[1].num_batches_tracked) == 2
+    x = images(5)
+    np.testing.assert_allclose(model(x), torch_out(module, x), rtol=1e-5, atol=1e-5)
+
+
+def trained_images(module):
+    with torch.no_grad():
+        for seed in range(2):
+            module(t(images(8, seed=seed + 20)))
 
 
 # ----------------------------------------------------------------- safetensors

@@ -179,6 +179,71 @@ def test_architectures_match_onnxruntime(arch, opset, tmp_path):
                                    rtol=1e-5, atol=1e-5)
 
 
+def bn2d(channels):
+    layer = fastnn.BatchNorm2d(channels)
+    rng = np.random.default_rng(6)
+    layer.gamma.data, layer.beta.data = rng.uniform(0.5, 2, channels), rng.normal(0, 1, channels)
+    for _ in range(2):
+        layer(rng.normal(1.0, 2.0, (4, channels, 5, 5)).astype(np.float32))
+    return layer
+
+
+def image_cases():
+    """name -> a function building a model of (N, 3, H, W) images."""
+    f = fastnn
+    return {
+        "conv": lambda: f.Sequential(f.Conv2d(3, 4, 3, rng=0)),
+        "conv_padded_strided_dilated": lambda: f.Sequential(f.Conv2d(
+            3, 5, (3, 2), stride=(2, 1), padding=(2, 1), dilation=(1, 2), rng=0)),
+        "conv_nobias_fused": lambda: f.Sequential(f.Conv2d(
+            3, 4, 3, padding=1, bias=False, activation="leaky_relu",
+            activation_kw={"negative_slope": 0.3}, rng=0)),
+        "conv_gelu": lambda: f.Sequential(f.Conv2d(3, 4, 1, activation="gelu", rng=0)),
+        "maxpool": lambda: f.Sequential(f.MaxPool2d(2), f.Conv2d(3, 2, 1, rng=0)),
+        "maxpool_padded": lambda: f.Sequential(f.Conv2d(3, 2, 1, rng=0),
+                                               f.MaxPool2d(3, stride=2, padding=1)),
+        "avgpool_padded": lambda: f.Sequential(f.Conv2d(3, 2, 1, rng=0),
+                                               f.AvgPool2d((3, 2), stride=1, padding=1)),
+        "batchnorm2d": lambda: f.Sequential(f.Conv2d(3, 4, 3, rng=0), bn2d(4)),
+        "batchnorm2d_first": lambda: f.Sequential(bn2d(3), f.ReLU()),
+        "global_avgpool": lambda: f.Sequential(f.Conv2d(3, 6, 3, rng=0), f.GlobalAvgPool2d(),
+                                               f.Dense(6, 2, rng=1)),
+        "residual": lambda: f.Sequential(f.Conv2d(3, 4, 3, padding=1, rng=0), f.Residual(
+            f.Sequential(f.Conv2d(4, 4, 3, padding=1, activation="relu", rng=1), bn2d(4),
+                         f.Conv2d(4, 4, 1, rng=2)))),
+        "residual_first": lambda: f.Sequential(f.Residual(f.Sequential(
+            f.Tanh(), f.Conv2d(3, 3, 3, padding=1, rng=0))), f.Flatten()),
+        "lenet": lambda: f.Sequential(
+            f.Conv2d(3, 6, 5, padding=2, activation="tanh", rng=0), f.AvgPool2d(2),
+            f.Conv2d(6, 16, 5, activation="tanh", rng=1), f.AvgPool2d(2), f.Flatten(),
+            f.Dense(16, 12, activation="tanh", rng=2), f.Dropout(0.2), f.Dense(12, 3, rng=3)),
+    }
+
+
+@pytest.mark.parametrize("opset", [13, 14, 17, NEWEST])
+@pytest.mark.parametrize("case", sorted(image_cases()))
+def test_image_layers_match_onnxruntime(case, opset, tmp_path):
+    model = with_params(image_cases()[case]())
+    path = fonnx.export(model, tmp_path / "m.onnx", opset=opset)
+    dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
+    # a pooling layer first fixes the rank, not the channels
+    assert dims[1].dim_value == (0 if case == "maxpool" else 3)
+    assert all(not d.dim_value for d in (dims[0], dims[2], dims[3]))
+    sizes = [(1, 12, 12), (7, 12, 12)] if case == "lenet" else [(1, 8, 8), (7, 9, 11)]
+    for batch, h, w in sizes:               # the height and width are dynamic too
+        x = np.random.default_rng(batch).normal(0, 1, (batch, 3, h, w)).astype(np.float32)
+        np.testing.assert_allclose(run_onnx(path, x), eval_output(model, x),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_residual_around_a_shape_fixing_module_fixes_the_input(tmp_path):
+    block = fastnn.Residual(fastnn.Sequential(fastnn.Dense(5, 5, rng=0), fastnn.ReLU()))
+    model = fastnn.Sequential(fastnn.ReLU(), block)
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    path = fonnx.export(model, tmp_path / "m.onnx")
+    np.testing.assert_allclose(run_onnx(path, x), model(x), atol=1e-5)
+
+
 @pytest.mark.parametrize("opset", range(fonnx.OLDEST_OPSET, NEWEST + 1))
 def test_every_opset_from_the_oldest_to_the_newest(opset, tmp_path):
     f = fastnn

@@ -81,3 +81,22 @@ def test_openmp_stack_size_is_read_like_libgomp(text, size, monkeypatch):
     monkeypatch.setenv("OMP_STACKSIZE", text)
     monkeypatch.delenv("GOMP_STACKSIZE", raising=False)
     assert threads._omp_stack_size() == size
+
+
+@pytest.mark.skipif("cython" not in BACKENDS, reason="needs the compiled kernels")
+def test_importing_fastnn_runs_the_kernels_blas_on_one_thread():
+    """Right after `import fastnn` (no set_num_threads call), the BLAS under the kernels'
+    OpenMP team is single-threaded: two nested pools made a step 50x slower."""
+    code = textwrap.dedent("""
+        import fastnn
+        from threadpoolctl import threadpool_info
+        from fastnn.core.threads import is_kernel_blas
+        kernel = [i["num_threads"] for i in threadpool_info()
+                  if i["user_api"] == "blas" and is_kernel_blas(i["filepath"])]
+        print(kernel)
+    """)
+    env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
+    env.pop("FASTNN_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert out.strip() == "[1]", out

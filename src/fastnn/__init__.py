@@ -13,7 +13,8 @@ from .core.backend import (get_backend, get_num_threads, set_backend, set_num_th
 from .core.rng import seed
 from . import data, init, io, layers, losses, ops, optim, train
 from .io import load, save
-from .layers import (BatchNorm1d, Dense, Dropout, Flatten, Maxout, Module, Parameter,
+from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout, Flatten,
+                     GlobalAvgPool2d, Maxout, MaxPool2d, Module, Parameter, Residual,
                      Sequential)
 from .layers.activations import *  # noqa: F401,F403  (every activation layer, PReLU)
 from .losses import MSE, BCEWithLogits, MulticlassHinge, SoftmaxCrossEntropy
@@ -44,6 +45,7 @@ __all__ = [
     "set_num_threads", "show_config", "seed", "save", "load",
     "data", "init", "io", "layers", "losses", "ops", "optim", "train",
     "Module", "Parameter", "Sequential", "Dense", "Maxout", "BatchNorm1d", "Dropout", "Flatten",
+    "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm2d", "Residual",
     "SoftmaxCrossEntropy", "MulticlassHinge", "BCEWithLogits", "MSE",
     "Trainer", "History", "NonFiniteError", "gradcheck",
     "GradcheckResult",

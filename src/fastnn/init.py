@@ -1,9 +1,12 @@
-"""Weight initialisers, with torch.nn.init's formulas for a weight of shape (in, out).
+"""Weight initialisers, with torch.nn.init's formulas for the weight layouts of fastnn's
+layers.
 
 Every initialiser is `f(shape, rng=None, dtype=np.float32, *, <its parameters>)` and
-returns a new C-contiguous array. `shape` is an int or a tuple; for a weight of shape
-(in, out, *rest) fan_in = in * prod(rest) and fan_out = out * prod(rest) (fastnn's
-Dense weight is (in, out), the transpose of torch's Linear weight). `rng` is a
+returns a new C-contiguous array. `shape` is an int or a tuple. The fans follow the
+layer that owns the weight: a 2-d weight is Dense's (in, out) (fan_in = in, fan_out =
+out; the transpose of torch's Linear weight), a weight of 3 or more dimensions is a
+convolution's (out_channels, in_channels, *kernel), as torch's (fan_in = in_channels *
+prod(kernel), fan_out = out_channels * prod(kernel)). `rng` is a
 numpy Generator, an int seed or None (fastnn's global generator, see `fastnn.seed`).
 Random values are drawn in float64 and then rounded to `dtype`, so the same seed gives
 the same weights in float32 and float64.
@@ -21,6 +24,7 @@ import numbers
 import numpy as np
 
 from .core.rng import as_rng
+from .core.validation import Dtype, Real, check
 
 __all__ = ["zeros", "ones", "normal", "uniform", "xavier_uniform", "xavier_normal",
            "he_normal", "he_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal",
@@ -41,32 +45,15 @@ def _shape(shape, fn):
     return tuple(int(s) for s in shape)
 
 
-def _dtype(dtype, fn):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)) or isinstance(dtype, (int, float)):
-        raise TypeError("%s: dtype must be float32 or float64, got %r" % (fn, dtype))
-    return dt
-
-
-def _number(value, fn, name, low=None):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError("%s: %s must be a number, got %r" % (fn, name, value))
-    value = float(value)
-    if not math.isfinite(value) or (low is not None and value < low):
-        raise ValueError("%s: %s must be a finite number%s, got %r"
-                         % (fn, name, "" if low is None else " >= %s" % low, value))
-    return value
-
-
 def _fans(shape, fn):
+    """(fan_in, fan_out): Dense's (in, out), or a convolution's (out, in, *kernel)."""
     if len(shape) < 2:
-        raise ValueError("%s: fan_in and fan_out need a shape (in, out, ...) with at least "
-                         "2 dimensions, got %s" % (fn, shape))
-    receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
-    return shape[0] * receptive, shape[1] * receptive
+        raise ValueError("%s: fan_in and fan_out need a weight shape of at least 2 "
+                         "dimensions ((in, out) or (out, in, *kernel)), got %s" % (fn, shape))
+    if len(shape) == 2:
+        return shape
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
 
 
 def _fan(shape, mode, fn):
@@ -94,7 +81,7 @@ def calculate_gain(nonlinearity, param=None):
     if nonlinearity == "relu":
         return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
-        slope = 0.01 if param is None else _number(param, "calculate_gain", "param")
+        slope = 0.01 if param is None else check("calculate_gain", "param", param, Real())
         return math.sqrt(2.0 / (1 + slope ** 2))
     if nonlinearity == "selu":
         return 3.0 / 4
@@ -102,13 +89,13 @@ def calculate_gain(nonlinearity, param=None):
 
 
 def _normal(shape, std, rng, dtype, fn, mean=0.0):
-    dt = _dtype(dtype, fn)
+    dt = check(fn, "dtype", dtype, Dtype())
     gen = as_rng(rng, fn)
     return (mean + std * gen.standard_normal(shape)).astype(dt)
 
 
 def _uniform(shape, low, high, rng, dtype, fn):
-    dt = _dtype(dtype, fn)
+    dt = check(fn, "dtype", dtype, Dtype())
     gen = as_rng(rng, fn)
     return gen.uniform(low, high, shape).astype(dt)
 
@@ -118,7 +105,7 @@ def zeros(shape, rng=None, dtype=np.float32):
     shape = _shape(shape, "zeros")
     if rng is not None:
         as_rng(rng, "zeros")
-    return np.zeros(shape, _dtype(dtype, "zeros"))
+    return np.zeros(shape, check("zeros", "dtype", dtype, Dtype()))
 
 
 def ones(shape, rng=None, dtype=np.float32):
@@ -126,22 +113,22 @@ def ones(shape, rng=None, dtype=np.float32):
     shape = _shape(shape, "ones")
     if rng is not None:
         as_rng(rng, "ones")
-    return np.ones(shape, _dtype(dtype, "ones"))
+    return np.ones(shape, check("ones", "dtype", dtype, Dtype()))
 
 
 def normal(shape, rng=None, dtype=np.float32, *, std=0.01, mean=0.0):
     """N(mean, std^2) (cs231n's `weight_scale * randn`, std=0.01 by default)."""
     fn = "normal"
     shape = _shape(shape, fn)
-    std = _number(std, fn, "std", low=0.0)
-    return _normal(shape, std, rng, dtype, fn, mean=_number(mean, fn, "mean"))
+    std = check(fn, "std", std, Real(0.0))
+    return _normal(shape, std, rng, dtype, fn, mean=check(fn, "mean", mean, Real()))
 
 
 def uniform(shape, rng=None, dtype=np.float32, *, a=0.0, b=1.0):
     """U(a, b) (torch.nn.init.uniform_, a=0, b=1 by default)."""
     fn = "uniform"
     shape = _shape(shape, fn)
-    a, b = _number(a, fn, "a"), _number(b, fn, "b")
+    a, b = check(fn, "a", a, Real()), check(fn, "b", b, Real())
     if a > b:
         raise ValueError("uniform: expected a <= b, got a=%r, b=%r" % (a, b))
     return _uniform(shape, a, b, rng, dtype, fn)
@@ -154,7 +141,7 @@ def xavier_uniform(shape, rng=None, dtype=np.float32, *, gain=1.0):
     fan_in, fan_out = _fans(shape, fn)
     if fan_in + fan_out == 0:
         raise ValueError("%s: cannot initialise an empty weight of shape %s" % (fn, shape))
-    bound = _number(gain, fn, "gain") * math.sqrt(6.0 / (fan_in + fan_out))
+    bound = check(fn, "gain", gain, Real()) * math.sqrt(6.0 / (fan_in + fan_out))
     return _uniform(shape, -bound, bound, rng, dtype, fn)
 
 
@@ -165,12 +152,12 @@ def xavier_normal(shape, rng=None, dtype=np.float32, *, gain=1.0):
     fan_in, fan_out = _fans(shape, fn)
     if fan_in + fan_out == 0:
         raise ValueError("%s: cannot initialise an empty weight of shape %s" % (fn, shape))
-    std = _number(gain, fn, "gain") * math.sqrt(2.0 / (fan_in + fan_out))
+    std = check(fn, "gain", gain, Real()) * math.sqrt(2.0 / (fan_in + fan_out))
     return _normal(shape, abs(std), rng, dtype, fn)
 
 
 def _kaiming_gain(a, nonlinearity, fn):
-    a = _number(a, fn, "a")
+    a = check(fn, "a", a, Real())
     if nonlinearity == "leaky_relu":
         return calculate_gain("leaky_relu", a)
     try:

@@ -31,7 +31,8 @@ import numpy as np
 from .core.archive import atomic_savez
 from .core.validation import InstanceOf, check, check_bool, describe, short_repr
 from .kernels.activation_table import ACTIVATIONS
-from .layers import (BatchNorm1d, Dense, Dropout, Flatten, Module, PReLU, Sequential)
+from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout, Flatten,
+                     GlobalAvgPool2d, MaxPool2d, Module, PReLU, Sequential)
 from . import layers
 
 __all__ = ["to_torch", "from_torch", "torch_state_dict", "load_torch_state_dict",
@@ -279,13 +280,37 @@ def _dense_to_torch(layer):
         layer)
 
 
+@_registered(TO_TORCH, Conv2d)
+def _conv2d_to_torch(layer):
+    return _with_activation(TorchModule(
+        "Conv2d", {"in_channels": layer.in_channels, "out_channels": layer.out_channels,
+                   "kernel_size": layer.kernel_size, "stride": layer.stride,
+                   "padding": layer.padding, "dilation": layer.dilation,
+                   "bias": layer.bias is not None}, _weight_and_bias(layer, False), layer),
+        layer)
+
+
+@_registered(TO_TORCH, MaxPool2d, AvgPool2d)
+def _pool2d_to_torch(layer):
+    # torch's AvgPool2d counts padded zeros (count_include_pad=True) as fastnn's does
+    return [TorchModule(type(layer).__name__, {"kernel_size": layer.kernel_size,
+                                                "stride": layer.stride,
+                                                "padding": layer.padding}, (), layer)]
+
+
+@_registered(TO_TORCH, GlobalAvgPool2d)
+def _global_avgpool2d_to_torch(layer):
+    return [TorchModule("AdaptiveAvgPool2d", {"output_size": 1}, (), layer),
+            TorchModule("Flatten", {}, (), layer)]
+
+
 @_registered(TO_TORCH, PReLU)
 def _prelu_to_torch(layer):
     return [TorchModule("PReLU", {"num_parameters": layer.num_parameters, "init": layer.init},
                         (Entry("weight", layer.alpha.data, False),), layer)]
 
 
-@_registered(TO_TORCH, BatchNorm1d)
+@_registered(TO_TORCH, BatchNorm1d, BatchNorm2d)
 def _batchnorm_to_torch(layer):
     state = (Entry("weight", layer.gamma.data, False),
              Entry("bias", layer.beta.data, False)) if layer.affine else ()
@@ -381,12 +406,50 @@ def _linear_from_torch(module, following, torch):
                  dtype=_dtype(torch, module.weight)), used
 
 
+@_registered(FROM_TORCH, "Conv2d")
+def _conv2d_from_torch(module, following, torch):
+    if isinstance(module.padding, str) or module.padding_mode != "zeros" \
+            or module.groups != 1:
+        raise _NoTorch("fastnn's Conv2d takes numeric zero padding and groups=1")
+    activation, kw, used = _fused_activation(following)
+    return Conv2d(module.in_channels, module.out_channels, module.kernel_size,
+                  stride=module.stride, padding=module.padding, dilation=module.dilation,
+                  bias=module.bias is not None, activation=activation, activation_kw=kw,
+                  init="zeros", dtype=_dtype(torch, module.weight)), used
+
+
+@_registered(FROM_TORCH, "MaxPool2d")
+def _maxpool2d_from_torch(module, following, torch):
+    if module.dilation not in (1, (1, 1)) or module.ceil_mode or module.return_indices:
+        raise _NoTorch("fastnn's MaxPool2d has dilation=1, ceil_mode=False and no "
+                       "return_indices")
+    return MaxPool2d(module.kernel_size, module.stride, module.padding), 1
+
+
+@_registered(FROM_TORCH, "AvgPool2d")
+def _avgpool2d_from_torch(module, following, torch):
+    if module.ceil_mode or not module.count_include_pad or module.divisor_override:
+        raise _NoTorch("fastnn's AvgPool2d has ceil_mode=False, count_include_pad=True "
+                       "and no divisor_override")
+    return AvgPool2d(module.kernel_size, module.stride, module.padding), 1
+
+
+@_registered(FROM_TORCH, "AdaptiveAvgPool2d")
+def _global_avgpool2d_from_torch(module, following, torch):
+    if module.output_size not in (1, (1, 1)) or not following \
+            or type(following[0]) is not torch.nn.Flatten \
+            or (following[0].start_dim, following[0].end_dim) != (1, -1):
+        raise _NoTorch("fastnn has AdaptiveAvgPool2d(1) followed by Flatten() "
+                       "(GlobalAvgPool2d) only")
+    return GlobalAvgPool2d(), 2
+
+
 @_registered(FROM_TORCH, "PReLU")
 def _prelu_from_torch(module, following, torch):
     return PReLU(module.num_parameters, dtype=_dtype(torch, module.weight)), 1
 
 
-@_registered(FROM_TORCH, "BatchNorm1d")
+@_registered(FROM_TORCH, "BatchNorm1d", "BatchNorm2d")
 def _batchnorm_from_torch(module, following, torch):
     if module.momentum is None or not module.track_running_stats:
         raise _NoTorch("fastnn's BatchNorm keeps running statistics with a momentum "

@@ -4,8 +4,8 @@ state_dict array. Loading never unpickles.
 File layout: "__fastnn_model__" is a uint8 array with the UTF-8 JSON
 `{"format": "fastnn.model", "version": 1, "model": <node>, "training": <mode>}` where a
 node is `{"type": "Dense", "args": {...constructor arguments, dtype as "float32"...}}`
-(a Sequential's node also has `"layers": [<node>, ...]`) and the mode is true / false
-when every module is in training / eval mode, or {module name: bool} when they differ
+(a container's node -- Sequential, Residual -- also has `"layers": [<node>, ...]`) and
+the mode is true / false when every module is in training / eval mode, or {module name: bool} when they differ
 (files without it load in training mode); the other entries are the model's
 state_dict arrays ("0.weight", "1.running_mean", ...), and any entries "extra.<name>"
 that `save(..., extra=...)` was given (numbers or strings, e.g. the class names the
@@ -37,7 +37,14 @@ import numpy as np
 
 from .core.archive import ArchiveError, NpzArchive, atomic_savez
 from .layers.base import REGISTRY, Module
+from .layers.residual import Residual
 from .layers.sequential import Sequential
+
+#: containers: their node lists their children under "layers" -> (build from children,
+#: the children of a built one, how many children it takes: None for any number)
+_CONTAINERS = {"Sequential": (lambda children: Sequential(*children), list, None),
+               "Residual": (lambda children: Residual(*children),
+                            lambda m: [m.module], 1)}
 
 __all__ = ["save", "load", "architecture", "MAX_LAYERS", "MAX_DEPTH", "MAX_ARCH_BYTES"]
 
@@ -70,8 +77,8 @@ def _node(module, fn, depth):
         raise TypeError("%s: cannot save a %s: only fastnn's built-in layers (%s) can be "
                         "saved" % (fn, name, ", ".join(sorted(REGISTRY))))
     node = {"type": name, "args": module._config()}
-    if isinstance(module, Sequential):
-        node["layers"] = [_node(m, fn, depth + 1) for m in module]
+    if name in _CONTAINERS:
+        node["layers"] = [_node(m, fn, depth + 1) for m in _CONTAINERS[name][1](module)]
     return node
 
 
@@ -209,7 +216,7 @@ def _walk(root, budget):
         if depth > MAX_DEPTH:
             raise _Bad("the architecture is nested deeper than %d" % MAX_DEPTH)
         kind = _check_node(node)
-        if kind == "Sequential":
+        if kind in _CONTAINERS:
             stack.extend((child, depth + 1) for child in reversed(node["layers"]))
         else:
             need += _int_product(node["args"])
@@ -226,17 +233,20 @@ def _check_node(node):
     kind = node.get("type")
     if not isinstance(kind, str) or kind not in REGISTRY:
         raise _Bad("unknown layer type %.80r (known: %s)" % (kind, ", ".join(sorted(REGISTRY))))
-    expected = {"type", "args", "layers"} if kind == "Sequential" else {"type", "args"}
+    expected = {"type", "args", "layers"} if kind in _CONTAINERS else {"type", "args"}
     if set(node) != expected:
         raise _Bad("layer entry keys must be %s, got %s" % (sorted(expected), sorted(node)))
     args = node["args"]
     if not isinstance(args, dict):
         raise _Bad("%s arguments must be an object, got %s" % (kind, type(args).__name__))
-    if kind == "Sequential":
+    if kind in _CONTAINERS:
         if args:
-            raise _Bad("Sequential takes no arguments, got %s" % sorted(args))
-        if not isinstance(node["layers"], list):
-            raise _Bad("Sequential layers must be a list")
+            raise _Bad("%s takes no arguments, got %s" % (kind, sorted(args)))
+        count = _CONTAINERS[kind][2]
+        if not isinstance(node["layers"], list) or (
+                count is not None and len(node["layers"]) != count):
+            raise _Bad("%s layers must be a list%s" % (
+                kind, "" if count is None else " of %d" % count))
     return kind
 
 
@@ -259,12 +269,12 @@ def _build(node, n_nodes):
     while stack:                         # parents before children
         n = stack.pop()
         order.append(n)
-        if n["type"] == "Sequential":
+        if n["type"] in _CONTAINERS:
             stack.extend(n["layers"])
     for n in reversed(order):            # children before parents
         try:
-            if n["type"] == "Sequential":
-                built[id(n)] = Sequential(*[built[id(c)] for c in n["layers"]])
+            if n["type"] in _CONTAINERS:
+                built[id(n)] = _CONTAINERS[n["type"]][0]([built[id(c)] for c in n["layers"]])
             else:
                 built[id(n)] = REGISTRY[n["type"]]._from_config(n["args"])
         except (TypeError, ValueError) as exc:

@@ -26,7 +26,8 @@ from .core.archive import atomic_savez
 from .core.validation import InstanceOf, Integer, check, short_repr
 from .kernels.activation_table import ACTIVATIONS
 from . import layers
-from .layers import (BatchNorm1d, Dense, Dropout, Flatten, Maxout, Module, PReLU,
+from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Dropout, Flatten,
+                     GlobalAvgPool2d, MaxPool2d, Maxout, Module, PReLU, Residual,
                      Sequential)
 
 __all__ = ["export", "EXPORTERS", "OLDEST_OPSET"]
@@ -284,7 +285,7 @@ def _activation_layer(layer, graph, x, where):
 
 
 def _fused_activation(layer, graph, y, where):
-    """A Dense's fused activation applied to its product y."""
+    """A Dense's or Conv2d's fused activation applied to its product y."""
     if layer.activation is None:
         return y
     row = ACTIVATIONS[layer.activation]
@@ -294,6 +295,51 @@ def _fused_activation(layer, graph, y, where):
 @exports(Dense, dims=_features("in_features"))
 def _dense(layer, graph, x, where):
     return _fused_activation(layer, graph, _gemm(layer, graph, x, where), where)
+
+
+@exports(Conv2d, dims=lambda layer: ("batch", layer.in_channels, "height", "width"))
+def _conv2d(layer, graph, x, where):
+    inputs = [x, graph.weight(layer.weight.data, _join(where, "weight"))]
+    if layer.bias is not None:
+        inputs.append(graph.weight(layer.bias.data, _join(where, "bias")))
+    y = graph.node("Conv", inputs, where, kernel_shape=list(layer.kernel_size),
+                   strides=list(layer.stride), pads=_pads(layer.padding),
+                   dilations=list(layer.dilation))
+    return _fused_activation(layer, graph, y, where)
+
+
+def _pads(padding):
+    """ONNX's pads (begin h, begin w, end h, end w) of a symmetric (h, w) padding."""
+    return list(padding) * 2
+
+
+def _images(layer):
+    return ("batch", "channels", "height", "width")
+
+
+@exports(MaxPool2d, dims=_images)
+def _maxpool2d(layer, graph, x, where):
+    # ONNX pads MaxPool with -inf: padded cells never win, as fastnn's
+    return graph.node("MaxPool", [x], where, kernel_shape=list(layer.kernel_size),
+                      strides=list(layer.stride), pads=_pads(layer.padding))
+
+
+@exports(AvgPool2d, dims=_images)
+def _avgpool2d(layer, graph, x, where):
+    return graph.node("AveragePool", [x], where, kernel_shape=list(layer.kernel_size),
+                      strides=list(layer.stride), pads=_pads(layer.padding),
+                      count_include_pad=1)
+
+
+@exports(GlobalAvgPool2d, dims=_images)
+def _global_avgpool2d(layer, graph, x, where):
+    return graph.node("Flatten", [graph.node("GlobalAveragePool", [x], where)], where, axis=1)
+
+
+@exports(Residual, dims=lambda layer: _fixed_dims(layer.module))
+def _residual(layer, graph, x, where):
+    return graph.node("Add", [x, export_layer(layer.module, graph, x, _join(where, "module"))],
+                      where)
 
 
 def _gemm(layer, graph, x, where):
@@ -325,6 +371,7 @@ def _prelu(layer, graph, x, where):
 
 
 @exports(BatchNorm1d, dims=_features("num_features"))
+@exports(BatchNorm2d, dims=lambda layer: ("batch", layer.num_features, "height", "width"))
 def _batchnorm(layer, graph, x, where):
     # eval mode: the running statistics; one output (opset 14 added training_mode, 15
     # per-input types: an inference node with only Y reads the same at every opset)

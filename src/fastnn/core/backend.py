@@ -49,6 +49,9 @@ def _load_registry():
 
 #: op name -> (NumPy reference, compiled kernel or None)
 KERNELS, _COMPILE_ERRORS = _load_registry()
+# the compiled kernels (and with them SciPy's BLAS) are loaded now: their BLAS runs on
+# one thread under the kernels' own team; importing fastnn leaves NumPy's BLAS alone
+_threads.apply_blas_limits(all_libraries=False)
 
 
 def register_kernel(name, numpy_fn, compiled_fn=None):

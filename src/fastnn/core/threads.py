@@ -192,4 +192,3 @@ def _scipy_root():
 
 
 _SCIPY_ROOT = _scipy_root()
-apply_blas_limits(all_libraries=False)   # importing fastnn leaves NumPy's BLAS alone

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import numbers
 from importlib import resources
 
 import numpy as np
 
 from ..core.rng import as_rng
+from ..core.validation import Bool, Dtype, Integer, Real, check, check_all
 
 __all__ = ["make_spirals", "load_digits"]
 
 
-def _float_dtype(dtype, func):
-    dt = np.dtype(dtype)
-    if not np.issubdtype(dt, np.floating):
-        raise TypeError(f"{func}: expected a floating dtype, got {dt}")
-    return dt
-
-
-def _positive_int(value, name, func):
-    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{func}: expected {name} to be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{func}: expected a positive {name}, got {value}")
-    return int(value)
+_SPIRALS = {"n_per_class": Integer(1), "n_classes": Integer(1), "noise": Real(0),
+            "dtype": Dtype()}
 
 
 def make_spirals(n_per_class=100, n_classes=3, noise=0.2, rng=None, dtype=np.float32):
@@ -37,13 +26,9 @@ def make_spirals(n_per_class=100, n_classes=3, noise=0.2, rng=None, dtype=np.flo
     ``rng`` is a Generator, an int seed (reproducible) or None.
     """
     func = "make_spirals"
-    n = _positive_int(n_per_class, "n_per_class", func)
-    k = _positive_int(n_classes, "n_classes", func)
-    if not isinstance(noise, numbers.Real) or isinstance(noise, (bool, np.bool_)):
-        raise TypeError(f"{func}: expected noise to be a float, got {type(noise).__name__}")
-    if not (np.isfinite(noise) and noise >= 0):
-        raise ValueError(f"{func}: expected a finite noise >= 0, got {noise}")
-    dt = _float_dtype(dtype, func)
+    kw = check_all(func, _SPIRALS, n_per_class=n_per_class, n_classes=n_classes,
+                   noise=noise, dtype=dtype)
+    n, k, noise, dt = kw["n_per_class"], kw["n_classes"], kw["noise"], kw["dtype"]
     gen = as_rng(rng, func)
 
     radius = np.tile(np.linspace(0.0, 1.0, n), k)
@@ -54,12 +39,19 @@ def make_spirals(n_per_class=100, n_classes=3, noise=0.2, rng=None, dtype=np.flo
     return X, y
 
 
-def load_digits(dtype=np.float32):
+def load_digits(dtype=np.float32, images=False):
     """The UCI 8x8 handwritten digits (1797 samples, CC BY 4.0, see DIGITS_LICENSE.txt).
 
     Returns ``X`` of shape (1797, 64) with integer pixel values 0..16 (row-major
-    8x8 images) in ``dtype``, and ``y`` int64 of shape (1797,) with digits 0..9.
+    8x8 images) in ``dtype`` -- or, with images=True, of shape (1797, 1, 8, 8): one
+    channel, as convolutional layers take them (NCHW) -- and ``y`` int64 of shape
+    (1797,) with digits 0..9.
+
+    >>> X, y = load_digits(images=True)
+    >>> X.shape, y.shape
+    ((1797, 1, 8, 8), (1797,))
     """
+    images = check("load_digits", "images", images, Bool())
     dt = np.dtype(dtype)
     if not (np.issubdtype(dt, np.number) and dt != np.bool_):
         raise TypeError(f"load_digits: expected a numeric dtype, got {dt}")
@@ -67,4 +59,4 @@ def load_digits(dtype=np.float32):
     with ref.open("rb") as fh, np.load(fh, allow_pickle=False) as data:
         X = data["X"].astype(dt)
         y = data["y"].astype(np.int64)
-    return X, y
+    return (X.reshape(len(X), 1, 8, 8) if images else X), y

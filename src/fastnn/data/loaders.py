@@ -54,7 +54,9 @@ def load_idx(path):
     0x0C int32, 0x0D float32, 0x0E float64), ndim, then ndim big-endian
     uint32 dims and the big-endian data in C order. Gzip is detected by the
     magic bytes 1f 8b. Returns a native-endian ndarray of shape dims
-    (e.g. (60000, 28, 28) uint8 for MNIST images, (60000,) for labels).
+    (e.g. (60000, 28, 28) uint8 for MNIST images, (60000,) for labels; convolutional
+    layers take (N, C, H, W): ``X[:, None].astype(np.float32)`` gives (60000, 1, 28, 28),
+    which ``fastnn train`` does itself).
     Raises ValueError for a bad magic, a short header, or a data size that
     does not match the dims exactly (checked before allocating the array).
     """

@@ -34,9 +34,10 @@ def _check_input(layer, x, features):
 
 def _check_params_unchanged(layer, w):
     """The forward's weight is the one backward writes the gradient of: a weight replaced
-    by one of another shape in between would not fit."""
-    if layer.weight.shape != w.shape or (layer.bias is not None
-                                         and layer.bias.shape != (w.shape[1],)):
+    by one of another shape in between would not fit (the bias has one entry per output:
+    the weight's axis `layer.out_axis`)."""
+    if layer.weight.shape != w.shape or (layer.bias is not None and
+                                         layer.bias.shape != (w.shape[layer.out_axis],)):
         raise layer._error(RuntimeError, "weight or bias was replaced by one of another "
                            "shape since the last forward; call forward again")
 
@@ -62,53 +63,11 @@ def _init_name(init):
     return init if isinstance(init, str) else None
 
 
-class _Linear(Module):
-    """What Dense and Maxout share: the output shape of an (N, in_features) input."""
-
-    def output_shape(self, input_shape):
-        self._check_features(input_shape, self.in_features, "shape %s" % (input_shape,))
-        return (input_shape[0], self.out_features)
-
-
-@register
-class Dense(_Linear):
-    """Fully connected layer y = act(x @ weight + bias), the activation fused into the
-    kernel.
-
-    x: (N, in_features) -> y: (N, out_features). `weight` is (in_features, out_features)
-    (initialised by `init`, a `fastnn.init` name or a callable f(shape, rng, dtype));
-    `bias` is (out_features,), zeros, or None when bias=False. `activation` is None or an
-    `ops.activation_forward` name ("relu", "tanh", "leaky_relu", "gelu", ...), with its
-    keywords in `activation_kw`. Both may be assigned later (`layer.activation = "tanh"`):
-    the assignment is validated and changes what the layer computes (reading
-    `activation_kw` gives a copy; assign a new dict to change it).
-
-    >>> import numpy as np
-    >>> from fastnn.layers import Dense
-    >>> layer = Dense(3, 2, activation="relu", rng=0)
-    >>> y = layer(np.ones((4, 3), np.float32))
-    >>> dx = layer.backward(np.ones_like(y)); layer.weight.grad.shape
-    (3, 2)
-    """
-
-    recordable = True
-    CONSTRAINTS = {"in_features": Integer(1), "out_features": Integer(1), "bias": Bool(),
-                   "dtype": Dtype()}
-
-    def __init__(self, in_features, out_features, bias=True, activation=None,
-                 init="he_normal", dtype=np.float32, rng=None, activation_kw=None):
-        super().__init__()
-        fn = "Dense"
-        kw = check_all(fn, self.CONSTRAINTS, in_features=in_features,
-                       out_features=out_features, bias=bias, dtype=dtype)
-        self.in_features, self.out_features = kw["in_features"], kw["out_features"]
-        self._set_activation(activation, activation_kw, fn)
-        dt = self._dtype = kw["dtype"]
-        self.init = _init_name(init)
-        w = _make_weight(init, (self.in_features, self.out_features), rng, dt, fn)
-        self.weight = Parameter(w, "weight")
-        self.bias = Parameter(np.zeros(self.out_features, dt), "bias") if kw["bias"] else None
-        self._cache = None
+class FusedActivation:
+    """What Dense and Conv2d share: an activation fused into the kernel after the
+    product, validated on assignment (`layer.activation = "tanh"` changes what the layer
+    computes; reading `activation_kw` gives a copy), and the backward of that product
+    (`run_backward`, the layer's op) writing straight into the parameters' gradients."""
 
     @property
     def activation(self):
@@ -137,6 +96,89 @@ class Dense(_Linear):
         self._activation = None if name == "identity" else name
         self._activation_kw = dict(kw) if kw else None
 
+    def watch_kind(self):
+        return self.activation if self.activation in _WATCHED else None
+
+    def _repr_tail(self):
+        """The end of extra_repr: the activation, its keywords, a dtype but float32."""
+        s = ""
+        if self.activation is not None:
+            s += ", activation=%r" % self.activation
+        if self.activation_kw:
+            s += ", activation_kw=%r" % self.activation_kw
+        if self._dtype != np.float32:
+            s += ", dtype=%s" % self._dtype
+        return s
+
+    def _product_config(self):
+        """The constructor arguments Dense and Conv2d share, for _config."""
+        return {"bias": self.bias is not None, "activation": self.activation,
+                "activation_kw": self.activation_kw, "init": self.init,
+                "dtype": str(self._dtype)}
+
+    def _backward(self, dy, need_dx=True):
+        cache = self._need_cache()
+        _check_params_unchanged(self, cache.w)
+        if dy.shape != cache.out.shape or dy.dtype != cache.out.dtype \
+                or not dy.flags.c_contiguous:        # internal callers pass exact arrays
+            fn = "%s.backward" % type(self).__name__
+            dy = as_float_array(dy, fn, "dy", dtype=cache.out.dtype)
+            check_shape(dy, cache.out.shape, fn, "dy")
+        return weight_grads(self, self.run_backward, dy, cache, need_dx)
+
+
+class _Linear(Module):
+    """What Dense and Maxout share: the output shape of an (N, in_features) input."""
+
+    #: the weight's axis of the outputs: (in_features, out_features)
+    out_axis = 1
+
+    def output_shape(self, input_shape):
+        self._check_features(input_shape, self.in_features, "shape %s" % (input_shape,))
+        return (input_shape[0], self.out_features)
+
+
+@register
+class Dense(FusedActivation, _Linear):
+    """Fully connected layer y = act(x @ weight + bias), the activation fused into the
+    kernel.
+
+    x: (N, in_features) -> y: (N, out_features). `weight` is (in_features, out_features)
+    (initialised by `init`, a `fastnn.init` name or a callable f(shape, rng, dtype));
+    `bias` is (out_features,), zeros, or None when bias=False. `activation` is None or an
+    `ops.activation_forward` name ("relu", "tanh", "leaky_relu", "gelu", ...), with its
+    keywords in `activation_kw`. Both may be assigned later (`layer.activation = "tanh"`):
+    the assignment is validated and changes what the layer computes (reading
+    `activation_kw` gives a copy; assign a new dict to change it).
+
+    >>> import numpy as np
+    >>> from fastnn.layers import Dense
+    >>> layer = Dense(3, 2, activation="relu", rng=0)
+    >>> y = layer(np.ones((4, 3), np.float32))
+    >>> dx = layer.backward(np.ones_like(y)); layer.weight.grad.shape
+    (3, 2)
+    """
+
+    recordable = True
+    CONSTRAINTS = {"in_features": Integer(1), "out_features": Integer(1), "bias": Bool(),
+                   "dtype": Dtype()}
+    run_backward = staticmethod(run_dense_backward)
+
+    def __init__(self, in_features, out_features, bias=True, activation=None,
+                 init="he_normal", dtype=np.float32, rng=None, activation_kw=None):
+        super().__init__()
+        fn = "Dense"
+        kw = check_all(fn, self.CONSTRAINTS, in_features=in_features,
+                       out_features=out_features, bias=bias, dtype=dtype)
+        self.in_features, self.out_features = kw["in_features"], kw["out_features"]
+        self._set_activation(activation, activation_kw, fn)
+        dt = self._dtype = kw["dtype"]
+        self.init = _init_name(init)
+        w = _make_weight(init, (self.in_features, self.out_features), rng, dt, fn)
+        self.weight = Parameter(w, "weight")
+        self.bias = Parameter(np.zeros(self.out_features, dt), "bias") if kw["bias"] else None
+        self._cache = None
+
     def _forward(self, x):
         _check_input(self, x, self.in_features)
         if not x.flags.c_contiguous:
@@ -153,15 +195,6 @@ class Dense(_Linear):
         out, self._cache = run_dense_forward(x, w, b, code, p, self._ws)
         return out
 
-    def _backward(self, dy, need_dx=True):
-        cache = self._need_cache()
-        _check_params_unchanged(self, cache.w)
-        if dy.shape != cache.out.shape or dy.dtype != cache.out.dtype \
-                or not dy.flags.c_contiguous:        # internal callers pass exact arrays
-            dy = as_float_array(dy, "Dense.backward", "dy", dtype=cache.out.dtype)
-            check_shape(dy, cache.out.shape, "Dense.backward", "dy")
-        return weight_grads(self, run_dense_backward, dy, cache, need_dx)
-
     def train_memory(self, input_shape, itemsize, first):
         """Kept: the output, and with a fused activation its input z too; gradients: the
         input's, and with a fused activation dz."""
@@ -171,25 +204,13 @@ class Dense(_Linear):
             return out, dx
         return 2 * out, dx + out
 
-    def watch_kind(self):
-        return self.activation if self.activation in _WATCHED else None
-
     def extra_repr(self):
-        s = "in_features=%d, out_features=%d, bias=%s" % (
-            self.in_features, self.out_features, self.bias is not None)
-        if self.activation is not None:
-            s += ", activation=%r" % self.activation
-        if self.activation_kw:
-            s += ", activation_kw=%r" % self.activation_kw
-        if self._dtype != np.float32:
-            s += ", dtype=%s" % self._dtype
-        return s
+        return "in_features=%d, out_features=%d, bias=%s%s" % (
+            self.in_features, self.out_features, self.bias is not None, self._repr_tail())
 
     def _config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias is not None, "activation": self.activation,
-                "activation_kw": self.activation_kw, "init": self.init,
-                "dtype": str(self._dtype)}
+                **self._product_config()}
 
     @classmethod
     def _from_config(cls, config):

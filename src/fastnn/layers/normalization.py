@@ -1,15 +1,22 @@
-"""Batch normalisation layer."""
+"""Batch normalisation layers: BatchNorm1d over the batch of (N, D) inputs and
+BatchNorm2d per channel over (N, H, W) of (N, C, H, W) inputs; one implementation."""
+import math
+
 import numpy as np
 
 from .. import ops
-from ..ops.batchnorm import BatchNormCache, run_batchnorm_backward, run_batchnorm_forward
+from ..ops.batchnorm import (BatchNorm2dCache, BatchNormCache, run_batchnorm2d_backward,
+                             run_batchnorm2d_forward, run_batchnorm_backward,
+                             run_batchnorm_forward)
 from ..core.validation import Bool, Dtype, Integer, Real, check, check_all, describe
 from .base import Module, Parameter, count_one, register
+from .conv import check_images
 
 
-@register
-class BatchNorm1d(Module):
-    """Batch normalisation of (N, num_features) inputs, as torch.nn.BatchNorm1d.
+class _BatchNorm(Module):
+    """What BatchNorm1d and BatchNorm2d share (everything but the input's layout, which
+    a subclass states: `_check_shape` and its ops `_run_forward`, `_run_backward`,
+    `_backward_op` and `_cache_type`).
 
     Training: y = gamma * (x - mean) / sqrt(var + eps) + beta with the batch mean and
     biased variance (N > 1 required), and the buffers updated in place:
@@ -19,13 +26,6 @@ class BatchNorm1d(Module):
     (ones) are buffers saved in the state_dict. `num_batches_tracked` counts the
     training-mode forwards, as torch's buffer of that name (not in fastnn's state_dict:
     `fastnn.interop` reads and writes it).
-
-    >>> import numpy as np
-    >>> from fastnn.layers import BatchNorm1d
-    >>> bn = BatchNorm1d(3)
-    >>> y = bn(np.arange(12, dtype=np.float32).reshape(4, 3))
-    >>> sorted(bn.state_dict())
-    ['beta', 'gamma', 'running_mean', 'running_var']
     """
 
     recordable = True
@@ -52,7 +52,7 @@ class BatchNorm1d(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
         super().__init__()
-        kw = check_all("BatchNorm1d", self.CONSTRAINTS, num_features=num_features, eps=eps,
+        kw = check_all(type(self).__name__, self.CONSTRAINTS, num_features=num_features, eps=eps,
                        momentum=momentum, affine=affine, dtype=dtype)
         self.num_features = c = kw["num_features"]
         self.eps, self.momentum, self.affine = kw["eps"], kw["momentum"], kw["affine"]
@@ -94,19 +94,20 @@ class BatchNorm1d(Module):
         return ones, zeros
 
     def output_shape(self, input_shape):
-        self._check_features(input_shape, self.num_features, "shape %s" % (input_shape,))
-        return tuple(input_shape)
+        input_shape = tuple(input_shape)
+        self._check_shape(input_shape, "shape %s" % (input_shape,))
+        return input_shape
 
     def train_memory(self, input_shape, itemsize, first):
         """Kept: the output, and the batch mean and inverse std per feature; gradients:
         the input's."""
-        n, c = self.output_shape(input_shape)
-        return (n * c + 2 * c) * itemsize, self._input_grad_nbytes(input_shape, itemsize,
-                                                                    first)
+        size = math.prod(self.output_shape(input_shape))
+        return (size + 2 * self.num_features) * itemsize, self._input_grad_nbytes(
+            input_shape, itemsize, first)
 
     def _forward(self, x):
         c = self.num_features
-        self._check_features(x.shape, c, describe(x))
+        self._check_shape(x.shape, describe(x))
         if x.dtype != self.running_mean.dtype:
             raise self._error(TypeError, "expected a %s input (the layer's dtype), got %s"
                               % (self.running_mean.dtype, describe(x)))
@@ -114,7 +115,7 @@ class BatchNorm1d(Module):
             out, self._cache = self.batch_stats.forward(self, x, *self._affine_arrays(x.dtype))
             self._count_batch()
             return out
-        if self.training and x.shape[0] < 2:
+        if self.training and x.size // c < 2:
             raise self._error(ValueError, "expected more than 1 value per channel when "
                               "training, got input of shape %s" % (x.shape,))
         if not x.flags.c_contiguous:
@@ -128,7 +129,7 @@ class BatchNorm1d(Module):
                     and r.flags.c_contiguous and r.flags.writeable):
                 raise self._error(TypeError, "%s must be a writeable C-contiguous %s array "
                                   "of shape (%d,), got %r" % (name, x.dtype, c, r))
-        out, self._cache = run_batchnorm_forward(
+        out, self._cache = self._run_forward(
             x, gamma, beta, self.running_mean, self.running_var, bool(self.training),
             self.momentum, self.eps, self._ws)
         self._count_batch()
@@ -140,13 +141,13 @@ class BatchNorm1d(Module):
         if self.affine:
             ws.bind("dgamma", self.gamma.grad)
             ws.bind("dbeta", self.beta.grad)
-        if not isinstance(cache, BatchNormCache):      # a synchronised forward's
+        if not isinstance(cache, self._cache_type):      # a synchronised forward's
             dx, dgamma, dbeta = cache.backward(self, dy)
         elif dy.shape != cache.x.shape or dy.dtype != cache.x.dtype \
                 or not dy.flags.c_contiguous:        # internal callers pass exact arrays
-            dx, dgamma, dbeta = ops.batchnorm_backward(dy, cache, workspace=ws)
+            dx, dgamma, dbeta = self._backward_op(dy, cache, workspace=ws)
         else:
-            dx, dgamma, dbeta = run_batchnorm_backward(dy, cache, ws)
+            dx, dgamma, dbeta = self._run_backward(dy, cache, ws)
         if self.affine:
             if dgamma is not self.gamma.grad:
                 self.gamma.grad[...] = dgamma
@@ -163,3 +164,47 @@ class BatchNorm1d(Module):
     def _config(self):
         return {"num_features": self.num_features, "eps": self.eps,
                 "momentum": self.momentum, "affine": self.affine, "dtype": str(self._dtype)}
+
+
+@register
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, num_features) inputs, as torch.nn.BatchNorm1d (the
+    formulas, parameters and buffers: `_BatchNorm`).
+
+    >>> import numpy as np
+    >>> from fastnn.layers import BatchNorm1d
+    >>> bn = BatchNorm1d(3)
+    >>> y = bn(np.arange(12, dtype=np.float32).reshape(4, 3))
+    >>> sorted(bn.state_dict())
+    ['beta', 'gamma', 'running_mean', 'running_var']
+    """
+
+    _run_forward = staticmethod(run_batchnorm_forward)
+    _run_backward = staticmethod(run_batchnorm_backward)
+    _backward_op = staticmethod(ops.batchnorm_backward)
+    _cache_type = BatchNormCache
+
+    def _check_shape(self, shape, got):
+        self._check_features(shape, self.num_features, got)
+
+
+@register
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation per channel of (N, num_features, H, W) inputs, over (N, H, W),
+    as torch.nn.BatchNorm2d (formulas, parameters and buffers as BatchNorm1d's, one per
+    channel; training needs more than one value per channel).
+
+    >>> import numpy as np
+    >>> from fastnn.layers import BatchNorm2d
+    >>> bn = BatchNorm2d(3)
+    >>> bn(np.ones((2, 3, 4, 4), np.float32)).shape, bn.running_mean.shape
+    ((2, 3, 4, 4), (3,))
+    """
+
+    _run_forward = staticmethod(run_batchnorm2d_forward)
+    _run_backward = staticmethod(run_batchnorm2d_backward)
+    _backward_op = staticmethod(ops.batchnorm2d_backward)
+    _cache_type = BatchNorm2dCache
+
+    def _check_shape(self, shape, got):
+        check_images(self, shape, self.num_features, got)

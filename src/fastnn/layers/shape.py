@@ -16,6 +16,9 @@ class Flatten(Module):
     (2, 12)
     """
 
+    #: only views: a recorded program replays the kernels around it unchanged
+    recordable = True
+
     def __init__(self):
         super().__init__()
         self._cache = None

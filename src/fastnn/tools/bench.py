@@ -39,7 +39,9 @@ TARGETS = [("S", "vs torch", 5.0, "min"), ("M", "vs torch", 2.0, "min"),
            ("L", "vs numpy", 1.4, "min"),
            ("L", "step / floor", 1.15, "max"), ("XL", "step / floor", 1.15, "max"),
            ("M infer b=1", "vs torch", 5.0, "min"),
-           ("M epoch (no BN)", "vs sklearn", 2.0, "min")]
+           ("M epoch (no BN)", "vs sklearn", 2.0, "min"),
+           ("lenet", "vs torch", 3.0, "min"), ("lenet", "vs numpy", 3.0, "min"),
+           ("resblock", "vs torch", 1.3, "min"), ("resblock", "step / GEMMs", 1.3, "max")]
 
 ROUNDS, QUICK_ROUNDS = 21, 4
 SAMPLE = 0.05    # seconds of back-to-back calls per contender per round
@@ -403,8 +405,6 @@ def fastnn_epoch_fn(widths, batch, n_batches):
 
 # ---------------------------------------------------------------- driver
 
-# ---------------------------------------------------------------- driver
-
 def _available(module):
     """Whether a module is installed (without importing it here: torch runs in its own
     process, see `Remote`)."""
@@ -478,8 +478,14 @@ def sklearn_epochs(s):
             "sklearn": sklearn_epoch_fn(widths, batch, n_batches)})
 
 
+def cnn_steps(s):
+    """The convolutional steps (LeNet-5-like, a residual block): `bench_cnn.steps`."""
+    from .bench_cnn import steps       # loaded on use: bench_cnn builds on this module
+    yield from steps(s)
+
+
 #: the case families `run` measures by default, in order
-FAMILIES = [training_steps, batch1_inference, sklearn_epochs]
+FAMILIES = [training_steps, batch1_inference, sklearn_epochs, cnn_steps]
 
 
 def run(quick=False, log=print, rounds=None, families=None):

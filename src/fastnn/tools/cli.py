@@ -17,16 +17,17 @@ Extending: a module listed in `PLUGINS` (``fastnn.tools.bench`` today) that can 
 and has ``add_parser(subparsers)`` gets its subcommand: that function adds a parser
 and sets ``func=callable(args) -> exit status`` with ``set_defaults``.
 
-Architecture specs (``--arch``): comma-separated layers; each hidden layer is a width
-followed by dash-separated modifiers applied in order: ``bn`` (BatchNorm1d), ``relu``,
-``tanh``, ``sigmoid``, ``gelu``, ``leaky_relu``, ``elu``, ``silu`` and ``dropoutP``
-(Dropout with p=P in [0, 1], e.g. ``dropout0.2``). The last entry is the output size.
-Example: ``256-bn-relu,128-relu-dropout0.2,10``. An activation right after the width is
-fused into the Dense layer; tanh / sigmoid layers get Xavier init, the rest He init.
+Architecture specs (``--arch``): see `fastnn.tools.arch` (and `ARCH_HELP`, the text of
+``--help``): Dense widths, convolutions ``cFkK[sS][pP][dD]``, pooling ``poolK`` /
+``avgK``, ``gap``, ``flatten`` and residual blocks ``res(...)``, each with
+dash-separated modifiers (``bn``, every activation of the activation table,
+``dropoutP``). Examples: ``256-bn-relu,128-relu-dropout0.2,10`` and
+``c16k3p1-bn-relu,pool2,c32k3-relu,gap,10``.
 """
 import argparse
 import contextlib
 import csv
+import math
 import os
 import sys
 import time
@@ -36,14 +37,14 @@ import numpy as np
 
 from .. import __version__
 from ..core.validation import Integer, Real
-from ..kernels.activation_table import ACTIVATIONS, LAYER_NAMES
+from . import arch
 
-__all__ = ["main", "build_parser", "build_mlp", "option_type", "PLUGINS", "POSITIVE_INT"]
+__all__ = ["main", "build_parser", "build_mlp", "build_model", "option_type", "PLUGINS",
+           "POSITIVE_INT"]
 
 #: modules that may contribute a subcommand through add_parser(subparsers)
 PLUGINS = ["fastnn.tools.bench"]
 
-_ACTS = LAYER_NAMES          # the activation table's names that have a layer
 _LOSSES = {"ce": "SoftmaxCrossEntropy", "hinge": "MulticlassHinge", "bce": "BCEWithLogits",
            "mse": "MSE"}
 _OPTIMIZERS = {"sgd": 0.05, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3, "adamw": 1e-3,
@@ -61,63 +62,29 @@ class _Parser(argparse.ArgumentParser):
 
 # ------------------------------------------------------------------- architecture
 def build_mlp(spec, in_features, dtype=np.float32):
-    """A Sequential MLP from an architecture spec (see the module docstring).
+    """A Sequential MLP from an architecture spec (see `fastnn.tools.arch`).
 
     >>> build_mlp("32-bn-relu,16-tanh-dropout0.1,3", 8)        # doctest: +ELLIPSIS
     Sequential(...)
     """
-    from .. import layers as L
-    from ..layers import BatchNorm1d, Dense, Dropout, Sequential
-    if not isinstance(spec, str) or not spec.strip():
-        raise CLIError("--arch: empty architecture spec")
-    entries = [e.strip() for e in spec.split(",")]
-    layers, width = [], in_features
-    for k, entry in enumerate(entries):
-        tokens = [t.strip().lower() for t in entry.split("-")]
-        try:
-            out = int(tokens[0])
-        except ValueError:
-            raise CLIError("--arch: entry %d (%r) must start with a layer width, e.g. "
-                           "'128-relu'" % (k + 1, entry)) from None
-        if out < 1:
-            raise CLIError("--arch: entry %d (%r): the width must be >= 1" % (k + 1, entry))
-        mods = tokens[1:]
-        if k == len(entries) - 1 and mods:
-            raise CLIError("--arch: the last entry (%r) is the output size and takes no "
-                           "modifiers" % entry)
-        for m in mods:
-            if m not in _ACTS and m != "bn" and not m.startswith("dropout"):
-                raise CLIError("--arch: unknown modifier %r in %r (expected bn, %s or "
-                               "dropoutP)" % (m, entry, ", ".join(_ACTS)))
-        acts = [m for m in mods if m in _ACTS]
-        init = "xavier_normal" if acts and acts[0] in ("tanh", "sigmoid") else "he_normal"
-        fused = mods[0] if mods and mods[0] in _ACTS else None
-        layers.append(Dense(width, out, activation=fused, init=init, dtype=dtype))
-        for m in mods[1:] if fused else mods:
-            if m == "bn":
-                layers.append(BatchNorm1d(out))
-            elif m in _ACTS:
-                layers.append(getattr(L, ACTIVATIONS[m].layer)())
-            else:
-                p = m[len("dropout"):].lstrip("=:") or "0.5"
-                try:
-                    p = float(p)
-                except ValueError:
-                    raise CLIError("--arch: bad dropout modifier %r (expected dropoutP, P a "
-                                   "number in [0, 1], e.g. dropout0.2)" % m) from None
-                try:
-                    layers.append(Dropout(p))      # the layer's own rule for p
-                except ValueError as exc:
-                    raise CLIError("--arch: %r: %s" % (m, exc)) from None
-        width = out
-    return Sequential(*layers)
+    return build_model(spec, (in_features,), dtype)
+
+
+def build_model(spec, input_shape, dtype=np.float32):
+    """A Sequential from an architecture spec (`fastnn.tools.arch`) for samples of
+    `input_shape`, (features,) or (C, H, W); CLIError for a bad spec."""
+    try:
+        return arch.build_model(spec, input_shape, dtype)
+    except arch.ArchError as exc:
+        raise CLIError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- data
 #: a data file read for training or prediction: X (N, D) float32; y (N,) int64 class
 #: indices, float targets (N,) / (N, k), or None; classes: names of the class indices
-#: (str, sorted) when the labels were names, else None
-Data = namedtuple("Data", "X y desc classes")
+#: (str, sorted) when the labels were names, else None; image_shape: (C, H, W) of a
+#: sample when the file holds images (X is their pixels, flattened), else None
+Data = namedtuple("Data", "X y desc classes image_shape")
 
 
 def _data_format(path):
@@ -156,7 +123,7 @@ def _load_data(args, labels_optional=False, n_features=None):
                           else "the .npz's array 'y'" if fmt == "npz" else "built in"))
     classes = None
     if fmt == "digits":
-        X, y = data.load_digits()
+        X, y = data.load_digits(images=True)
         path = "bundled UCI digits"
     elif fmt == "npz":
         X, y = _read_npz(path, labels_optional)
@@ -170,7 +137,7 @@ def _load_data(args, labels_optional=False, n_features=None):
                                           delimiter=delimiter, return_classes=True)
     else:
         X, y = _read_idx(path, args.labels, labels_optional)
-    return Data(_features(X, path), y, path, classes)
+    return Data(_features(X, path), y, path, classes, _image_shape(X))
 
 
 def _column(target):
@@ -236,6 +203,13 @@ def _numbered_classes(y, path):
                        "column, got %s of shape %s" % (path, y.dtype, y.shape))
     names, y = np.unique(y, return_inverse=True)
     return y.astype(np.int64), [str(n) for n in names]
+
+
+def _image_shape(X):
+    """(C, H, W) of the samples of X when they are images ((N, H, W): one channel, as
+    MNIST's IDX files; (N, C, H, W)), else None."""
+    shape = np.shape(X)
+    return (1,) + shape[1:] if len(shape) == 3 else shape[1:] if len(shape) == 4 else None
 
 
 def _features(X, path):
@@ -356,6 +330,8 @@ def cmd_info(args):
 
 
 DEMO_ARCH = "128-bn-relu-dropout0.1,64-bn-relu-dropout0.1,10"
+#: `demo --cnn`: two 3x3 convolution stages on the 8x8 images, then the classifier
+DEMO_CNN_ARCH = "c32k3p1-bn-relu,pool2,c64k3p1-bn-relu,pool2-dropout0.25,10"
 
 
 def cmd_demo(args):
@@ -372,19 +348,26 @@ def cmd_demo(args):
     Xtr, Xva, ytr, yva = data.train_val_split(Xtr, ytr, 0.1, stratify=True, rng=args.seed + 1)
     n_images = len(Xtr)
     Xtr, ytr = shifted_copies(Xtr, ytr, (8, 8))
-    scaler = data.Standardize().fit(Xtr)
-    Xtr, Xva, Xte = scaler.transform(Xtr), scaler.transform(Xva), scaler.transform(Xte)
+    if args.cnn:         # images (N, 1, 8, 8) scaled by one number: the pixels' std
+        std = float(Xtr.std())
+        Xtr, Xva, Xte = ((a / std).reshape(len(a), 1, 8, 8) for a in (Xtr, Xva, Xte))
+        spec, kind, input_shape = DEMO_CNN_ARCH, "CNN", (1, 8, 8)
+    else:
+        scaler = data.Standardize().fit(Xtr)
+        Xtr, Xva, Xte = scaler.transform(Xtr), scaler.transform(Xva), scaler.transform(Xte)
+        spec, kind, input_shape = DEMO_ARCH, "MLP", (64,)
     _random.seed(args.seed)
-    model = build_mlp(DEMO_ARCH, 64)
+    model = build_model(spec, input_shape)
     opt = optim.AdamW(model.parameters(), lr=5e-3, weight_decay=1e-2)
     sched = optim.CosineAnnealingLR(opt, T_max=epochs)
     verbose = 0 if args.quiet else 1
     if verbose:
-        print("fastnn demo: 8x8 digits, %d train images (x5 with 1-pixel shifts) / %d "
-              "validation / %d test, standardized" % (n_images, len(Xva), len(Xte)))
+        print("fastnn demo: %s on 8x8 digits, %d train images (x5 with 1-pixel shifts) / %d "
+              "validation / %d test, %s" % (kind, n_images, len(Xva), len(Xte),
+                                            "scaled" if args.cnn else "standardized"))
         print("model %s (%d parameters), AdamW lr 5e-3 weight decay 1e-2, cosine schedule, "
               "%d epochs, batch 32, backend %s"
-              % (DEMO_ARCH, sum(p.size for p in model.parameters()), epochs, _backend()))
+              % (spec, sum(p.size for p in model.parameters()), epochs, _backend()))
     trainer = Trainer(model, SoftmaxCrossEntropy(), opt, scheduler=sched,
                       diagnostics=not args.no_diagnostics, verbose=verbose)
     history = trainer.fit(Xtr, ytr, validation_data=(Xva, yva), epochs=epochs, batch_size=32,
@@ -394,8 +377,8 @@ def cmd_demo(args):
     print("test accuracy %.4f (%d images), test loss %.4f, best epoch %s, %.1f s"
           % (test["accuracy"], len(Xte), test["loss"], history.best_epoch, elapsed))
     if not args.no_plot:
-        _plot_curves(history, args.plot, "fastnn demo: MLP on 8x8 digits (test accuracy %.3f)"
-                     % test["accuracy"], quiet=args.quiet)
+        _plot_curves(history, args.plot, "fastnn demo: %s on 8x8 digits (test accuracy %.3f)"
+                     % (kind, test["accuracy"]), quiet=args.quiet)
     return 0
 
 
@@ -423,6 +406,7 @@ def _backend():
 
 def _prepare_training(args):
     from .. import data
+    from ..layers import Conv2d
     d = _load_data(args)
     if len(d.X) < 2:
         raise CLIError("%s: expected at least 2 samples to train and validate, got %d"
@@ -434,17 +418,41 @@ def _prepare_training(args):
         out = _n_classes(d.y, d.classes) if classify and d.y.dtype.kind in "iu" else (
             1 if d.y.ndim == 1 else d.y.shape[1])
         arch = "128-bn-relu,64-relu,%d" % out
-    model_probe = build_mlp(arch, d.X.shape[1])
+    input_shape = _input_shape(arch, d)
+    model_probe = build_model(arch, input_shape)
     out_size = model_probe[len(model_probe) - 1].out_features
     y = _check_targets(loss_name, d, out_size)
     Xtr, Xva, ytr, yva = data.train_val_split(d.X, y, args.val_fraction, stratify=classify,
                                               rng=args.seed)
-    scaler = None
-    if not args.no_standardize:
+    scaler = pixel_std = None
+    if args.no_standardize:
+        pass
+    elif len(input_shape) == 1:
         scaler = data.Standardize().fit(Xtr)
         Xtr, Xva = scaler.transform(Xtr), scaler.transform(Xva)
+    elif isinstance(model_probe[0], Conv2d):      # images: one scale, folded at the end
+        pixel_std = float(Xtr.std()) or 1.0
+        Xtr, Xva = Xtr / pixel_std, Xva / pixel_std
+    Xtr, Xva = (a.reshape((len(a),) + input_shape) for a in (Xtr, Xva))
     return dict(X=Xtr, y=ytr, Xv=Xva, yv=yva, arch=arch, loss_name=loss_name, scaler=scaler,
-                desc=d.desc, in_features=d.X.shape[1], classes=d.classes)
+                pixel_std=pixel_std, desc=d.desc, in_features=d.X.shape[1],
+                input_shape=input_shape, classes=d.classes)
+
+
+def _input_shape(spec, d):
+    """A sample's shape for the model of `spec`: (C, H, W) when its first layer takes
+    images (the data must be images), else (features,)."""
+    try:
+        images = arch.takes_images(spec)
+    except arch.ArchError as exc:
+        raise CLIError(str(exc)) from None
+    if not images:
+        return (d.X.shape[1],)
+    if d.image_shape is None:
+        raise CLIError("--arch %r starts with an image layer but %s holds %d features per "
+                       "sample, not images (use IDX images, 'digits', or an .npz whose X is "
+                       "(N, H, W) or (N, C, H, W))" % (spec, d.desc, d.X.shape[1]))
+    return d.image_shape
 
 
 def _check_writable(path, option):
@@ -463,7 +471,7 @@ def cmd_train(args):
             _check_writable(path, option)
     d = _prepare_training(args)
     _random.seed(args.seed)
-    model = build_mlp(d["arch"], d["in_features"])
+    model = build_model(d["arch"], d["input_shape"])
     _, loss = _loss_for(d["loss_name"], d["y"])
     opt = _optimizer(args.optimizer, model.parameters(), args.lr, args.momentum,
                      args.weight_decay)
@@ -498,7 +506,12 @@ def _save_model(model, path, d):
         note = (" (standardization folded into the first layer: it takes raw inputs)"
                 if _fold_standardize(model, d["scaler"]) else
                 " (expects standardized inputs)")
+    if d["pixel_std"] is not None:         # conv(x / s, w) = conv(x, w / s), padding too
+        model[0].weight.data = model[0].weight.data / d["pixel_std"]
+        note = " (the pixel scaling folded into the first layer: it takes raw images)"
     extra = {"loss": np.array(d["loss_name"])}
+    if len(d["input_shape"]) == 3:
+        extra["input_shape"] = np.array(d["input_shape"])
     if d["classes"]:
         extra["classes"] = np.array(d["classes"])
     try:
@@ -525,12 +538,14 @@ def cmd_predict(args):
     model = io.load(args.model).eval()
     extras = _saved_extras(args.model)
     first = model[0] if isinstance(model, Sequential) and len(model) else model
-    n_features = getattr(first, "in_features", None)
+    image = tuple(int(v) for v in extras["input_shape"]) if "input_shape" in extras else None
+    n_features = math.prod(image) if image else getattr(first, "in_features", None)
     d = _load_data(args, labels_optional=True, n_features=n_features)
     if n_features is not None and d.X.shape[1] != n_features:
-        raise CLIError("%s has %d features per sample but the model %s takes %d"
-                       % (d.desc, d.X.shape[1], args.model, n_features))
-    scores = model(d.X)
+        raise CLIError("%s has %d features per sample but the model %s takes %d%s"
+                       % (d.desc, d.X.shape[1], args.model, n_features,
+                          " (images %s)" % "x".join(map(str, image)) if image else ""))
+    scores = model(d.X if image is None else d.X.reshape((len(d.X),) + image))
     loss = str(extras["loss"]) if "loss" in extras else (
         "ce" if scores.shape[1] > 1 else "mse")
     classes = [str(c) for c in extras["classes"]] if "classes" in extras else None
@@ -584,7 +599,7 @@ def cmd_search(args):
         raise CLIError("--wd-range: expected 0 < LOW < HIGH, got %g %g" % (wlo, whi))
 
     def build(lr, weight_decay):
-        model = build_mlp(d["arch"], d["in_features"])
+        model = build_model(d["arch"], d["input_shape"])
         _, loss = _loss_for(d["loss_name"], d["y"])
         return Trainer(model, loss, _optimizer(args.optimizer, model.parameters(), lr,
                                                args.momentum, weight_decay), verbose=0)
@@ -615,6 +630,18 @@ def _add_label_args(p):
                    "integer labels or class names")
 
 
+ARCH_HELP = (
+    "architecture: comma-separated layers, the last one the output size. A layer is W "
+    "(Dense of width W), cFkK[sS][pP][dD] (Conv2d: F filters, kernel K, stride S, padding "
+    "P, dilation D; each an int or HxW), poolK / avgK[sS][pP] (max / average pooling), "
+    "gap (global average pooling), flatten or res(LAYER,...) (a residual block), followed "
+    "by -modifiers: bn (batch norm), dropoutP and the activations %s (one right after a "
+    "Dense or Conv2d is fused into it). Image layers need image data (IDX, 'digits', an "
+    ".npz of (N, H, W) or (N, C, H, W)). E.g. '256-bn-relu,128-relu,10' or "
+    "'c16k3p1-bn-relu,pool2,c32k3-relu,gap,10' (default 128-bn-relu,64-relu,<outputs>)"
+    % ", ".join(arch.LAYER_NAMES))
+
+
 def _add_training_args(p, optional=False):
     """The data and model options `train` and `search` share."""
     if optional:
@@ -625,8 +652,7 @@ def _add_training_args(p, optional=False):
                        "--target), .npz (arrays X and y), IDX images (with --labels), or "
                        "'digits' for the bundled digits")
     _add_label_args(p)
-    p.add_argument("--arch", metavar="SPEC", help="architecture, e.g. '256-bn-relu,128-relu,10'"
-                   " (default 128-bn-relu,64-relu,<outputs>)")
+    p.add_argument("--arch", metavar="SPEC", help=ARCH_HELP)
     p.add_argument("--loss", choices=["auto"] + list(_LOSSES), default="auto",
                    help="loss (default auto: ce for integer labels, mse otherwise)")
     p.add_argument("--optimizer", choices=list(_OPTIMIZERS), default="adam",
@@ -643,11 +669,16 @@ def _add_training_args(p, optional=False):
 
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="train an MLP on the bundled 8x8 digits",
+    p = sub.add_parser("demo", help="train an MLP (or with --cnn a CNN) on the bundled 8x8 "
+                       "digits",
                        description="Train a 64-128-64-10 MLP (BatchNorm, ReLU, dropout, "
                        "AdamW, cosine schedule; training images augmented with 1-pixel "
                        "shifts) on the bundled digits with per-epoch progress and "
-                       "diagnostics; print the test accuracy and write learning curves.")
+                       "diagnostics; print the test accuracy and write learning curves. "
+                       "--cnn trains a small convolutional network instead (%s)."
+                       % DEMO_CNN_ARCH)
+    p.add_argument("--cnn", action="store_true",
+                   help="a convolutional network on the 1x8x8 images instead of the MLP")
     p.add_argument("--quick", action="store_true", help="short run (10 epochs) for CI")
     p.add_argument("--epochs", type=POSITIVE_INT, default=None,
                    help="epochs (default 20, 10 with --quick)")
@@ -773,7 +804,18 @@ def _one_line(exc):
 
 
 def main(argv=None):
-    """Entry point of ``fastnn`` / ``python -m fastnn``; returns the exit status."""
+    """Entry point of ``fastnn`` / ``python -m fastnn``; returns the exit status. A closed
+    stdout (``fastnn ... | head -1``) ends the command quietly with status 0."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()            # a closed pipe shows here, not at the exit's flush
+    except BrokenPipeError:           # the reader (e.g. `| head`) stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return status
+
+
+def _main(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -796,6 +838,8 @@ def _run(args):
             with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
                 return int(args.func(args) or 0)
         return int(args.func(args) or 0)
+    except BrokenPipeError:               # an OSError, but not an error: main() ends quietly
+        raise
     except CLIError as exc:
         print("%s: error: %s" % (prog, _one_line(exc)), file=sys.stderr)
         return 2
@@ -810,9 +854,6 @@ def _run(args):
     except KeyboardInterrupt:
         print("%s: interrupted" % prog, file=sys.stderr)
         return 130
-    except BrokenPipeError:           # the reader (e.g. `| head`) stopped reading
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

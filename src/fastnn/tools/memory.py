@@ -352,10 +352,10 @@ def _reference_build(widths, lr=1e-3):
 def memory_rows(cases=None, backend="cython"):
     """`step_memory` of the benchmark's reference training steps (float32, Dense ->
     BatchNorm1d -> ReLU hidden layers, softmax cross-entropy, Adam; the networks of
-    `fastnn.tools.bench.fastnn_step_fn`): one dict per case with ``case``, ``widths``,
+    `fastnn.tools.reference_nets`): one dict per case with ``case``, ``widths``,
     ``batch`` and the figures of `step_memory`. cases: [(name, widths, batch)]
-    (default: `fastnn.tools.reference_nets.CASES`, S / M / L / XL). RuntimeError on a
-    NumPy-only install."""
+    (default: `fastnn.tools.reference_nets.CASES`, S / M / L / XL, followed by the
+    convolutional steps of `cnn_memory_rows`). RuntimeError on a NumPy-only install."""
     _require("fastnn.tools.memory.memory_rows")
     from .reference_nets import CASES, data
     rows = []
@@ -363,6 +363,22 @@ def memory_rows(cases=None, backend="cython"):
         x, y = data(widths, batch)
         res = step_memory(_reference_build(widths), x, y, backend=backend)
         row = {"case": name, "widths": list(widths), "batch": batch}
+        row.update({k: v for k, v in res.items() if k != "output_shape"})
+        rows.append(row)
+    return rows + (cnn_memory_rows(backend=backend) if cases is None else [])
+
+
+def cnn_memory_rows(cases=None, backend="cython"):
+    """`step_memory` of the convolutional benchmark steps (`fastnn.tools.bench_cnn.CASES`:
+    "lenet", "resblock"; float32, softmax cross-entropy, Adam), rows as `memory_rows`
+    (``case``, ``input`` (the batch's shape), ``batch`` and the figures)."""
+    _require("fastnn.tools.memory.cnn_memory_rows")
+    from . import bench_cnn
+    rows = []
+    for name in (bench_cnn.CASES if cases is None else cases):
+        x, y = bench_cnn.data(name)
+        res = step_memory(bench_cnn.build(name), x, y, backend=backend)
+        row = {"case": name, "input": list(x.shape), "batch": len(x)}
         row.update({k: v for k, v in res.items() if k != "output_shape"})
         rows.append(row)
     return rows

@@ -12,8 +12,11 @@ Two entry points:
 What is measured, per layer: activation mean / std; for Sigmoid / Tanh outputs the
 fraction of saturated units (tanh: ``|y| > threshold``, sigmoid: ``y > threshold`` or
 ``y < 1 - threshold``; threshold 0.99 by default); for ReLU outputs the fraction of dead
-units (never positive on any sampled example of the epoch); the RMS of the gradient
-flowing into the layer's output; and per weight the gradient RMS and the
+units (never positive on any sampled example of the epoch). For images (N, C, H, W) a
+unit is a channel: a dead channel is positive nowhere on any sampled example, and the
+saturated fraction counts every value (the mean of the per-channel fractions, the
+channels being of equal size). Also the RMS of the gradient flowing into the layer's
+output; and per weight the gradient RMS and the
 update-to-weight ratio ``||w_after - w_before|| / ||w_after||`` (the real update: learning
 rate, momentum / Adam scaling and weight decay included; cs231n's rule of thumb is
 ~1e-3).
@@ -294,8 +297,8 @@ class Monitor:
             self._mean[i] += mean
             self._std[i] += math.sqrt(var) if var > 0 else 0.0
             self._shape[i] = x.shape
-            if kind == "relu":
-                act = (flat > 0).any(axis=0)
+            if kind == "relu":      # a unit is a feature, or a channel of an image
+                act = (x > 0).any(axis=(0,) + tuple(range(2, x.ndim)))
                 if self._active[i] is None:
                     self._active[i] = act
                 else:
