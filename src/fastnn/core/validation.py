@@ -258,6 +258,13 @@ def describe(x):
     return "%s array of shape %s" % (x.dtype, x.shape)
 
 
+def short_repr(obj):
+    """How a message names an object (a layer, a torch module): its repr, or its class
+    name when the repr spans several lines."""
+    text = repr(obj)
+    return type(obj).__name__ if "\n" in text else text
+
+
 def layout_faults(a):
     """What keeps ndarray `a` from being handed to a kernel that writes it in place:
     ["not C-contiguous", "read-only", "unaligned"] or a subset (empty: none)."""
@@ -272,9 +279,14 @@ def _as_ndarray(x, fn, name, kind):
         return x
     if x is None or isinstance(x, (str, bytes, dict, set)):
         raise TypeError("%s: %s must be %s array, got %s" % (fn, name, kind, type(x).__name__))
+    if hasattr(x, "__dlpack__"):       # a torch tensor, ...: a view of its memory on the CPU
+        try:
+            return np.from_dlpack(x)
+        except (BufferError, RuntimeError, TypeError, ValueError):
+            pass                       # another device or dtype: np.asarray tells why
     try:
         return np.asarray(x)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise TypeError("%s: %s must be %s array (%s)" % (fn, name, kind, exc)) from None
 
 

@@ -159,8 +159,33 @@ IDENTITY = CODES["identity"]
 Param = namedtuple("Param", "name default constraint")
 
 
+class OnnxGraph(namedtuple("OnnxGraph", "since when nodes")):
+    """One way to write an activation in ONNX: `nodes`, a tuple of (operator, inputs,
+    attributes), valid from opset `since` and for the parameter value `when` (None: any
+    value). An input is "x" (the activation's input), "p" (its parameter, as a constant
+    of the model's dtype), a float (a constant of the model's dtype) or an int (the
+    output of that earlier node); an attribute value "p" is the parameter itself. The
+    last node's output is the activation's."""
+
+    __slots__ = ()
+
+
+def _one_op(op, **attributes):
+    """The activation as one ONNX operator on x (opset 13 on)."""
+    return (OnnxGraph(13, None, ((op, ("x",), attributes),)),)
+
+
+# y = 0.5 x (1 + erf(x / sqrt 2))
+_GELU_ERF = (("Mul", ("x", INV_SQRT_2), {}), ("Erf", (0,), {}), ("Add", (1, 1.0), {}),
+             ("Mul", ("x", 2), {}), ("Mul", (3, 0.5), {}))
+# y = 0.5 x (1 + tanh(sqrt(2 / pi) (x + c x^3)))
+_GELU_TANH = (("Mul", ("x", "x"), {}), ("Mul", (0, "x"), {}), ("Mul", (1, GELU_C), {}),
+              ("Add", ("x", 2), {}), ("Mul", (3, SQRT_2_OVER_PI), {}), ("Tanh", (4,), {}),
+              ("Add", (5, 1.0), {}), ("Mul", ("x", 6), {}), ("Mul", (7, 0.5), {}))
+
+
 class Activation(namedtuple("Activation", "name layer doc kernel param torch torch_param "
-                                          "onnx onnx_attr watch")):
+                                          "onnx watch")):
     """One public activation.
 
     name: the public name (ops, Dense's `activation`, the CLI); layer: its layer class's
@@ -168,12 +193,18 @@ class Activation(namedtuple("Activation", "name layer doc kernel param torch tor
     `KERNELS` name, or {parameter value: kernel name} when the parameter selects the
     kernel (gelu's `approximate`); param: its `Param` or None; torch: the torch.nn
     module; torch_param: the keyword under which that module takes the parameter (None:
-    it takes none, so only the default value has a torch equivalent); onnx: the ONNX
-    operators computing it, in order; onnx_attr: the ONNX attribute taking the parameter;
+    it takes none, so only the default value has a torch equivalent); onnx: its
+    `OnnxGraph`s, the newest opset first (an exporter takes the first that applies);
     watch: what the diagnostics monitor checks at the output ("relu": dead units,
     "sigmoid" / "tanh": saturation, None: nothing)."""
 
     __slots__ = ()
+
+    def value(self, kw):
+        """The parameter's value in the keywords `kw` (a dict or None; the default when
+        absent there), None when the activation has no parameter."""
+        return None if self.param is None else (kw or {}).get(self.param.name,
+                                                               self.param.default)
 
     def resolve(self, value, where):
         """(kernel code, scalar parameter) for this activation with parameter `value`
@@ -188,30 +219,35 @@ class Activation(namedtuple("Activation", "name layer doc kernel param torch tor
 
 ACTIVATIONS = {row.name: row for row in (
     Activation("identity", None, "y = x", "identity", None,
-               "Identity", None, ("Identity",), None, None),
+               "Identity", None, _one_op("Identity"), None),
     Activation("sigmoid", "Sigmoid", "y = 1 / (1 + exp(-x)).", "sigmoid", None,
-               "Sigmoid", None, ("Sigmoid",), None, "sigmoid"),
+               "Sigmoid", None, _one_op("Sigmoid"), "sigmoid"),
     Activation("tanh", "Tanh", "y = tanh(x).", "tanh", None,
-               "Tanh", None, ("Tanh",), None, "tanh"),
+               "Tanh", None, _one_op("Tanh"), "tanh"),
     Activation("relu", "ReLU", "y = max(x, 0).", "relu", None,
-               "ReLU", None, ("Relu",), None, "relu"),
+               "ReLU", None, _one_op("Relu"), "relu"),
     Activation("leaky_relu", "LeakyReLU", "y = x if x > 0 else negative_slope * x.",
                "leaky_relu", Param("negative_slope", 0.01, Real()),
-               "LeakyReLU", "negative_slope", ("LeakyRelu",), "alpha", None),
+               "LeakyReLU", "negative_slope", _one_op("LeakyRelu", alpha="p"), None),
     Activation("elu", "ELU", "y = x if x > 0 else alpha * (exp(x) - 1).",
                "elu", Param("alpha", 1.0, Real()),
-               "ELU", "alpha", ("Elu",), "alpha", None),
+               "ELU", "alpha", _one_op("Elu", alpha="p"), None),
     Activation("gelu", "GELU", 'y = x * Phi(x) (approximate="none", exact erf) or its tanh '
                'approximation (approximate="tanh"), as torch.nn.GELU.',
                {"none": "gelu", "tanh": "gelu_tanh"},
                Param("approximate", "none", Options("none", "tanh")),
-               # ONNX Gelu needs opset 20; older opsets spell it with Erf or Tanh
-               "GELU", "approximate", ("Gelu",), "approximate", None),
+               "GELU", "approximate",
+               (OnnxGraph(20, None, (("Gelu", ("x",), {"approximate": "p"}),)),
+                OnnxGraph(13, "none", _GELU_ERF), OnnxGraph(13, "tanh", _GELU_TANH)), None),
     Activation("silu", "SiLU", "y = x * sigmoid(x).", "silu", None,
-               "SiLU", None, ("Sigmoid", "Mul"), None, None),
+               "SiLU", None,
+               (OnnxGraph(13, None, (("Sigmoid", ("x",), {}), ("Mul", ("x", 0), {}))),),
+               None),
     Activation("swish", "Swish", "y = x * sigmoid(beta * x) (beta=1 is SiLU).",
                "swish", Param("beta", 1.0, Real()),
-               "SiLU", None, ("Mul", "Sigmoid", "Mul"), None, None),
+               "SiLU", None,
+               (OnnxGraph(13, None, (("Mul", ("x", "p"), {}), ("Sigmoid", (0,), {}),
+                                     ("Mul", ("x", 1), {}))),), None),
 )}
 
 #: the activation names that have a layer (the CLI's --arch modifiers)

@@ -79,6 +79,15 @@ _COMPUTATION = ("forward", "backward", "_forward", "_backward")
 #: element of a Module's version stamp mirroring its train/eval mode
 _MODE = 1
 
+#: one as a 0-d int64 array: adding it to a counter allocates nothing (a Python 1 would)
+_ONE = np.ones((), np.int64)
+_ONE.flags.writeable = False
+
+
+def count_one(counter):
+    """Add one to a 0-d int64 counter array in place (see Module.forward_counters)."""
+    np.add(counter, _ONE, out=counter)
+
 
 # --------------------------------------------------------------------------- Parameter
 class Parameter:
@@ -202,7 +211,7 @@ class Module:
     * `stochastic` (class attribute, False): the layer draws random numbers in training
       mode (Dropout); a gradient check runs it in eval mode.
     * `output_shape(input_shape)`, `train_memory(input_shape, itemsize, first)`,
-      `watch_kind()`, `flat_layers()`: see each method.
+      `watch_kind()`, `flat_layers()`, `forward_counters(training)`: see each method.
 
     Recorded programs notice changes through a version stamp (`fastnn.core.generation`):
     assigning an attribute, `train()` / `eval()`, `.to()` and `register_buffer` update
@@ -341,6 +350,12 @@ class Module:
     def flat_layers(self):
         """The leaf layers this module applies, in order ([self] for a leaf)."""
         return [self]
+
+    def forward_counters(self, training):
+        """The 0-d int64 arrays this layer's forward in mode `training` adds one to (e.g.
+        BatchNorm's num_batches_tracked); a replayed forward (fastnn.layers.replay) adds
+        one to them too."""
+        return ()
 
     def _check_features(self, shape, features, got):
         """ValueError naming the layer unless `shape` is (N, features); `got` says what

@@ -8,8 +8,8 @@ from .. import ops
 from ..ops.batchnorm import (BatchNorm2dCache, BatchNormCache, run_batchnorm2d_backward,
                              run_batchnorm2d_forward, run_batchnorm_backward,
                              run_batchnorm_forward)
-from ..core.validation import Bool, Dtype, Integer, Real, check_all, describe
-from .base import Module, Parameter, register
+from ..core.validation import Bool, Dtype, Integer, Real, check, check_all, describe
+from .base import Module, Parameter, count_one, register
 from .conv import check_images
 
 
@@ -23,7 +23,9 @@ class _BatchNorm(Module):
     running = (1 - momentum) * running + momentum * batch_stat (the unbiased variance
     for running_var). Eval: the running statistics normalise. `gamma` (ones) and `beta`
     (zeros) are Parameters when affine=True; `running_mean` (zeros) and `running_var`
-    (ones) are buffers saved in the state_dict.
+    (ones) are buffers saved in the state_dict. `num_batches_tracked` counts the
+    training-mode forwards, as torch's buffer of that name (not in fastnn's state_dict:
+    `fastnn.interop` reads and writes it).
     """
 
     recordable = True
@@ -62,7 +64,25 @@ class _BatchNorm(Module):
             self.gamma = self.beta = None
         self.register_buffer("running_mean", np.zeros(c, dt))
         self.register_buffer("running_var", np.ones(c, dt))
+        self._batches = np.zeros((), np.int64)
         self._cache = None
+
+    @property
+    def num_batches_tracked(self):
+        """The number of training-mode forwards so far: a 0-d int64 array, counted in
+        place (also by a replayed forward: see `forward_counters`)."""
+        return self._batches
+
+    @num_batches_tracked.setter
+    def num_batches_tracked(self, value):
+        self._batches[()] = check(self._label(), "num_batches_tracked", value, Integer(0))
+
+    def forward_counters(self, training):
+        return (self._batches,) if training else ()
+
+    def _count_batch(self):
+        if self.training:
+            count_one(self._batches)
 
     def _affine_arrays(self, dt):
         if self.affine:
@@ -93,6 +113,7 @@ class _BatchNorm(Module):
                               % (self.running_mean.dtype, describe(x)))
         if self.training and self.batch_stats is not None:
             out, self._cache = self.batch_stats.forward(self, x, *self._affine_arrays(x.dtype))
+            self._count_batch()
             return out
         if self.training and x.size // c < 2:
             raise self._error(ValueError, "expected more than 1 value per channel when "
@@ -111,6 +132,7 @@ class _BatchNorm(Module):
         out, self._cache = self._run_forward(
             x, gamma, beta, self.running_mean, self.running_var, bool(self.training),
             self.momentum, self.eps, self._ws)
+        self._count_batch()
         return out
 
     def _backward(self, dy, need_dx=True):

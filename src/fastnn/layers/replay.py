@@ -35,6 +35,7 @@ layer's cache changed), in which case the layers' own path runs.
 from ..core import generation
 from ..core.backend import get_backend
 from ..core.workspace import SHAPES_KEPT
+from .base import count_one
 
 #: backward recordings kept per forward recording (need_dx True and False)
 BACKWARDS_KEPT = 2
@@ -56,9 +57,10 @@ class _Forward:
     naming the recorded input), and its backward recordings
     {(dy shape, dy dtype number, need_dx): _Backward}. `first` is the first layer's
     attribute dict (where its current cache is read), `out_meta` the output's (shape,
-    dtype) as the public forward notes it."""
+    dtype) as the public forward notes it; `counters` the layers' forward counters, which a
+    replay advances."""
     __slots__ = ("key", "program", "out", "layers", "caches", "backward", "first",
-                 "out_meta")
+                 "out_meta", "counters")
 
     def __init__(self, key, program, out, layers, caches):
         self.key, self.program, self.out = key, program, out
@@ -66,6 +68,7 @@ class _Forward:
         self.backward = {}
         self.first = layers[0].__dict__
         self.out_meta = (out.shape, out.dtype)
+        self.counters = tuple(c for m in layers for c in m.forward_counters(key[2]))
 
 
 class _Backward:
@@ -108,7 +111,10 @@ class Replays:
         return f.out
 
     def _ran(self, f, x):
-        """Note that f's forward ran on x (a replay leaves the layers' caches alone)."""
+        """Note that f's forward ran on x (a replay leaves the layers' caches alone, and
+        advances their forward counters here)."""
+        for counter in f.counters:
+            count_one(counter)
         if f is not self.last and self.recordings.get(f.key) is f:
             self.recordings[f.key] = self.recordings.pop(f.key)   # most recent goes last
         self.last, self.last_x = f, x
