@@ -17,9 +17,12 @@ HAVE_MKL = "mkl" in blas_select.available()
 
 @pytest.fixture
 def restore_library():
-    before = blas_select.choice()["library"]
+    """Put the process's GEMM routing back as it was (per shape class: an auto choice
+    may route classes to different libraries, which no single setting restores)."""
+    before = dict(blas_select._choice)
     yield
-    blas_select.select(before)
+    blas_select._use(before["libraries"])
+    blas_select._choice.update(before)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

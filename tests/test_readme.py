@@ -26,7 +26,8 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 ILLUSTRATIVE = "# illustrative"
 #: what a block uses -> what it needs: an optional package, or the compiled kernels
 NEEDS = {"plots": "matplotlib", "fastnn.memory": "the compiled kernels",
-         "fastnn.sklearn": "sklearn"}
+         "fastnn.sklearn": "sklearn", "import onnxruntime": "onnxruntime",
+         "import torch": "torch", "safetensors": "safetensors"}
 TIMEOUT = 300
 DOCTEST_RUNNER = textwrap.dedent("""
     import doctest, sys
