@@ -213,6 +213,32 @@ def _parse_labels(labels, lines, dt, p, func):
     return np.array([index[s] for s in labels], dtype=np.int64), classes
 
 
+def _table(p, delimiter, header, func):
+    """(data rows, their line numbers, the header's names or None) of the CSV file p:
+    rectangular, with data rows and at least 2 columns (ValueError naming the line)."""
+    rows, lines = _read_rows(p, delimiter, func)
+    if not rows:
+        raise ValueError(f"{func}: {p!r} is empty: expected a header and/or data rows")
+    has_header = _detect_header(rows) if header == "auto" else header
+    ncols = len(rows[0])
+    for row, line in zip(rows, lines):
+        if len(row) != ncols:
+            raise ValueError(
+                f"{func}: {p!r}, line {line}: expected {ncols} fields "
+                f"(as on line {lines[0]}), found {len(row)}"
+            )
+    names = rows[0] if has_header else None
+    if has_header:
+        rows, lines = rows[1:], lines[1:]
+    if not rows:
+        raise ValueError(f"{func}: {p!r} has a header but no data rows")
+    if ncols < 2:
+        raise ValueError(
+            f"{func}: {p!r}: expected at least 2 columns (features and target), found {ncols}"
+        )
+    return rows, lines, names
+
+
 def load_csv(path, target=-1, header="auto", delimiter=",", dtype=np.float32,
              return_classes=False):
     """Load a numeric CSV table with one target column.
@@ -240,26 +266,8 @@ def load_csv(path, target=-1, header="auto", delimiter=",", dtype=np.float32,
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise ValueError(f"{func}: expected a one-character delimiter, got {delimiter!r}")
 
-    rows, lines = _read_rows(p, delimiter, func)
-    if not rows:
-        raise ValueError(f"{func}: {p!r} is empty: expected a header and/or data rows")
-    has_header = _detect_header(rows) if header == "auto" else header
+    rows, lines, names = _table(p, delimiter, header, func)
     ncols = len(rows[0])
-    for row, line in zip(rows, lines):
-        if len(row) != ncols:
-            raise ValueError(
-                f"{func}: {p!r}, line {line}: expected {ncols} fields "
-                f"(as on line {lines[0]}), found {len(row)}"
-            )
-    names = rows[0] if has_header else None
-    if has_header:
-        rows, lines = rows[1:], lines[1:]
-    if not rows:
-        raise ValueError(f"{func}: {p!r} has a header but no data rows")
-    if ncols < 2:
-        raise ValueError(
-            f"{func}: {p!r}: expected at least 2 columns (features and target), found {ncols}"
-        )
     t = _resolve_target(target, names, ncols, p, func)
 
     feature_cols = [j for j in range(ncols) if j != t]
