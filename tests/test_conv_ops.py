@@ -181,15 +181,21 @@ THREAD_CASES = [((8, 16, 14, 14), (16, 16, 3, 3), 1, 1, 1),
 
 
 @pytest.mark.parametrize("xs,ws,stride,padding,dilation", THREAD_CASES)
-def test_conv2d_bit_identical_for_1_and_2_threads(xs, ws, stride, padding, dilation,
-                                                   backend, dtype):
+def test_conv2d_thread_counts(xs, ws, stride, padding, dilation, backend, dtype):
+    """Compiled: bit-identical for 1 and 2 threads. NumPy backend: equal to float
+    tolerance only (as the README says), since NumPy's BLAS cuts its products by its
+    thread count; under some OpenBLAS kernels (Haswell) the bits differ."""
     x, w, b = conv_data(xs, ws, True, dtype, seed=21)
     out_shape = ops.conv2d_forward(x, w, b, stride, padding, dilation)[0].shape
     dout = rand(out_shape, dtype, 22)
     run = lambda: conv_run(x, w, b, dout, stride, padding, dilation, "relu")
     one, two = with_threads(1, run), with_threads(2, run)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
     for a, c in zip(one, two):
-        np.testing.assert_array_equal(a, c)
+        if backend == "cython":
+            np.testing.assert_array_equal(a, c)
+        else:
+            np.testing.assert_allclose(a, c, rtol=rtol, atol=rtol * float(np.abs(c).max()))
 
 
 @settings(max_examples=40, deadline=None, derandomize=True, database=None,
