@@ -30,3 +30,21 @@ def tol(dtype):
     """Parity tolerance (rtol, atol) for a dtype, for values of order one. float32 atol
     covers rounding amplified by cancellation (1 - tanh^2 and 1 + tanh near -1)."""
     return (1e-5, 1e-5) if np.dtype(dtype) == np.float32 else (1e-11, 1e-12)
+
+
+def adam_steps_like_torch(model, opt, ref, topt, batches):
+    """Softmax cross-entropy training steps of a fastnn model and its torch twin on the
+    same (x, y) batches, each loss compared (float64, rel 1e-10)."""
+    import torch
+    import torch.nn.functional as F
+    from fastnn.losses import SoftmaxCrossEntropy
+    crit = SoftmaxCrossEntropy()
+    for x, y in batches:
+        loss = crit(model(x), y)
+        model.backward(crit.backward())
+        opt.step()
+        topt.zero_grad()
+        tloss = F.cross_entropy(ref(torch.tensor(x)), torch.tensor(y))
+        tloss.backward()
+        topt.step()
+        assert loss == pytest.approx(tloss.item(), rel=1e-10)

@@ -12,6 +12,7 @@ from fastnn import optim
 from fastnn.layers import (AvgPool2d, BatchNorm2d, Conv2d, Dense, Flatten,
                            GlobalAvgPool2d, MaxPool2d, ReLU, Residual, Sequential)
 from fastnn.losses import SoftmaxCrossEntropy
+from conftest import adam_steps_like_torch  # noqa: E402
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -180,19 +181,9 @@ def test_residual_cnn_trains_like_torch(backend):
     ref, inner = _torch_copy(model)
     opt = optim.Adam(model.parameters(), lr=0.01)
     topt = torch.optim.Adam(ref.parameters(), lr=0.01)
-    crit = SoftmaxCrossEntropy()
     rng = np.random.default_rng(0)
-    for _ in range(6):
-        x = rng.standard_normal((5, 1, 8, 8))
-        y = rng.integers(0, 3, 5)
-        loss = crit(model(x), y)
-        model.backward(crit.backward())
-        opt.step()
-        topt.zero_grad()
-        tloss = F.cross_entropy(ref(torch.tensor(x)), torch.tensor(y))
-        tloss.backward()
-        topt.step()
-        assert loss == pytest.approx(tloss.item(), rel=1e-10)
+    adam_steps_like_torch(model, opt, ref, topt, ((rng.standard_normal((5, 1, 8, 8)),
+                                                   rng.integers(0, 3, 5)) for _ in range(6)))
     np.testing.assert_allclose(model[0].weight.data, ref[0].weight.detach().numpy(),
                                rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(model[2].module[3].weight.data,

@@ -14,6 +14,7 @@ from fastnn.layers import (ELU, GELU, BatchNorm1d, Dense, Flatten, LeakyReLU,  #
                            Maxout, PReLU, ReLU, Sigmoid, SiLU, Swish, Tanh)
 from fastnn.layers.base import Parameter  # noqa: E402
 from fastnn.losses import BCEWithLogits, MSE, MulticlassHinge, SoftmaxCrossEntropy  # noqa: E402
+from conftest import adam_steps_like_torch  # noqa: E402
 
 torch.set_num_threads(1)
 F = torch.nn.functional
@@ -362,18 +363,8 @@ def test_network_training_matches_torch(backend):
     ref = torch.nn.Sequential(lin1, torch.nn.Tanh(), bn, act, lin2)
     opt = optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
     topt = torch.optim.Adam(ref.parameters(), lr=0.01, weight_decay=0.01)
-    crit = SoftmaxCrossEntropy()
-    for _ in range(5):
-        x = rng.standard_normal((16, 4))
-        y = rng.integers(0, 3, 16)
-        loss = crit(model(x), y)
-        model.backward(crit.backward())
-        opt.step()
-        topt.zero_grad()
-        tloss = F.cross_entropy(ref(torch.tensor(x)), torch.tensor(y))
-        tloss.backward()
-        topt.step()
-        assert loss == pytest.approx(tloss.item(), rel=1e-10)
+    adam_steps_like_torch(model, opt, ref, topt, ((rng.standard_normal((16, 4)),
+                                                   rng.integers(0, 3, 16)) for _ in range(5)))
     np.testing.assert_allclose(model[0].weight.data, lin1.weight.detach().numpy().T, rtol=1e-9)
     np.testing.assert_allclose(model[1].running_var, bn.running_var.numpy(), rtol=1e-10)
     np.testing.assert_allclose(model[2].alpha.data, act.weight.detach().numpy(), rtol=1e-9)

@@ -267,8 +267,8 @@ class Trainer:
         pass when the loss has one (`Loss.loss_and_hits`; a step's Python between
         kernels runs on caches the GEMMs just flushed, so every call saved counts), else
         the loss then the count."""
-        if self._fused_loss is not None and wb is None:
-            res = self._fused_loss(out, yb)
+        if self._fused_loss is not None:
+            res = self._fused_loss(out, yb, wb)
             if res is not None:
                 return res
         loss = self.loss(out, yb) if wb is None else self.loss(out, yb, sample_weight=wb)
