@@ -50,7 +50,8 @@ cdef enum:
     ELEMWISE_MIN = 1 << 15    # elements below which the dz/db pass runs on one thread
     ALIGN = 16                # GEMM blocks are cut at multiples of this (whole tiles)
     MAX_PARTS = 16            # GEMM blocks per product at most
-    MIN_BLOCK = 128           # narrowest GEMM block (each re-packs the shared operand)
+    MIN_BLOCK = 32            # narrowest GEMM block (each re-packs the shared operand;
+                              # 128 kept scikit-learn's 200 x 64 x 100 on one thread)
     SPLIT_MIN = 1 << 20       # multiply-adds below which a product stays one GEMM call
     SPLIT_MIN_GEMV = 1 << 16  # the same for a matrix-vector product (bandwidth-bound)
     BOTH_MIN = 1 << 19        # multiply-adds from which dw and dx run side by side

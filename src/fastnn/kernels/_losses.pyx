@@ -3,7 +3,8 @@
 written into the preallocated array, batch-mean loss returned as a float).
 
 Determinism: the loss is a sum of partial values whose boundaries never depend on the
-thread count -- one value per row for softmax_cross_entropy / multiclass_hinge, one per
+thread count -- one value per row for softmax_cross_entropy / multiclass_hinge (a task
+takes a block of whole rows, ROW_BLOCK elements or one row), one per
 fixed block of SUM_BLOCK elements for bce_with_logits / mse -- computed in double by
 whichever thread owns the row / block, stored, then added in index order. Results are
 bit-identical for any nthreads (sums inside a row / block use _reduce's lane_sum, whose
@@ -38,7 +39,8 @@ from libc.string cimport memset
 
 from ._activations cimport sigmoid_from_exp
 from ._buffers cimport array_data, float_type, optional_data, rows
-from ._common cimport fabs_, fexp_neg, flog1p01, nblocks, run_tasks, sel, task_fn
+from ._common cimport (fabs_, fexp_neg, flog1p01, nblocks, run_tasks, sel,
+                       simd_clones_void, task_fn)
 from ._plan cimport PlanOp
 from ._reduce cimport lane_sum, seq_sum, vmax
 
@@ -48,6 +50,7 @@ cdef enum:
     SUB = 256          # elements per stack-buffered sub-block (terms summed with lane_sum)
     SUM_BLOCK = 4096   # elements per partial sum of the flat losses (bce, mse)
     FILL = 16          # elements per store when spreading row weights over elements
+    ROW_BLOCK = 2048   # elements per task of the per-row losses (whole rows, one at least)
 
 
 def labels_in_range(labels, Py_ssize_t c):
@@ -69,10 +72,11 @@ def labels_in_range(labels, Py_ssize_t c):
 # elements per row); arg[0] = the hinge margin / 1 for mse.
 ctypedef struct LossJob:
     const PlanOp *op
-    double *part       # per task: its loss sum
+    double *part       # per row (per-row losses) or per block (flat): its loss sum
     double *hit        # softmax with code: per row, 1.0 when its argmax is its label
     double *weight     # weighted per-row losses: r_i of every row (else NULL)
     double scale       # weighted: 1 / the loss's denominator
+    Py_ssize_t rows    # per-row losses: rows per task
 
 cdef enum:
     ZERO_WEIGHTS = -2  # what a weighted run returns when its weights sum to zero
@@ -114,24 +118,29 @@ cdef double _weight_total(const PlanOp *op, Py_ssize_t n, double *r) noexcept no
                        <const int64_t *>op.ptr[1], n, r)
 
 
-cdef int _sum_tasks(const PlanOp *op, task_fn task, Py_ssize_t ntasks,
+cdef int _sum_tasks(const PlanOp *op, task_fn task, Py_ssize_t nparts,
                     bint row_tasks) noexcept nogil:
-    """Run `task` over ntasks tasks (one per row when row_tasks, else element blocks),
-    each writing its loss sum to job.part[t] (and with op.code its hit to job.hit[t]);
-    store the sums added in task order in the result. Weighted, first the weight total
-    (the row weights r_i kept for row tasks): ZERO_WEIGHTS, nothing run, unless it is
-    positive."""
+    """Run `task` over the nparts parts (rows when row_tasks, in tasks of job.rows
+    rows; else element blocks, a task each), each part's loss sum written to
+    job.part[p] (and with op.code its hit to job.hit[p]); store the sums added in part
+    order in the result. Weighted, first the weight total (the row weights r_i kept for
+    row tasks): ZERO_WEIGHTS, nothing run, unless it is positive."""
     cdef double *result = <double *>op.ptr[3]
     cdef Py_ssize_t t, width = 1 if row_tasks else op.dim[1], nrows = op.dim[0] // width
+    cdef Py_ssize_t ntasks = nparts
     cdef bint weighted = _weighted(op), keep = weighted and row_tasks
     cdef double total
     cdef LossJob job
     job.op = op
-    job.part = <double *>malloc((2 * ntasks + 1 + (nrows if keep else 0)) * sizeof(double))
+    job.rows = 1
+    if row_tasks:
+        job.rows = max(1, <Py_ssize_t>ROW_BLOCK // max(1, op.dim[1]))
+        ntasks = nblocks(nparts, job.rows)
+    job.part = <double *>malloc((2 * nparts + 1 + (nrows if keep else 0)) * sizeof(double))
     if job.part == NULL:
         return -1
-    job.hit = job.part + ntasks
-    job.weight = job.hit + ntasks + 1 if keep else NULL
+    job.hit = job.part + nparts
+    job.weight = job.hit + nparts + 1 if keep else NULL
     if weighted:
         total = _weight_total(op, nrows, job.weight)
         if not total > 0:
@@ -140,10 +149,10 @@ cdef int _sum_tasks(const PlanOp *op, task_fn task, Py_ssize_t ntasks,
         result[2] = total * <double>width
         job.scale = 1.0 / result[2]
     run_tasks(task, &job, ntasks, op.nthreads)
-    result[0] = seq_sum(job.part, ntasks)
+    result[0] = seq_sum(job.part, nparts)
     result[1] = 0
     if op.code:
-        for t in range(ntasks):
+        for t in range(nparts):
             result[1] += job.hit[t]
     free(job.part)
     return 0
@@ -193,17 +202,15 @@ cdef object _row_loss(PlanOp *op, scores, labels, grad, int nthreads, bint count
 # ----------------------------------------------------------------------------------
 # softmax cross-entropy: one task per row
 # ----------------------------------------------------------------------------------
-cdef double _softmax_ce_row(const floating* z, floating* dz, Py_ssize_t c, int64_t y,
-                            floating m, double inv_n) noexcept nogil:
-    """One row: dz = (softmax(z) - onehot(y)) / N; returns logsumexp(z) - z[y] (double),
-    m = vmax(z, c). Stable: exponents are z - max(z) <= 0. The max is exact in any order
-    (SIMD lanes); a NaN skipped by its comparisons still reaches the exp sum, so NaN
-    anywhere in z gives a NaN loss and a NaN gradient row."""
+cdef inline double _softmax_ce_row(const floating* z, floating* dz, Py_ssize_t c,
+                                   int64_t y, floating m, double inv_n) noexcept nogil:
+    """One row, dz holding exp(z - m): dz = (softmax(z) - onehot(y)) / N; returns
+    logsumexp(z) - z[y] (double), m = vmax(z, c). Stable: exponents are z - max(z) <= 0.
+    The max is exact in any order (SIMD lanes); a NaN skipped by its comparisons still
+    reaches the exp sum, so NaN anywhere in z gives a NaN loss and a NaN gradient row."""
     cdef Py_ssize_t j
     cdef floating ey, kk
     cdef double s, r
-    for j in range(c):
-        dz[j] = fexp_neg(z[j] - m)
     s = lane_sum(dz, c)
     ey = dz[y]
     r = 1.0 / s
@@ -214,44 +221,59 @@ cdef double _softmax_ce_row(const floating* z, floating* dz, Py_ssize_t c, int64
     return log(s) - (<double>z[y] - <double>m)
 
 
-cdef inline bint _argmax_is(const floating* z, Py_ssize_t c, floating m,
-                            int64_t y) noexcept nogil:
+cdef inline bint _argmax_is(const floating* z, Py_ssize_t c, floating m, int64_t y,
+                            bint maybe_nan) noexcept nogil:
     """Whether NumPy's argmax of the row (the first NaN if there is one, else the first
-    maximum m) is y."""
-    cdef Py_ssize_t j, first = -1
-    for j in range(c):
-        if z[j] != z[j]:
-            first = j
-            break
-    if first < 0:
+    maximum m) is y: z[y] is m and no earlier entry is (a scan without exits, which
+    vectorises); rows that may hold a NaN (`maybe_nan`: their loss is NaN) are scanned
+    for one first."""
+    cdef Py_ssize_t j
+    cdef bint first_max = z[y] == m
+    if maybe_nan:
         for j in range(c):
-            if z[j] == m:
-                first = j
-                break
-    return first == y
+            if z[j] != z[j]:
+                return j == y
+    for j in range(y):
+        first_max &= z[j] != m
+    return first_max
 
 
-cdef void _softmax_row(const LossJob *job, Py_ssize_t i, const floating *z,
-                       floating *dz) noexcept nogil:
-    cdef Py_ssize_t n = job.op.dim[0], c = job.op.dim[1]
-    cdef int64_t y = (<const int64_t *>job.op.ptr[1])[i]
-    cdef floating m = vmax(z + i * c, c)
-    cdef double r
-    if job.weight != NULL:
-        r = job.weight[i]
-        job.part[i] = r * _softmax_ce_row(z + i * c, dz + i * c, c, y, m, r * job.scale)
-    else:
-        job.part[i] = _softmax_ce_row(z + i * c, dz + i * c, c, y, m, 1.0 / <double>n)
-    if job.op.code:
-        job.hit[i] = _argmax_is(z + i * c, c, m, y)
+cdef simd_clones_void _softmax_rows(const LossJob *job, Py_ssize_t t, const floating *z,
+                                    floating *dz) noexcept nogil:
+    """Rows of task t: their exponents z - max(z) written to dz and exponentiated in one
+    vector loop over the block (narrow rows would each leave most of a vector empty),
+    then each row finished."""
+    cdef Py_ssize_t n = job.op.dim[0], c = job.op.dim[1], i, j
+    cdef Py_ssize_t r0 = t * job.rows, r1 = min(n, r0 + job.rows)
+    cdef const int64_t *labels = <const int64_t *>job.op.ptr[1]
+    cdef floating m[ROW_BLOCK]
+    cdef double r, loss
+    for i in range(r0, r1):
+        m[i - r0] = vmax(z + i * c, c)
+        for j in range(i * c, (i + 1) * c):
+            dz[j] = z[j] - m[i - r0]
+    for j in range(r0 * c, r1 * c):
+        dz[j] = fexp_neg(dz[j])
+    for i in range(r0, r1):
+        if job.weight != NULL:
+            r = job.weight[i]
+            loss = _softmax_ce_row(z + i * c, dz + i * c, c, labels[i], m[i - r0],
+                                   r * job.scale)
+            job.part[i] = r * loss
+        else:
+            loss = _softmax_ce_row(z + i * c, dz + i * c, c, labels[i], m[i - r0],
+                                   1.0 / <double>n)
+            job.part[i] = loss
+        if job.op.code:
+            job.hit[i] = _argmax_is(z + i * c, c, m[i - r0], labels[i], loss != loss)
 
 
-cdef void _softmax_task(const void *ctx, Py_ssize_t i) noexcept nogil:
+cdef void _softmax_task(const void *ctx, Py_ssize_t t) noexcept nogil:
     cdef const LossJob *job = <const LossJob *>ctx
     if job.op.flt:
-        _softmax_row(job, i, <const double *>job.op.ptr[0], <double *>job.op.ptr[2])
+        _softmax_rows(job, t, <const double *>job.op.ptr[0], <double *>job.op.ptr[2])
     else:
-        _softmax_row(job, i, <const float *>job.op.ptr[0], <float *>job.op.ptr[2])
+        _softmax_rows(job, t, <const float *>job.op.ptr[0], <float *>job.op.ptr[2])
 
 
 cdef int _softmax_op(const PlanOp *op) noexcept nogil:
@@ -323,12 +345,14 @@ cdef void _hinge_row(const LossJob *job, Py_ssize_t i, const floating *scores,
         job.part[i] = acc
 
 
-cdef void _hinge_task(const void *ctx, Py_ssize_t i) noexcept nogil:
+cdef void _hinge_task(const void *ctx, Py_ssize_t t) noexcept nogil:
     cdef const LossJob *job = <const LossJob *>ctx
-    if job.op.flt:
-        _hinge_row(job, i, <const double *>job.op.ptr[0], <double *>job.op.ptr[2])
-    else:
-        _hinge_row(job, i, <const float *>job.op.ptr[0], <float *>job.op.ptr[2])
+    cdef Py_ssize_t i
+    for i in range(t * job.rows, min(job.op.dim[0], (t + 1) * job.rows)):
+        if job.op.flt:
+            _hinge_row(job, i, <const double *>job.op.ptr[0], <double *>job.op.ptr[2])
+        else:
+            _hinge_row(job, i, <const float *>job.op.ptr[0], <float *>job.op.ptr[2])
 
 
 cdef int _hinge_op(const PlanOp *op) noexcept nogil:

@@ -143,11 +143,14 @@ class Batches:
         return xb, self.targets[start:stop], wb
 
     def _gather(self, idx):
+        # idx is a slice of a permutation of the rows: mode="clip" never clips, and
+        # spares take(out=...) the temporary copy that its default mode ("raise") makes
         k = len(idx)
         if self.sparse:
             xb = np.ascontiguousarray(self.X[idx].toarray(), dtype=self.dtype)
         else:
-            xb = self.X.take(idx, axis=0, out=self._xbuf[:k])
-        yb = self.targets.take(idx, axis=0, out=self._ybuf[:k])
-        wb = None if self.weights is None else self.weights.take(idx, out=self._wbuf[:k])
+            xb = self.X.take(idx, axis=0, out=self._xbuf[:k], mode="clip")
+        yb = self.targets.take(idx, axis=0, out=self._ybuf[:k], mode="clip")
+        wb = (None if self.weights is None
+              else self.weights.take(idx, out=self._wbuf[:k], mode="clip"))
         return xb, yb, wb
