@@ -86,7 +86,10 @@ def compare(contenders, budget, rounds=ROUNDS):
     manager held while fn runs (a backend, a BLAS thread limit; entered outside the
     timings); fn may be a `RemoteFn` (timed in a child process). Each contender gets
     ~budget seconds in `rounds` samples; a sample times as many back-to-back calls as
-    fill budget / rounds (at least one), after two warm-up calls. Within a round the
+    fill budget / rounds (at least one), after two warm-up calls, and each sample first
+    makes as many calls untimed (after the PAUSE, the first ~50 ms of calls ran up to 1.5x
+    slower than a plain loop, every contender alike: caches and clocks come back to
+    speed only under work). Within a round the
     contenders run one after the other (the order rotates from round to round), so a
     ratio of two contenders is best taken round by round (`paired`)."""
     items = [(name,) + _unpack(c) for name, c in contenders.items()]
@@ -101,6 +104,7 @@ def compare(contenders, budget, rounds=ROUNDS):
         for name, timed, ctx in items[r % len(items):] + items[:r % len(items)]:
             k = calls[name]
             with ctx():
+                timed(k)           # untimed: back to speed after the pause
                 samples[name].append(timed(k) / k)
             time.sleep(PAUSE)
     return samples
