@@ -1,6 +1,8 @@
 """fastnn.ops max and average pooling on both backends: PyTorch conformance (values,
 winners, gradients), ties, NaN, padding, float64 gradient checks, backend parity,
 bit-identical results for 1 and 2 threads, hypothesis properties, bad input."""
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -68,6 +70,26 @@ def test_maxpool_ties_go_to_the_first_maximum(backend):
     expected = np.zeros((4, 4))
     expected.flat[[0, 2, 8, 11]] = 1
     np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+def test_maxpool_2x2_every_order_of_ties_and_nans(backend, dtype):
+    """Every 2x2 window over {0, 1, NaN} (81), side by side in rows of an even width (the
+    vectorised 2x2 path) and of an odd one: the winner is the first NaN, else the first
+    maximum, in row-major order."""
+    values = np.array(list(itertools.product([0.0, 1.0, np.nan], repeat=4)))    # (81, 4)
+    for extra in (0, 1):                        # an odd width adds an unused column
+        x = np.zeros((1, 1, 2 * 9, 2 * 9 + extra), dtype)
+        win = x[0, 0, :, :18].reshape(9, 2, 9, 2).transpose(0, 2, 1, 3)   # (9, 9, 2, 2) view
+        win[...] = values.reshape(9, 9, 2, 2)
+        out, cache = ops.maxpool2d_forward(x, 2)
+        nan = np.isnan(values)
+        first = np.where(nan.any(1), nan.argmax(1), np.nanargmax(
+            np.where(nan, -1, values), axis=1))
+        cell = first.reshape(9, 9)
+        rows = 2 * np.arange(9)[:, None] + cell // 2
+        cols = 2 * np.arange(9)[None, :] + cell % 2
+        np.testing.assert_array_equal(cache.idx[0, 0], rows * x.shape[3] + cols)
+        np.testing.assert_array_equal(out[0, 0], x[0, 0][rows, cols])
 
 
 def test_maxpool_padded_cells_never_win(backend, dtype):

@@ -29,12 +29,14 @@ cnp.import_array()
 
 cdef enum:
     PLANE_WORK = 1 << 14   # input elements per task, at least (whole planes)
+    FLAT_2X2 = 1024        # outputs per chunk of _max_forward_2x2_flat (stack scratch)
 
 
 ctypedef struct Pool:
     Py_ssize_t planes, h, w, oh, ow, kh, kw, sh, sw, ph, pw   # PlanOp.dim, in order
     Py_ssize_t per_task
     bint two_by_two        # 2x2 windows, stride 2, no padding
+    bint flat_2x2          # two_by_two, the input width even (w = 2 ow), ow <= FLAT_2X2
     Py_ssize_t *cols       # (kw, 2): per window column v, the outputs [lo, hi) of a row
                            # whose cell v is inside the input
 
@@ -45,6 +47,7 @@ cdef void _geometry(Pool *pl, const Py_ssize_t *dim) noexcept nogil:
     pl.per_task = max(1, PLANE_WORK // max(1, pl.h * pl.w))
     pl.two_by_two = (pl.kh == 2 and pl.kw == 2 and pl.sh == 2 and pl.sw == 2 and pl.ph == 0
                      and pl.pw == 0)
+    pl.flat_2x2 = pl.two_by_two and pl.w == 2 * pl.ow and pl.ow <= FLAT_2X2
 
 
 cdef inline void _rows(const Pool *pl, Py_ssize_t i, Py_ssize_t *h0,
@@ -99,6 +102,51 @@ cdef simd_clones_void _max_forward_2x2(const Pool *pl, const floating *x, floati
             _meet(x[at + 1], at + 1, best + j, pos + j)
             _meet(x[at + w], at + w, best + j, pos + j)
             _meet(x[at + w + 1], at + w + 1, best + j, pos + j)
+
+
+cdef inline bint _takes(floating c, floating b) noexcept nogil:
+    """Whether a later cell c takes over from the running winner b (as `_meet`)."""
+    return (c > b) | ((c != c) & (b == b))
+
+
+cdef simd_clones_void _max_forward_2x2_flat(const Pool *pl, const floating *x,
+                                            floating *out, Py_ssize_t *idx) noexcept nogil:
+    """_max_forward_2x2 for an even input width (w = 2 ow), in vector loops over chunks
+    of whole output rows (rows of a few outputs would each leave most of a vector empty):
+    the cells side by side meet first (with an even width the pairs of the chunk's input
+    rows lie back to back: one flat loop), then each output's top pair meets its bottom
+    pair (with `_meet`'s order: the first maximum in row-major order, the first NaN),
+    then the winners' positions are written."""
+    cdef Py_ssize_t ow = pl.ow, w = pl.w, rows = FLAT_2X2 // pl.ow, i0 = 0, i, n, k, t
+    cdef floating pair[2 * FLAT_2X2]     # per pair of cells side by side: the winner
+    cdef floating right[2 * FLAT_2X2]    # 1 where the right cell won, else 0
+    cdef floating code[FLAT_2X2]         # per output: its winning cell, 0-3 row-major
+    cdef int top[FLAT_2X2]               # per output of a chunk: its top pair
+    cdef const floating *src
+    cdef floating a, b
+    cdef bint later
+    for i in range(min(rows, pl.oh)):
+        for k in range(ow):
+            top[i * ow + k] = <int>(2 * i * ow + k)
+    while i0 < pl.oh:
+        n = min(rows, pl.oh - i0) * ow
+        src = x + 2 * i0 * w
+        for t in range(2 * n):
+            a = src[2 * t]
+            b = src[2 * t + 1]
+            later = _takes(b, a)
+            pair[t] = sel(later, b, a)
+            right[t] = sel(later, <floating>1, <floating>0)
+        for k in range(n):
+            a = pair[top[k]]
+            b = pair[top[k] + ow]
+            later = _takes(b, a)
+            out[i0 * ow + k] = sel(later, b, a)
+            code[k] = sel(later, right[top[k] + ow] + 2, right[top[k]])
+        for k in range(n):
+            idx[i0 * ow + k] = (2 * i0 * w + 2 * <Py_ssize_t>top[k] + (<int>code[k] & 1)
+                                + (<int>code[k] >> 1) * w)
+        i0 += rows
 
 
 cdef inline void _sum_cells(const floating *x, floating *acc, Py_ssize_t lo,
@@ -210,7 +258,10 @@ cdef void _planes(const PoolJob *job, Py_ssize_t t, floating *src) noexcept nogi
     cdef Py_ssize_t q, q1 = min(pl.planes, (t + 1) * pl.per_task)
     cdef Py_ssize_t ins = pl.h * pl.w, outs = pl.oh * pl.ow
     for q in range(t * pl.per_task, q1):
-        if job.op.code == MAX_FORWARD and pl.two_by_two:
+        if job.op.code == MAX_FORWARD and pl.flat_2x2:
+            _max_forward_2x2_flat(pl, src + q * ins, <floating *>ptr[1] + q * outs,
+                                  <Py_ssize_t *>ptr[2] + q * outs)
+        elif job.op.code == MAX_FORWARD and pl.two_by_two:
             _max_forward_2x2(pl, src + q * ins, <floating *>ptr[1] + q * outs,
                              <Py_ssize_t *>ptr[2] + q * outs)
         elif job.op.code == MAX_FORWARD:
