@@ -77,14 +77,78 @@ def test_identity_without_bias_and_without_dx(code, bias, need_dx):
                           bias=bias, need_dx=need_dx))
 
 
+# ------------------------------------------------------------ the direct 3x3 kernels
+needs_direct = pytest.mark.skipif(C.direct3x3_level() is None,
+                                  reason="no AVX2 + FMA: the direct 3x3 kernels are off")
+
+
+@needs_direct
+@pytest.mark.parametrize("xs,ws,pad", [
+    ((3, 32, 32, 32), (32, 32, 3, 3), 1),   # the residual block's: full tiles
+    ((2, 5, 17, 19), (13, 5, 3, 3), 0),     # odd sizes: partial pixel and filter tiles
+    ((2, 3, 16, 33), (7, 3, 3, 3), 2),      # padding 2: dz's padding is 0 for dx
+    ((5, 2, 18, 40), (1, 2, 3, 3), 1),      # one filter; several images per chunk
+    ((1, 70, 30, 70), (9, 70, 3, 3), 1),    # row chunks of one image (dz arrives in parts)
+])
+@pytest.mark.parametrize("code,bias", [(RELU, True), (IDENTITY, False)])
+def test_direct_3x3_matches_the_reference(xs, ws, pad, code, bias):
+    """float32 3x3 convolutions with stride 1 and outputs 16 wide or more run on the direct
+    kernels (forward, dx and dw): the reference's results within float32 rounding."""
+    assert_same(conv_both(xs, ws, (1, 1, pad, pad, 1, 1), np.float32, code, bias),
+                np.float32)
+
+
+@needs_direct
+def test_direct_3x3_is_bit_identical_for_any_thread_count():
+    xs, ws, geom = (6, 8, 20, 24), (10, 8, 3, 3), (1, 1, 1, 1, 1, 1)
+    x, w = rand(xs, np.float32), rand(ws, np.float32, 1)
+    dout = rand(out_shape(xs, ws, geom), np.float32, 2)
+    runs = []
+    for threads in (1, 2):
+        scratch = np.empty(C.conv2d_scratch_size(xs, ws, geom), np.float32)
+        z = np.empty(dout.shape, np.float32)
+        C.conv2d_forward(x, w, None, z, z, geom, scratch, IDENTITY, 0.0, threads)
+        dx, dw = np.empty(xs, np.float32), np.empty(ws, np.float32)
+        C.conv2d_backward(dout, x, w, z, z, dx, dw, None, geom, scratch, IDENTITY, 0.0,
+                          threads)
+        runs.append((z, dx, dw))
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_direct
+def test_direct_3x3_keeps_nan_and_inf_where_they_belong():
+    """Lanes past a row's end never reach a sum: an inf in the next row or channel
+    leaves the gradients of other rows finite, and a NaN in x reaches dw as it should."""
+    xs, ws, geom = (1, 2, 16, 17), (3, 2, 3, 3), (1, 1, 1, 1, 1, 1)
+    x, w = rand(xs, np.float32), rand(ws, np.float32, 1)
+    dout = rand(out_shape(xs, ws, geom), np.float32, 2)
+    x[0, 1, 0, 0] = np.inf                     # just past channel 0's last row
+    res = {}
+    for mod in (C, R):
+        scratch = np.empty(mod.conv2d_scratch_size(xs, ws, geom), np.float32)
+        z = np.empty(dout.shape, np.float32)
+        mod.conv2d_forward(x, w, None, z, z, geom, scratch, IDENTITY, 0.0)
+        dx, dw = np.empty(xs, np.float32), np.empty(ws, np.float32)
+        mod.conv2d_backward(dout, x, w, z, z, dx, dw, None, geom, scratch, IDENTITY, 0.0)
+        res[mod] = (z, dx, dw)
+    for a, r in zip(res[C], res[R]):
+        np.testing.assert_array_equal(np.isfinite(a), np.isfinite(r))
+        np.testing.assert_allclose(np.where(np.isfinite(r), a, 0), np.where(np.isfinite(r), r, 0),
+                                   rtol=2e-5, atol=2e-5 * np.abs(r[np.isfinite(r)]).max())
+
+
 def test_scratch_is_bounded_whatever_the_batch():
-    """The unfolded input is cut into chunks: scratch does not grow with the batch."""
+    """The unfolded input is cut into chunks: scratch does not grow with the batch. The
+    direct 3x3 kernels add, per run, padded images of x and dz and dw's operands (about
+    (C + 2 F + 3) planes), and two packed kernels."""
     for ws, hw in (((6, 1, 5, 5), 28), ((32, 32, 3, 3), 32), ((8, 64, 3, 3), 200)):
         sizes = [C.conv2d_scratch_size((n, ws[1], hw, hw), ws, (1, 1, 1, 1, 1, 1))
                  for n in (1, 64, 4096)]
         assert sizes[1] == sizes[2]
         k = np.prod(ws[1:])
-        assert sizes[2] <= 16 * (k + ws[0]) * max(65536 // k, hw) + 15 * ws[0] * k
+        direct = 16 * ((ws[1] + 2 * ws[0] + 3) * (hw + 4) * (hw + 32) + 100) + 2 * ws[0] * k
+        assert sizes[2] <= 16 * (k + ws[0]) * max(65536 // k, hw) + 15 * ws[0] * k + direct
 
 
 def test_products_split_at_the_blas_size_limit():

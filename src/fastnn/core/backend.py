@@ -155,6 +155,16 @@ def _blas_name():
                      for i in libs) or "unknown"
 
 
+def _conv3x3():
+    """How float32 3x3 stride-1 convolutions run: the direct kernels (the instruction set
+    they use) or im2col + GEMM."""
+    conv = KERNELS["conv2d_forward"][1]
+    if conv is None:
+        return "none (no compiled kernels)"
+    level = importlib.import_module(conv.__module__).direct3x3_level()
+    return "direct kernels (%s)" % level if level else "im2col + GEMM (no AVX2 + FMA)"
+
+
 def show_config(print_=True):
     """Report the build and runtime configuration; prints it and returns a dict."""
     from .. import __version__
@@ -171,6 +181,7 @@ def show_config(print_=True):
         "cpu": cpu_name(),
         "blas": _blas_name(),
         "gemm": ("%s (%s)" % (_GEMM["library"], _GEMM["reason"]) if _GEMM else "none"),
+        "conv3x3": _conv3x3(),
         "compile_args": runtime.compile_args() if runtime is not None else [],
         "numpy": np.__version__,
     }

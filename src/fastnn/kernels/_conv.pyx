@@ -34,6 +34,7 @@ written only by the run that owns the image.
 from cython cimport floating
 
 cimport numpy as cnp
+from libc.stdint cimport uintptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
@@ -47,14 +48,31 @@ from ._plan cimport PlanOp, submit
 
 from . import _activations   # noqa: F401  (refuses to import when its codes are stale)
 
+cdef extern from "_direct3x3.h" nogil:
+    enum: FASTNN_C3_SLACK
+    int fastnn_c3_level() noexcept
+    void fastnn_c3_image(int level, const float *x, Py_ssize_t nc, Py_ssize_t hp,
+                         Py_ssize_t wp, const float *w, Py_ssize_t nf, float *out,
+                         Py_ssize_t oh, Py_ssize_t ow) noexcept
+    void fastnn_c3_dw_image(int level, const float *x, Py_ssize_t nc, Py_ssize_t hp,
+                            Py_ssize_t wp, const float *d, Py_ssize_t nf, Py_ssize_t oh,
+                            Py_ssize_t r, float *xs, float *dw) noexcept
+
 cnp.import_array()
 
 cdef enum:
     COL_BUDGET = 1 << 16   # elements of one chunk's unfolded input (K x columns), at most
     MAX_GROUPS = 16        # runs of chunks (parallel tasks) at most
     LANES = 16             # double accumulators per bias-gradient sum (fixed association)
+    ALIGN = 16             # floats per 64 bytes: the direct dw's rows and alignment
 
 cdef Py_ssize_t GROUPS = max(1, min(<int>MAX_GROUPS, omp_get_num_procs()))
+cdef int C3_LEVEL = fastnn_c3_level()   # the direct 3x3 kernel: 2 AVX-512, 1 AVX2, 0 none
+
+
+def direct3x3_level():
+    """The direct 3x3 kernel this CPU runs: "avx512", "avx2" or None (im2col only)."""
+    return {2: "avx512", 1: "avx2"}.get(C3_LEVEL)
 
 
 ctypedef struct Conv:
@@ -65,6 +83,10 @@ ctypedef struct Conv:
     Py_ssize_t cols        # columns of the widest chunk
     Py_ssize_t units       # whole-image chunks, or images cut into row chunks
     Py_ssize_t groups      # runs of units
+    bint direct            # float32 calls on the direct 3x3 kernels (`_direct`)
+    Py_ssize_t xpad, dpad  # direct: elements of a run's padded x and padded dz
+    Py_ssize_t r           # direct: OW rounded up to 16 (dw's aligned rows)
+    Py_ssize_t dwork       # direct: elements of a run's dw operands (`_backward_direct`)
 
 
 cdef void _geometry(Conv *cv, const Py_ssize_t *dim) noexcept nogil:
@@ -91,12 +113,33 @@ cdef void _geometry(Conv *cv, const Py_ssize_t *dim) noexcept nogil:
         cv.units = cv.n
     cv.cols = cv.imgs * cv.rows * cv.ow
     cv.groups = min(GROUPS, cv.units)
+    cv.direct = _direct(cv)
+    cv.xpad = cv.c * (cv.h + 2 * cv.ph) * (cv.w + 2 * cv.pw) + FASTNN_C3_SLACK
+    cv.dpad = cv.f * (cv.h + 2) * (cv.w + 2) + FASTNN_C3_SLACK
+    cv.r = nblocks(cv.ow, ALIGN) * ALIGN
+    cv.dwork = (cv.f * cv.oh + 3 * (cv.oh + 2)) * cv.r + ALIGN
+
+
+cdef inline bint _direct(const Conv *cv) noexcept nogil:
+    """Whether float32 calls run on the direct 3x3 kernels (_direct3x3.h) instead of
+    im2col + GEMM: 3x3, stride 1, no dilation, padding at most 2 (dx is then the 3x3
+    convolution of dz padded by 2 - padding with the flipped, transposed kernel), output
+    rows of 16 at least (narrower ones fill too little of a tile), a CPU with AVX2 and
+    FMA."""
+    return (C3_LEVEL > 0 and cv.kh == 3 and cv.kw == 3 and cv.sh == 1 and cv.sw == 1
+            and cv.dh == 1 and cv.dw == 1 and cv.ph <= 2 and cv.pw <= 2 and cv.ow >= 16)
+
+
+cdef inline Py_ssize_t _direct_at(const Conv *cv) noexcept nogil:
+    """Per run: unfolded input (K x cols) and dz (F x cols); weight-gradient partials of
+    every run but the first (which sums into dw itself); then, direct, the region of
+    `_direct_region`."""
+    return cv.groups * (cv.k + cv.f) * cv.cols + max(0, cv.groups - 1) * cv.f * cv.k
 
 
 cdef inline Py_ssize_t _scratch_size(const Conv *cv) noexcept nogil:
-    """Per run: unfolded input (K x cols) and dz (F x cols); weight-gradient partials of
-    every run but the first (which sums into dw itself)."""
-    return cv.groups * (cv.k + cv.f) * cv.cols + max(0, cv.groups - 1) * cv.f * cv.k
+    return _direct_at(cv) + ((2 * cv.f * cv.k + cv.groups * (cv.xpad + cv.dpad + cv.dwork))
+                             if cv.direct else 0)
 
 
 cdef int _conv_dims(x_shape, w_shape, geom, Py_ssize_t *dim) except -1:
@@ -276,6 +319,94 @@ cdef simd_clones_void _dz_db(const Conv *cv, const floating *dout, const floatin
 
 
 # ---------------------------------------------------------------------------------------
+# the direct 3x3 kernel's part (float32): packed weights and padded images
+# region at _direct_at: wf (F K), wt (F K), then a padded image of `pad` elements per run
+# ---------------------------------------------------------------------------------------
+cdef void _pack_direct(const Conv *cv, const float *w, float *region) noexcept nogil:
+    """wf[(c 9 + k) F + f] = w[f, c, k] (the forward's weights, k = 3 u + v); wt[(f 9 +
+    k) C + c] = w[f, c, 8 - k] (dx's: the kernel flipped and transposed)."""
+    cdef Py_ssize_t f, c, k
+    cdef float *wt = region + cv.f * cv.k
+    for f in range(cv.f):
+        for c in range(cv.c):
+            for k in range(9):
+                region[(c * 9 + k) * cv.f + f] = w[(f * cv.c + c) * 9 + k]
+                wt[(f * 9 + k) * cv.c + c] = w[(f * cv.c + c) * 9 + 8 - k]
+
+
+cdef inline float *_direct_x(const Conv *cv, float *scratch, Py_ssize_t g) noexcept nogil:
+    """Run g's padded x (its padded dz and dw's operands follow)."""
+    return scratch + _direct_at(cv) + 2 * cv.f * cv.k + g * (cv.xpad + cv.dpad + cv.dwork)
+
+
+cdef void _pad_image(const Conv *cv, const float *x, float *pad) noexcept nogil:
+    """pad (C, H + 2 ph, W + 2 pw, then the slack) = image x zero-padded."""
+    cdef Py_ssize_t c, r, hp = cv.h + 2 * cv.ph, wp = cv.w + 2 * cv.pw
+    memset(pad, 0, cv.xpad * sizeof(float))
+    for c in range(cv.c):
+        for r in range(cv.h):
+            memcpy(pad + (c * hp + r + cv.ph) * wp + cv.pw, x + (c * cv.h + r) * cv.w,
+                   cv.w * sizeof(float))
+
+
+cdef void _forward_direct(const ConvJob *job, Py_ssize_t g, float *scratch) noexcept nogil:
+    """Run g's images: x padded into the run's buffer, z = the direct 3x3 convolution,
+    then bias and activation."""
+    cdef const Conv *cv = &job.cv
+    cdef const PlanOp *op = job.op
+    cdef Py_ssize_t n
+    cdef float *pad = _direct_x(cv, scratch, g)
+    cdef float *z
+    for n in range(cv.units * g // cv.groups * cv.imgs,
+                   min(cv.n, cv.units * (g + 1) // cv.groups * cv.imgs)):
+        _pad_image(cv, <const float *>op.ptr[0] + n * cv.c * cv.h * cv.w, pad)
+        z = <float *>op.ptr[3] + n * cv.f * cv.p
+        fastnn_c3_image(C3_LEVEL, pad, cv.c, cv.h + 2 * cv.ph, cv.w + 2 * cv.pw,
+                        scratch + _direct_at(cv), cv.f, z, cv.oh, cv.ow)
+        if op.ptr[2] != NULL or job.act:
+            _emit(cv, z, cv.p, <float *>op.ptr[2], <float *>op.ptr[3], <float *>op.ptr[4],
+                  n, 1, 0, cv.oh, op.code, <float>op.arg[0], job.act)
+
+
+cdef void _backward_direct(const ConvJob *job, Py_ssize_t g, const float *dz, float *dwg,
+                           bint first, Py_ssize_t n0, Py_ssize_t nb, Py_ssize_t r0,
+                           Py_ssize_t r1) noexcept nogil:
+    """The chunk's dz rows into the run's buffer (each image's dz zero-padded by 2 -
+    padding; its x padded alongside); once an image's last rows are in, dw (+)= the
+    direct weight gradient and dx = the direct 3x3 convolution of the padded dz with
+    the flipped, transposed kernel."""
+    cdef const Conv *cv = &job.cv
+    cdef Py_ssize_t L = (r1 - r0) * cv.ow, ld = nb * L, bi, f, r, n
+    cdef Py_ssize_t hq = cv.h + 2, wq = cv.w + 2, top = 2 - cv.ph, left = 2 - cv.pw
+    cdef const float *src
+    cdef float *scratch = <float *>job.op.ptr[8]
+    cdef float *xpad = _direct_x(cv, scratch, g)
+    cdef float *dpad = xpad + cv.xpad
+    cdef float *drow = <float *>((<uintptr_t>(dpad + cv.dpad) + 63) & ~(<uintptr_t>63))
+    if first:
+        memset(dwg, 0, cv.f * cv.k * sizeof(float))
+    for bi in range(nb):
+        n = n0 + bi
+        if r0 == 0:
+            memset(dpad, 0, cv.dpad * sizeof(float))
+            memset(drow, 0, cv.f * cv.oh * cv.r * sizeof(float))
+            _pad_image(cv, <const float *>job.op.ptr[1] + n * cv.c * cv.h * cv.w, xpad)
+        for f in range(cv.f):
+            for r in range(r0, r1):
+                src = dz + f * ld + bi * L + (r - r0) * cv.ow
+                memcpy(dpad + (f * hq + r + top) * wq + left, src, cv.ow * sizeof(float))
+                memcpy(drow + (f * cv.oh + r) * cv.r, src, cv.ow * sizeof(float))
+        if r1 < cv.oh:
+            continue
+        fastnn_c3_dw_image(C3_LEVEL, xpad, cv.c, cv.h + 2 * cv.ph, cv.w + 2 * cv.pw, drow,
+                           cv.f, cv.oh, cv.r, drow + cv.f * cv.oh * cv.r, dwg)
+        if job.op.ptr[5] != NULL:
+            fastnn_c3_image(C3_LEVEL, dpad, cv.f, hq, wq,
+                            scratch + _direct_at(cv) + cv.f * cv.k, cv.c,
+                            <float *>job.op.ptr[5] + n * cv.c * cv.h * cv.w, cv.h, cv.w)
+
+
+# ---------------------------------------------------------------------------------------
 # a run of chunks (one task)
 # forward:  ptr = (x, w, b, z, out, scratch)
 # backward: ptr = (dout, x, w, z, out, dx, dw, db, scratch)
@@ -319,15 +450,20 @@ cdef void _backward_chunk(const ConvJob *job, Py_ssize_t g, floating *col, float
     _dz_db(cv, <floating *>op.ptr[0], <floating *>op.ptr[3], <floating *>op.ptr[4], dz,
            job.dbsum + g * cv.f if job.dbsum != NULL else NULL, n0, nb, r0, r1, op.code,
            <floating>op.arg[0], job.act)
+    if floating is float:
+        if cv.direct:
+            _backward_direct(job, g, dz, dwg, first, n0, nb, r0, r1)
+            return
     _unfold(cv, col, <floating *>op.ptr[1], n0, nb, r0, r1, False)
     gemm(False, True, cv.f, cv.k, ncols, dz, ncols, col, ncols, 0 if first else 1, dwg,
          cv.k)
-    if dx != NULL:
-        gemm(True, False, cv.k, ncols, cv.f, <floating *>op.ptr[2], cv.k, dz, ncols, 0, col,
-             ncols)
-        if r0 == 0:
-            memset(dx + n0 * size, 0, nb * size * sizeof(floating))
-        _unfold(cv, col, dx, n0, nb, r0, r1, True)
+    if dx == NULL:
+        return
+    gemm(True, False, cv.k, ncols, cv.f, <floating *>op.ptr[2], cv.k, dz, ncols, 0, col,
+         ncols)
+    if r0 == 0:
+        memset(dx + n0 * size, 0, nb * size * sizeof(floating))
+    _unfold(cv, col, dx, n0, nb, r0, r1, True)
 
 
 cdef void _run(const ConvJob *job, Py_ssize_t g, floating *scratch) noexcept nogil:
@@ -338,6 +474,10 @@ cdef void _run(const ConvJob *job, Py_ssize_t g, floating *scratch) noexcept nog
     cdef floating *zc = col + cv.k * cv.cols
     cdef floating *dwg = <floating *>job.op.ptr[6]
     cdef bint first = True
+    if floating is float:
+        if cv.direct and not job.backward:
+            _forward_direct(job, g, scratch)
+            return
     if job.backward and g > 0:
         dwg = scratch + cv.groups * (cv.k + cv.f) * cv.cols + (g - 1) * cv.f * cv.k
     for u in range(cv.units * g // cv.groups, cv.units * (g + 1) // cv.groups):
@@ -369,6 +509,9 @@ cdef int _forward_op(const PlanOp *op) noexcept nogil:
     job.op = op
     _geometry(&job.cv, op.dim)
     job.act = op.code != ACT_IDENTITY or op.ptr[3] != op.ptr[4]
+    if job.cv.direct and not op.flt:
+        _pack_direct(&job.cv, <const float *>op.ptr[1],
+                     <float *>op.ptr[5] + _direct_at(&job.cv))
     run_tasks(_run_task, &job, job.cv.groups, op.nthreads)
     return 0
 
@@ -405,6 +548,9 @@ cdef int _backward_op(const PlanOp *op) noexcept nogil:
         job.dbsum = <double *>calloc(max(1, job.cv.groups * job.cv.f), sizeof(double))
         if job.dbsum == NULL:
             return -1
+    if job.cv.direct and not op.flt:
+        _pack_direct(&job.cv, <const float *>op.ptr[2],
+                     <float *>op.ptr[8] + _direct_at(&job.cv))
     run_tasks(_run_task, &job, job.cv.groups, op.nthreads)
     if op.flt:
         _sum_partials(&job, <double *>op.ptr[8])

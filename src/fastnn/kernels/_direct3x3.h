@@ -1,0 +1,245 @@
+/* 3x3 convolution with stride 1 in float32, computed directly: no unfolded input and no
+ * packing, the kernel reads the (zero-padded) image where it lies.
+ *
+ *   out[f, i, j] = sum over c, u, v (in that order) of x[c, i + u, j + v] * w[c, u, v, f]
+ *
+ * x: one padded image (C, HP, WP), rows WP apart, channels HP WP apart, with at least
+ * FASTNN_C3_SLACK readable floats after it; w: the weights packed as [(c 9 + 3 u + v) F
+ * + f]; out: (F, OH, OW) with OH = HP - 2 and OW <= WP - 2. A tile is FT filters by two
+ * vectors of pixels of one output row, held in registers through the whole sum
+ * (2 FT accumulators, fused multiply-adds with the weight broadcast): the products run
+ * at the machine's multiply-add peak, as a BLAS micro-kernel. Lanes past the row's end
+ * compute garbage from the next row and are never stored.
+ *
+ * Every output is one chain of multiply-adds in the order above whatever the tile, the
+ * thread or the instruction set (AVX-512 and AVX2 builds both fuse), so results are
+ * bit-identical across thread counts and between the two.
+ *
+ * The weight gradient, dw[f, c, u, v] += sum over i, j of d[f, i, j] x[c, i + u, j + v],
+ * runs per (filter pair, channel) over whole images: 18 accumulators (2 filters x 9
+ * offsets) of pixel vectors, loaded d and x shared by 9 and 2 of them. Its operands are
+ * laid out for aligned loads first: dz in rows of R floats (a multiple of the vector
+ * width, zeros past the row's end) and the channel's x as three copies shifted by 0, 1
+ * and 2 columns (zeros past the padded row). Each accumulator's lanes are added in lane
+ * order at the end. Each sum has a fixed order: deterministic as the above.
+ *
+ * fastnn_c3_level(): 2 with AVX-512F and FMA, 1 with AVX2 and FMA, 0 otherwise (or on a
+ * compiler or platform without GCC's target attributes: then the caller unfolds). */
+#ifndef FASTNN_DIRECT3X3_H
+#define FASTNN_DIRECT3X3_H
+
+#include <stddef.h>
+
+#define FASTNN_C3_SLACK 66
+
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__INTEL_COMPILER) \
+    && defined(__x86_64__) && __GNUC__ >= 8
+
+typedef float fastnn_v16 __attribute__((vector_size(64)));
+typedef float fastnn_v16u __attribute__((vector_size(64), aligned(4)));
+typedef float fastnn_v8 __attribute__((vector_size(32)));
+typedef float fastnn_v8u __attribute__((vector_size(32), aligned(4)));
+
+#define FASTNN_C3_AVX512 __attribute__((target("avx512f,fma"), optimize("fp-contract=fast")))
+#define FASTNN_C3_AVX2 __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
+
+/* one tile: x at (0, i, j0) of the image, w at filter f0, out at (f0, i, j0); fs: the
+   stride between output planes; nvalid: the pixels of the tile inside the row */
+#define FASTNN_C3_TILE(NAME, TARGET, V, VU, L, FT)                                      \
+TARGET static void NAME(const float *x, ptrdiff_t cs, ptrdiff_t ws, const float *w,     \
+                        ptrdiff_t nf, ptrdiff_t nc, float *out, ptrdiff_t fs,           \
+                        ptrdiff_t nvalid)                                               \
+{                                                                                       \
+    V acc0[FT], acc1[FT];                                                               \
+    float buf[2 * L];                                                                   \
+    ptrdiff_t c, f, k, j;                                                               \
+    for (f = 0; f < FT; f++) {                                                          \
+        acc0[f] = (V){0};                                                               \
+        acc1[f] = (V){0};                                                               \
+    }                                                                                   \
+    for (c = 0; c < nc; c++) {                                                          \
+        for (k = 0; k < 9; k++) {                                                       \
+            const float *xr = x + c * cs + (k / 3) * ws + k % 3;                        \
+            const float *wk = w + (c * 9 + k) * nf;                                     \
+            V a0 = *(const VU *)xr;                                                     \
+            V a1 = *(const VU *)(xr + L);                                               \
+            for (f = 0; f < FT; f++) {                                                  \
+                acc0[f] += a0 * wk[f];                                                  \
+                acc1[f] += a1 * wk[f];                                                  \
+            }                                                                           \
+        }                                                                               \
+    }                                                                                   \
+    for (f = 0; f < FT; f++) {                                                          \
+        if (nvalid == 2 * L) {                                                          \
+            *(VU *)(out + f * fs) = acc0[f];                                            \
+            *(VU *)(out + f * fs + L) = acc1[f];                                        \
+        } else {                                                                        \
+            *(VU *)buf = acc0[f];                                                       \
+            *(VU *)(buf + L) = acc1[f];                                                 \
+            for (j = 0; j < nvalid; j++)                                                \
+                out[f * fs + j] = buf[j];                                               \
+        }                                                                               \
+    }                                                                                   \
+}
+
+/* a whole image: per output row and pixel tile, the filters in tiles of BIG, then MID,
+   4, 2 and 1 */
+#define FASTNN_C3_IMAGE(NAME, TARGET, L, BIG, TB, MID, TM, T4, T2, T1)                  \
+TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp,       \
+                        const float *w, ptrdiff_t nf, float *out, ptrdiff_t oh,         \
+                        ptrdiff_t ow)                                                   \
+{                                                                                       \
+    ptrdiff_t i, j0, f0, n, cs = hp * wp, fs = oh * ow;                                 \
+    for (i = 0; i < oh; i++) {                                                          \
+        for (j0 = 0; j0 < ow; j0 += 2 * L) {                                            \
+            const float *xt = x + i * wp + j0;                                          \
+            float *ot = out + i * ow + j0;                                              \
+            n = ow - j0 < 2 * L ? ow - j0 : 2 * L;                                      \
+            for (f0 = 0; f0 + BIG <= nf; f0 += BIG)                                     \
+                TB(xt, cs, wp, w + f0, nf, nc, ot + f0 * fs, fs, n);                    \
+            for (; f0 + MID <= nf; f0 += MID)                                           \
+                TM(xt, cs, wp, w + f0, nf, nc, ot + f0 * fs, fs, n);                    \
+            for (; f0 + 4 <= nf; f0 += 4)                                               \
+                T4(xt, cs, wp, w + f0, nf, nc, ot + f0 * fs, fs, n);                    \
+            for (; f0 + 2 <= nf; f0 += 2)                                               \
+                T2(xt, cs, wp, w + f0, nf, nc, ot + f0 * fs, fs, n);                    \
+            for (; f0 < nf; f0++)                                                       \
+                T1(xt, cs, wp, w + f0, nf, nc, ot + f0 * fs, fs, n);                    \
+        }                                                                               \
+    }                                                                                   \
+}
+
+/* dw of FT filters and one channel: x at channel c (rows wx apart), d at filter f0 of a
+   zero-padded dz whose first real cell is at offset `at` (filters fs apart, rows wd
+   apart); dw at (f0, c, 0), filters dws apart */
+/* dw of FT filters and one channel over aligned rows of R floats (R a multiple of L):
+   xs: the channel's three column-shifted copies (3, OH + 2, R), d: dz (F, OH, R) at
+   filter f0, both zero past each row's end; dw at (f0, c, 0), filters dws apart */
+#define FASTNN_C3_DW(NAME, TARGET, V, VU, L, FT)                                        \
+TARGET static void NAME(const float *xs, const float *d, ptrdiff_t oh, ptrdiff_t r,     \
+                        float *dw, ptrdiff_t dws)                                       \
+{                                                                                       \
+    V acc[FT][9], dv[FT], xv;                                                           \
+    float buf[L];                                                                       \
+    ptrdiff_t i, j0, f, k, l, plane = (oh + 2) * r;                                     \
+    double s;                                                                           \
+    for (f = 0; f < FT; f++)                                                            \
+        for (k = 0; k < 9; k++)                                                         \
+            acc[f][k] = (V){0};                                                         \
+    for (i = 0; i < oh; i++) {                                                          \
+        for (j0 = 0; j0 < r; j0 += L) {                                                 \
+            for (f = 0; f < FT; f++)                                                    \
+                dv[f] = *(const VU *)(d + (f * oh + i) * r + j0);                       \
+            for (k = 0; k < 9; k++) {                                                   \
+                xv = *(const VU *)(xs + (k % 3) * plane + (i + k / 3) * r + j0);        \
+                __asm__("" : "+v"(xv));       /* one load, not one per filter */        \
+                for (f = 0; f < FT; f++)                                                \
+                    acc[f][k] += dv[f] * xv;                                            \
+            }                                                                           \
+        }                                                                               \
+    }                                                                                   \
+    for (f = 0; f < FT; f++)                                                            \
+        for (k = 0; k < 9; k++) {                                                       \
+            *(VU *)buf = acc[f][k];                                                     \
+            s = 0;                                                                      \
+            for (l = 0; l < L; l++)                                                     \
+                s += buf[l];                                                            \
+            dw[f * dws + k] += (float)s;                                                \
+        }                                                                               \
+}
+
+/* dw of a whole image: per channel, its shifted copies, then the filters in pairs (then
+   one); d as FASTNN_C3_DW's, xs room for (3, OH + 2, R) */
+#define FASTNN_C3_DW_IMAGE(NAME, TARGET, D2, D1)                                        \
+TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp,       \
+                        const float *d, ptrdiff_t nf, ptrdiff_t oh, ptrdiff_t r,        \
+                        float *xs, float *dw)                                           \
+{                                                                                       \
+    ptrdiff_t c, f0, v, i, j;                                                           \
+    for (c = 0; c < nc; c++) {                                                          \
+        for (v = 0; v < 3; v++)                                                         \
+            for (i = 0; i < oh + 2; i++)                                                \
+                for (j = 0; j < r; j++)                                                 \
+                    xs[(v * (oh + 2) + i) * r + j] =                                    \
+                        j + v < wp ? x[(c * hp + i) * wp + j + v] : 0.0f;               \
+        for (f0 = 0; f0 + 2 <= nf; f0 += 2)                                             \
+            D2(xs, d + f0 * oh * r, oh, r, dw + (f0 * nc + c) * 9, nc * 9);             \
+        if (f0 < nf)                                                                    \
+            D1(xs, d + f0 * oh * r, oh, r, dw + (f0 * nc + c) * 9, nc * 9);             \
+    }                                                                                   \
+}
+
+FASTNN_C3_TILE(fastnn_c3_512_12, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 12)
+FASTNN_C3_TILE(fastnn_c3_512_8, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 8)
+FASTNN_C3_TILE(fastnn_c3_512_4, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 4)
+FASTNN_C3_TILE(fastnn_c3_512_2, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 2)
+FASTNN_C3_TILE(fastnn_c3_512_1, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1)
+FASTNN_C3_IMAGE(fastnn_c3_512, FASTNN_C3_AVX512, 16, 12, fastnn_c3_512_12, 8, fastnn_c3_512_8,
+                fastnn_c3_512_4, fastnn_c3_512_2, fastnn_c3_512_1)
+
+FASTNN_C3_DW(fastnn_c3_dw_512_2, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 2)
+FASTNN_C3_DW(fastnn_c3_dw_512_1, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1)
+FASTNN_C3_DW_IMAGE(fastnn_c3_dw_512, FASTNN_C3_AVX512, fastnn_c3_dw_512_2, fastnn_c3_dw_512_1)
+
+FASTNN_C3_TILE(fastnn_c3_256_6, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 6)
+FASTNN_C3_TILE(fastnn_c3_256_4, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 4)
+FASTNN_C3_TILE(fastnn_c3_256_2, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 2)
+FASTNN_C3_TILE(fastnn_c3_256_1, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 1)
+FASTNN_C3_IMAGE(fastnn_c3_256, FASTNN_C3_AVX2, 8, 6, fastnn_c3_256_6, 4, fastnn_c3_256_4,
+                fastnn_c3_256_4, fastnn_c3_256_2, fastnn_c3_256_1)
+
+FASTNN_C3_DW(fastnn_c3_dw_256_1, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 1)
+FASTNN_C3_DW_IMAGE(fastnn_c3_dw_256, FASTNN_C3_AVX2, fastnn_c3_dw_256_1, fastnn_c3_dw_256_1)
+
+static int fastnn_c3_level(void)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("fma"))
+        return 0;
+    if (__builtin_cpu_supports("avx512f"))
+        return 2;
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+}
+
+static void fastnn_c3_image(int level, const float *x, ptrdiff_t nc, ptrdiff_t hp,
+                            ptrdiff_t wp, const float *w, ptrdiff_t nf, float *out,
+                            ptrdiff_t oh, ptrdiff_t ow)
+{
+    if (level == 2)
+        fastnn_c3_512(x, nc, hp, wp, w, nf, out, oh, ow);
+    else
+        fastnn_c3_256(x, nc, hp, wp, w, nf, out, oh, ow);
+}
+
+static void fastnn_c3_dw_image(int level, const float *x, ptrdiff_t nc, ptrdiff_t hp,
+                               ptrdiff_t wp, const float *d, ptrdiff_t nf, ptrdiff_t oh,
+                               ptrdiff_t r, float *xs, float *dw)
+{
+    if (level == 2)
+        fastnn_c3_dw_512(x, nc, hp, wp, d, nf, oh, r, xs, dw);
+    else
+        fastnn_c3_dw_256(x, nc, hp, wp, d, nf, oh, r, xs, dw);
+}
+
+#else
+
+static int fastnn_c3_level(void) { return 0; }
+
+static void fastnn_c3_dw_image(int level, const float *x, ptrdiff_t nc, ptrdiff_t hp,
+                               ptrdiff_t wp, const float *d, ptrdiff_t nf, ptrdiff_t oh,
+                               ptrdiff_t r, float *xs, float *dw)
+{
+    (void)level; (void)x; (void)nc; (void)hp; (void)wp; (void)d; (void)nf; (void)oh;
+    (void)r; (void)xs; (void)dw;
+}
+
+static void fastnn_c3_image(int level, const float *x, ptrdiff_t nc, ptrdiff_t hp,
+                            ptrdiff_t wp, const float *w, ptrdiff_t nf, float *out,
+                            ptrdiff_t oh, ptrdiff_t ow)
+{
+    (void)level; (void)x; (void)nc; (void)hp; (void)wp; (void)w; (void)nf; (void)out;
+    (void)oh; (void)ow;
+}
+
+#endif
+#endif
