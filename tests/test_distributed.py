@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.layers import BatchNorm1d, Dense, ReLU, Sequential
+from fastnn.layers import (BatchNorm1d, BatchNorm2d, Conv2d, Dense, GlobalAvgPool2d, ReLU,
+                           Sequential)
 from fastnn.losses import SoftmaxCrossEntropy
 from fastnn.optim import SGD, Adam, StepLR
 from fastnn.train.trainer import NonFiniteError, Trainer
@@ -49,16 +50,21 @@ EPOCHS, BATCH, SEED = 3, 23, 5
 #: the variants of the `train` scenario: name -> (model keywords, fit keywords, bucket
 #: bytes, sync_batchnorm). Batches of 27 end with one row, so rank 0 has none of it
 #: (batches of 22 end with 9: local BatchNorm needs 2 rows a rank); buckets of 256 bytes
-#: cut the models in two (three with BatchNorm): the last layers' gradients are reduced
-#: during the backward; sparse row weights leave whole parts (and batches) weightless
+#: cut the models in two (three with BatchNorm), of 64 bytes the CNN in three: the last
+#: layers' gradients are reduced during the backward; sparse row weights leave whole
+#: parts (and batches) weightless
 VARIANTS = {"adam": ({}, {}, None, False),
             "sgd": ({"sgd": True}, {"batch_size": 27}, None, False),
             "buckets": ({}, {"batch_size": 27}, 256, False),
             "sync_bn": ({"bn": True, "sgd": True}, {}, 256, True),
             "local_bn": ({"bn": True, "sgd": True}, {"batch_size": 22}, None, False),
+            "sync_bn2d": ({"cnn": True, "sgd": True}, {"images": True}, 64, True),
+            "local_bn2d": ({"cnn": True, "sgd": True}, {"images": True}, None, False),
             "diagnostics": ({"diagnostics": True}, {}, 256, False),
             "weighted": ({"class_weight": [1.0, 2.0, 0.5]}, {"weighted": True}, 256, False)}
-BUCKETS = {"buckets": 2, "sync_bn": 3, "diagnostics": 2, "weighted": 2}
+BUCKETS = {"buckets": 2, "sync_bn": 3, "sync_bn2d": 3, "diagnostics": 2, "weighted": 2}
+#: the variants whose BatchNorm uses each rank's rows: not the one-process computation
+LOCAL_BN = ("local_bn", "local_bn2d")
 
 
 def mpi_env():
@@ -94,27 +100,40 @@ def scenario(name, outdir, *args):
 
 
 # ------------------------------------------------------------------ shared set-up
-def data():
+def data(images=False):
+    """Rows of 6 features, or (images) 1 x 6 x 6 images labelled by their halves' means."""
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(203, 6))
-    y = ((X[:, 0] > 0).astype(np.int64) + (X[:, 1] + X[:, 2] > 0.5)).astype(np.int64)
+    if images:
+        X = rng.normal(size=(203, 1, 6, 6))
+        y = ((X[:, 0, :3].mean(axis=(1, 2)) > 0).astype(np.int64)
+             + (X[:, 0, :, :3].mean(axis=(1, 2)) > 0))
+    else:
+        X = rng.normal(size=(203, 6))
+        y = ((X[:, 0] > 0).astype(np.int64) + (X[:, 1] + X[:, 2] > 0.5)).astype(np.int64)
     return X[:163], y[:163], X[163:], y[163:]
 
 
-def build(seed, bn=False, sgd=False, class_weight=None, **kw):
-    """A float64 MLP trainer; its weights drawn from fastnn.seed(seed)."""
+def build(seed, bn=False, sgd=False, class_weight=None, cnn=False, **kw):
+    """A float64 MLP trainer (cnn: a CNN with BatchNorm2d for data(images=True)); its
+    weights drawn from fastnn.seed(seed)."""
     fastnn.seed(seed)
-    model = Sequential(Dense(6, 16, dtype=F64), *([BatchNorm1d(16, dtype=F64)] if bn else []),
-                       ReLU(), Dense(16, 3, dtype=F64))
+    if cnn:
+        model = Sequential(Conv2d(1, 4, 3, padding=1, bias=False, dtype=F64),
+                           BatchNorm2d(4, dtype=F64), ReLU(), GlobalAvgPool2d(),
+                           Dense(4, 3, dtype=F64))
+    else:
+        model = Sequential(Dense(6, 16, dtype=F64),
+                           *([BatchNorm1d(16, dtype=F64)] if bn else []), ReLU(),
+                           Dense(16, 3, dtype=F64))
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9) if sgd else \
         Adam(model.parameters(), lr=0.02)
     return Trainer(model, SoftmaxCrossEntropy(class_weight), opt,
                    scheduler=StepLR(opt, 2, gamma=0.5), verbose=0, **kw)
 
 
-def fit(trainer, epochs=EPOCHS, batch_size=BATCH, weighted=False, **kw):
-    """Fit on data(); weighted: with sparse row weights (85% zeros)."""
-    X, y, Xv, yv = data()
+def fit(trainer, epochs=EPOCHS, batch_size=BATCH, weighted=False, images=False, **kw):
+    """Fit on data(images); weighted: with sparse row weights (85% zeros)."""
+    X, y, Xv, yv = data(images)
     if weighted:
         rng = np.random.default_rng(2)
         kw["sample_weight"] = np.where(rng.random(len(X)) < 0.15, rng.uniform(0.5, 2, len(X)),
@@ -272,12 +291,12 @@ def trained(tmp_path_factory):
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_ranks_end_equal_to_rank_0s_one_process_run(trained, backend, variant):
     """Different initial seeds per rank, uneven splits (11 / 12 rows; a last batch of 2
-    rows, or of 1 that rank 0 has no part of), with and without buckets, BatchNorm with
-    synchronised statistics: both ranks end bit-identical (running statistics too),
-    equal to the one-process run from rank 0's seed. BatchNorm with each rank's own
-    statistics ends identical on both ranks, but is another computation. Row and class
-    weights: the gradient is the weighted mean's, parts that weigh nothing count
-    nothing."""
+    rows, or of 1 that rank 0 has no part of), with and without buckets, BatchNorm1d and
+    (in a CNN) BatchNorm2d with synchronised statistics: both ranks end bit-identical
+    (running statistics too), equal to the one-process run from rank 0's seed. BatchNorm
+    with each rank's own statistics ends identical on both ranks, but is another
+    computation. Row and class weights: the gradient is the weighted mean's, parts that
+    weigh nothing count nothing."""
     kw, fit_kw, _, _ = VARIANTS[variant]
     with fastnn.use_backend(backend):
         want = outcome_of_one_process(fit_kw, **kw)
@@ -285,7 +304,7 @@ def test_ranks_end_equal_to_rank_0s_one_process_run(trained, backend, variant):
     buckets = [int(r.pop("buckets")) for r in ranks]
     assert buckets == [BUCKETS.get(variant, 0)] * RANKS
     assert_same_run(ranks[1], ranks[0], exact=True)
-    if variant == "local_bn":
+    if variant in LOCAL_BN:
         with pytest.raises(AssertionError):
             assert_same_run(ranks[0], want)
     else:
