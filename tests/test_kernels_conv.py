@@ -99,8 +99,27 @@ def test_direct_3x3_matches_the_reference(xs, ws, pad, code, bias):
 
 
 @needs_direct
-def test_direct_3x3_is_bit_identical_for_any_thread_count():
-    xs, ws, geom = (6, 8, 20, 24), (10, 8, 3, 3), (1, 1, 1, 1, 1, 1)
+@pytest.mark.parametrize("xs,ws,pad", [
+    ((64, 6, 12, 12), (16, 6, 5, 5), (0, 0)),   # LeNet's second convolution
+    ((9, 4, 7, 9), (8, 4, 3, 3), (1, 1)),       # a partial block of images (9 of 16 / 8)
+    ((20, 4, 10, 6), (9, 4, 2, 5), (1, 4)),     # kh != kw, padding up to kernel - 1
+    ((8, 3, 9, 11), (13, 3, 4, 3), (3, 0)),     # 13 filters: every tile width
+])
+@pytest.mark.parametrize("code,bias", [(RELU, True), (IDENTITY, False)])
+def test_lane_kernels_match_the_reference(xs, ws, pad, code, bias):
+    """float32 stride-1 convolutions with 3 or 5 kernel columns on narrow images (or not
+    3x3), 8 filters or more, run on the lane kernels, a vector holding one pixel of 8 or
+    16 images."""
+    assert_same(conv_both(xs, ws, (1, 1) + pad + (1, 1), np.float32, code, bias),
+                np.float32)
+
+
+@needs_direct
+@pytest.mark.parametrize("xs,ws,geom", [
+    ((6, 8, 20, 24), (10, 8, 3, 3), (1, 1, 1, 1, 1, 1)),     # direct (rows)
+    ((37, 3, 10, 10), (8, 3, 5, 5), (1, 1, 2, 2, 1, 1)),     # lanes
+])
+def test_direct_kernels_are_bit_identical_for_any_thread_count(xs, ws, geom):
     x, w = rand(xs, np.float32), rand(ws, np.float32, 1)
     dout = rand(out_shape(xs, ws, geom), np.float32, 2)
     runs = []

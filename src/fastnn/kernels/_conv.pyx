@@ -57,6 +57,14 @@ cdef extern from "_direct3x3.h" nogil:
     void fastnn_c3_dw_image(int level, const float *x, Py_ssize_t nc, Py_ssize_t hp,
                             Py_ssize_t wp, const float *d, Py_ssize_t nf, Py_ssize_t oh,
                             Py_ssize_t r, float *xs, float *dw) noexcept
+    Py_ssize_t fastnn_ck_lanes(int level) noexcept
+    void fastnn_ck_block(int level, const float *x, Py_ssize_t nc, Py_ssize_t hp,
+                         Py_ssize_t wp, Py_ssize_t kh, Py_ssize_t kw, const float *w,
+                         Py_ssize_t nf, float *out, Py_ssize_t oh, Py_ssize_t ow) noexcept
+    void fastnn_ck_dw_block(int level, const float *x, Py_ssize_t nc, Py_ssize_t hp,
+                            Py_ssize_t wp, Py_ssize_t kh, Py_ssize_t kw, const float *d,
+                            Py_ssize_t nf, Py_ssize_t fs, Py_ssize_t dr, Py_ssize_t oh,
+                            Py_ssize_t ow, float *dw) noexcept
 
 cnp.import_array()
 
@@ -65,6 +73,7 @@ cdef enum:
     MAX_GROUPS = 16        # runs of chunks (parallel tasks) at most
     LANES = 16             # double accumulators per bias-gradient sum (fixed association)
     ALIGN = 16             # floats per 64 bytes: the direct dw's rows and alignment
+    LANE_BUDGET = 1 << 20  # elements of a run's lane buffers, at most
 
 cdef Py_ssize_t GROUPS = max(1, min(<int>MAX_GROUPS, omp_get_num_procs()))
 cdef int C3_LEVEL = fastnn_c3_level()   # the direct 3x3 kernel: 2 AVX-512, 1 AVX2, 0 none
@@ -87,6 +96,11 @@ ctypedef struct Conv:
     Py_ssize_t xpad, dpad  # direct: elements of a run's padded x and padded dz
     Py_ssize_t r           # direct: OW rounded up to 16 (dw's aligned rows)
     Py_ssize_t dwork       # direct: elements of a run's dw operands (`_backward_direct`)
+    bint lanes             # float32 calls on the lane kernels (`_lanes`)
+    Py_ssize_t L, blocks   # lanes: images per block (vector lanes), blocks of the batch
+    Py_ssize_t lx, ldz     # lanes: elements of a run's padded x and padded dz, by lanes
+    Py_ssize_t ltmp        # lanes: elements of a run's z, dz or dx of a block, by lanes
+    Py_ssize_t region      # direct or lanes: elements of a run's own buffers
 
 
 cdef void _geometry(Conv *cv, const Py_ssize_t *dim) noexcept nogil:
@@ -118,6 +132,32 @@ cdef void _geometry(Conv *cv, const Py_ssize_t *dim) noexcept nogil:
     cv.dpad = cv.f * (cv.h + 2) * (cv.w + 2) + FASTNN_C3_SLACK
     cv.r = nblocks(cv.ow, ALIGN) * ALIGN
     cv.dwork = (cv.f * cv.oh + 3 * (cv.oh + 2)) * cv.r + ALIGN
+    cv.region = cv.xpad + cv.dpad + cv.dwork
+    cv.L = fastnn_ck_lanes(C3_LEVEL)
+    cv.lx = cv.c * (cv.h + 2 * cv.ph) * (cv.w + 2 * cv.pw) * cv.L + 2 * cv.L
+    cv.ldz = cv.f * (cv.oh + 2 * (cv.kh - 1 - cv.ph)) * (cv.ow + 2 * (cv.kw - 1 - cv.pw)) * cv.L
+    cv.ldz += 2 * cv.L
+    cv.ltmp = max(cv.f * cv.p, cv.c * cv.h * cv.w) * cv.L + 2 * cv.L
+    cv.lanes = _lanes(cv)
+    if cv.lanes:
+        cv.blocks = nblocks(cv.n, cv.L)
+        cv.groups = min(GROUPS, cv.blocks)
+        cv.region = cv.lx + cv.ldz + cv.ltmp
+
+
+cdef inline bint _lanes(const Conv *cv) noexcept nogil:
+    """Whether float32 calls run on the lane kernels (_direct3x3.h's lane mode: a
+    vector holds one pixel of L images, so narrow images fill whole vectors) instead of
+    im2col + GEMM: not `_direct`, stride 1, no dilation, 3 or 5 kernel columns, padding
+    below the kernel (dx is then a convolution of dz padded by kernel - 1 - padding), a
+    batch of 8 or more, 8 filters and 32 products per output or more (LeNet's first
+    convolution, 6 filters of 1 x 5 x 5, ran 1.4x slower than im2col: its tiles are too
+    narrow to pay for moving images into lanes and back), a run's buffers of at most
+    LANE_BUDGET elements, a CPU with AVX2 and FMA."""
+    return (C3_LEVEL > 0 and not cv.direct and cv.sh == 1 and cv.sw == 1 and cv.dh == 1
+            and cv.dw == 1 and (cv.kw == 3 or cv.kw == 5) and cv.ph < cv.kh
+            and cv.pw < cv.kw and cv.n >= 8 and cv.f >= 8 and cv.k >= 32
+            and cv.lx + cv.ldz + cv.ltmp <= LANE_BUDGET)
 
 
 cdef inline bint _direct(const Conv *cv) noexcept nogil:
@@ -138,8 +178,8 @@ cdef inline Py_ssize_t _direct_at(const Conv *cv) noexcept nogil:
 
 
 cdef inline Py_ssize_t _scratch_size(const Conv *cv) noexcept nogil:
-    return _direct_at(cv) + ((2 * cv.f * cv.k + cv.groups * (cv.xpad + cv.dpad + cv.dwork))
-                             if cv.direct else 0)
+    return _direct_at(cv) + ((2 * cv.f * cv.k + cv.groups * cv.region)
+                             if cv.direct or cv.lanes else 0)
 
 
 cdef int _conv_dims(x_shape, w_shape, geom, Py_ssize_t *dim) except -1:
@@ -323,20 +363,21 @@ cdef simd_clones_void _dz_db(const Conv *cv, const floating *dout, const floatin
 # region at _direct_at: wf (F K), wt (F K), then a padded image of `pad` elements per run
 # ---------------------------------------------------------------------------------------
 cdef void _pack_direct(const Conv *cv, const float *w, float *region) noexcept nogil:
-    """wf[(c 9 + k) F + f] = w[f, c, k] (the forward's weights, k = 3 u + v); wt[(f 9 +
-    k) C + c] = w[f, c, 8 - k] (dx's: the kernel flipped and transposed)."""
-    cdef Py_ssize_t f, c, k
+    """wf[(c KK + k) F + f] = w[f, c, k] (the forward's weights, k = KW u + v, KK = KH
+    KW); wt[(f KK + k) C + c] = w[f, c, KK - 1 - k] (dx's: the kernel flipped and
+    transposed)."""
+    cdef Py_ssize_t f, c, k, kk = cv.kh * cv.kw
     cdef float *wt = region + cv.f * cv.k
     for f in range(cv.f):
         for c in range(cv.c):
-            for k in range(9):
-                region[(c * 9 + k) * cv.f + f] = w[(f * cv.c + c) * 9 + k]
-                wt[(f * 9 + k) * cv.c + c] = w[(f * cv.c + c) * 9 + 8 - k]
+            for k in range(kk):
+                region[(c * kk + k) * cv.f + f] = w[(f * cv.c + c) * kk + k]
+                wt[(f * kk + k) * cv.c + c] = w[(f * cv.c + c) * kk + kk - 1 - k]
 
 
 cdef inline float *_direct_x(const Conv *cv, float *scratch, Py_ssize_t g) noexcept nogil:
     """Run g's padded x (its padded dz and dw's operands follow)."""
-    return scratch + _direct_at(cv) + 2 * cv.f * cv.k + g * (cv.xpad + cv.dpad + cv.dwork)
+    return scratch + _direct_at(cv) + 2 * cv.f * cv.k + g * cv.region
 
 
 cdef void _pad_image(const Conv *cv, const float *x, float *pad) noexcept nogil:
@@ -404,6 +445,101 @@ cdef void _backward_direct(const ConvJob *job, Py_ssize_t g, const float *dz, fl
             fastnn_c3_image(C3_LEVEL, dpad, cv.f, hq, wq,
                             scratch + _direct_at(cv) + cv.f * cv.k, cv.c,
                             <float *>job.op.ptr[5] + n * cv.c * cv.h * cv.w, cv.h, cv.w)
+
+
+cdef void _to_lanes(const float *src, Py_ssize_t nb, Py_ssize_t bs, Py_ssize_t planes,
+                    Py_ssize_t qs, Py_ssize_t h, Py_ssize_t w, Py_ssize_t top,
+                    Py_ssize_t left, Py_ssize_t hp, Py_ssize_t wp, Py_ssize_t L, float *dst,
+                    Py_ssize_t size) noexcept nogil:
+    """dst (planes, hp, wp, L) = nb images of `planes` (h, w) planes, plane q of image b
+    at src + b bs + q qs, zero-padded by (top, left), image b in lane b (lanes nb.. and
+    the padding zero); size: dst's elements."""
+    cdef Py_ssize_t b, q, i, j
+    cdef const float *s
+    cdef float *d
+    memset(dst, 0, size * sizeof(float))
+    for b in range(nb):
+        for q in range(planes):
+            s = src + b * bs + q * qs
+            for i in range(h):
+                d = dst + ((q * hp + i + top) * wp + left) * L + b
+                for j in range(w):
+                    d[j * L] = s[i * w + j]
+
+
+cdef inline void _x_lanes(const Conv *cv, const float *x, Py_ssize_t n0, Py_ssize_t nb,
+                          float *xt) noexcept nogil:
+    """xt = images n0 .. n0 + nb of x by lanes, zero-padded."""
+    _to_lanes(x + n0 * cv.c * cv.h * cv.w, nb, cv.c * cv.h * cv.w, cv.c, cv.h * cv.w, cv.h,
+              cv.w, cv.ph, cv.pw, cv.h + 2 * cv.ph, cv.w + 2 * cv.pw, cv.L, xt, cv.lx)
+
+
+cdef void _from_lanes(const float *src, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t L,
+                      float *dst) noexcept nogil:
+    """dst (nb, n) = lanes 0..nb-1 of src (n, L)."""
+    cdef Py_ssize_t b, q
+    for b in range(nb):
+        for q in range(n):
+            dst[b * n + q] = src[q * L + b]
+
+
+cdef void _forward_lanes(const ConvJob *job, Py_ssize_t g, float *scratch) noexcept nogil:
+    """Run g's blocks of L images: x by lanes, z = the lane kernel's convolution, back to
+    images, then bias and activation."""
+    cdef const Conv *cv = &job.cv
+    cdef const PlanOp *op = job.op
+    cdef Py_ssize_t blk, n0, nb, b
+    cdef float *xt = _direct_x(cv, scratch, g)
+    cdef float *tmp = xt + cv.lx + cv.ldz
+    cdef float *z
+    for blk in range(cv.blocks * g // cv.groups, cv.blocks * (g + 1) // cv.groups):
+        n0 = blk * cv.L
+        nb = min(cv.L, cv.n - n0)
+        _x_lanes(cv, <const float *>op.ptr[0], n0, nb, xt)
+        fastnn_ck_block(C3_LEVEL, xt, cv.c, cv.h + 2 * cv.ph, cv.w + 2 * cv.pw, cv.kh, cv.kw,
+                        scratch + _direct_at(cv), cv.f, tmp, cv.oh, cv.ow)
+        z = <float *>op.ptr[3]
+        _from_lanes(tmp, nb, cv.f * cv.p, cv.L, z + n0 * cv.f * cv.p)
+        if op.ptr[2] != NULL or job.act:
+            for b in range(nb):
+                _emit(cv, z + (n0 + b) * cv.f * cv.p, cv.p, <float *>op.ptr[2], z,
+                      <float *>op.ptr[4], n0 + b, 1, 0, cv.oh, op.code, <float>op.arg[0],
+                      job.act)
+
+
+cdef void _backward_lanes(const ConvJob *job, Py_ssize_t g, float *scratch) noexcept nogil:
+    """Run g's blocks: dz and db of the block's images, dz and x by lanes (dz zero-padded
+    by kernel - 1 - padding), dw (+)= the lane weight gradient, dx = the lane kernel's
+    convolution of the padded dz with the flipped, transposed kernel, back to images."""
+    cdef const Conv *cv = &job.cv
+    cdef const PlanOp *op = job.op
+    cdef Py_ssize_t blk, n0, nb
+    cdef Py_ssize_t qh = cv.kh - 1 - cv.ph, qw = cv.kw - 1 - cv.pw
+    cdef Py_ssize_t hq = cv.oh + 2 * qh, wq = cv.ow + 2 * qw
+    cdef float *xt = _direct_x(cv, scratch, g)
+    cdef float *dzt = xt + cv.lx
+    cdef float *tmp = dzt + cv.ldz
+    cdef float *dwg = <float *>op.ptr[6]
+    if g > 0:
+        dwg = scratch + cv.groups * (cv.k + cv.f) * cv.cols + (g - 1) * cv.f * cv.k
+    memset(dwg, 0, cv.f * cv.k * sizeof(float))
+    for blk in range(cv.blocks * g // cv.groups, cv.blocks * (g + 1) // cv.groups):
+        n0 = blk * cv.L
+        nb = min(cv.L, cv.n - n0)
+        _dz_db(cv, <float *>op.ptr[0], <float *>op.ptr[3], <float *>op.ptr[4], tmp,
+               job.dbsum + g * cv.f if job.dbsum != NULL else NULL, n0, nb, 0, cv.oh,
+               op.code, <float>op.arg[0], job.act)
+        _to_lanes(tmp, nb, cv.p, cv.f, nb * cv.p, cv.oh, cv.ow, qh, qw, hq, wq, cv.L, dzt,
+                  cv.ldz)
+        _x_lanes(cv, <const float *>op.ptr[1], n0, nb, xt)
+        fastnn_ck_dw_block(C3_LEVEL, xt, cv.c, cv.h + 2 * cv.ph, cv.w + 2 * cv.pw, cv.kh,
+                           cv.kw, dzt + (qh * wq + qw) * cv.L, cv.f, hq * wq * cv.L,
+                           wq * cv.L, cv.oh, cv.ow, dwg)
+        if op.ptr[5] != NULL:
+            fastnn_ck_block(C3_LEVEL, dzt, cv.f, hq, wq, cv.kh, cv.kw,
+                            scratch + _direct_at(cv) + cv.f * cv.k, cv.c, tmp, cv.h, cv.w)
+            _from_lanes(tmp, nb, cv.c * cv.h * cv.w, cv.L,
+                        <float *>op.ptr[5] + n0 * cv.c * cv.h * cv.w)
 
 
 # ---------------------------------------------------------------------------------------
@@ -475,6 +611,12 @@ cdef void _run(const ConvJob *job, Py_ssize_t g, floating *scratch) noexcept nog
     cdef floating *dwg = <floating *>job.op.ptr[6]
     cdef bint first = True
     if floating is float:
+        if cv.lanes and job.backward:
+            _backward_lanes(job, g, scratch)
+            return
+        if cv.lanes:
+            _forward_lanes(job, g, scratch)
+            return
         if cv.direct and not job.backward:
             _forward_direct(job, g, scratch)
             return
@@ -509,7 +651,7 @@ cdef int _forward_op(const PlanOp *op) noexcept nogil:
     job.op = op
     _geometry(&job.cv, op.dim)
     job.act = op.code != ACT_IDENTITY or op.ptr[3] != op.ptr[4]
-    if job.cv.direct and not op.flt:
+    if (job.cv.direct or job.cv.lanes) and not op.flt:
         _pack_direct(&job.cv, <const float *>op.ptr[1],
                      <float *>op.ptr[5] + _direct_at(&job.cv))
     run_tasks(_run_task, &job, job.cv.groups, op.nthreads)
@@ -548,7 +690,7 @@ cdef int _backward_op(const PlanOp *op) noexcept nogil:
         job.dbsum = <double *>calloc(max(1, job.cv.groups * job.cv.f), sizeof(double))
         if job.dbsum == NULL:
             return -1
-    if job.cv.direct and not op.flt:
+    if (job.cv.direct or job.cv.lanes) and not op.flt:
         _pack_direct(&job.cv, <const float *>op.ptr[2],
                      <float *>op.ptr[8] + _direct_at(&job.cv))
     run_tasks(_run_task, &job, job.cv.groups, op.nthreads)

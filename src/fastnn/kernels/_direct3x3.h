@@ -43,75 +43,158 @@ typedef float fastnn_v8u __attribute__((vector_size(32), aligned(4)));
 #define FASTNN_C3_AVX512 __attribute__((target("avx512f,fma"), optimize("fp-contract=fast")))
 #define FASTNN_C3_AVX2 __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
 
-/* one tile: x at (0, i, j0) of the image, w at filter f0, out at (f0, i, j0); fs: the
-   stride between output planes; nvalid: the pixels of the tile inside the row */
+/* where a tile reads and writes: input channel stride, input steps of one kernel row and
+   one kernel column, kernel size, input channels, filters (the packed weights' row
+   length), output plane stride */
+typedef struct {
+    ptrdiff_t cs, us, vs, kh, kw, nc, nf, fs;
+} fastnn_ck_geom;
+
+/* one tile: FT filters by two vectors of outputs, the second L floats after the first
+   (row mode: the next L pixels of the row; lane mode: the next pixel's L images); x at
+   the tile's first window, w at filter f0, out at (f0, first output); nvalid: the
+   tile's outputs to store (2 L, or fewer at a row's end) */
 #define FASTNN_C3_TILE(NAME, TARGET, V, VU, L, FT)                                      \
-TARGET static void NAME(const float *x, ptrdiff_t cs, ptrdiff_t ws, const float *w,     \
-                        ptrdiff_t nf, ptrdiff_t nc, float *out, ptrdiff_t fs,           \
-                        ptrdiff_t nvalid)                                               \
+TARGET static void NAME(const float *x, const float *w, float *out,                    \
+                        const fastnn_ck_geom *g, ptrdiff_t nvalid)                      \
 {                                                                                       \
     V acc0[FT], acc1[FT];                                                               \
     float buf[2 * L];                                                                   \
-    ptrdiff_t c, f, k, j;                                                               \
+    ptrdiff_t c, f, u, v, j;                                                            \
     for (f = 0; f < FT; f++) {                                                          \
         acc0[f] = (V){0};                                                               \
         acc1[f] = (V){0};                                                               \
     }                                                                                   \
-    for (c = 0; c < nc; c++) {                                                          \
-        for (k = 0; k < 9; k++) {                                                       \
-            const float *xr = x + c * cs + (k / 3) * ws + k % 3;                        \
-            const float *wk = w + (c * 9 + k) * nf;                                     \
-            V a0 = *(const VU *)xr;                                                     \
-            V a1 = *(const VU *)(xr + L);                                               \
-            for (f = 0; f < FT; f++) {                                                  \
-                acc0[f] += a0 * wk[f];                                                  \
-                acc1[f] += a1 * wk[f];                                                  \
+    for (c = 0; c < g->nc; c++) {                                                       \
+        for (u = 0; u < g->kh; u++) {                                                   \
+            for (v = 0; v < g->kw; v++) {                                               \
+                const float *xr = x + c * g->cs + u * g->us + v * g->vs;                \
+                const float *wk = w + ((c * g->kh + u) * g->kw + v) * g->nf;            \
+                V a0 = *(const VU *)xr;                                                 \
+                V a1 = *(const VU *)(xr + L);                                           \
+                for (f = 0; f < FT; f++) {                                              \
+                    acc0[f] += a0 * wk[f];                                              \
+                    acc1[f] += a1 * wk[f];                                              \
+                }                                                                       \
             }                                                                           \
         }                                                                               \
     }                                                                                   \
     for (f = 0; f < FT; f++) {                                                          \
         if (nvalid == 2 * L) {                                                          \
-            *(VU *)(out + f * fs) = acc0[f];                                            \
-            *(VU *)(out + f * fs + L) = acc1[f];                                        \
+            *(VU *)(out + f * g->fs) = acc0[f];                                         \
+            *(VU *)(out + f * g->fs + L) = acc1[f];                                     \
         } else {                                                                        \
             *(VU *)buf = acc0[f];                                                       \
             *(VU *)(buf + L) = acc1[f];                                                 \
             for (j = 0; j < nvalid; j++)                                                \
-                out[f * fs + j] = buf[j];                                               \
+                out[f * g->fs + j] = buf[j];                                            \
         }                                                                               \
     }                                                                                   \
 }
 
-/* a whole image: per output row and pixel tile, the filters in tiles of BIG, then MID,
-   4, 2 and 1 */
+/* the tiles of one output position, the filters in tiles of BIG, then MID, 4, 2 and 1 */
+#define FASTNN_CK_FILTERS(BIG, TB, MID, TM, T4, T2, T1, xt, w, ot, g, n)                \
+    for (f0 = 0; f0 + BIG <= (g)->nf; f0 += BIG)                                        \
+        TB(xt, w + f0, ot + f0 * (g)->fs, g, n);                                        \
+    for (; f0 + MID <= (g)->nf; f0 += MID)                                              \
+        TM(xt, w + f0, ot + f0 * (g)->fs, g, n);                                        \
+    for (; f0 + 4 <= (g)->nf; f0 += 4)                                                  \
+        T4(xt, w + f0, ot + f0 * (g)->fs, g, n);                                        \
+    for (; f0 + 2 <= (g)->nf; f0 += 2)                                                  \
+        T2(xt, w + f0, ot + f0 * (g)->fs, g, n);                                        \
+    for (; f0 < (g)->nf; f0++)                                                          \
+        T1(xt, w + f0, ot + f0 * (g)->fs, g, n);
+
+/* a whole image, row mode (3x3): per output row and tile of 2 L pixels, every filter */
 #define FASTNN_C3_IMAGE(NAME, TARGET, L, BIG, TB, MID, TM, T4, T2, T1)                  \
 TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp,       \
                         const float *w, ptrdiff_t nf, float *out, ptrdiff_t oh,         \
                         ptrdiff_t ow)                                                   \
 {                                                                                       \
-    ptrdiff_t i, j0, f0, n, cs = hp * wp, fs = oh * ow;                                 \
-    for (i = 0; i < oh; i++) {                                                          \
+    fastnn_ck_geom g = {hp * wp, wp, 1, 3, 3, nc, nf, oh * ow};                         \
+    ptrdiff_t i, j0, f0, n;                                                             \
+    for (i = 0; i < oh; i++)                                                            \
         for (j0 = 0; j0 < ow; j0 += 2 * L) {                                            \
-            const float *xt = x + i * wp + j0;                                          \
-            float *ot = out + i * ow + j0;                                              \
             n = ow - j0 < 2 * L ? ow - j0 : 2 * L;                                      \
-            for (f0 = 0; f0 + BIG <= nf; f0 += BIG)                                     \
-                TB(xt, cs, wp, w + f0, nf, nc, ot + f0 * fs, fs, n);                    \
-            for (; f0 + MID <= nf; f0 += MID)                                           \
-                TM(xt, cs, wp, w + f0, nf, nc, ot + f0 * fs, fs, n);                    \
-            for (; f0 + 4 <= nf; f0 += 4)                                               \
-                T4(xt, cs, wp, w + f0, nf, nc, ot + f0 * fs, fs, n);                    \
-            for (; f0 + 2 <= nf; f0 += 2)                                               \
-                T2(xt, cs, wp, w + f0, nf, nc, ot + f0 * fs, fs, n);                    \
-            for (; f0 < nf; f0++)                                                       \
-                T1(xt, cs, wp, w + f0, nf, nc, ot + f0 * fs, fs, n);                    \
+            FASTNN_CK_FILTERS(BIG, TB, MID, TM, T4, T2, T1, x + i * wp + j0, w,         \
+                              out + i * ow + j0, &g, n)                                 \
         }                                                                               \
-    }                                                                                   \
 }
 
-/* dw of FT filters and one channel: x at channel c (rows wx apart), d at filter f0 of a
-   zero-padded dz whose first real cell is at offset `at` (filters fs apart, rows wd
-   apart); dw at (f0, c, 0), filters dws apart */
+/* L images at once, lane mode (any kernel size): x (C, HP, WP, L) and out (F, OH, OW, L)
+   hold image b of the block in lane b; per output row and pair of pixels, every
+   filter */
+#define FASTNN_CK_LANES(NAME, TARGET, L, BIG, TB, MID, TM, T4, T2, T1)                  \
+TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp,       \
+                        ptrdiff_t kh, ptrdiff_t kw, const float *w, ptrdiff_t nf,       \
+                        float *out, ptrdiff_t oh, ptrdiff_t ow)                         \
+{                                                                                       \
+    fastnn_ck_geom g = {hp * wp * L, wp * L, L, kh, kw, nc, nf, oh * ow * L};           \
+    ptrdiff_t i, j0, f0, n;                                                             \
+    for (i = 0; i < oh; i++)                                                            \
+        for (j0 = 0; j0 < ow; j0 += 2) {                                                \
+            n = j0 + 1 < ow ? 2 * L : L;                                                \
+            FASTNN_CK_FILTERS(BIG, TB, MID, TM, T4, T2, T1, x + (i * wp + j0) * L, w,   \
+                              out + (i * ow + j0) * L, &g, n)                           \
+        }                                                                               \
+}
+
+/* lane mode dw of FT filters, one channel, one kernel row u (KW columns): x at (c, u, 0)
+   of the block's padded input (rows xr apart), d at (f0, 0, 0) of dz, its filters fs
+   and its rows dr apart; dw at (f0, c, u, 0), filters dws apart */
+#define FASTNN_CK_DW_LANES(NAME, TARGET, V, VU, L, FT, KW)                              \
+TARGET static void NAME(const float *x, ptrdiff_t xr, const float *d, ptrdiff_t fs,     \
+                        ptrdiff_t dr, ptrdiff_t oh, ptrdiff_t ow, float *dw,           \
+                        ptrdiff_t dws)                                                  \
+{                                                                                       \
+    V acc[FT][KW], dv[FT], xv;                                                          \
+    float buf[L];                                                                       \
+    ptrdiff_t i, j, f, v, l;                                                            \
+    double s;                                                                           \
+    for (f = 0; f < FT; f++)                                                            \
+        for (v = 0; v < KW; v++)                                                        \
+            acc[f][v] = (V){0};                                                         \
+    for (i = 0; i < oh; i++)                                                            \
+        for (j = 0; j < ow; j++) {                                                      \
+            for (f = 0; f < FT; f++)                                                    \
+                dv[f] = *(const VU *)(d + f * fs + i * dr + j * L);                     \
+            for (v = 0; v < KW; v++) {                                                  \
+                xv = *(const VU *)(x + i * xr + (j + v) * L);                           \
+                __asm__("" : "+v"(xv));                                                 \
+                for (f = 0; f < FT; f++)                                                \
+                    acc[f][v] += dv[f] * xv;                                            \
+            }                                                                           \
+        }                                                                               \
+    for (f = 0; f < FT; f++)                                                            \
+        for (v = 0; v < KW; v++) {                                                      \
+            *(VU *)buf = acc[f][v];                                                     \
+            s = 0;                                                                      \
+            for (l = 0; l < L; l++)                                                     \
+                s += buf[l];                                                            \
+            dw[f * dws + v] += (float)s;                                                \
+        }                                                                               \
+}
+
+/* lane mode dw of a block: per channel and kernel row, the filters in tiles of FT (then
+   one); x (C, HP, WP, L) padded, d (F, OH, OW, L) at its first real cell with rows dr
+   apart and filters fs apart */
+#define FASTNN_CK_DW_BLOCK(NAME, TARGET, L, FT, KW, DT, D1)                             \
+TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp,       \
+                        ptrdiff_t kh, const float *d, ptrdiff_t nf, ptrdiff_t fs,       \
+                        ptrdiff_t dr, ptrdiff_t oh, ptrdiff_t ow, float *dw)            \
+{                                                                                       \
+    ptrdiff_t c, u, f0, dws = nc * kh * KW;                                             \
+    for (c = 0; c < nc; c++)                                                            \
+        for (u = 0; u < kh; u++) {                                                      \
+            const float *xc = x + ((c * hp + u) * wp) * L;                              \
+            float *dwc = dw + (c * kh + u) * KW;                                        \
+            for (f0 = 0; f0 + FT <= nf; f0 += FT)                                       \
+                DT(xc, wp * L, d + f0 * fs, fs, dr, oh, ow, dwc + f0 * dws, dws);       \
+            for (; f0 < nf; f0++)                                                       \
+                D1(xc, wp * L, d + f0 * fs, fs, dr, oh, ow, dwc + f0 * dws, dws);       \
+        }                                                                               \
+}
+
 /* dw of FT filters and one channel over aligned rows of R floats (R a multiple of L):
    xs: the channel's three column-shifted copies (3, OH + 2, R), d: dz (F, OH, R) at
    filter f0, both zero past each row's end; dw at (f0, c, 0), filters dws apart */
@@ -180,6 +263,16 @@ FASTNN_C3_IMAGE(fastnn_c3_512, FASTNN_C3_AVX512, 16, 12, fastnn_c3_512_12, 8, fa
 FASTNN_C3_DW(fastnn_c3_dw_512_2, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 2)
 FASTNN_C3_DW(fastnn_c3_dw_512_1, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1)
 FASTNN_C3_DW_IMAGE(fastnn_c3_dw_512, FASTNN_C3_AVX512, fastnn_c3_dw_512_2, fastnn_c3_dw_512_1)
+FASTNN_CK_LANES(fastnn_ck_512, FASTNN_C3_AVX512, 16, 12, fastnn_c3_512_12, 8, fastnn_c3_512_8,
+                fastnn_c3_512_4, fastnn_c3_512_2, fastnn_c3_512_1)
+FASTNN_CK_DW_LANES(fastnn_ck_dw_512_6x3, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 6, 3)
+FASTNN_CK_DW_LANES(fastnn_ck_dw_512_1x3, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1, 3)
+FASTNN_CK_DW_LANES(fastnn_ck_dw_512_3x5, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 3, 5)
+FASTNN_CK_DW_LANES(fastnn_ck_dw_512_1x5, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1, 5)
+FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_512_3, FASTNN_C3_AVX512, 16, 6, 3, fastnn_ck_dw_512_6x3,
+                   fastnn_ck_dw_512_1x3)
+FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_512_5, FASTNN_C3_AVX512, 16, 3, 5, fastnn_ck_dw_512_3x5,
+                   fastnn_ck_dw_512_1x5)
 
 FASTNN_C3_TILE(fastnn_c3_256_6, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 6)
 FASTNN_C3_TILE(fastnn_c3_256_4, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 4)
@@ -190,6 +283,16 @@ FASTNN_C3_IMAGE(fastnn_c3_256, FASTNN_C3_AVX2, 8, 6, fastnn_c3_256_6, 4, fastnn_
 
 FASTNN_C3_DW(fastnn_c3_dw_256_1, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 1)
 FASTNN_C3_DW_IMAGE(fastnn_c3_dw_256, FASTNN_C3_AVX2, fastnn_c3_dw_256_1, fastnn_c3_dw_256_1)
+FASTNN_CK_LANES(fastnn_ck_256, FASTNN_C3_AVX2, 8, 6, fastnn_c3_256_6, 4, fastnn_c3_256_4,
+                fastnn_c3_256_4, fastnn_c3_256_2, fastnn_c3_256_1)
+FASTNN_CK_DW_LANES(fastnn_ck_dw_256_3x3, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 3, 3)
+FASTNN_CK_DW_LANES(fastnn_ck_dw_256_1x3, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 1, 3)
+FASTNN_CK_DW_LANES(fastnn_ck_dw_256_2x5, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 2, 5)
+FASTNN_CK_DW_LANES(fastnn_ck_dw_256_1x5, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 1, 5)
+FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_256_3, FASTNN_C3_AVX2, 8, 3, 3, fastnn_ck_dw_256_3x3,
+                   fastnn_ck_dw_256_1x3)
+FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_256_5, FASTNN_C3_AVX2, 8, 2, 5, fastnn_ck_dw_256_2x5,
+                   fastnn_ck_dw_256_1x5)
 
 static int fastnn_c3_level(void)
 {
@@ -221,9 +324,57 @@ static void fastnn_c3_dw_image(int level, const float *x, ptrdiff_t nc, ptrdiff_
         fastnn_c3_dw_256(x, nc, hp, wp, d, nf, oh, r, xs, dw);
 }
 
+/* lane mode: L = fastnn_ck_lanes(level) images per block */
+static ptrdiff_t fastnn_ck_lanes(int level) { return level == 2 ? 16 : 8; }
+
+static void fastnn_ck_block(int level, const float *x, ptrdiff_t nc, ptrdiff_t hp,
+                            ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw, const float *w,
+                            ptrdiff_t nf, float *out, ptrdiff_t oh, ptrdiff_t ow)
+{
+    if (level == 2)
+        fastnn_ck_512(x, nc, hp, wp, kh, kw, w, nf, out, oh, ow);
+    else
+        fastnn_ck_256(x, nc, hp, wp, kh, kw, w, nf, out, oh, ow);
+}
+
+/* kw must be 3 or 5 */
+static void fastnn_ck_dw_block(int level, const float *x, ptrdiff_t nc, ptrdiff_t hp,
+                               ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw, const float *d,
+                               ptrdiff_t nf, ptrdiff_t fs, ptrdiff_t dr, ptrdiff_t oh,
+                               ptrdiff_t ow, float *dw)
+{
+    if (level == 2 && kw == 3)
+        fastnn_ck_dwb_512_3(x, nc, hp, wp, kh, d, nf, fs, dr, oh, ow, dw);
+    else if (level == 2)
+        fastnn_ck_dwb_512_5(x, nc, hp, wp, kh, d, nf, fs, dr, oh, ow, dw);
+    else if (kw == 3)
+        fastnn_ck_dwb_256_3(x, nc, hp, wp, kh, d, nf, fs, dr, oh, ow, dw);
+    else
+        fastnn_ck_dwb_256_5(x, nc, hp, wp, kh, d, nf, fs, dr, oh, ow, dw);
+}
+
 #else
 
 static int fastnn_c3_level(void) { return 0; }
+
+static ptrdiff_t fastnn_ck_lanes(int level) { (void)level; return 1; }
+
+static void fastnn_ck_block(int level, const float *x, ptrdiff_t nc, ptrdiff_t hp,
+                            ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw, const float *w,
+                            ptrdiff_t nf, float *out, ptrdiff_t oh, ptrdiff_t ow)
+{
+    (void)level; (void)x; (void)nc; (void)hp; (void)wp; (void)kh; (void)kw; (void)w;
+    (void)nf; (void)out; (void)oh; (void)ow;
+}
+
+static void fastnn_ck_dw_block(int level, const float *x, ptrdiff_t nc, ptrdiff_t hp,
+                               ptrdiff_t wp, ptrdiff_t kh, ptrdiff_t kw, const float *d,
+                               ptrdiff_t nf, ptrdiff_t fs, ptrdiff_t dr, ptrdiff_t oh,
+                               ptrdiff_t ow, float *dw)
+{
+    (void)level; (void)x; (void)nc; (void)hp; (void)wp; (void)kh; (void)kw; (void)d;
+    (void)nf; (void)fs; (void)dr; (void)oh; (void)ow; (void)dw;
+}
 
 static void fastnn_c3_dw_image(int level, const float *x, ptrdiff_t nc, ptrdiff_t hp,
                                ptrdiff_t wp, const float *d, ptrdiff_t nf, ptrdiff_t oh,
