@@ -58,6 +58,10 @@ cdef extern from "_direct3x3.h" nogil:
                             Py_ssize_t wp, const float *d, Py_ssize_t nf, Py_ssize_t oh,
                             Py_ssize_t r, float *xs, float *dw) noexcept
     Py_ssize_t fastnn_ck_lanes(int level) noexcept
+    void fastnn_ck_dx_block(int level, const float *d, Py_ssize_t fs, Py_ssize_t dr,
+                            Py_ssize_t nf, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t kh,
+                            Py_ssize_t kw, const float *w, Py_ssize_t nc, float *dx,
+                            Py_ssize_t cs, Py_ssize_t dxr) noexcept
     void fastnn_ck_block(int level, const float *x, Py_ssize_t nc, Py_ssize_t hp,
                          Py_ssize_t wp, Py_ssize_t kh, Py_ssize_t kw, const float *w,
                          Py_ssize_t nf, float *out, Py_ssize_t oh, Py_ssize_t ow) noexcept
@@ -135,9 +139,8 @@ cdef void _geometry(Conv *cv, const Py_ssize_t *dim) noexcept nogil:
     cv.region = cv.xpad + cv.dpad + cv.dwork
     cv.L = fastnn_ck_lanes(C3_LEVEL)
     cv.lx = cv.c * (cv.h + 2 * cv.ph) * (cv.w + 2 * cv.pw) * cv.L + 2 * cv.L
-    cv.ldz = cv.f * (cv.oh + 2 * (cv.kh - 1 - cv.ph)) * (cv.ow + 2 * (cv.kw - 1 - cv.pw)) * cv.L
-    cv.ldz += 2 * cv.L
-    cv.ltmp = max(cv.f * cv.p, cv.c * cv.h * cv.w) * cv.L + 2 * cv.L
+    cv.ldz = cv.f * cv.p * cv.L + 2 * cv.L
+    cv.ltmp = max(cv.f * cv.p * cv.L + 2 * cv.L, cv.lx)
     cv.lanes = _lanes(cv)
     if cv.lanes:
         cv.blocks = nblocks(cv.n, cv.L)
@@ -149,8 +152,7 @@ cdef inline bint _lanes(const Conv *cv) noexcept nogil:
     """Whether float32 calls run on the lane kernels (_direct3x3.h's lane mode: a
     vector holds one pixel of L images, so narrow images fill whole vectors) instead of
     im2col + GEMM: not `_direct`, stride 1, no dilation, 3 or 5 kernel columns, padding
-    below the kernel (dx is then a convolution of dz padded by kernel - 1 - padding), a
-    batch of 8 or more, 8 filters and 32 products per output or more (LeNet's first
+    below the kernel, a batch of 8 or more, 8 filters and 32 products per output or more (LeNet's first
     convolution, 6 filters of 1 x 5 x 5, ran 1.4x slower than im2col: its tiles are too
     narrow to pay for moving images into lanes and back), a run's buffers of at most
     LANE_BUDGET elements, a CPU with AVX2 and FMA."""
@@ -364,15 +366,18 @@ cdef simd_clones_void _dz_db(const Conv *cv, const floating *dout, const floatin
 # ---------------------------------------------------------------------------------------
 cdef void _pack_direct(const Conv *cv, const float *w, float *region) noexcept nogil:
     """wf[(c KK + k) F + f] = w[f, c, k] (the forward's weights, k = KW u + v, KK = KH
-    KW); wt[(f KK + k) C + c] = w[f, c, KK - 1 - k] (dx's: the kernel flipped and
-    transposed)."""
+    KW); then dx's: direct, wt[(f KK + k) C + c] = w[f, c, KK - 1 - k] (the kernel
+    flipped and transposed); lanes, wt[(k F + f) C + c] = w[f, c, k] (the scatter's)."""
     cdef Py_ssize_t f, c, k, kk = cv.kh * cv.kw
     cdef float *wt = region + cv.f * cv.k
     for f in range(cv.f):
         for c in range(cv.c):
             for k in range(kk):
                 region[(c * kk + k) * cv.f + f] = w[(f * cv.c + c) * kk + k]
-                wt[(f * kk + k) * cv.c + c] = w[(f * cv.c + c) * kk + kk - 1 - k]
+                if cv.lanes:
+                    wt[(k * cv.f + f) * cv.c + c] = w[(f * cv.c + c) * kk + k]
+                else:
+                    wt[(f * kk + k) * cv.c + c] = w[(f * cv.c + c) * kk + kk - 1 - k]
 
 
 cdef inline float *_direct_x(const Conv *cv, float *scratch, Py_ssize_t g) noexcept nogil:
@@ -474,13 +479,19 @@ cdef inline void _x_lanes(const Conv *cv, const float *x, Py_ssize_t n0, Py_ssiz
               cv.w, cv.ph, cv.pw, cv.h + 2 * cv.ph, cv.w + 2 * cv.pw, cv.L, xt, cv.lx)
 
 
-cdef void _from_lanes(const float *src, Py_ssize_t nb, Py_ssize_t n, Py_ssize_t L,
-                      float *dst) noexcept nogil:
-    """dst (nb, n) = lanes 0..nb-1 of src (n, L)."""
-    cdef Py_ssize_t b, q
+cdef void _from_lanes(const float *src, Py_ssize_t nb, Py_ssize_t planes, Py_ssize_t h,
+                      Py_ssize_t w, Py_ssize_t top, Py_ssize_t left, Py_ssize_t hp,
+                      Py_ssize_t wp, Py_ssize_t L, float *dst) noexcept nogil:
+    """dst (nb, planes, h, w) = lanes 0..nb-1 of src (planes, hp, wp, L) without its
+    padding (top, left): `_to_lanes`'s inverse."""
+    cdef Py_ssize_t b, q, i, j
+    cdef const float *s
     for b in range(nb):
-        for q in range(n):
-            dst[b * n + q] = src[q * L + b]
+        for q in range(planes):
+            for i in range(h):
+                s = src + ((q * hp + i + top) * wp + left) * L + b
+                for j in range(w):
+                    dst[((b * planes + q) * h + i) * w + j] = s[j * L]
 
 
 cdef void _forward_lanes(const ConvJob *job, Py_ssize_t g, float *scratch) noexcept nogil:
@@ -499,7 +510,8 @@ cdef void _forward_lanes(const ConvJob *job, Py_ssize_t g, float *scratch) noexc
         fastnn_ck_block(C3_LEVEL, xt, cv.c, cv.h + 2 * cv.ph, cv.w + 2 * cv.pw, cv.kh, cv.kw,
                         scratch + _direct_at(cv), cv.f, tmp, cv.oh, cv.ow)
         z = <float *>op.ptr[3]
-        _from_lanes(tmp, nb, cv.f * cv.p, cv.L, z + n0 * cv.f * cv.p)
+        _from_lanes(tmp, nb, cv.f, cv.oh, cv.ow, 0, 0, cv.oh, cv.ow, cv.L,
+                    z + n0 * cv.f * cv.p)
         if op.ptr[2] != NULL or job.act:
             for b in range(nb):
                 _emit(cv, z + (n0 + b) * cv.f * cv.p, cv.p, <float *>op.ptr[2], z,
@@ -508,14 +520,13 @@ cdef void _forward_lanes(const ConvJob *job, Py_ssize_t g, float *scratch) noexc
 
 
 cdef void _backward_lanes(const ConvJob *job, Py_ssize_t g, float *scratch) noexcept nogil:
-    """Run g's blocks: dz and db of the block's images, dz and x by lanes (dz zero-padded
-    by kernel - 1 - padding), dw (+)= the lane weight gradient, dx = the lane kernel's
-    convolution of the padded dz with the flipped, transposed kernel, back to images."""
+    """Run g's blocks: dz and db of the block's images, dz and x by lanes, dw (+)= the
+    lane weight gradient, dx = dz's products with the kernel scattered onto a padded dx
+    (the multiply-adds of the product, none on the padding), back to images."""
     cdef const Conv *cv = &job.cv
     cdef const PlanOp *op = job.op
     cdef Py_ssize_t blk, n0, nb
-    cdef Py_ssize_t qh = cv.kh - 1 - cv.ph, qw = cv.kw - 1 - cv.pw
-    cdef Py_ssize_t hq = cv.oh + 2 * qh, wq = cv.ow + 2 * qw
+    cdef Py_ssize_t hp = cv.h + 2 * cv.ph, wp = cv.w + 2 * cv.pw
     cdef float *xt = _direct_x(cv, scratch, g)
     cdef float *dzt = xt + cv.lx
     cdef float *tmp = dzt + cv.ldz
@@ -529,16 +540,17 @@ cdef void _backward_lanes(const ConvJob *job, Py_ssize_t g, float *scratch) noex
         _dz_db(cv, <float *>op.ptr[0], <float *>op.ptr[3], <float *>op.ptr[4], tmp,
                job.dbsum + g * cv.f if job.dbsum != NULL else NULL, n0, nb, 0, cv.oh,
                op.code, <float>op.arg[0], job.act)
-        _to_lanes(tmp, nb, cv.p, cv.f, nb * cv.p, cv.oh, cv.ow, qh, qw, hq, wq, cv.L, dzt,
-                  cv.ldz)
+        _to_lanes(tmp, nb, cv.p, cv.f, nb * cv.p, cv.oh, cv.ow, 0, 0, cv.oh, cv.ow, cv.L,
+                  dzt, cv.ldz)
         _x_lanes(cv, <const float *>op.ptr[1], n0, nb, xt)
-        fastnn_ck_dw_block(C3_LEVEL, xt, cv.c, cv.h + 2 * cv.ph, cv.w + 2 * cv.pw, cv.kh,
-                           cv.kw, dzt + (qh * wq + qw) * cv.L, cv.f, hq * wq * cv.L,
-                           wq * cv.L, cv.oh, cv.ow, dwg)
+        fastnn_ck_dw_block(C3_LEVEL, xt, cv.c, hp, wp, cv.kh, cv.kw, dzt, cv.f,
+                           cv.p * cv.L, cv.ow * cv.L, cv.oh, cv.ow, dwg)
         if op.ptr[5] != NULL:
-            fastnn_ck_block(C3_LEVEL, dzt, cv.f, hq, wq, cv.kh, cv.kw,
-                            scratch + _direct_at(cv) + cv.f * cv.k, cv.c, tmp, cv.h, cv.w)
-            _from_lanes(tmp, nb, cv.c * cv.h * cv.w, cv.L,
+            memset(tmp, 0, cv.lx * sizeof(float))
+            fastnn_ck_dx_block(C3_LEVEL, dzt, cv.p * cv.L, cv.ow * cv.L, cv.f, cv.oh, cv.ow,
+                               cv.kh, cv.kw, scratch + _direct_at(cv) + cv.f * cv.k, cv.c,
+                               tmp, hp * wp * cv.L, wp * cv.L)
+            _from_lanes(tmp, nb, cv.c, cv.h, cv.w, cv.ph, cv.pw, hp, wp, cv.L,
                         <float *>op.ptr[5] + n0 * cv.c * cv.h * cv.w)
 
 

@@ -175,6 +175,68 @@ TARGET static void NAME(const float *x, ptrdiff_t xr, const float *d, ptrdiff_t 
         }                                                                               \
 }
 
+/* lane mode dx of FT channels, scattered: dx[c, i + u, j + v] += sum over f of
+   d[f, i, j] w[f, c, u, v], over i, pairs of j, u, v in that order (a pair's two
+   outputs are two rows of accumulators: 2 FT independent sums); d at (0, 0, 0) of dz,
+   its filters fs and rows dr apart; w packed as [((u KW + v) F + f) C + c] at channel
+   c0; dx at channel c0 of the block's padded dx (channels cs, rows dxr apart) */
+#define FASTNN_CK_DX_LANES(NAME, TARGET, V, VU, L, FT)                                  \
+TARGET static void NAME(const float *d, ptrdiff_t fs, ptrdiff_t dr, ptrdiff_t nf,       \
+                        ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t kh, ptrdiff_t kw,         \
+                        const float *w, ptrdiff_t nc, float *dx, ptrdiff_t cs,          \
+                        ptrdiff_t dxr)                                                  \
+{                                                                                       \
+    V acc0[FT], acc1[FT], d0, d1;                                                       \
+    ptrdiff_t i, j, u, v, f, c, two;                                                    \
+    for (i = 0; i < oh; i++)                                                            \
+        for (j = 0; j < ow; j += 2) {                                                   \
+            two = j + 1 < ow;                                                           \
+            for (u = 0; u < kh; u++)                                                    \
+                for (v = 0; v < kw; v++) {                                              \
+                    float *o = dx + (i + u) * dxr + (j + v) * L;                        \
+                    const float *wk = w + (u * kw + v) * nf * nc;                       \
+                    const float *dp = d + i * dr + j * L;                               \
+                    for (c = 0; c < FT; c++) {                                          \
+                        acc0[c] = *(VU *)(o + c * cs);                                  \
+                        acc1[c] = two ? *(VU *)(o + c * cs + L) : (V){0};               \
+                    }                                                                   \
+                    for (f = 0; f < nf; f++) {                                          \
+                        d0 = *(const VU *)(dp + f * fs);                                \
+                        d1 = two ? *(const VU *)(dp + f * fs + L) : (V){0};             \
+                        for (c = 0; c < FT; c++) {                                      \
+                            acc0[c] += d0 * wk[f * nc + c];                             \
+                            acc1[c] += d1 * wk[f * nc + c];                             \
+                        }                                                               \
+                    }                                                                   \
+                    for (c = 0; c < FT; c++) {                                          \
+                        *(VU *)(o + c * cs) = acc0[c];                                  \
+                        if (two)                                                        \
+                            *(VU *)(o + c * cs + L) = acc1[c];                          \
+                    }                                                                   \
+                }                                                                       \
+        }                                                                               \
+}
+
+/* lane mode dx of a block: the channels in tiles of 8, 6, 4, 2 and 1 */
+#define FASTNN_CK_DX_BLOCK(NAME, TARGET, X8, X6, X4, X2, X1)                            \
+TARGET static void NAME(const float *d, ptrdiff_t fs, ptrdiff_t dr, ptrdiff_t nf,       \
+                        ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t kh, ptrdiff_t kw,         \
+                        const float *w, ptrdiff_t nc, float *dx, ptrdiff_t cs,          \
+                        ptrdiff_t dxr)                                                  \
+{                                                                                       \
+    ptrdiff_t c0 = 0;                                                                   \
+    for (; c0 + 8 <= nc; c0 += 8)                                                       \
+        X8(d, fs, dr, nf, oh, ow, kh, kw, w + c0, nc, dx + c0 * cs, cs, dxr);           \
+    for (; c0 + 6 <= nc; c0 += 6)                                                       \
+        X6(d, fs, dr, nf, oh, ow, kh, kw, w + c0, nc, dx + c0 * cs, cs, dxr);           \
+    for (; c0 + 4 <= nc; c0 += 4)                                                       \
+        X4(d, fs, dr, nf, oh, ow, kh, kw, w + c0, nc, dx + c0 * cs, cs, dxr);           \
+    for (; c0 + 2 <= nc; c0 += 2)                                                       \
+        X2(d, fs, dr, nf, oh, ow, kh, kw, w + c0, nc, dx + c0 * cs, cs, dxr);           \
+    for (; c0 < nc; c0++)                                                               \
+        X1(d, fs, dr, nf, oh, ow, kh, kw, w + c0, nc, dx + c0 * cs, cs, dxr);           \
+}
+
 /* lane mode dw of a block: per channel and kernel row, the filters in tiles of FT (then
    one); x (C, HP, WP, L) padded, d (F, OH, OW, L) at its first real cell with rows dr
    apart and filters fs apart */
@@ -273,6 +335,13 @@ FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_512_3, FASTNN_C3_AVX512, 16, 6, 3, fastnn_ck_dw
                    fastnn_ck_dw_512_1x3)
 FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_512_5, FASTNN_C3_AVX512, 16, 3, 5, fastnn_ck_dw_512_3x5,
                    fastnn_ck_dw_512_1x5)
+FASTNN_CK_DX_LANES(fastnn_ck_dx_512_8, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 8)
+FASTNN_CK_DX_LANES(fastnn_ck_dx_512_6, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 6)
+FASTNN_CK_DX_LANES(fastnn_ck_dx_512_4, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 4)
+FASTNN_CK_DX_LANES(fastnn_ck_dx_512_2, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 2)
+FASTNN_CK_DX_LANES(fastnn_ck_dx_512_1, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1)
+FASTNN_CK_DX_BLOCK(fastnn_ck_dxb_512, FASTNN_C3_AVX512, fastnn_ck_dx_512_8, fastnn_ck_dx_512_6,
+                   fastnn_ck_dx_512_4, fastnn_ck_dx_512_2, fastnn_ck_dx_512_1)
 
 FASTNN_C3_TILE(fastnn_c3_256_6, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 6)
 FASTNN_C3_TILE(fastnn_c3_256_4, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 4)
@@ -293,6 +362,13 @@ FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_256_3, FASTNN_C3_AVX2, 8, 3, 3, fastnn_ck_dw_25
                    fastnn_ck_dw_256_1x3)
 FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_256_5, FASTNN_C3_AVX2, 8, 2, 5, fastnn_ck_dw_256_2x5,
                    fastnn_ck_dw_256_1x5)
+FASTNN_CK_DX_LANES(fastnn_ck_dx_256_8, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 8)
+FASTNN_CK_DX_LANES(fastnn_ck_dx_256_6, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 6)
+FASTNN_CK_DX_LANES(fastnn_ck_dx_256_4, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 4)
+FASTNN_CK_DX_LANES(fastnn_ck_dx_256_2, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 2)
+FASTNN_CK_DX_LANES(fastnn_ck_dx_256_1, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 1)
+FASTNN_CK_DX_BLOCK(fastnn_ck_dxb_256, FASTNN_C3_AVX2, fastnn_ck_dx_256_8, fastnn_ck_dx_256_6,
+                   fastnn_ck_dx_256_4, fastnn_ck_dx_256_2, fastnn_ck_dx_256_1)
 
 static int fastnn_c3_level(void)
 {
@@ -353,9 +429,29 @@ static void fastnn_ck_dw_block(int level, const float *x, ptrdiff_t nc, ptrdiff_
         fastnn_ck_dwb_256_5(x, nc, hp, wp, kh, d, nf, fs, dr, oh, ow, dw);
 }
 
+static void fastnn_ck_dx_block(int level, const float *d, ptrdiff_t fs, ptrdiff_t dr,
+                               ptrdiff_t nf, ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t kh,
+                               ptrdiff_t kw, const float *w, ptrdiff_t nc, float *dx,
+                               ptrdiff_t cs, ptrdiff_t dxr)
+{
+    if (level == 2)
+        fastnn_ck_dxb_512(d, fs, dr, nf, oh, ow, kh, kw, w, nc, dx, cs, dxr);
+    else
+        fastnn_ck_dxb_256(d, fs, dr, nf, oh, ow, kh, kw, w, nc, dx, cs, dxr);
+}
+
 #else
 
 static int fastnn_c3_level(void) { return 0; }
+
+static void fastnn_ck_dx_block(int level, const float *d, ptrdiff_t fs, ptrdiff_t dr,
+                               ptrdiff_t nf, ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t kh,
+                               ptrdiff_t kw, const float *w, ptrdiff_t nc, float *dx,
+                               ptrdiff_t cs, ptrdiff_t dxr)
+{
+    (void)level; (void)d; (void)fs; (void)dr; (void)nf; (void)oh; (void)ow; (void)kh;
+    (void)kw; (void)w; (void)nc; (void)dx; (void)cs; (void)dxr;
+}
 
 static ptrdiff_t fastnn_ck_lanes(int level) { (void)level; return 1; }
 
