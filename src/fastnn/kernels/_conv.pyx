@@ -11,6 +11,19 @@ K = C KH KW, P = OH OW. col_n is image n unfolded ("im2col"): row (c, u, v), col
 (F, C, KH, KW) as it lies in memory; col2im adds a column matrix back onto the image
 (the adjoint). The products go through `_blas.gemm` (single-threaded BLAS).
 
+Three ways, chosen from the shapes (and the CPU) alone. float64, and any convolution
+the other two do not take: im2col + GEMM as above. float32 on a CPU with AVX2 and FMA
+(_direct3x3.h, no unfolded input, no packing, each output one fixed chain of
+multiply-adds):
+* direct (`_direct`): 3x3, stride 1, rows of 16 outputs or more -- register tiles of
+  filters x pixels over the zero-padded image; dx as the convolution of the padded dz
+  with the flipped, transposed kernel; dw over aligned, column-shifted copies of x;
+* lanes (`_lanes`): stride 1, 3 or 5 kernel columns, narrower images -- blocks of L
+  images (16 with AVX-512, 8 with AVX2) moved into vector lanes, so a vector holds one
+  pixel of L images; the same tiles for the forward, dw per kernel row, dx scattered.
+They replace the unfolding that dominated small convolutions (LeNet's 8 x 8 maps made
+GEMMs of 16 rows) and the packing of every chunk by the BLAS.
+
 Chunks: the batch is unfolded a chunk at a time, never whole. A chunk is several whole
 images when one image's col has at most COL_BUDGET elements (their cols side by side:
 one product for all of them, scattered to z with the bias and activation), else a range
@@ -20,7 +33,10 @@ pass over dout per chunk, dz going to scratch. Scratch (the caller's `scratch` a
 conv2d_scratch_size elements): GROUPS x (K + F) x (widest chunk) for the unfolded input
 and dz, plus (GROUPS - 1) F K weight-gradient partials; the widest chunk has at most
 max(COL_BUDGET / K, OW) columns, so besides the partials the scratch is about
-GROUPS x COL_BUDGET x (1 + F / K) elements whatever the batch.
+GROUPS x COL_BUDGET x (1 + F / K) elements whatever the batch. Direct or lanes add two
+packed kernels (2 F K) and per run its padded images (direct: x, dz and dw's shifted
+copies, about C + 2 F + 3 planes; lanes: x, dz and z or dx of one block of L images,
+at most LANE_BUDGET elements), none of which grows with the batch.
 
 Parallelism and determinism: "units" (a multi-image chunk, or an image with its row
 chunks) are cut into at most GROUPS contiguous runs, GROUPS = the machine's processor
@@ -29,7 +45,8 @@ and the OpenMP team shares out the tasks. Chunks and runs depend on the shapes a
 machine only, never on the thread count; each run sums its weight and bias gradients
 (bias in double, LANES fixed lanes) into its own partial, and the partials are added in
 run order at the end: results are bit-identical for any thread count. An image's dx is
-written only by the run that owns the image.
+written only by the run that owns the image. (Lanes: the units are the blocks of L
+images.) The direct and lane kernels give the same bits with AVX-512 and with AVX2.
 """
 from cython cimport floating
 
