@@ -1,5 +1,7 @@
-/* 3x3 convolution with stride 1 in float32, computed directly: no unfolded input and no
- * packing, the kernel reads the (zero-padded) image where it lies.
+/* Convolutions in float32 computed directly: no unfolded input and no packing, the
+ * kernels read the (zero-padded) images where they lie. Row mode (3x3, stride 1; the
+ * comments below) tiles pixels of a row; lane mode (any kernel, stride 1; at its macros)
+ * tiles one pixel of a block of images.
  *
  *   out[f, i, j] = sum over c, u, v (in that order) of x[c, i + u, j + v] * w[c, u, v, f]
  *
@@ -16,8 +18,9 @@
  * bit-identical across thread counts and between the two.
  *
  * The weight gradient, dw[f, c, u, v] += sum over i, j of d[f, i, j] x[c, i + u, j + v],
- * runs per (filter pair, channel) over whole images: 18 accumulators (2 filters x 9
- * offsets) of pixel vectors, loaded d and x shared by 9 and 2 of them. Its operands are
+ * runs per (tile of filters, channel) over whole images: 27 accumulators (3 filters x 9
+ * offsets; AVX2's 16 registers take 1 x 9) of pixel vectors, each loaded d shared by 9
+ * of them and each loaded x by the tile's filters. Its operands are
  * laid out for aligned loads first: dz in rows of R floats (a multiple of the vector
  * width, zeros past the row's end) and the channel's x as three copies shifted by 0, 1
  * and 2 columns (zeros past the padded row). Each accumulator's lanes are added in lane
@@ -295,7 +298,7 @@ TARGET static void NAME(const float *xs, const float *d, ptrdiff_t oh, ptrdiff_t
 
 /* dw of a whole image: per channel, its shifted copies, then the filters in pairs (then
    one); d as FASTNN_C3_DW's, xs room for (3, OH + 2, R) */
-#define FASTNN_C3_DW_IMAGE(NAME, TARGET, D2, D1)                                        \
+#define FASTNN_C3_DW_IMAGE(NAME, TARGET, FT, DT, D1)                                    \
 TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp,       \
                         const float *d, ptrdiff_t nf, ptrdiff_t oh, ptrdiff_t r,        \
                         float *xs, float *dw)                                           \
@@ -307,9 +310,9 @@ TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp
                 for (j = 0; j < r; j++)                                                 \
                     xs[(v * (oh + 2) + i) * r + j] =                                    \
                         j + v < wp ? x[(c * hp + i) * wp + j + v] : 0.0f;               \
-        for (f0 = 0; f0 + 2 <= nf; f0 += 2)                                             \
-            D2(xs, d + f0 * oh * r, oh, r, dw + (f0 * nc + c) * 9, nc * 9);             \
-        if (f0 < nf)                                                                    \
+        for (f0 = 0; f0 + FT <= nf; f0 += FT)                                           \
+            DT(xs, d + f0 * oh * r, oh, r, dw + (f0 * nc + c) * 9, nc * 9);             \
+        for (; f0 < nf; f0++)                                                           \
             D1(xs, d + f0 * oh * r, oh, r, dw + (f0 * nc + c) * 9, nc * 9);             \
     }                                                                                   \
 }
@@ -322,9 +325,9 @@ FASTNN_C3_TILE(fastnn_c3_512_1, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1
 FASTNN_C3_IMAGE(fastnn_c3_512, FASTNN_C3_AVX512, 16, 12, fastnn_c3_512_12, 8, fastnn_c3_512_8,
                 fastnn_c3_512_4, fastnn_c3_512_2, fastnn_c3_512_1)
 
-FASTNN_C3_DW(fastnn_c3_dw_512_2, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 2)
+FASTNN_C3_DW(fastnn_c3_dw_512_3, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 3)
 FASTNN_C3_DW(fastnn_c3_dw_512_1, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1)
-FASTNN_C3_DW_IMAGE(fastnn_c3_dw_512, FASTNN_C3_AVX512, fastnn_c3_dw_512_2, fastnn_c3_dw_512_1)
+FASTNN_C3_DW_IMAGE(fastnn_c3_dw_512, FASTNN_C3_AVX512, 3, fastnn_c3_dw_512_3, fastnn_c3_dw_512_1)
 FASTNN_CK_LANES(fastnn_ck_512, FASTNN_C3_AVX512, 16, 12, fastnn_c3_512_12, 8, fastnn_c3_512_8,
                 fastnn_c3_512_4, fastnn_c3_512_2, fastnn_c3_512_1)
 FASTNN_CK_DW_LANES(fastnn_ck_dw_512_6x3, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 6, 3)
@@ -351,7 +354,7 @@ FASTNN_C3_IMAGE(fastnn_c3_256, FASTNN_C3_AVX2, 8, 6, fastnn_c3_256_6, 4, fastnn_
                 fastnn_c3_256_4, fastnn_c3_256_2, fastnn_c3_256_1)
 
 FASTNN_C3_DW(fastnn_c3_dw_256_1, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 1)
-FASTNN_C3_DW_IMAGE(fastnn_c3_dw_256, FASTNN_C3_AVX2, fastnn_c3_dw_256_1, fastnn_c3_dw_256_1)
+FASTNN_C3_DW_IMAGE(fastnn_c3_dw_256, FASTNN_C3_AVX2, 1, fastnn_c3_dw_256_1, fastnn_c3_dw_256_1)
 FASTNN_CK_LANES(fastnn_ck_256, FASTNN_C3_AVX2, 8, 6, fastnn_c3_256_6, 4, fastnn_c3_256_4,
                 fastnn_c3_256_4, fastnn_c3_256_2, fastnn_c3_256_1)
 FASTNN_CK_DW_LANES(fastnn_ck_dw_256_3x3, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 3, 3)
