@@ -13,7 +13,7 @@ K = C KH KW, P = OH OW. col_n is image n unfolded ("im2col"): row (c, u, v), col
 
 Three ways, chosen from the shapes (and the CPU) alone. float64, and any convolution
 the other two do not take: im2col + GEMM as above. float32 on a CPU with AVX2 and FMA
-(_direct3x3.h, no unfolded input, no packing, each output one fixed chain of
+(_conv_direct.h, no unfolded input, no packing, each output one fixed chain of
 multiply-adds):
 * direct (`_direct`): 3x3, stride 1, rows of 16 outputs or more -- register tiles of
   filters x pixels over the zero-padded image; dx as the convolution of the padded dz
@@ -65,7 +65,7 @@ from ._plan cimport PlanOp, submit
 
 from . import _activations   # noqa: F401  (refuses to import when its codes are stale)
 
-cdef extern from "_direct3x3.h" nogil:
+cdef extern from "_conv_direct.h" nogil:
     enum: FASTNN_C3_SLACK
     int fastnn_c3_level() noexcept
     void fastnn_c3_image(int level, const float *x, Py_ssize_t nc, Py_ssize_t hp,
@@ -166,7 +166,7 @@ cdef void _geometry(Conv *cv, const Py_ssize_t *dim) noexcept nogil:
 
 
 cdef inline bint _lanes(const Conv *cv) noexcept nogil:
-    """Whether float32 calls run on the lane kernels (_direct3x3.h's lane mode: a
+    """Whether float32 calls run on the lane kernels (_conv_direct.h's lane mode: a
     vector holds one pixel of L images, so narrow images fill whole vectors) instead of
     im2col + GEMM: not `_direct`, stride 1, no dilation, 3 or 5 kernel columns, padding
     below the kernel, a batch of 8 or more, 8 filters and 32 products per output or more (LeNet's first
@@ -180,7 +180,7 @@ cdef inline bint _lanes(const Conv *cv) noexcept nogil:
 
 
 cdef inline bint _direct(const Conv *cv) noexcept nogil:
-    """Whether float32 calls run on the direct 3x3 kernels (_direct3x3.h) instead of
+    """Whether float32 calls run on the direct 3x3 kernels (_conv_direct.h) instead of
     im2col + GEMM: 3x3, stride 1, no dilation, padding at most 2 (dx is then the 3x3
     convolution of dz padded by 2 - padding with the flipped, transposed kernel), output
     rows of 16 at least (narrower ones fill too little of a tile), a CPU with AVX2 and

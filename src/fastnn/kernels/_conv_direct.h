@@ -28,8 +28,8 @@
  *
  * fastnn_c3_level(): 2 with AVX-512F and FMA, 1 with AVX2 and FMA, 0 otherwise (or on a
  * compiler or platform without GCC's target attributes: then the caller unfolds). */
-#ifndef FASTNN_DIRECT3X3_H
-#define FASTNN_DIRECT3X3_H
+#ifndef FASTNN_CONV_DIRECT_H
+#define FASTNN_CONV_DIRECT_H
 
 #include <stddef.h>
 
