@@ -42,6 +42,11 @@ TARGETS = [("S", "vs torch", 5.0, "min"), ("M", "vs torch", 2.0, "min"),
            ("M epoch (no BN)", "vs sklearn", 2.0, "min"),
            ("lenet", "vs torch", 3.0, "min"), ("lenet", "vs numpy", 3.0, "min"),
            ("resblock", "vs torch", 1.3, "min"), ("resblock", "step / GEMMs", 1.3, "max")]
+#: the estimator fits against scikit-learn's (dataset, epochs per fit), each in float32
+#: and float64: fastnn.sklearn's MLPClassifier.fit at least 3x scikit-learn's
+SKLEARN_FITS = [("digits", 10), ("synthetic", 1)]
+TARGETS += [("fit %s %s" % (d, t), "vs sklearn", 3.0, "min")
+            for d, _ in SKLEARN_FITS for t in ("float32", "float64")]
 
 ROUNDS, QUICK_ROUNDS = 21, 4
 SAMPLE = 0.05    # seconds of back-to-back calls per contender per round
@@ -469,7 +474,9 @@ def batch1_inference(s):
 
 
 def sklearn_epochs(s):
-    """An epoch of case M without BN against scikit-learn's MLPClassifier."""
+    """An epoch of case M without BN against scikit-learn's MLPClassifier (partial_fit),
+    and fastnn.sklearn's MLPClassifier.fit against scikit-learn's (`SKLEARN_FITS`; the
+    rows carry both training accuracies)."""
     if not _available("sklearn"):
         return
     name, widths, batch = CASES[1]
@@ -480,6 +487,17 @@ def sklearn_epochs(s):
             "batch": batch},
            {"fastnn-" + b: (fastnn_epoch_fn(widths, batch, n_batches), s.on(b)),
             "sklearn": sklearn_epoch_fn(widths, batch, n_batches)})
+    for dataset, epochs in SKLEARN_FITS:
+        for dtype in ("float32", "float64"):
+            s.log("MLPClassifier.fit vs scikit-learn's (%s, %s, %d epochs) ..."
+                  % (dataset, dtype, epochs))
+            fits = {lib: sklearn_fit(lib, dataset, epochs, np.dtype(dtype))
+                    for lib in ("fastnn", "sklearn")}
+            X, y = fits["fastnn"].data
+            yield ({"case": "fit %s %s" % (dataset, dtype), "kind": "fit",
+                    "epochs": epochs, "rows": len(X),
+                    "accuracy": {lib: float(f().score(X, y)) for lib, f in fits.items()}},
+                   {"fastnn-" + b: (fits["fastnn"], s.on(b)), "sklearn": fits["sklearn"]})
 
 
 def cnn_steps(s):
