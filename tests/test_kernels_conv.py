@@ -80,6 +80,17 @@ def test_identity_without_bias_and_without_dx(code, bias, need_dx):
 # ------------------------------------------------------------ the direct 3x3 kernels
 needs_direct = pytest.mark.skipif(C.direct3x3_level() is None,
                                   reason="no AVX2 + FMA: the direct 3x3 kernels are off")
+#: every instruction set of the direct and lane kernels this CPU can run (an AVX-512
+#: machine tests the AVX2 kernels too), and 0: the same shapes through im2col + GEMM
+LEVELS = [lv for lv, name in ((2, "avx512"), (1, "avx2"), (0, None))
+          if lv <= {"avx512": 2, "avx2": 1, None: 0}[C.direct3x3_level()]]
+
+
+@pytest.fixture(params=LEVELS, ids=lambda lv: {2: "avx512", 1: "avx2", 0: "im2col"}[lv])
+def level(request):
+    previous = C._set_direct_level(request.param)
+    yield request.param
+    C._set_direct_level(previous)
 
 
 @needs_direct
@@ -91,7 +102,7 @@ needs_direct = pytest.mark.skipif(C.direct3x3_level() is None,
     ((1, 70, 30, 70), (9, 70, 3, 3), 1),    # row chunks of one image (dz arrives in parts)
 ])
 @pytest.mark.parametrize("code,bias", [(RELU, True), (IDENTITY, False)])
-def test_direct_3x3_matches_the_reference(xs, ws, pad, code, bias):
+def test_direct_3x3_matches_the_reference(xs, ws, pad, code, bias, level):
     """float32 3x3 convolutions with stride 1 and outputs 16 wide or more run on the direct
     kernels (forward, dx and dw): the reference's results within float32 rounding."""
     assert_same(conv_both(xs, ws, (1, 1, pad, pad, 1, 1), np.float32, code, bias),
@@ -106,7 +117,7 @@ def test_direct_3x3_matches_the_reference(xs, ws, pad, code, bias):
     ((8, 3, 9, 11), (13, 3, 4, 3), (3, 0)),     # 13 filters: every tile width
 ])
 @pytest.mark.parametrize("code,bias", [(RELU, True), (IDENTITY, False)])
-def test_lane_kernels_match_the_reference(xs, ws, pad, code, bias):
+def test_lane_kernels_match_the_reference(xs, ws, pad, code, bias, level):
     """float32 stride-1 convolutions with 3 or 5 kernel columns on narrow images (or not
     3x3), 8 filters or more, run on the lane kernels, a vector holding one pixel of 8 or
     16 images."""
@@ -119,7 +130,7 @@ def test_lane_kernels_match_the_reference(xs, ws, pad, code, bias):
     ((6, 8, 20, 24), (10, 8, 3, 3), (1, 1, 1, 1, 1, 1)),     # direct (rows)
     ((37, 3, 10, 10), (8, 3, 5, 5), (1, 1, 2, 2, 1, 1)),     # lanes
 ])
-def test_direct_kernels_are_bit_identical_for_any_thread_count(xs, ws, geom):
+def test_direct_kernels_are_bit_identical_for_any_thread_count(xs, ws, geom, level):
     x, w = rand(xs, np.float32), rand(ws, np.float32, 1)
     dout = rand(out_shape(xs, ws, geom), np.float32, 2)
     runs = []
@@ -135,8 +146,30 @@ def test_direct_kernels_are_bit_identical_for_any_thread_count(xs, ws, geom):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.skipif(2 not in LEVELS, reason="no AVX-512: one instruction set to compare")
+@pytest.mark.parametrize("xs,ws,geom", [
+    ((3, 5, 18, 20), (13, 5, 3, 3), (1, 1, 1, 1, 1, 1)),     # direct
+    ((19, 6, 12, 12), (16, 6, 5, 5), (1, 1, 0, 0, 1, 1)),    # lanes (16 vs 8 a block)
+])
+def test_direct_kernels_with_avx512_and_avx2(xs, ws, geom):
+    """The outputs and dx are one chain of multiply-adds each: the same bits with either
+    instruction set; dw adds vector lanes (16 or 8) at the end: equal to rounding."""
+    runs = []
+    for lv in (2, 1):
+        previous = C._set_direct_level(lv)
+        try:
+            runs.append(conv_both(xs, ws, geom, np.float32)[C])
+        finally:
+            C._set_direct_level(previous)
+    (out2, dx2, dw2, db2), (out1, dx1, dw1, db1) = runs
+    np.testing.assert_array_equal(out2, out1)
+    np.testing.assert_array_equal(dx2, dx1)
+    np.testing.assert_array_equal(db2, db1)
+    np.testing.assert_allclose(dw2, dw1, rtol=1e-5, atol=1e-5 * np.abs(dw1).max())
+
+
 @needs_direct
-def test_direct_3x3_keeps_nan_and_inf_where_they_belong():
+def test_direct_3x3_keeps_nan_and_inf_where_they_belong(level):
     """Lanes past a row's end never reach a sum: an inf in the next row or channel
     leaves the gradients of other rows finite, and a NaN in x reaches dw as it should."""
     xs, ws, geom = (1, 2, 16, 17), (3, 2, 3, 3), (1, 1, 1, 1, 1, 1)

@@ -46,7 +46,8 @@ machine only, never on the thread count; each run sums its weight and bias gradi
 (bias in double, LANES fixed lanes) into its own partial, and the partials are added in
 run order at the end: results are bit-identical for any thread count. An image's dx is
 written only by the run that owns the image. (Lanes: the units are the blocks of L
-images.) The direct and lane kernels give the same bits with AVX-512 and with AVX2.
+images.) The direct and lane kernels' z and dx are the same bits with AVX-512 and with
+AVX2 (one chain of multiply-adds per output); dw adds vector lanes, 16 or 8, at the end.
 """
 from cython cimport floating
 
@@ -101,8 +102,20 @@ cdef int C3_LEVEL = fastnn_c3_level()   # the direct 3x3 kernel: 2 AVX-512, 1 AV
 
 
 def direct3x3_level():
-    """The direct 3x3 kernel this CPU runs: "avx512", "avx2" or None (im2col only)."""
+    """The instruction set of the direct and lane kernels on this CPU: "avx512", "avx2"
+    or None (im2col + GEMM only)."""
     return {2: "avx512", 1: "avx2"}.get(C3_LEVEL)
+
+
+def _set_direct_level(level):
+    """Tests: run the direct and lane kernels at a lower level than the CPU's (1: AVX2,
+    0: off, im2col + GEMM only); returns the previous level. Scratch sizes depend on
+    it: size buffers after setting it."""
+    global C3_LEVEL
+    if level not in (0, 1, 2) or level > fastnn_c3_level():
+        raise ValueError("fastnn.kernels: level %r is not available on this CPU" % (level,))
+    previous, C3_LEVEL = C3_LEVEL, level
+    return previous
 
 
 ctypedef struct Conv:

@@ -15,7 +15,8 @@
  *
  * Every output is one chain of multiply-adds in the order above whatever the tile, the
  * thread or the instruction set (AVX-512 and AVX2 builds both fuse), so results are
- * bit-identical across thread counts and between the two.
+ * bit-identical across thread counts and between the two (dw, below, only across thread
+ * counts: it adds its vector lanes at the end).
  *
  * The weight gradient, dw[f, c, u, v] += sum over i, j of d[f, i, j] x[c, i + u, j + v],
  * runs per (tile of filters, channel) over whole images: 27 accumulators (3 filters x 9
@@ -24,7 +25,7 @@
  * laid out for aligned loads first: dz in rows of R floats (a multiple of the vector
  * width, zeros past the row's end) and the channel's x as three copies shifted by 0, 1
  * and 2 columns (zeros past the padded row). Each accumulator's lanes are added in lane
- * order at the end. Each sum has a fixed order: deterministic as the above.
+ * order at the end. Each sum has a fixed order for a given vector width.
  *
  * fastnn_c3_level(): 2 with AVX-512F and FMA, 1 with AVX2 and FMA, 0 otherwise (or on a
  * compiler or platform without GCC's target attributes: then the caller unfolds). */
