@@ -318,61 +318,44 @@ TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp
     }                                                                                   \
 }
 
-FASTNN_C3_TILE(fastnn_c3_512_12, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 12)
-FASTNN_C3_TILE(fastnn_c3_512_8, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 8)
-FASTNN_C3_TILE(fastnn_c3_512_4, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 4)
-FASTNN_C3_TILE(fastnn_c3_512_2, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 2)
-FASTNN_C3_TILE(fastnn_c3_512_1, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1)
-FASTNN_C3_IMAGE(fastnn_c3_512, FASTNN_C3_AVX512, 16, 12, fastnn_c3_512_12, 8, fastnn_c3_512_8,
-                fastnn_c3_512_4, fastnn_c3_512_2, fastnn_c3_512_1)
+/* every kernel of one instruction set, named fastnn_<kind>_<P>_...: vectors of L floats;
+   direct tiles of BIG, then MID, 4, 2, 1 filters; direct dw tiles of DW filters; lane
+   dw tiles of DW3 (3 columns) and DW5 (5 columns) filters */
+#define FASTNN_CK_ISA(P, TARGET, V, VU, L, BIG, MID, DW, DW3, DW5)                       \
+FASTNN_C3_TILE(fastnn_c3_##P##_big, TARGET, V, VU, L, BIG)                              \
+FASTNN_C3_TILE(fastnn_c3_##P##_mid, TARGET, V, VU, L, MID)                              \
+FASTNN_C3_TILE(fastnn_c3_##P##_4, TARGET, V, VU, L, 4)                                  \
+FASTNN_C3_TILE(fastnn_c3_##P##_2, TARGET, V, VU, L, 2)                                  \
+FASTNN_C3_TILE(fastnn_c3_##P##_1, TARGET, V, VU, L, 1)                                  \
+FASTNN_C3_IMAGE(fastnn_c3_##P, TARGET, L, BIG, fastnn_c3_##P##_big, MID,                \
+                fastnn_c3_##P##_mid, fastnn_c3_##P##_4, fastnn_c3_##P##_2,              \
+                fastnn_c3_##P##_1)                                                      \
+FASTNN_C3_DW(fastnn_c3_dw_##P##_t, TARGET, V, VU, L, DW)                                \
+FASTNN_C3_DW(fastnn_c3_dw_##P##_1, TARGET, V, VU, L, 1)                                 \
+FASTNN_C3_DW_IMAGE(fastnn_c3_dw_##P, TARGET, DW, fastnn_c3_dw_##P##_t,                  \
+                   fastnn_c3_dw_##P##_1)                                                \
+FASTNN_CK_LANES(fastnn_ck_##P, TARGET, L, BIG, fastnn_c3_##P##_big, MID,                \
+                fastnn_c3_##P##_mid, fastnn_c3_##P##_4, fastnn_c3_##P##_2,              \
+                fastnn_c3_##P##_1)                                                      \
+FASTNN_CK_DW_LANES(fastnn_ck_dw_##P##_t3, TARGET, V, VU, L, DW3, 3)                     \
+FASTNN_CK_DW_LANES(fastnn_ck_dw_##P##_13, TARGET, V, VU, L, 1, 3)                       \
+FASTNN_CK_DW_LANES(fastnn_ck_dw_##P##_t5, TARGET, V, VU, L, DW5, 5)                     \
+FASTNN_CK_DW_LANES(fastnn_ck_dw_##P##_15, TARGET, V, VU, L, 1, 5)                       \
+FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_##P##_3, TARGET, L, DW3, 3, fastnn_ck_dw_##P##_t3,     \
+                   fastnn_ck_dw_##P##_13)                                               \
+FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_##P##_5, TARGET, L, DW5, 5, fastnn_ck_dw_##P##_t5,     \
+                   fastnn_ck_dw_##P##_15)                                               \
+FASTNN_CK_DX_LANES(fastnn_ck_dx_##P##_8, TARGET, V, VU, L, 8)                           \
+FASTNN_CK_DX_LANES(fastnn_ck_dx_##P##_6, TARGET, V, VU, L, 6)                           \
+FASTNN_CK_DX_LANES(fastnn_ck_dx_##P##_4, TARGET, V, VU, L, 4)                           \
+FASTNN_CK_DX_LANES(fastnn_ck_dx_##P##_2, TARGET, V, VU, L, 2)                           \
+FASTNN_CK_DX_LANES(fastnn_ck_dx_##P##_1, TARGET, V, VU, L, 1)                           \
+FASTNN_CK_DX_BLOCK(fastnn_ck_dxb_##P, TARGET, fastnn_ck_dx_##P##_8, fastnn_ck_dx_##P##_6, \
+                   fastnn_ck_dx_##P##_4, fastnn_ck_dx_##P##_2, fastnn_ck_dx_##P##_1)
 
-FASTNN_C3_DW(fastnn_c3_dw_512_3, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 3)
-FASTNN_C3_DW(fastnn_c3_dw_512_1, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1)
-FASTNN_C3_DW_IMAGE(fastnn_c3_dw_512, FASTNN_C3_AVX512, 3, fastnn_c3_dw_512_3, fastnn_c3_dw_512_1)
-FASTNN_CK_LANES(fastnn_ck_512, FASTNN_C3_AVX512, 16, 12, fastnn_c3_512_12, 8, fastnn_c3_512_8,
-                fastnn_c3_512_4, fastnn_c3_512_2, fastnn_c3_512_1)
-FASTNN_CK_DW_LANES(fastnn_ck_dw_512_6x3, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 6, 3)
-FASTNN_CK_DW_LANES(fastnn_ck_dw_512_1x3, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1, 3)
-FASTNN_CK_DW_LANES(fastnn_ck_dw_512_3x5, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 3, 5)
-FASTNN_CK_DW_LANES(fastnn_ck_dw_512_1x5, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1, 5)
-FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_512_3, FASTNN_C3_AVX512, 16, 6, 3, fastnn_ck_dw_512_6x3,
-                   fastnn_ck_dw_512_1x3)
-FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_512_5, FASTNN_C3_AVX512, 16, 3, 5, fastnn_ck_dw_512_3x5,
-                   fastnn_ck_dw_512_1x5)
-FASTNN_CK_DX_LANES(fastnn_ck_dx_512_8, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 8)
-FASTNN_CK_DX_LANES(fastnn_ck_dx_512_6, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 6)
-FASTNN_CK_DX_LANES(fastnn_ck_dx_512_4, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 4)
-FASTNN_CK_DX_LANES(fastnn_ck_dx_512_2, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 2)
-FASTNN_CK_DX_LANES(fastnn_ck_dx_512_1, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 1)
-FASTNN_CK_DX_BLOCK(fastnn_ck_dxb_512, FASTNN_C3_AVX512, fastnn_ck_dx_512_8, fastnn_ck_dx_512_6,
-                   fastnn_ck_dx_512_4, fastnn_ck_dx_512_2, fastnn_ck_dx_512_1)
-
-FASTNN_C3_TILE(fastnn_c3_256_6, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 6)
-FASTNN_C3_TILE(fastnn_c3_256_4, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 4)
-FASTNN_C3_TILE(fastnn_c3_256_2, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 2)
-FASTNN_C3_TILE(fastnn_c3_256_1, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 1)
-FASTNN_C3_IMAGE(fastnn_c3_256, FASTNN_C3_AVX2, 8, 6, fastnn_c3_256_6, 4, fastnn_c3_256_4,
-                fastnn_c3_256_4, fastnn_c3_256_2, fastnn_c3_256_1)
-
-FASTNN_C3_DW(fastnn_c3_dw_256_1, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 1)
-FASTNN_C3_DW_IMAGE(fastnn_c3_dw_256, FASTNN_C3_AVX2, 1, fastnn_c3_dw_256_1, fastnn_c3_dw_256_1)
-FASTNN_CK_LANES(fastnn_ck_256, FASTNN_C3_AVX2, 8, 6, fastnn_c3_256_6, 4, fastnn_c3_256_4,
-                fastnn_c3_256_4, fastnn_c3_256_2, fastnn_c3_256_1)
-FASTNN_CK_DW_LANES(fastnn_ck_dw_256_3x3, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 3, 3)
-FASTNN_CK_DW_LANES(fastnn_ck_dw_256_1x3, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 1, 3)
-FASTNN_CK_DW_LANES(fastnn_ck_dw_256_2x5, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 2, 5)
-FASTNN_CK_DW_LANES(fastnn_ck_dw_256_1x5, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 1, 5)
-FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_256_3, FASTNN_C3_AVX2, 8, 3, 3, fastnn_ck_dw_256_3x3,
-                   fastnn_ck_dw_256_1x3)
-FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_256_5, FASTNN_C3_AVX2, 8, 2, 5, fastnn_ck_dw_256_2x5,
-                   fastnn_ck_dw_256_1x5)
-FASTNN_CK_DX_LANES(fastnn_ck_dx_256_8, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 8)
-FASTNN_CK_DX_LANES(fastnn_ck_dx_256_6, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 6)
-FASTNN_CK_DX_LANES(fastnn_ck_dx_256_4, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 4)
-FASTNN_CK_DX_LANES(fastnn_ck_dx_256_2, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 2)
-FASTNN_CK_DX_LANES(fastnn_ck_dx_256_1, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 1)
-FASTNN_CK_DX_BLOCK(fastnn_ck_dxb_256, FASTNN_C3_AVX2, fastnn_ck_dx_256_8, fastnn_ck_dx_256_6,
-                   fastnn_ck_dx_256_4, fastnn_ck_dx_256_2, fastnn_ck_dx_256_1)
+/* AVX-512: 32 registers; AVX2: 16 */
+FASTNN_CK_ISA(512, FASTNN_C3_AVX512, fastnn_v16, fastnn_v16u, 16, 12, 8, 3, 6, 3)
+FASTNN_CK_ISA(256, FASTNN_C3_AVX2, fastnn_v8, fastnn_v8u, 8, 6, 4, 1, 3, 2)
 
 static int fastnn_c3_level(void)
 {
