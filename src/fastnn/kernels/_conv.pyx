@@ -415,10 +415,13 @@ cdef inline float *_direct_x(const Conv *cv, float *scratch, Py_ssize_t g) noexc
     return scratch + _direct_at(cv) + 2 * cv.f * cv.k + g * cv.region
 
 
-cdef void _pad_image(const Conv *cv, const float *x, float *pad) noexcept nogil:
-    """pad (C, H + 2 ph, W + 2 pw, then the slack) = image x zero-padded."""
+cdef void _pad_image(const Conv *cv, const float *x, float *pad, bint zero) noexcept nogil:
+    """pad (C, H + 2 ph, W + 2 pw, then the slack) = image x zero-padded; `zero`: zero
+    the whole buffer first (a run's first image: the next ones only overwrite the
+    interior, the padding stays zero)."""
     cdef Py_ssize_t c, r, hp = cv.h + 2 * cv.ph, wp = cv.w + 2 * cv.pw
-    memset(pad, 0, cv.xpad * sizeof(float))
+    if zero:
+        memset(pad, 0, cv.xpad * sizeof(float))
     for c in range(cv.c):
         for r in range(cv.h):
             memcpy(pad + (c * hp + r + cv.ph) * wp + cv.pw, x + (c * cv.h + r) * cv.w,
@@ -430,12 +433,11 @@ cdef void _forward_direct(const ConvJob *job, Py_ssize_t g, float *scratch) noex
     then bias and activation."""
     cdef const Conv *cv = &job.cv
     cdef const PlanOp *op = job.op
-    cdef Py_ssize_t n
+    cdef Py_ssize_t n, n0 = cv.units * g // cv.groups * cv.imgs
     cdef float *pad = _direct_x(cv, scratch, g)
     cdef float *z
-    for n in range(cv.units * g // cv.groups * cv.imgs,
-                   min(cv.n, cv.units * (g + 1) // cv.groups * cv.imgs)):
-        _pad_image(cv, <const float *>op.ptr[0] + n * cv.c * cv.h * cv.w, pad)
+    for n in range(n0, min(cv.n, cv.units * (g + 1) // cv.groups * cv.imgs)):
+        _pad_image(cv, <const float *>op.ptr[0] + n * cv.c * cv.h * cv.w, pad, n == n0)
         z = <float *>op.ptr[3] + n * cv.f * cv.p
         fastnn_c3_image(C3_LEVEL, pad, cv.c, cv.h + 2 * cv.ph, cv.w + 2 * cv.pw,
                         scratch + _direct_at(cv), cv.f, z, cv.oh, cv.ow)
@@ -447,10 +449,11 @@ cdef void _forward_direct(const ConvJob *job, Py_ssize_t g, float *scratch) noex
 cdef void _backward_direct(const ConvJob *job, Py_ssize_t g, const float *dz, float *dwg,
                            bint first, Py_ssize_t n0, Py_ssize_t nb, Py_ssize_t r0,
                            Py_ssize_t r1) noexcept nogil:
-    """The chunk's dz rows into the run's buffer (each image's dz zero-padded by 2 -
-    padding; its x padded alongside); once an image's last rows are in, dw (+)= the
-    direct weight gradient and dx = the direct 3x3 convolution of the padded dz with
-    the flipped, transposed kernel."""
+    """The chunk's dz rows into the run's buffers (each image's dz zero-padded by 2 -
+    padding, and in aligned rows; its x padded alongside; the buffers zeroed at the
+    run's first chunk, then only their interiors rewritten); once an image's last rows
+    are in, dw (+)= the direct weight gradient and dx = the direct 3x3 convolution of
+    the padded dz with the flipped, transposed kernel."""
     cdef const Conv *cv = &job.cv
     cdef Py_ssize_t L = (r1 - r0) * cv.ow, ld = nb * L, bi, f, r, n
     cdef Py_ssize_t hq = cv.h + 2, wq = cv.w + 2, top = 2 - cv.ph, left = 2 - cv.pw
@@ -461,12 +464,13 @@ cdef void _backward_direct(const ConvJob *job, Py_ssize_t g, const float *dz, fl
     cdef float *drow = <float *>((<uintptr_t>(dpad + cv.dpad) + 63) & ~(<uintptr_t>63))
     if first:
         memset(dwg, 0, cv.f * cv.k * sizeof(float))
+        memset(dpad, 0, cv.dpad * sizeof(float))
+        memset(drow, 0, cv.f * cv.oh * cv.r * sizeof(float))
     for bi in range(nb):
         n = n0 + bi
         if r0 == 0:
-            memset(dpad, 0, cv.dpad * sizeof(float))
-            memset(drow, 0, cv.f * cv.oh * cv.r * sizeof(float))
-            _pad_image(cv, <const float *>job.op.ptr[1] + n * cv.c * cv.h * cv.w, xpad)
+            _pad_image(cv, <const float *>job.op.ptr[1] + n * cv.c * cv.h * cv.w, xpad,
+                       first and bi == 0)
         for f in range(cv.f):
             for r in range(r0, r1):
                 src = dz + f * ld + bi * L + (r - r0) * cv.ow

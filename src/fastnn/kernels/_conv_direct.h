@@ -299,7 +299,7 @@ TARGET static void NAME(const float *xs, const float *d, ptrdiff_t oh, ptrdiff_t
 
 /* dw of a whole image: per channel, its shifted copies, then the filters in pairs (then
    one); d as FASTNN_C3_DW's, xs room for (3, OH + 2, R) */
-#define FASTNN_C3_DW_IMAGE(NAME, TARGET, FT, DT, D1)                                    \
+#define FASTNN_C3_DW_IMAGE(NAME, TARGET, FT, DT, D2, D1)                                \
 TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp,       \
                         const float *d, ptrdiff_t nf, ptrdiff_t oh, ptrdiff_t r,        \
                         float *xs, float *dw)                                           \
@@ -313,6 +313,8 @@ TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp
                         j + v < wp ? x[(c * hp + i) * wp + j + v] : 0.0f;               \
         for (f0 = 0; f0 + FT <= nf; f0 += FT)                                           \
             DT(xs, d + f0 * oh * r, oh, r, dw + (f0 * nc + c) * 9, nc * 9);             \
+        for (; f0 + 2 <= nf && FT > 2; f0 += 2)                                         \
+            D2(xs, d + f0 * oh * r, oh, r, dw + (f0 * nc + c) * 9, nc * 9);             \
         for (; f0 < nf; f0++)                                                           \
             D1(xs, d + f0 * oh * r, oh, r, dw + (f0 * nc + c) * 9, nc * 9);             \
     }                                                                                   \
@@ -331,9 +333,10 @@ FASTNN_C3_IMAGE(fastnn_c3_##P, TARGET, L, BIG, fastnn_c3_##P##_big, MID,        
                 fastnn_c3_##P##_mid, fastnn_c3_##P##_4, fastnn_c3_##P##_2,              \
                 fastnn_c3_##P##_1)                                                      \
 FASTNN_C3_DW(fastnn_c3_dw_##P##_t, TARGET, V, VU, L, DW)                                \
+FASTNN_C3_DW(fastnn_c3_dw_##P##_2, TARGET, V, VU, L, 2)                                 \
 FASTNN_C3_DW(fastnn_c3_dw_##P##_1, TARGET, V, VU, L, 1)                                 \
 FASTNN_C3_DW_IMAGE(fastnn_c3_dw_##P, TARGET, DW, fastnn_c3_dw_##P##_t,                  \
-                   fastnn_c3_dw_##P##_1)                                                \
+                   fastnn_c3_dw_##P##_2, fastnn_c3_dw_##P##_1)                          \
 FASTNN_CK_LANES(fastnn_ck_##P, TARGET, L, BIG, fastnn_c3_##P##_big, MID,                \
                 fastnn_c3_##P##_mid, fastnn_c3_##P##_4, fastnn_c3_##P##_2,              \
                 fastnn_c3_##P##_1)                                                      \
