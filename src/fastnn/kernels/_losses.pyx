@@ -379,23 +379,48 @@ cdef inline floating _bce_term(floating x, floating t, floating e) noexcept nogi
     return (sel(x > 0, x, <floating>0) - x * t) + flog1p01(e)
 
 
+cdef enum:
+    BCE_DIVIDE = 0     # _bce_span: dx = (sigmoid(x) - t) / scale
+    BCE_SCALE = 1      #            dx = (sigmoid(x) - t) * scale
+    BCE_WEIGHTS = 2    #            terms *= w, dx = (sigmoid(x) - t) * (w scale)
+
+
+cdef simd_clones_void _bce_span(const floating* x, const floating* t, floating* dx,
+                                floating* terms, const floating* w, Py_ssize_t m,
+                                floating scale, int mode) noexcept nogil:
+    """m elements: terms[k] = max(x,0) - x t + log1p(exp(-|x|)) and dx[k] from sigmoid(x)
+    - t as `mode` says (an AVX-512 / AVX2 vector loop per mode; one exp per element,
+    shared by the term and the stable sigmoid)."""
+    cdef Py_ssize_t k
+    if mode == BCE_DIVIDE:         # one loop per mode: a branch inside blocks vectorising
+        for k in range(m):
+            dx[k] = _bce_diff(x[k], t[k], terms + k) / scale
+    elif mode == BCE_SCALE:
+        for k in range(m):
+            dx[k] = _bce_diff(x[k], t[k], terms + k) * scale
+    else:
+        for k in range(m):
+            dx[k] = _bce_diff(x[k], t[k], terms + k) * (w[k] * scale)
+            terms[k] = terms[k] * w[k]
+
+
+cdef inline floating _bce_diff(floating x, floating t, floating *term) noexcept nogil:
+    """sigmoid(x) - t; *term = the element's binary cross-entropy (one exp for both)."""
+    cdef floating e = fexp_neg(-fabs_(x))
+    term[0] = _bce_term(x, t, e)
+    return sigmoid_from_exp(x, e) - t
+
+
 cdef double _bce_block(const floating* x, const floating* t, floating* dx, Py_ssize_t lo,
                        Py_ssize_t hi, floating size) noexcept nogil:
-    """Terms max(x,0) - x t + log1p(exp(-|x|)) summed in double (lane_sum per sub-block
-    of SUB); dx = (sigmoid(x) - t) / size. One exp per element, shared by the term and
-    the stable sigmoid."""
+    """The terms summed in double (lane_sum per sub-block of SUB); dx = (sigmoid(x) - t)
+    / size."""
     cdef floating buf[SUB]
-    cdef floating xi, ti, e
-    cdef Py_ssize_t i = lo, k, m
+    cdef Py_ssize_t i = lo, m
     cdef double acc = 0.0
     while i < hi:
         m = min(<Py_ssize_t>SUB, hi - i)
-        for k in range(m):
-            xi = x[i + k]
-            ti = t[i + k]
-            e = fexp_neg(-fabs_(xi))
-            buf[k] = _bce_term(xi, ti, e)
-            dx[i + k] = (sigmoid_from_exp(xi, e) - ti) / size
+        _bce_span(x + i, t + i, dx + i, buf, NULL, m, size, BCE_DIVIDE)
         acc += lane_sum(buf, m)
         i += SUB
     return acc
@@ -437,32 +462,19 @@ cdef double _bce_block_weighted(const floating* x, const floating* t, floating* 
     one weight; narrower rows take a weight per element."""
     cdef floating buf[SUB]
     cdef floating wbuf[SUB + FILL]
-    cdef const floating *w
-    cdef floating xi, ti, e, wg
-    cdef Py_ssize_t i = lo, k, m, row
+    cdef Py_ssize_t i = lo, m, row
     cdef double acc = 0.0
     while i < hi:
         if width >= SUB:
             row = i // width
             m = min(<Py_ssize_t>SUB, min(hi, (row + 1) * width) - i)
-            wg = sw[row] * g
-            for k in range(m):
-                xi = x[i + k]
-                ti = t[i + k]
-                e = fexp_neg(-fabs_(xi))
-                buf[k] = _bce_term(xi, ti, e)
-                dx[i + k] = (sigmoid_from_exp(xi, e) - ti) * wg
+            _bce_span(x + i, t + i, dx + i, buf, NULL, m, sw[row] * g, BCE_SCALE)
             acc += <double>sw[row] * lane_sum(buf, m)
             i += m
             continue
         m = min(<Py_ssize_t>SUB, hi - i)
-        w = _element_weights(sw, width, i, m, wbuf)
-        for k in range(m):
-            xi = x[i + k]
-            ti = t[i + k]
-            e = fexp_neg(-fabs_(xi))
-            buf[k] = _bce_term(xi, ti, e) * w[k]
-            dx[i + k] = (sigmoid_from_exp(xi, e) - ti) * (w[k] * g)
+        _bce_span(x + i, t + i, dx + i, buf, _element_weights(sw, width, i, m, wbuf), m, g,
+                  BCE_WEIGHTS)
         acc += lane_sum(buf, m)
         i += m
     return acc
