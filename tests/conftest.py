@@ -1,5 +1,7 @@
 """Shared fixtures: tests run on the Cython backend by default and repeat on NumPy."""
+import gzip
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -48,3 +50,14 @@ def adam_steps_like_torch(model, opt, ref, topt, batches):
         tloss.backward()
         topt.step()
         assert loss == pytest.approx(tloss.item(), rel=1e-10)
+
+
+def write_idx_digits(directory, n, images, labels):
+    """The first n bundled digits as MNIST-format files in `directory`: uint8 (n, 8, 8)
+    images, gzip-compressed, named `images`, and their uint8 labels, named `labels`."""
+    X, y = fastnn.data.load_digits(images=True)
+    imgs = X[:n, 0].astype(np.uint8)
+    with gzip.open(os.path.join(directory, images), "wb") as f:
+        f.write(b"\x00\x00\x08\x03" + struct.pack(">III", *imgs.shape) + imgs.tobytes())
+    with open(os.path.join(directory, labels), "wb") as f:
+        f.write(b"\x00\x00\x08\x01" + struct.pack(">I", n) + y[:n].astype(np.uint8).tobytes())

@@ -1,7 +1,5 @@
 """The command line, end to end in subprocesses (python -m fastnn ...)."""
-import gzip
 import os
-import struct
 import subprocess
 import sys
 
@@ -12,7 +10,7 @@ import fastnn
 from fastnn.tools import cli
 from fastnn import data, io
 
-from conftest import FASTNN_PATH as SRC  # noqa: E402  (the imported fastnn's path)
+from conftest import FASTNN_PATH as SRC, write_idx_digits  # noqa: E402  (fastnn's path)
 
 
 def run(*args, cwd=None, timeout=120):
@@ -58,12 +56,7 @@ def files(tmp_path_factory):
         for a, b in X[:7]:
             f.write("%r,%r\n" % (float(a), float(b)))
     # IDX: 8x8 digits as uint8 images (gzip) and labels
-    Xd, yd = data.load_digits()
-    imgs = Xd[:400].reshape(-1, 8, 8).astype(np.uint8)
-    with gzip.open(d / "digits-images-idx3-ubyte.gz", "wb") as f:
-        f.write(b"\x00\x00\x08\x03" + struct.pack(">III", *imgs.shape) + imgs.tobytes())
-    with open(d / "digits-labels-idx1-ubyte", "wb") as f:
-        f.write(b"\x00\x00\x08\x01" + struct.pack(">I", 400) + yd[:400].astype(np.uint8).tobytes())
+    write_idx_digits(d, 400, "digits-images-idx3-ubyte.gz", "digits-labels-idx1-ubyte")
     return d
 
 

@@ -1,9 +1,7 @@
 """The command line for convolutional networks: the --arch syntax for image layers,
 training on IDX images and predicting with the saved CNN, `demo --cnn`, the help text
 (every activation of the table) and a closed stdout."""
-import gzip
 import os
-import struct
 import subprocess
 import sys
 
@@ -15,7 +13,7 @@ from fastnn import data, io
 from fastnn.kernels.activation_table import LAYER_NAMES
 from fastnn.tools import arch, cli
 
-from conftest import FASTNN_PATH as SRC  # noqa: E402
+from conftest import FASTNN_PATH as SRC, write_idx_digits  # noqa: E402
 
 
 def _env():
@@ -38,12 +36,7 @@ def run_inprocess(args, capsys):
 def idx(tmp_path_factory):
     """The first 300 digits as uint8 IDX images (N, 8, 8), gzip, and their labels."""
     d = tmp_path_factory.mktemp("cnn-cli")
-    X, y = data.load_digits(images=True)
-    imgs = X[:300, 0].astype(np.uint8)
-    with gzip.open(d / "images-idx3-ubyte.gz", "wb") as f:
-        f.write(b"\x00\x00\x08\x03" + struct.pack(">III", *imgs.shape) + imgs.tobytes())
-    with open(d / "labels-idx1-ubyte", "wb") as f:
-        f.write(b"\x00\x00\x08\x01" + struct.pack(">I", 300) + y[:300].astype(np.uint8).tobytes())
+    write_idx_digits(d, 300, "images-idx3-ubyte.gz", "labels-idx1-ubyte")
     return d
 
 

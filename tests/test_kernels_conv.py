@@ -78,12 +78,12 @@ def test_identity_without_bias_and_without_dx(code, bias, need_dx):
 
 
 # ------------------------------------------------------------ the direct 3x3 kernels
-needs_direct = pytest.mark.skipif(C.direct3x3_level() is None,
+needs_direct = pytest.mark.skipif(C.direct_level() is None,
                                   reason="no AVX2 + FMA: the direct 3x3 kernels are off")
 #: every instruction set of the direct and lane kernels this CPU can run (an AVX-512
 #: machine tests the AVX2 kernels too), and 0: the same shapes through im2col + GEMM
 LEVELS = [lv for lv, name in ((2, "avx512"), (1, "avx2"), (0, None))
-          if lv <= {"avx512": 2, "avx2": 1, None: 0}[C.direct3x3_level()]]
+          if lv <= {"avx512": 2, "avx2": 1, None: 0}[C.direct_level()]]
 
 
 @pytest.fixture(params=LEVELS, ids=lambda lv: {2: "avx512", 1: "avx2", 0: "im2col"}[lv])

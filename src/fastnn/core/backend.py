@@ -155,13 +155,13 @@ def _blas_name():
                      for i in libs) or "unknown"
 
 
-def _conv3x3():
-    """How float32 3x3 stride-1 convolutions run: the direct kernels (the instruction set
-    they use) or im2col + GEMM."""
+def _conv_kernels():
+    """How float32 convolutions can run: on fastnn's own direct and lane kernels (the
+    instruction set they use) or only as im2col + GEMM."""
     conv = KERNELS["conv2d_forward"][1]
     if conv is None:
         return "none (no compiled kernels)"
-    level = importlib.import_module(conv.__module__).direct3x3_level()
+    level = importlib.import_module(conv.__module__).direct_level()
     return "direct kernels (%s)" % level if level else "im2col + GEMM (no AVX2 + FMA)"
 
 
@@ -181,7 +181,7 @@ def show_config(print_=True):
         "cpu": cpu_name(),
         "blas": _blas_name(),
         "gemm": ("%s (%s)" % (_GEMM["library"], _GEMM["reason"]) if _GEMM else "none"),
-        "conv3x3": _conv3x3(),
+        "conv": _conv_kernels(),
         "compile_args": runtime.compile_args() if runtime is not None else [],
         "numpy": np.__version__,
     }

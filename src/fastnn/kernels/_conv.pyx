@@ -101,7 +101,7 @@ cdef Py_ssize_t GROUPS = max(1, min(<int>MAX_GROUPS, omp_get_num_procs()))
 cdef int C3_LEVEL = fastnn_c3_level()   # the direct 3x3 kernel: 2 AVX-512, 1 AVX2, 0 none
 
 
-def direct3x3_level():
+def direct_level():
     """The instruction set of the direct and lane kernels on this CPU: "avx512", "avx2"
     or None (im2col + GEMM only)."""
     return {2: "avx512", 1: "avx2"}.get(C3_LEVEL)
@@ -203,9 +203,10 @@ cdef inline bint _direct(const Conv *cv) noexcept nogil:
 
 
 cdef inline Py_ssize_t _direct_at(const Conv *cv) noexcept nogil:
-    """Per run: unfolded input (K x cols) and dz (F x cols); weight-gradient partials of
-    every run but the first (which sums into dw itself); then, direct, the region of
-    `_direct_region`."""
+    """Where the direct / lane region starts in scratch. Before it: per run, the
+    unfolded input (K x cols) and dz (F x cols); weight-gradient partials of every run
+    but the first (which sums into dw itself). The region: the two packed kernels
+    (`_pack_direct`), then each run's own buffers (`region` elements, `_direct_x`)."""
     return cv.groups * (cv.k + cv.f) * cv.cols + max(0, cv.groups - 1) * cv.f * cv.k
 
 
@@ -391,8 +392,9 @@ cdef simd_clones_void _dz_db(const Conv *cv, const floating *dout, const floatin
 
 
 # ---------------------------------------------------------------------------------------
-# the direct 3x3 kernel's part (float32): packed weights and padded images
-# region at _direct_at: wf (F K), wt (F K), then a padded image of `pad` elements per run
+# the direct and lane kernels (float32): packed weights and padded images
+# region at _direct_at: wf (F K), wt (F K), then `region` elements per run (direct: padded
+# x, padded dz, dw's aligned dz rows and shifted x; lanes: x, dz and z / dx by lanes)
 # ---------------------------------------------------------------------------------------
 cdef void _pack_direct(const Conv *cv, const float *w, float *region) noexcept nogil:
     """wf[(c KK + k) F + f] = w[f, c, k] (the forward's weights, k = KW u + v, KK = KH
