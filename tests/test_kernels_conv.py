@@ -99,9 +99,9 @@ def level(request):
     ((2, 5, 17, 19), (13, 5, 3, 3), 0),     # odd sizes: partial pixel and filter tiles
     ((2, 3, 16, 33), (7, 3, 3, 3), 2),      # padding 2: dz's padding is 0 for dx
     ((5, 2, 18, 40), (1, 2, 3, 3), 1),      # one filter; several images per chunk
-    ((1, 70, 30, 70), (9, 70, 3, 3), 1),    # row chunks of one image (dz arrives in parts)
+    ((1, 70, 30, 70), (9, 70, 3, 3), 1),    # an image im2col would cut in row chunks
 ])
-@pytest.mark.parametrize("code,bias", [(RELU, True), (IDENTITY, False)])
+@pytest.mark.parametrize("code,bias", [(RELU, True), (IDENTITY, False), (IDENTITY, True)])
 def test_direct_3x3_matches_the_reference(xs, ws, pad, code, bias, level):
     """float32 3x3 convolutions with stride 1 and outputs 16 wide or more run on the direct
     kernels (forward, dx and dw): the reference's results within float32 rounding."""

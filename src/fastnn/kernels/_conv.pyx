@@ -210,6 +210,11 @@ cdef inline Py_ssize_t _direct_at(const Conv *cv) noexcept nogil:
     return cv.groups * (cv.k + cv.f) * cv.cols + max(0, cv.groups - 1) * cv.f * cv.k
 
 
+cdef inline floating *_dw_partial(const Conv *cv, floating *scratch, Py_ssize_t g) noexcept nogil:
+    """Run g's (g >= 1) weight-gradient partial in scratch."""
+    return scratch + cv.groups * (cv.k + cv.f) * cv.cols + (g - 1) * cv.f * cv.k
+
+
 cdef inline Py_ssize_t _scratch_size(const Conv *cv) noexcept nogil:
     return _direct_at(cv) + ((2 * cv.f * cv.k + cv.groups * cv.region)
                              if cv.direct or cv.lanes else 0)
@@ -448,44 +453,68 @@ cdef void _forward_direct(const ConvJob *job, Py_ssize_t g, float *scratch) noex
                   n, 1, 0, cv.oh, op.code, <float>op.arg[0], job.act)
 
 
-cdef void _backward_direct(const ConvJob *job, Py_ssize_t g, const float *dz, float *dwg,
-                           bint first, Py_ssize_t n0, Py_ssize_t nb, Py_ssize_t r0,
-                           Py_ssize_t r1) noexcept nogil:
-    """The chunk's dz rows into the run's buffers (each image's dz zero-padded by 2 -
-    padding, and in aligned rows; its x padded alongside; the buffers zeroed at the
-    run's first chunk, then only their interiors rewritten); once an image's last rows
-    are in, dw (+)= the direct weight gradient and dx = the direct 3x3 convolution of
-    the padded dz with the flipped, transposed kernel."""
+cdef simd_clones_void _dz_rows(const Conv *cv, const float *dout, const float *z,
+                               const float *out, float *drow, float *dpad, double *dbsum,
+                               int code, float p, bint act) noexcept nogil:
+    """One image's dz = dout * f'(z, out) (without an activation, dout itself) by rows:
+    into drow's aligned rows (R apart) unless drow is NULL (then dz is dout); dbsum[f]
+    += each row's sum unless NULL; into dpad, padded by 2 - padding, unless NULL."""
+    cdef Py_ssize_t f, r, hq = cv.h + 2, wq = cv.w + 2, top = 2 - cv.ph, left = 2 - cv.pw
+    cdef Py_ssize_t at
+    cdef const float *row
+    for f in range(cv.f):
+        for r in range(cv.oh):
+            at = (f * cv.oh + r) * cv.ow
+            row = dout + at
+            if drow != NULL:
+                if act:
+                    act_backward_span(dout + at, z + at, out + at, drow + (f * cv.oh + r) * cv.r,
+                                      cv.ow, code, p)
+                else:
+                    memcpy(drow + (f * cv.oh + r) * cv.r, row, cv.ow * sizeof(float))
+                row = drow + (f * cv.oh + r) * cv.r
+            if dbsum != NULL:
+                dbsum[f] += _sum(row, cv.ow)
+            if dpad != NULL:
+                memcpy(dpad + (f * hq + r + top) * wq + left, row, cv.ow * sizeof(float))
+
+
+cdef void _backward_direct(const ConvJob *job, Py_ssize_t g, float *scratch) noexcept nogil:
+    """Run g's images: dz in aligned rows (dout itself when its rows are aligned and no
+    activation is fused), db's sums; x padded; dw (+)= the direct weight gradient; with
+    dx, dz zero-padded by 2 - padding and dx = the direct 3x3 convolution of it with the
+    flipped, transposed kernel. The padded buffers are zeroed once, then only their
+    interiors rewritten."""
     cdef const Conv *cv = &job.cv
-    cdef Py_ssize_t L = (r1 - r0) * cv.ow, ld = nb * L, bi, f, r, n
-    cdef Py_ssize_t hq = cv.h + 2, wq = cv.w + 2, top = 2 - cv.ph, left = 2 - cv.pw
-    cdef const float *src
-    cdef float *scratch = <float *>job.op.ptr[8]
+    cdef const PlanOp *op = job.op
+    cdef Py_ssize_t n, at, n0 = cv.units * g // cv.groups * cv.imgs
+    cdef Py_ssize_t n1 = min(cv.n, cv.units * (g + 1) // cv.groups * cv.imgs)
     cdef float *xpad = _direct_x(cv, scratch, g)
-    cdef float *dpad = xpad + cv.xpad
-    cdef float *drow = <float *>((<uintptr_t>(dpad + cv.dpad) + 63) & ~(<uintptr_t>63))
-    if first:
-        memset(dwg, 0, cv.f * cv.k * sizeof(float))
+    cdef float *dpad = xpad + cv.xpad if op.ptr[5] != NULL else NULL
+    cdef float *drow = <float *>((<uintptr_t>(xpad + cv.xpad + cv.dpad) + 63)
+                                 & ~(<uintptr_t>63))
+    cdef float *xs = drow + cv.f * cv.oh * cv.r
+    cdef float *dwg = <float *>op.ptr[6] if g == 0 else _dw_partial(cv, scratch, g)
+    cdef bint inplace = not job.act and cv.r == cv.ow
+    memset(dwg, 0, cv.f * cv.k * sizeof(float))
+    if dpad != NULL:
         memset(dpad, 0, cv.dpad * sizeof(float))
+    if not inplace:
         memset(drow, 0, cv.f * cv.oh * cv.r * sizeof(float))
-    for bi in range(nb):
-        n = n0 + bi
-        if r0 == 0:
-            _pad_image(cv, <const float *>job.op.ptr[1] + n * cv.c * cv.h * cv.w, xpad,
-                       first and bi == 0)
-        for f in range(cv.f):
-            for r in range(r0, r1):
-                src = dz + f * ld + bi * L + (r - r0) * cv.ow
-                memcpy(dpad + (f * hq + r + top) * wq + left, src, cv.ow * sizeof(float))
-                memcpy(drow + (f * cv.oh + r) * cv.r, src, cv.ow * sizeof(float))
-        if r1 < cv.oh:
-            continue
-        fastnn_c3_dw_image(C3_LEVEL, xpad, cv.c, cv.h + 2 * cv.ph, cv.w + 2 * cv.pw, drow,
-                           cv.f, cv.oh, cv.r, drow + cv.f * cv.oh * cv.r, dwg)
-        if job.op.ptr[5] != NULL:
-            fastnn_c3_image(C3_LEVEL, dpad, cv.f, hq, wq,
+    for n in range(n0, n1):
+        at = n * cv.f * cv.p
+        _pad_image(cv, <const float *>op.ptr[1] + n * cv.c * cv.h * cv.w, xpad, n == n0)
+        _dz_rows(cv, <const float *>op.ptr[0] + at, <const float *>op.ptr[3] + at,
+                 <const float *>op.ptr[4] + at, NULL if inplace else drow, dpad,
+                 job.dbsum + g * cv.f if job.dbsum != NULL else NULL, op.code,
+                 <float>op.arg[0], job.act)
+        fastnn_c3_dw_image(C3_LEVEL, xpad, cv.c, cv.h + 2 * cv.ph, cv.w + 2 * cv.pw,
+                           <const float *>op.ptr[0] + at if inplace else drow, cv.f, cv.oh,
+                           cv.r, xs, dwg)
+        if dpad != NULL:
+            fastnn_c3_image(C3_LEVEL, dpad, cv.f, cv.h + 2, cv.w + 2,
                             scratch + _direct_at(cv) + cv.f * cv.k, cv.c,
-                            <float *>job.op.ptr[5] + n * cv.c * cv.h * cv.w, cv.h, cv.w)
+                            <float *>op.ptr[5] + n * cv.c * cv.h * cv.w, cv.h, cv.w)
 
 
 cdef void _to_lanes(const float *src, Py_ssize_t nb, Py_ssize_t bs, Py_ssize_t planes,
@@ -568,7 +597,7 @@ cdef void _backward_lanes(const ConvJob *job, Py_ssize_t g, float *scratch) noex
     cdef float *tmp = dzt + cv.ldz
     cdef float *dwg = <float *>op.ptr[6]
     if g > 0:
-        dwg = scratch + cv.groups * (cv.k + cv.f) * cv.cols + (g - 1) * cv.f * cv.k
+        dwg = _dw_partial(cv, scratch, g)
     memset(dwg, 0, cv.f * cv.k * sizeof(float))
     for blk in range(cv.blocks * g // cv.groups, cv.blocks * (g + 1) // cv.groups):
         n0 = blk * cv.L
@@ -634,10 +663,6 @@ cdef void _backward_chunk(const ConvJob *job, Py_ssize_t g, floating *col, float
     _dz_db(cv, <floating *>op.ptr[0], <floating *>op.ptr[3], <floating *>op.ptr[4], dz,
            job.dbsum + g * cv.f if job.dbsum != NULL else NULL, n0, nb, r0, r1, op.code,
            <floating>op.arg[0], job.act)
-    if floating is float:
-        if cv.direct:
-            _backward_direct(job, g, dz, dwg, first, n0, nb, r0, r1)
-            return
     _unfold(cv, col, <floating *>op.ptr[1], n0, nb, r0, r1, False)
     gemm(False, True, cv.f, cv.k, ncols, dz, ncols, col, ncols, 0 if first else 1, dwg,
          cv.k)
@@ -665,11 +690,14 @@ cdef void _run(const ConvJob *job, Py_ssize_t g, floating *scratch) noexcept nog
         if cv.lanes:
             _forward_lanes(job, g, scratch)
             return
-        if cv.direct and not job.backward:
+        if cv.direct and job.backward:
+            _backward_direct(job, g, scratch)
+            return
+        if cv.direct:
             _forward_direct(job, g, scratch)
             return
     if job.backward and g > 0:
-        dwg = scratch + cv.groups * (cv.k + cv.f) * cv.cols + (g - 1) * cv.f * cv.k
+        dwg = _dw_partial(cv, scratch, g)
     for u in range(cv.units * g // cv.groups, cv.units * (g + 1) // cv.groups):
         n0 = u * cv.imgs
         nb = min(cv.imgs, cv.n - n0)
@@ -712,7 +740,7 @@ cdef void _sum_partials(const ConvJob *job, floating *scratch) noexcept nogil:
     cdef Py_ssize_t g, j, fk = cv.f * cv.k
     cdef floating *dw = <floating *>job.op.ptr[6]
     cdef floating *db = <floating *>job.op.ptr[7]
-    cdef floating *part = scratch + cv.groups * (cv.k + cv.f) * cv.cols
+    cdef floating *part = _dw_partial(cv, scratch, 1)
     cdef double s
     if cv.groups == 0:      # an empty batch: sums over nothing
         memset(dw, 0, fk * sizeof(floating))

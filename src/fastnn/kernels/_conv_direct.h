@@ -24,8 +24,8 @@
  * of them and each loaded x by the tile's filters. Its operands are
  * laid out for aligned loads first: dz in rows of R floats (a multiple of the vector
  * width, zeros past the row's end) and the channel's x as three copies shifted by 0, 1
- * and 2 columns (zeros past the padded row). Each accumulator's lanes are added in lane
- * order at the end. Each sum has a fixed order for a given vector width.
+ * and 2 columns (zeros past the padded row). Each accumulator's lanes are added at the end
+ * in a fixed tree (`fastnn_hsum_*`). Each sum has a fixed order for a given vector width.
  *
  * fastnn_c3_level(): 2 with AVX-512F and FMA, 1 with AVX2 and FMA, 0 otherwise (or on a
  * compiler or platform without GCC's target attributes: then the caller unfolds). */
@@ -46,6 +46,26 @@ typedef float fastnn_v8u __attribute__((vector_size(32), aligned(4)));
 
 #define FASTNN_C3_AVX512 __attribute__((target("avx512f,fma"), optimize("fp-contract=fast")))
 #define FASTNN_C3_AVX2 __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
+
+typedef int fastnn_i16 __attribute__((vector_size(64)));
+typedef int fastnn_i8 __attribute__((vector_size(32)));
+
+/* the sum of a vector's lanes, in a fixed tree: halves, then quarters, ... (a dw adds
+   27 accumulators per image and channel: lane by lane it cost a third of the products) */
+FASTNN_C3_AVX512 static inline float fastnn_hsum_512(fastnn_v16 v)
+{
+    v += __builtin_shuffle(v, (fastnn_i16){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    v += __builtin_shuffle(v, (fastnn_i16){4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
+    v += __builtin_shuffle(v, (fastnn_i16){2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1});
+    return v[0] + v[1];
+}
+
+FASTNN_C3_AVX2 static inline float fastnn_hsum_256(fastnn_v8 v)
+{
+    v += __builtin_shuffle(v, (fastnn_i8){4, 5, 6, 7, 0, 1, 2, 3});
+    v += __builtin_shuffle(v, (fastnn_i8){2, 3, 0, 1, 2, 3, 0, 1});
+    return v[0] + v[1];
+}
 
 /* where a tile reads and writes: input channel stride, input steps of one kernel row and
    one kernel column, kernel size, input channels, filters (the packed weights' row
@@ -146,15 +166,13 @@ TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp
 /* lane mode dw of FT filters, one channel, one kernel row u (KW columns): x at (c, u, 0)
    of the block's padded input (rows xr apart), d at (f0, 0, 0) of dz, its filters fs
    and its rows dr apart; dw at (f0, c, u, 0), filters dws apart */
-#define FASTNN_CK_DW_LANES(NAME, TARGET, V, VU, L, FT, KW)                              \
+#define FASTNN_CK_DW_LANES(NAME, TARGET, V, VU, L, HSUM, FT, KW)                        \
 TARGET static void NAME(const float *x, ptrdiff_t xr, const float *d, ptrdiff_t fs,     \
                         ptrdiff_t dr, ptrdiff_t oh, ptrdiff_t ow, float *dw,           \
                         ptrdiff_t dws)                                                  \
 {                                                                                       \
     V acc[FT][KW], dv[FT], xv;                                                          \
-    float buf[L];                                                                       \
-    ptrdiff_t i, j, f, v, l;                                                            \
-    double s;                                                                           \
+    ptrdiff_t i, j, f, v;                                                               \
     for (f = 0; f < FT; f++)                                                            \
         for (v = 0; v < KW; v++)                                                        \
             acc[f][v] = (V){0};                                                         \
@@ -171,11 +189,7 @@ TARGET static void NAME(const float *x, ptrdiff_t xr, const float *d, ptrdiff_t 
         }                                                                               \
     for (f = 0; f < FT; f++)                                                            \
         for (v = 0; v < KW; v++) {                                                      \
-            *(VU *)buf = acc[f][v];                                                     \
-            s = 0;                                                                      \
-            for (l = 0; l < L; l++)                                                     \
-                s += buf[l];                                                            \
-            dw[f * dws + v] += (float)s;                                                \
+            dw[f * dws + v] += HSUM(acc[f][v]);                                         \
         }                                                                               \
 }
 
@@ -264,53 +278,51 @@ TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp
 /* dw of FT filters and one channel over aligned rows of R floats (R a multiple of L):
    xs: the channel's three column-shifted copies (3, OH + 2, R), d: dz (F, OH, R) at
    filter f0, both zero past each row's end; dw at (f0, c, 0), filters dws apart */
-#define FASTNN_C3_DW(NAME, TARGET, V, VU, L, FT)                                        \
+#define FASTNN_C3_DW(NAME, TARGET, V, VU, L, HSUM, FT)                                  \
 TARGET static void NAME(const float *xs, const float *d, ptrdiff_t oh, ptrdiff_t r,     \
                         float *dw, ptrdiff_t dws)                                       \
 {                                                                                       \
     V acc[FT][9], dv[FT], xv;                                                           \
-    float buf[L];                                                                       \
-    ptrdiff_t i, j0, f, k, l, plane = (oh + 2) * r;                                     \
-    double s;                                                                           \
+    ptrdiff_t t, f, k, plane = (oh + 2) * r;                                            \
     for (f = 0; f < FT; f++)                                                            \
         for (k = 0; k < 9; k++)                                                         \
             acc[f][k] = (V){0};                                                         \
-    for (i = 0; i < oh; i++) {                                                          \
-        for (j0 = 0; j0 < r; j0 += L) {                                                 \
+    for (t = 0; t < oh * r; t += L) {     /* rows of r both: one flat loop */          \
+        for (f = 0; f < FT; f++)                                                        \
+            dv[f] = *(const VU *)(d + f * oh * r + t);                                  \
+        for (k = 0; k < 9; k++) {                                                       \
+            xv = *(const VU *)(xs + (k % 3) * plane + (k / 3) * r + t);                 \
+            __asm__("" : "+v"(xv));           /* one load, not one per filter */        \
             for (f = 0; f < FT; f++)                                                    \
-                dv[f] = *(const VU *)(d + (f * oh + i) * r + j0);                       \
-            for (k = 0; k < 9; k++) {                                                   \
-                xv = *(const VU *)(xs + (k % 3) * plane + (i + k / 3) * r + j0);        \
-                __asm__("" : "+v"(xv));       /* one load, not one per filter */        \
-                for (f = 0; f < FT; f++)                                                \
-                    acc[f][k] += dv[f] * xv;                                            \
-            }                                                                           \
+                acc[f][k] += dv[f] * xv;                                                \
         }                                                                               \
     }                                                                                   \
     for (f = 0; f < FT; f++)                                                            \
         for (k = 0; k < 9; k++) {                                                       \
-            *(VU *)buf = acc[f][k];                                                     \
-            s = 0;                                                                      \
-            for (l = 0; l < L; l++)                                                     \
-                s += buf[l];                                                            \
-            dw[f * dws + k] += (float)s;                                                \
+            dw[f * dws + k] += HSUM(acc[f][k]);                                         \
         }                                                                               \
 }
 
 /* dw of a whole image: per channel, its shifted copies, then the filters in pairs (then
    one); d as FASTNN_C3_DW's, xs room for (3, OH + 2, R) */
-#define FASTNN_C3_DW_IMAGE(NAME, TARGET, FT, DT, D2, D1)                                \
+#define FASTNN_C3_DW_IMAGE(NAME, TARGET, V, VU, L, FT, DT, D2, D1)                      \
 TARGET static void NAME(const float *x, ptrdiff_t nc, ptrdiff_t hp, ptrdiff_t wp,       \
                         const float *d, ptrdiff_t nf, ptrdiff_t oh, ptrdiff_t r,        \
                         float *xs, float *dw)                                           \
 {                                                                                       \
     ptrdiff_t c, f0, v, i, j;                                                           \
+    float *row;                                                                         \
+    const float *src;                                                                   \
     for (c = 0; c < nc; c++) {                                                          \
         for (v = 0; v < 3; v++)                                                         \
-            for (i = 0; i < oh + 2; i++)                                                \
-                for (j = 0; j < r; j++)                                                 \
-                    xs[(v * (oh + 2) + i) * r + j] =                                    \
-                        j + v < wp ? x[(c * hp + i) * wp + j + v] : 0.0f;               \
+            for (i = 0; i < oh + 2; i++) {                                              \
+                row = xs + (v * (oh + 2) + i) * r;                                      \
+                src = x + (c * hp + i) * wp + v;                                        \
+                for (j = 0; j < r; j += L)    /* past wp - v: overwritten below */      \
+                    *(V *)(row + j) = *(const VU *)(src + j);                           \
+                for (j = wp - v; j < r; j++)                                            \
+                    row[j] = 0.0f;                                                      \
+            }                                                                           \
         for (f0 = 0; f0 + FT <= nf; f0 += FT)                                           \
             DT(xs, d + f0 * oh * r, oh, r, dw + (f0 * nc + c) * 9, nc * 9);             \
         for (; f0 + 2 <= nf && FT > 2; f0 += 2)                                         \
@@ -332,18 +344,18 @@ FASTNN_C3_TILE(fastnn_c3_##P##_1, TARGET, V, VU, L, 1)                          
 FASTNN_C3_IMAGE(fastnn_c3_##P, TARGET, L, BIG, fastnn_c3_##P##_big, MID,                \
                 fastnn_c3_##P##_mid, fastnn_c3_##P##_4, fastnn_c3_##P##_2,              \
                 fastnn_c3_##P##_1)                                                      \
-FASTNN_C3_DW(fastnn_c3_dw_##P##_t, TARGET, V, VU, L, DW)                                \
-FASTNN_C3_DW(fastnn_c3_dw_##P##_2, TARGET, V, VU, L, 2)                                 \
-FASTNN_C3_DW(fastnn_c3_dw_##P##_1, TARGET, V, VU, L, 1)                                 \
-FASTNN_C3_DW_IMAGE(fastnn_c3_dw_##P, TARGET, DW, fastnn_c3_dw_##P##_t,                  \
+FASTNN_C3_DW(fastnn_c3_dw_##P##_t, TARGET, V, VU, L, fastnn_hsum_##P, DW)               \
+FASTNN_C3_DW(fastnn_c3_dw_##P##_2, TARGET, V, VU, L, fastnn_hsum_##P, 2)                \
+FASTNN_C3_DW(fastnn_c3_dw_##P##_1, TARGET, V, VU, L, fastnn_hsum_##P, 1)                \
+FASTNN_C3_DW_IMAGE(fastnn_c3_dw_##P, TARGET, V, VU, L, DW, fastnn_c3_dw_##P##_t,        \
                    fastnn_c3_dw_##P##_2, fastnn_c3_dw_##P##_1)                          \
 FASTNN_CK_LANES(fastnn_ck_##P, TARGET, L, BIG, fastnn_c3_##P##_big, MID,                \
                 fastnn_c3_##P##_mid, fastnn_c3_##P##_4, fastnn_c3_##P##_2,              \
                 fastnn_c3_##P##_1)                                                      \
-FASTNN_CK_DW_LANES(fastnn_ck_dw_##P##_t3, TARGET, V, VU, L, DW3, 3)                     \
-FASTNN_CK_DW_LANES(fastnn_ck_dw_##P##_13, TARGET, V, VU, L, 1, 3)                       \
-FASTNN_CK_DW_LANES(fastnn_ck_dw_##P##_t5, TARGET, V, VU, L, DW5, 5)                     \
-FASTNN_CK_DW_LANES(fastnn_ck_dw_##P##_15, TARGET, V, VU, L, 1, 5)                       \
+FASTNN_CK_DW_LANES(fastnn_ck_dw_##P##_t3, TARGET, V, VU, L, fastnn_hsum_##P, DW3, 3)    \
+FASTNN_CK_DW_LANES(fastnn_ck_dw_##P##_13, TARGET, V, VU, L, fastnn_hsum_##P, 1, 3)      \
+FASTNN_CK_DW_LANES(fastnn_ck_dw_##P##_t5, TARGET, V, VU, L, fastnn_hsum_##P, DW5, 5)    \
+FASTNN_CK_DW_LANES(fastnn_ck_dw_##P##_15, TARGET, V, VU, L, fastnn_hsum_##P, 1, 5)      \
 FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_##P##_3, TARGET, L, DW3, 3, fastnn_ck_dw_##P##_t3,     \
                    fastnn_ck_dw_##P##_13)                                               \
 FASTNN_CK_DW_BLOCK(fastnn_ck_dwb_##P##_5, TARGET, L, DW5, 5, fastnn_ck_dw_##P##_t5,     \
