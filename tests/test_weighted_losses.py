@@ -215,8 +215,9 @@ from fastnn.kernels import ref  # noqa: E402
 OPS = {"ce": ops.softmax_cross_entropy, "hinge": ops.multiclass_hinge,
        "bce": ops.bce_with_logits, "mse": ops.mse}
 TIGHT = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
-#: shapes: a small batch, rows that span the kernels' 256-element sub-blocks, rows that
-#: straddle their 4096-element partial sums, one row
+#: shapes: a small batch (BCE: a weight per element), rows that span the kernels'
+#: 256-element sub-blocks, rows that straddle their 4096-element partial sums (BCE: one
+#: scaled call per row from 128 elements), one row
 SHAPES = [(7, 5), (3, 300), (40, 130), (1, 6)]
 
 

@@ -50,6 +50,8 @@ cdef enum:
     SUB = 256          # elements per stack-buffered sub-block (terms summed with lane_sum)
     SUM_BLOCK = 4096   # elements per partial sum of the flat losses (bce, mse)
     FILL = 16          # elements per store when spreading row weights over elements
+    ROW_SCALED = 128   # weighted BCE: rows this wide take one scaled call each (narrower:
+                       # a weight per element; per row cost 2.5x more at 32, broke even at 64)
     ROW_BLOCK = 2048   # elements per task of the per-row losses (whole rows, one at least)
 
 
@@ -458,14 +460,14 @@ cdef double _bce_block_weighted(const floating* x, const floating* t, floating* 
                                 Py_ssize_t lo, Py_ssize_t hi, const floating *sw,
                                 Py_ssize_t width, floating g) noexcept nogil:
     """_bce_block with row weights w: terms times w summed; dx = (sigmoid(x) - t) * (w g).
-    Rows of SUB elements or more are cut into sub-blocks that end at row ends, each of
-    one weight; narrower rows take a weight per element."""
+    Rows of ROW_SCALED elements or more are cut into sub-blocks that end at row ends,
+    each of one weight; narrower rows take a weight per element."""
     cdef floating buf[SUB]
     cdef floating wbuf[SUB + FILL]
     cdef Py_ssize_t i = lo, m, row
     cdef double acc = 0.0
     while i < hi:
-        if width >= SUB:
+        if width >= ROW_SCALED:
             row = i // width
             m = min(<Py_ssize_t>SUB, min(hi, (row + 1) * width) - i)
             _bce_span(x + i, t + i, dx + i, buf, NULL, m, sw[row] * g, BCE_SCALE)
