@@ -210,7 +210,8 @@ cdef inline Py_ssize_t _direct_at(const Conv *cv) noexcept nogil:
     return cv.groups * (cv.k + cv.f) * cv.cols + max(0, cv.groups - 1) * cv.f * cv.k
 
 
-cdef inline floating *_dw_partial(const Conv *cv, floating *scratch, Py_ssize_t g) noexcept nogil:
+cdef inline floating *_dw_partial(const Conv *cv, floating *scratch,
+                                  Py_ssize_t g) noexcept nogil:
     """Run g's (g >= 1) weight-gradient partial in scratch."""
     return scratch + cv.groups * (cv.k + cv.f) * cv.cols + (g - 1) * cv.f * cv.k
 
@@ -462,17 +463,18 @@ cdef simd_clones_void _dz_rows(const Conv *cv, const float *dout, const float *z
     cdef Py_ssize_t f, r, hq = cv.h + 2, wq = cv.w + 2, top = 2 - cv.ph, left = 2 - cv.pw
     cdef Py_ssize_t at
     cdef const float *row
+    cdef float *aligned
     for f in range(cv.f):
         for r in range(cv.oh):
             at = (f * cv.oh + r) * cv.ow
             row = dout + at
             if drow != NULL:
+                aligned = drow + (f * cv.oh + r) * cv.r
                 if act:
-                    act_backward_span(dout + at, z + at, out + at, drow + (f * cv.oh + r) * cv.r,
-                                      cv.ow, code, p)
+                    act_backward_span(row, z + at, out + at, aligned, cv.ow, code, p)
                 else:
-                    memcpy(drow + (f * cv.oh + r) * cv.r, row, cv.ow * sizeof(float))
-                row = drow + (f * cv.oh + r) * cv.r
+                    memcpy(aligned, row, cv.ow * sizeof(float))
+                row = aligned
             if dbsum != NULL:
                 dbsum[f] += _sum(row, cv.ow)
             if dpad != NULL:

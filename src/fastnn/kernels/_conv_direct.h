@@ -54,7 +54,8 @@ typedef int fastnn_i8 __attribute__((vector_size(32)));
    27 accumulators per image and channel: lane by lane it cost a third of the products) */
 FASTNN_C3_AVX512 static inline float fastnn_hsum_512(fastnn_v16 v)
 {
-    v += __builtin_shuffle(v, (fastnn_i16){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    v += __builtin_shuffle(v, (fastnn_i16){8, 9, 10, 11, 12, 13, 14, 15,
+                                           0, 1, 2, 3, 4, 5, 6, 7});
     v += __builtin_shuffle(v, (fastnn_i16){4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
     v += __builtin_shuffle(v, (fastnn_i16){2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1});
     return v[0] + v[1];
