@@ -182,10 +182,10 @@ cdef inline bint _lanes(const Conv *cv) noexcept nogil:
     """Whether float32 calls run on the lane kernels (_conv_direct.h's lane mode: a
     vector holds one pixel of L images, so narrow images fill whole vectors) instead of
     im2col + GEMM: not `_direct`, stride 1, no dilation, 3 or 5 kernel columns, padding
-    below the kernel, a batch of 8 or more, 8 filters and 32 products per output or more (LeNet's first
-    convolution, 6 filters of 1 x 5 x 5, ran 1.4x slower than im2col: its tiles are too
-    narrow to pay for moving images into lanes and back), a run's buffers of at most
-    LANE_BUDGET elements, a CPU with AVX2 and FMA."""
+    below the kernel, a batch of 8 or more, 8 filters and 32 products per output or more
+    (LeNet's first convolution, 6 filters of 1 x 5 x 5, ran 1.4x slower than im2col: its
+    tiles are too narrow to pay for moving images into lanes and back), a run's buffers
+    of at most LANE_BUDGET elements, a CPU with AVX2 and FMA."""
     return (C3_LEVEL > 0 and not cv.direct and cv.sh == 1 and cv.sw == 1 and cv.dh == 1
             and cv.dw == 1 and (cv.kw == 3 or cv.kw == 5) and cv.ph < cv.kh
             and cv.pw < cv.kw and cv.n >= 8 and cv.f >= 8 and cv.k >= 32
@@ -207,13 +207,13 @@ cdef inline Py_ssize_t _direct_at(const Conv *cv) noexcept nogil:
     unfolded input (K x cols) and dz (F x cols); weight-gradient partials of every run
     but the first (which sums into dw itself). The region: the two packed kernels
     (`_pack_direct`), then each run's own buffers (`region` elements, `_direct_x`)."""
-    return cv.groups * (cv.k + cv.f) * cv.cols + max(0, cv.groups - 1) * cv.f * cv.k
+    return _partials_at(cv) + max(0, cv.groups - 1) * cv.f * cv.k
 
 
-cdef inline floating *_dw_partial(const Conv *cv, floating *scratch,
-                                  Py_ssize_t g) noexcept nogil:
-    """Run g's (g >= 1) weight-gradient partial in scratch."""
-    return scratch + cv.groups * (cv.k + cv.f) * cv.cols + (g - 1) * cv.f * cv.k
+cdef inline Py_ssize_t _partials_at(const Conv *cv) noexcept nogil:
+    """Where the weight-gradient partials start in scratch (after the runs' unfolded
+    inputs and dz)."""
+    return cv.groups * (cv.k + cv.f) * cv.cols
 
 
 cdef inline Py_ssize_t _scratch_size(const Conv *cv) noexcept nogil:
@@ -496,7 +496,7 @@ cdef void _backward_direct(const ConvJob *job, Py_ssize_t g, float *scratch) noe
     cdef float *drow = <float *>((<uintptr_t>(xpad + cv.xpad + cv.dpad) + 63)
                                  & ~(<uintptr_t>63))
     cdef float *xs = drow + cv.f * cv.oh * cv.r
-    cdef float *dwg = <float *>op.ptr[6] if g == 0 else _dw_partial(cv, scratch, g)
+    cdef float *dwg = _run_dw(job, scratch, g)
     cdef bint inplace = not job.act and cv.r == cv.ow
     memset(dwg, 0, cv.f * cv.k * sizeof(float))
     if dpad != NULL:
@@ -597,9 +597,7 @@ cdef void _backward_lanes(const ConvJob *job, Py_ssize_t g, float *scratch) noex
     cdef float *xt = _direct_x(cv, scratch, g)
     cdef float *dzt = xt + cv.lx
     cdef float *tmp = dzt + cv.ldz
-    cdef float *dwg = <float *>op.ptr[6]
-    if g > 0:
-        dwg = _dw_partial(cv, scratch, g)
+    cdef float *dwg = _run_dw(job, scratch, g)
     memset(dwg, 0, cv.f * cv.k * sizeof(float))
     for blk in range(cv.blocks * g // cv.groups, cv.blocks * (g + 1) // cv.groups):
         n0 = blk * cv.L
@@ -633,6 +631,14 @@ ctypedef struct ConvJob:
     bint backward
     bint act           # forward: out = f(z) is computed; backward: dz = dout * f'
     double *dbsum      # backward with db: (groups, F) partial sums, zeroed
+
+
+cdef inline floating *_run_dw(const ConvJob *job, floating *scratch,
+                              Py_ssize_t g) noexcept nogil:
+    """Where run g sums its weight gradient: dw itself for run 0, else its partial."""
+    if g == 0:
+        return <floating *>job.op.ptr[6]
+    return scratch + _partials_at(&job.cv) + (g - 1) * job.cv.f * job.cv.k
 
 
 cdef void _forward_chunk(const ConvJob *job, floating *col, floating *zc, Py_ssize_t n0,
@@ -683,23 +689,21 @@ cdef void _run(const ConvJob *job, Py_ssize_t g, floating *scratch) noexcept nog
     cdef Py_ssize_t u, n0, nb, r0, r1
     cdef floating *col = scratch + g * (cv.k + cv.f) * cv.cols
     cdef floating *zc = col + cv.k * cv.cols
-    cdef floating *dwg = <floating *>job.op.ptr[6]
+    cdef floating *dwg = NULL
     cdef bint first = True
     if floating is float:
-        if cv.lanes and job.backward:
-            _backward_lanes(job, g, scratch)
+        if cv.lanes or cv.direct:      # fastnn's own kernels: a run function each way
+            if cv.lanes and job.backward:
+                _backward_lanes(job, g, scratch)
+            elif cv.lanes:
+                _forward_lanes(job, g, scratch)
+            elif job.backward:
+                _backward_direct(job, g, scratch)
+            else:
+                _forward_direct(job, g, scratch)
             return
-        if cv.lanes:
-            _forward_lanes(job, g, scratch)
-            return
-        if cv.direct and job.backward:
-            _backward_direct(job, g, scratch)
-            return
-        if cv.direct:
-            _forward_direct(job, g, scratch)
-            return
-    if job.backward and g > 0:
-        dwg = _dw_partial(cv, scratch, g)
+    if job.backward:
+        dwg = _run_dw(job, scratch, g)
     for u in range(cv.units * g // cv.groups, cv.units * (g + 1) // cv.groups):
         n0 = u * cv.imgs
         nb = min(cv.imgs, cv.n - n0)
@@ -742,7 +746,7 @@ cdef void _sum_partials(const ConvJob *job, floating *scratch) noexcept nogil:
     cdef Py_ssize_t g, j, fk = cv.f * cv.k
     cdef floating *dw = <floating *>job.op.ptr[6]
     cdef floating *db = <floating *>job.op.ptr[7]
-    cdef floating *part = _dw_partial(cv, scratch, 1)
+    cdef floating *part = scratch + _partials_at(cv)
     cdef double s
     if cv.groups == 0:      # an empty batch: sums over nothing
         memset(dw, 0, fk * sizeof(floating))

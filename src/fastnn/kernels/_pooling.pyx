@@ -66,12 +66,18 @@ cdef inline void _rows(const Pool *pl, Py_ssize_t i, Py_ssize_t *h0,
 # avg backward (dout, dx); dim = (N C, H, W, OH, OW, kh, kw, sh, sw, ph, pw) (max
 # backward: the sizes only)
 # ---------------------------------------------------------------------------------------
+cdef inline bint _takes(floating c, floating b) noexcept nogil:
+    """Whether a later cell c takes over from the running winner b: when larger, or when
+    it is the first NaN."""
+    return (c > b) | ((c != c) & (b == b))
+
+
 cdef inline void _meet(floating c, Py_ssize_t at, floating *best,
                        Py_ssize_t *pos) noexcept nogil:
-    """The cell x[at] = c takes over from the running winner when larger, or when it is
-    the first NaN (branch-free: mask 0 or all ones)."""
+    """The cell x[at] = c takes over from the running winner as `_takes` says
+    (branch-free: mask 0 or all ones)."""
     cdef floating b = best[0]
-    cdef Py_ssize_t mask = -<Py_ssize_t>((c > b) | ((c != c) & (b == b)))
+    cdef Py_ssize_t mask = -<Py_ssize_t>_takes(c, b)
     best[0] = sel(mask != 0, c, b)
     pos[0] = pos[0] ^ ((pos[0] ^ at) & mask)
 
@@ -102,11 +108,6 @@ cdef simd_clones_void _max_forward_2x2(const Pool *pl, const floating *x, floati
             _meet(x[at + 1], at + 1, best + j, pos + j)
             _meet(x[at + w], at + w, best + j, pos + j)
             _meet(x[at + w + 1], at + w + 1, best + j, pos + j)
-
-
-cdef inline bint _takes(floating c, floating b) noexcept nogil:
-    """Whether a later cell c takes over from the running winner b (as `_meet`)."""
-    return (c > b) | ((c != c) & (b == b))
 
 
 cdef simd_clones_void _max_forward_2x2_flat(const Pool *pl, const floating *x,
