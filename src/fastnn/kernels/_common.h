@@ -39,14 +39,20 @@ static inline int omp_get_num_procs(void) { return 1; }
  * an ifunc resolved once at load). The build's -ffp-contract=off keeps every clone free of
  * fused multiply-adds (AVX-512F implies FMA), so all clones return the same bits:
  * results do not depend on the machine's vector width. Off when the build already
- * targets AVX2 (-march=native), with other compilers, or with -DFASTNN_NO_SIMD_CLONES. */
+ * targets AVX2 (-march=native), with other compilers, or with -DFASTNN_NO_SIMD_CLONES.
+ * FASTNN_SIMD_CLONES_FLAT_VOID also inlines every call inside (flatten): for clones built
+ * from helpers that GCC would otherwise leave as calls compiled for the baseline (the
+ * losses' blocks and their lane sums). */
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__INTEL_COMPILER) \
     && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) \
     && !defined(__AVX2__) && !defined(FASTNN_NO_SIMD_CLONES) && __GNUC__ >= 8
 #define FASTNN_SIMD_CLONES_VOID \
     __attribute__((target_clones("avx512f", "avx2", "default"))) void
+#define FASTNN_SIMD_CLONES_FLAT_VOID \
+    __attribute__((target_clones("avx512f", "avx2", "default"), flatten)) void
 #else
 #define FASTNN_SIMD_CLONES_VOID void
+#define FASTNN_SIMD_CLONES_FLAT_VOID void
 #endif
 
 /* ------------------------------------------------------------ branch-free select

@@ -18,6 +18,7 @@ cdef extern from "_common.h" nogil:
     int omp_get_num_procs() noexcept
     # `void`, plus (GCC, x86-64 Linux) AVX-512F/AVX2/baseline clones picked at load time
     ctypedef void simd_clones_void "FASTNN_SIMD_CLONES_VOID"
+    ctypedef void simd_clones_flat_void "FASTNN_SIMD_CLONES_FLAT_VOID"
     float fastnn_self(bint c, float a, float b) noexcept
     double fastnn_seld(bint c, double a, double b) noexcept
     float fastnn_expf(float x) noexcept

@@ -40,7 +40,7 @@ from libc.string cimport memset
 from ._activations cimport sigmoid_from_exp
 from ._buffers cimport array_data, float_type, optional_data, rows
 from ._common cimport (fabs_, fexp_neg, flog1p01, nblocks, run_tasks, sel,
-                       simd_clones_void, task_fn)
+                       simd_clones_flat_void, task_fn)
 from ._plan cimport PlanOp
 from ._reduce cimport lane_sum, seq_sum, vmax
 
@@ -50,8 +50,6 @@ cdef enum:
     SUB = 256          # elements per stack-buffered sub-block (terms summed with lane_sum)
     SUM_BLOCK = 4096   # elements per partial sum of the flat losses (bce, mse)
     FILL = 16          # elements per store when spreading row weights over elements
-    ROW_SCALED = 128   # weighted BCE: rows this wide take one scaled call each (narrower:
-                       # a weight per element; per row cost 2.5x more at 32, broke even at 64)
     ROW_BLOCK = 2048   # elements per task of the per-row losses (whole rows, one at least)
 
 
@@ -99,25 +97,30 @@ cdef inline double _row_weight(const floating *sw, const floating *cw, const int
     return r
 
 
-cdef double _weight_sum(const floating *sw, const floating *cw, const int64_t *lab,
-                        Py_ssize_t n, double *r) noexcept nogil:
-    """sum_i r_i over n rows in double (lane_sum: an order depending on n only); r_i
-    stored in r, or, when r is NULL, the row weights sw summed alone."""
+cdef simd_clones_flat_void _weight_sum(const floating *sw, const floating *cw,
+                                      const int64_t *lab, Py_ssize_t n, double *r,
+                                      double *total) noexcept nogil:
+    """*total = sum_i r_i over n rows in double (lane_sum: an order depending on n only);
+    r_i stored in r, or, when r is NULL, the row weights sw summed alone."""
     cdef Py_ssize_t i
     if r == NULL:
-        return lane_sum(sw, n)
+        total[0] = lane_sum(sw, n)
+        return
     for i in range(n):
         r[i] = _row_weight(sw, cw, lab, i)
-    return lane_sum(r, n)
+    total[0] = lane_sum(r, n)
 
 
 cdef double _weight_total(const PlanOp *op, Py_ssize_t n, double *r) noexcept nogil:
     """`_weight_sum` of the packed call's weights over its first n rows."""
+    cdef double total
     if op.flt:
-        return _weight_sum(<const double *>op.ptr[4], <const double *>op.ptr[5],
-                           <const int64_t *>op.ptr[1], n, r)
-    return _weight_sum(<const float *>op.ptr[4], <const float *>op.ptr[5],
-                       <const int64_t *>op.ptr[1], n, r)
+        _weight_sum(<const double *>op.ptr[4], <const double *>op.ptr[5],
+                    <const int64_t *>op.ptr[1], n, r, &total)
+    else:
+        _weight_sum(<const float *>op.ptr[4], <const float *>op.ptr[5],
+                    <const int64_t *>op.ptr[1], n, r, &total)
+    return total
 
 
 cdef int _sum_tasks(const PlanOp *op, task_fn task, Py_ssize_t nparts,
@@ -240,8 +243,8 @@ cdef inline bint _argmax_is(const floating* z, Py_ssize_t c, floating m, int64_t
     return first_max
 
 
-cdef simd_clones_void _softmax_rows(const LossJob *job, Py_ssize_t t, const floating *z,
-                                    floating *dz) noexcept nogil:
+cdef simd_clones_flat_void _softmax_rows(const LossJob *job, Py_ssize_t t,
+                                         const floating *z, floating *dz) noexcept nogil:
     """Rows of task t: their exponents z - max(z) written to dz and exponentiated in one
     vector loop over the block (narrow rows would each leave most of a vector empty),
     then each row finished."""
@@ -297,22 +300,26 @@ def softmax_cross_entropy(logits, labels, dlogits, int nthreads=1, bint count=Fa
 # ----------------------------------------------------------------------------------
 # multiclass hinge (cs231n SVM): one task per row
 # ----------------------------------------------------------------------------------
-cdef double _hinge_span(const floating* s, floating* ds, Py_ssize_t j0, Py_ssize_t j1,
-                        floating sy, floating margin, floating g,
-                        Py_ssize_t* count) noexcept nogil:
-    """Classes j0..j1 (all != y): margins (s_j - s_y) + margin; ds_j = g where active
-    (margin > 0), else 0. Returns the sum of the active margins (double, lane_sum per
-    sub-block of SUB) and adds the number of active classes to count."""
+cdef inline double _hinge_span(const floating* s, floating* ds, Py_ssize_t c, int64_t y,
+                               floating margin, floating g,
+                               Py_ssize_t* count) noexcept nogil:
+    """One row: margins (s_j - s_y) + margin, the label's own made inactive; ds_j = g where
+    active (margin > 0), else 0 (ds[y] is the caller's). Returns the sum of the active
+    margins (double, lane_sum per sub-block of SUB) and adds their number to count. One
+    loop over the whole row (not the classes before and after y: narrow rows would run
+    two short loops)."""
     cdef floating buf[SUB]
-    cdef floating mj
-    cdef Py_ssize_t j = j0, k, m, cnt = 0
+    cdef floating mj, sy = s[y]
+    cdef Py_ssize_t j = 0, k, m, cnt = 0
     cdef double acc = 0.0
-    while j < j1:
-        m = min(<Py_ssize_t>SUB, j1 - j)
+    while j < c:
+        m = min(<Py_ssize_t>SUB, c - j)
         for k in range(m):
             mj = (s[j + k] - sy) + margin
             buf[k] = sel(mj <= 0, <floating>0, mj)      # NaN margins propagate to the loss
             ds[j + k] = sel(mj > 0, g, <floating>0)
+        if j <= y < j + m:
+            buf[y - j] = 0
         for k in range(m):
             cnt += buf[k] > 0
         acc += lane_sum(buf, m)
@@ -321,8 +328,8 @@ cdef double _hinge_span(const floating* s, floating* ds, Py_ssize_t j0, Py_ssize
     return acc
 
 
-cdef void _hinge_row(const LossJob *job, Py_ssize_t i, const floating *scores,
-                     floating *dscores) noexcept nogil:
+cdef inline void _hinge_row(const LossJob *job, Py_ssize_t i, const floating *scores,
+                            floating *dscores) noexcept nogil:
     """Row i: each active class gets g = 1/N (weighted: r_i / total), the label -g times
     their count."""
     cdef Py_ssize_t n = job.op.dim[0], c = job.op.dim[1], count = 0
@@ -337,8 +344,7 @@ cdef void _hinge_row(const LossJob *job, Py_ssize_t i, const floating *scores,
         g = <floating>scale
     else:
         g = (<floating>1) / <floating>n
-    acc = _hinge_span(s, ds, 0, y, s[y], mg, g, &count)
-    acc += _hinge_span(s, ds, y + 1, c, s[y], mg, g, &count)
+    acc = _hinge_span(s, ds, c, y, mg, g, &count)
     if job.weight != NULL:
         ds[y] = <floating>(-<double>count * scale)
         job.part[i] = r * acc
@@ -347,14 +353,21 @@ cdef void _hinge_row(const LossJob *job, Py_ssize_t i, const floating *scores,
         job.part[i] = acc
 
 
-cdef void _hinge_task(const void *ctx, Py_ssize_t t) noexcept nogil:
-    cdef const LossJob *job = <const LossJob *>ctx
+cdef simd_clones_flat_void _hinge_rows(const LossJob *job, Py_ssize_t t,
+                                       const floating *scores,
+                                       floating *dscores) noexcept nogil:
+    """The rows of task t."""
     cdef Py_ssize_t i
     for i in range(t * job.rows, min(job.op.dim[0], (t + 1) * job.rows)):
-        if job.op.flt:
-            _hinge_row(job, i, <const double *>job.op.ptr[0], <double *>job.op.ptr[2])
-        else:
-            _hinge_row(job, i, <const float *>job.op.ptr[0], <float *>job.op.ptr[2])
+        _hinge_row(job, i, scores, dscores)
+
+
+cdef void _hinge_task(const void *ctx, Py_ssize_t t) noexcept nogil:
+    cdef const LossJob *job = <const LossJob *>ctx
+    if job.op.flt:
+        _hinge_rows(job, t, <const double *>job.op.ptr[0], <double *>job.op.ptr[2])
+    else:
+        _hinge_rows(job, t, <const float *>job.op.ptr[0], <float *>job.op.ptr[2])
 
 
 cdef int _hinge_op(const PlanOp *op) noexcept nogil:
@@ -387,13 +400,14 @@ cdef enum:
     BCE_WEIGHTS = 2    #            terms *= w, dx = (sigmoid(x) - t) * (w scale)
 
 
-cdef simd_clones_void _bce_span(const floating* x, const floating* t, floating* dx,
-                                floating* terms, const floating* w, Py_ssize_t m,
-                                floating scale, int mode) noexcept nogil:
+cdef inline void _bce_span(const floating* x, const floating* t, floating* dx,
+                           floating* terms, const floating* w, Py_ssize_t m, floating scale,
+                           int mode) noexcept nogil:
     """m elements: terms[k] = max(x,0) - x t + log1p(exp(-|x|)) and dx[k] from sigmoid(x)
-    - t as `mode` says (an AVX-512 / AVX2 vector loop per mode; one exp per element,
-    shared by the term and the stable sigmoid)."""
+    - t as `mode` says (a vector loop per mode in the block functions' AVX-512 / AVX2
+    clones; one exp per element, shared by the term and the stable sigmoid)."""
     cdef Py_ssize_t k
+    cdef floating term
     if mode == BCE_DIVIDE:         # one loop per mode: a branch inside blocks vectorising
         for k in range(m):
             dx[k] = _bce_diff(x[k], t[k], terms + k) / scale
@@ -401,9 +415,9 @@ cdef simd_clones_void _bce_span(const floating* x, const floating* t, floating* 
         for k in range(m):
             dx[k] = _bce_diff(x[k], t[k], terms + k) * scale
     else:
-        for k in range(m):
-            dx[k] = _bce_diff(x[k], t[k], terms + k) * (w[k] * scale)
-            terms[k] = terms[k] * w[k]
+        for k in range(m):     # the term stays in a register: a store then reload of
+            dx[k] = _bce_diff(x[k], t[k], &term) * (w[k] * scale)   # it stalled on Zen 4
+            terms[k] = term * w[k]
 
 
 cdef inline floating _bce_diff(floating x, floating t, floating *term) noexcept nogil:
@@ -413,10 +427,12 @@ cdef inline floating _bce_diff(floating x, floating t, floating *term) noexcept 
     return sigmoid_from_exp(x, e) - t
 
 
-cdef double _bce_block(const floating* x, const floating* t, floating* dx, Py_ssize_t lo,
-                       Py_ssize_t hi, floating size) noexcept nogil:
-    """The terms summed in double (lane_sum per sub-block of SUB); dx = (sigmoid(x) - t)
-    / size."""
+cdef simd_clones_flat_void _bce_block(const floating* x, const floating* t, floating* dx,
+                                 Py_ssize_t lo, Py_ssize_t hi, floating size,
+                                 double *sum) noexcept nogil:
+    """*sum = the terms summed in double (lane_sum per sub-block of SUB); dx = (sigmoid(x)
+    - t) / size. The block functions are the SIMD clones: their spans, weight spreading
+    and lane sums all run at the machine's vector width."""
     cdef floating buf[SUB]
     cdef Py_ssize_t i = lo, m
     cdef double acc = 0.0
@@ -425,19 +441,25 @@ cdef double _bce_block(const floating* x, const floating* t, floating* dx, Py_ss
         _bce_span(x + i, t + i, dx + i, buf, NULL, m, size, BCE_DIVIDE)
         acc += lane_sum(buf, m)
         i += SUB
-    return acc
+    sum[0] = acc
 
 
-cdef const floating *_element_weights(const floating *sw, Py_ssize_t width, Py_ssize_t lo,
-                                      Py_ssize_t m, floating *buf) noexcept nogil:
+cdef inline const floating *_element_weights(const floating *sw, Py_ssize_t width, Py_ssize_t lo,
+                                             Py_ssize_t m, floating *buf) noexcept nogil:
     """The row weights of flat elements lo..lo+m-1 of rows of `width` elements: sw + lo
-    itself when rows are single elements, else `buf` (SUB + FILL elements) filled row by
-    row, FILL at a time (one vector store for a narrow row; a row's overshoot is
-    overwritten by the next row, or lies past m)."""
-    cdef Py_ssize_t row = lo // width, e = lo - row * width, k
+    itself when rows are single elements, else `buf` filled row by row, FILL at a time (a
+    row's overshoot is overwritten by the next row, or lies past m). buf has FILL elements
+    before it and SUB + FILL from it: rows of up to FILL elements take one store each,
+    the first from its (partial) row's start, without a branch."""
+    cdef Py_ssize_t row = lo // width, e = lo - row * width, k, r
+    cdef floating *p = buf - e
     cdef floating w
     if width == 1:
         return sw + lo
+    if width <= FILL:
+        for r in range((e + m + width - 1) // width):
+            _fill(p + r * width, sw[row + r])
+        return buf
     e = -e                   # buf position of the first row's first element
     while e < m:
         w = sw[row]
@@ -456,35 +478,35 @@ cdef inline void _fill(floating *a, floating w) noexcept nogil:
         a[k] = w
 
 
-cdef double _bce_block_weighted(const floating* x, const floating* t, floating* dx,
-                                Py_ssize_t lo, Py_ssize_t hi, const floating *sw,
-                                Py_ssize_t width, floating g) noexcept nogil:
+cdef simd_clones_flat_void _bce_block_weighted(const floating* x, const floating* t,
+                                          floating* dx, Py_ssize_t lo, Py_ssize_t hi,
+                                          const floating *sw, Py_ssize_t width, floating g,
+                                          double *sum) noexcept nogil:
     """_bce_block with row weights w: terms times w summed; dx = (sigmoid(x) - t) * (w g).
-    Rows of ROW_SCALED elements or more are cut into sub-blocks that end at row ends,
-    each of one weight; narrower rows take a weight per element."""
+    The sub-blocks are _bce_block's; one inside a single row takes that row's weight as a
+    scale, one across rows a weight per element."""
     cdef floating buf[SUB]
-    cdef floating wbuf[SUB + FILL]
+    cdef floating wbuf[FILL + SUB + FILL]
     cdef Py_ssize_t i = lo, m, row
     cdef double acc = 0.0
     while i < hi:
-        if width >= ROW_SCALED:
-            row = i // width
-            m = min(<Py_ssize_t>SUB, min(hi, (row + 1) * width) - i)
+        m = min(<Py_ssize_t>SUB, hi - i)
+        row = i // width
+        if (i + m - 1) // width == row:
             _bce_span(x + i, t + i, dx + i, buf, NULL, m, sw[row] * g, BCE_SCALE)
             acc += <double>sw[row] * lane_sum(buf, m)
-            i += m
-            continue
-        m = min(<Py_ssize_t>SUB, hi - i)
-        _bce_span(x + i, t + i, dx + i, buf, _element_weights(sw, width, i, m, wbuf), m, g,
-                  BCE_WEIGHTS)
-        acc += lane_sum(buf, m)
+        else:
+            _bce_span(x + i, t + i, dx + i, buf, _element_weights(sw, width, i, m, wbuf + FILL), m,
+                      g, BCE_WEIGHTS)
+            acc += lane_sum(buf, m)
         i += m
-    return acc
+    sum[0] = acc
 
 
-cdef double _mse_block(const floating* p, const floating* t, floating* dp, Py_ssize_t lo,
-                       Py_ssize_t hi, floating scale) noexcept nogil:
-    """dp = (p - t) * scale; returns sum (p - t)^2 in double. Eight fixed interleaved
+cdef simd_clones_flat_void _mse_block(const floating* p, const floating* t, floating* dp,
+                                 Py_ssize_t lo, Py_ssize_t hi, floating scale,
+                                 double *sum) noexcept nogil:
+    """dp = (p - t) * scale; *sum = sum (p - t)^2 in double. Eight fixed interleaved
     accumulators (combined in a fixed order) let the loop vectorise deterministically."""
     cdef Py_ssize_t i, k, m = lo + ((hi - lo) // 8) * 8
     cdef floating di
@@ -502,30 +524,31 @@ cdef double _mse_block(const floating* p, const floating* t, floating* dp, Py_ss
         di = p[i] - t[i]
         s += <double>di * <double>di
         dp[i] = di * scale
-    return s
+    sum[0] = s
 
 
-cdef double _mse_block_weighted(const floating* p, const floating* t, floating* dp,
-                                Py_ssize_t lo, Py_ssize_t hi, const floating *sw,
-                                Py_ssize_t width, floating g) noexcept nogil:
-    """Row weights w: dp = (p - t) * (w g); returns sum w (p - t)^2 (lane_sum per
+cdef simd_clones_flat_void _mse_block_weighted(const floating* p, const floating* t,
+                                          floating* dp, Py_ssize_t lo, Py_ssize_t hi,
+                                          const floating *sw, Py_ssize_t width, floating g,
+                                          double *sum) noexcept nogil:
+    """Row weights w: dp = (p - t) * (w g); *sum = sum w (p - t)^2 (lane_sum per
     sub-block of SUB)."""
     cdef floating buf[SUB]
-    cdef floating wbuf[SUB + FILL]
+    cdef floating wbuf[FILL + SUB + FILL]
     cdef const floating *w
     cdef floating di
     cdef Py_ssize_t i = lo, k, m
     cdef double acc = 0.0
     while i < hi:
         m = min(<Py_ssize_t>SUB, hi - i)
-        w = _element_weights(sw, width, i, m, wbuf)
+        w = _element_weights(sw, width, i, m, wbuf + FILL)
         for k in range(m):
             di = p[i + k] - t[i + k]
             buf[k] = di * di * w[k]
             dp[i + k] = di * (w[k] * g)
         acc += lane_sum(buf, m)
         i += SUB
-    return acc
+    sum[0] = acc
 
 
 cdef void _flat_block(const LossJob *job, Py_ssize_t b, const floating *x,
@@ -534,16 +557,16 @@ cdef void _flat_block(const LossJob *job, Py_ssize_t b, const floating *x,
     cdef Py_ssize_t n = op.dim[0], lo = b * SUM_BLOCK, hi = min(lo + SUM_BLOCK, n)
     cdef const floating *sw = <const floating *>op.ptr[4]
     cdef bint is_mse = op.arg[0] != 0
+    cdef double *part = job.part + b
     if sw != NULL and is_mse:
-        job.part[b] = _mse_block_weighted(x, t, g, lo, hi, sw, op.dim[1],
-                                          <floating>(2.0 * job.scale))
+        _mse_block_weighted(x, t, g, lo, hi, sw, op.dim[1], <floating>(2.0 * job.scale),
+                            part)
     elif sw != NULL:
-        job.part[b] = _bce_block_weighted(x, t, g, lo, hi, sw, op.dim[1],
-                                          <floating>job.scale)
+        _bce_block_weighted(x, t, g, lo, hi, sw, op.dim[1], <floating>job.scale, part)
     elif is_mse:
-        job.part[b] = _mse_block(x, t, g, lo, hi, <floating>(2.0 / <double>n))
+        _mse_block(x, t, g, lo, hi, <floating>(2.0 / <double>n), part)
     else:
-        job.part[b] = _bce_block(x, t, g, lo, hi, <floating>n)
+        _bce_block(x, t, g, lo, hi, <floating>n, part)
 
 
 cdef void _flat_task(const void *ctx, Py_ssize_t b) noexcept nogil:

@@ -2,7 +2,7 @@
 """Deterministic reductions shared by the compiled kernels (cimported, inlined).
 
 `seq_sum` adds partial sums strictly in index order, and `lane_sum` adds an array in
-double with eight interleaved accumulators combined in a fixed tree (vectorisable, and a
+double with interleaved accumulators combined in a fixed tree (vectorisable, and a
 function of the data and its length only). A reduction split into fixed blocks
 (boundaries independent of the thread count) whose partial results are combined with
 `seq_sum` is bit-identical for any team size. `vmax` is an exact maximum (any order).
@@ -57,9 +57,45 @@ cdef extern from *:
         for (; i < n; i++) m = a[i] > m ? a[i] : m;
         return m;
     }
+
+    /* Sum of a[0:n] in double. Thirty-two interleaved accumulators (acc[k] takes
+       a[32i + k]: four independent vector chains, so the adds' latency does not bound the
+       loop) are folded into eight, acc[k] = (acc[k] + acc[k+8]) + (acc[k+16] +
+       acc[k+24]); those take the next whole eights, then combine as
+       ((0+1)+(2+3))+((4+5)+(6+7)), and the < 8 leftover elements follow in order. The
+       association depends on n only (below 32 elements it is the eight-lane sum alone).
+       Always inlined, so it vectorises at the width of the SIMD clone that calls it. */
+    #if defined(__GNUC__)
+    #define FASTNN_ALWAYS_INLINE static inline __attribute__((always_inline))
+    #else
+    #define FASTNN_ALWAYS_INLINE static inline
+    #endif
+    #define FASTNN_LANE_SUM(name, T)                                                    \
+    FASTNN_ALWAYS_INLINE double name(const T *a, Py_ssize_t n) {                        \
+        double acc[32], s;                                                              \
+        Py_ssize_t i = 0;                                                               \
+        int k;                                                                          \
+        for (k = 0; k < 8; k++) acc[k] = 0.0;                                           \
+        if (n >= 32) {                                                                  \
+            for (k = 8; k < 32; k++) acc[k] = 0.0;                                      \
+            for (; i + 32 <= n; i += 32)                                                \
+                for (k = 0; k < 32; k++) acc[k] += (double)a[i + k];                    \
+            for (k = 0; k < 8; k++)                                                     \
+                acc[k] = (acc[k] + acc[k + 8]) + (acc[k + 16] + acc[k + 24]);           \
+        }                                                                               \
+        for (; i + 8 <= n; i += 8)                                                      \
+            for (k = 0; k < 8; k++) acc[k] += (double)a[i + k];                         \
+        s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); \
+        for (; i < n; i++) s += (double)a[i];                                           \
+        return s;                                                                       \
+    }
+    FASTNN_LANE_SUM(fastnn_lane_sumf, float)
+    FASTNN_LANE_SUM(fastnn_lane_sumd, double)
     """
     float fastnn_vmaxf(const float* a, Py_ssize_t n) noexcept nogil
     double fastnn_vmaxd(const double* a, Py_ssize_t n) noexcept nogil
+    double fastnn_lane_sumf(const float* a, Py_ssize_t n) noexcept nogil
+    double fastnn_lane_sumd(const double* a, Py_ssize_t n) noexcept nogil
 
 
 cdef inline double seq_sum(const double* a, Py_ssize_t n) noexcept nogil:
@@ -72,21 +108,10 @@ cdef inline double seq_sum(const double* a, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline double lane_sum(const floating* a, Py_ssize_t n) noexcept nogil:
-    """Sum of a[0:n] in double: eight interleaved accumulators (acc[k] takes a[8i + k]),
-    combined as ((0+1)+(2+3))+((4+5)+(6+7)), then the < 8 leftover elements in order.
-    The association depends on n only, and the loop vectorises."""
-    cdef double acc[8]
-    cdef Py_ssize_t i, k, m = (n // 8) * 8
-    cdef double s
-    for k in range(8):
-        acc[k] = 0.0
-    for i in range(0, m, 8):
-        for k in range(8):
-            acc[k] += <double>a[i + k]
-    s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-    for i in range(m, n):
-        s += <double>a[i]
-    return s
+    """Sum of a[0:n] in double, in an order depending on n only (see fastnn_lane_sum)."""
+    if floating is float:
+        return fastnn_lane_sumf(a, n)
+    return fastnn_lane_sumd(a, n)
 
 
 cdef inline floating vmax(const floating* a, Py_ssize_t n) noexcept nogil:
